@@ -1,0 +1,46 @@
+# The whole set-up on a fresh Debian machine is `make run` or `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := sip_message sdp rtp_parse rtcp_parse telephone_event jitter_ops
+
+.PHONY: run test setup build fuzz fuzz-api bench
+
+setup:
+	@scripts/setup
+
+build: setup
+	$(CARGO) build --release
+
+run: build
+	./target/release/switchboard migrate
+	./target/release/switchboard seed-demo
+	@echo
+	@echo "Switchboard is starting. Call the demo agent:  sip:+15555550100@127.0.0.1:5060"
+	@echo "  e.g.  baresip -e '/dial sip:+15555550100@127.0.0.1:5060'   or   sipp -sn uac -s +15555550100 127.0.0.1:5060 -m 1"
+	@echo "API:    http://127.0.0.1:8080/healthz   docs: http://127.0.0.1:8080/docs   (log in as demo@example.com)"
+	@echo "Stop with Ctrl-C."
+	@echo
+	exec ./target/release/switchboard serve
+
+test: setup
+	$(CARGO) test --workspace -- --test-threads=4
+
+# Coverage-guided fuzzing of every parser, $(FUZZ_SECONDS) s each (cargo-fuzz, libFuzzer).
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@# cargo-fuzz needs nightly flags: the nightly toolchain when installed, else stable with RUSTC_BOOTSTRAP.
+	if rustup toolchain list 2>/dev/null | grep -q nightly; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
+	for t in $(FUZZ_TARGETS); do \
+	  $(CARGO) $$tc fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+# Schemathesis against /openapi.json of a running node; fails on any 5xx.
+fuzz-api: build
+	bench/api/fuzz-api.sh
+
+# Benchmarks; figures go to bench/results/.
+bench: build
+	$(CARGO) bench --bench latency
+	bench/sip-capacity/run.sh

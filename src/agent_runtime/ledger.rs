@@ -1,0 +1,497 @@
+//! What a call did, kept as it happens: the conversation (with what was
+//! actually played when the agent was interrupted), per-turn latency, and
+//! usage. At the end it becomes the call's records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::llm::ChatMessage;
+use super::profile::AgentProfile;
+use super::records::{MessageRecord, RecordOp, RecordWriter, UsageRecord};
+use super::reply::ReplyEvent;
+
+/// One sentence queued for playout.
+#[derive(Debug)]
+struct Utterance {
+    text: String,
+    audio_ms: u32,
+    played_ms: Option<u32>,
+    done: bool,
+}
+
+/// The agent's reply to one turn (or a fixed line).
+#[derive(Debug, Default)]
+struct Reply {
+    turn: u64,
+    started: Option<Instant>,
+    speech_ended_at: Option<Instant>,
+    stt_ms: Option<u32>,
+    retrieval_ms: Option<u32>,
+    first_token_ms: Option<u32>,
+    tts_first_byte_ms: Option<u32>,
+    first_packet_at: Option<Instant>,
+    utterances: BTreeMap<u64, Utterance>,
+    done: bool,
+    interrupted: bool,
+    tokens_in: u32,
+    tokens_out: u32,
+    generated: String,
+    written: bool,
+}
+
+pub struct CallLedger {
+    workspace_id: Uuid,
+    session_id: Uuid,
+    call_log_id: Uuid,
+    profile: Arc<AgentProfile>,
+    history: Vec<ChatMessage>,
+    reply: Option<Reply>,
+    /// A reply cut by barge-in, with when it was cut: kept until playout
+    /// reports how much of each sentence played (the flush events arrive
+    /// after the barge-in), then written with only the words heard.
+    cut: Option<(Reply, DateTime<Utc>)>,
+    stt_ms: HashMap<u64, u32>,
+    latency: Vec<serde_json::Value>,
+    transfer_requested: bool,
+    fixed_turns: u64,
+    stt_audio_ms: u64,
+    tts_characters: u64,
+    tokens_in: u64,
+    tokens_out: u64,
+    messages: u64,
+    records: Vec<RecordOp>,
+}
+
+impl CallLedger {
+    pub fn new(
+        workspace_id: Uuid,
+        session_id: Uuid,
+        call_log_id: Uuid,
+        profile: Arc<AgentProfile>,
+    ) -> CallLedger {
+        CallLedger {
+            workspace_id,
+            session_id,
+            call_log_id,
+            profile,
+            history: Vec::new(),
+            reply: None,
+            cut: None,
+            stt_ms: HashMap::new(),
+            latency: Vec::new(),
+            transfer_requested: false,
+            fixed_turns: 0,
+            stt_audio_ms: 0,
+            tts_characters: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            messages: 0,
+            records: Vec::new(),
+        }
+    }
+
+    /// Fixed lines get turn numbers far from the caller's.
+    pub fn next_fixed_turn(&mut self) -> u64 {
+        self.fixed_turns += 1;
+        u64::MAX / 2 + self.fixed_turns
+    }
+
+    pub fn begin_reply(&mut self, turn: u64, speech_ended_at: Option<Instant>) {
+        self.close_reply();
+        self.reply = Some(Reply {
+            turn,
+            started: Some(Instant::now()),
+            speech_ended_at,
+            ..Reply::default()
+        });
+    }
+
+    pub fn transcribed(&mut self, turn: u64, elapsed_ms: u32, audio_ms: u32) {
+        self.stt_ms.insert(turn, elapsed_ms);
+        self.stt_audio_ms += audio_ms as u64;
+    }
+
+    /// The caller's turn, committed: stored at once, and a reply begins.
+    pub fn user_turn(&mut self, turn: u64, text: &str, speech_ended_at: Instant) {
+        // The agent's previous reply is written first, so the conversation
+        // reads in order (it was stamped after the caller's turn before).
+        self.close_reply();
+        let stt_ms = self.stt_ms.get(&turn).copied();
+        self.push_message(
+            "user",
+            text,
+            false,
+            stt_ms,
+            None,
+            None,
+            None,
+            None,
+            now_utc(),
+        );
+        self.history.push(ChatMessage::user(text));
+        self.begin_reply(turn, Some(speech_ended_at));
+        if let Some(r) = self.reply.as_mut() {
+            r.stt_ms = stt_ms;
+        }
+    }
+
+    /// Returns true when the event may have completed the reply.
+    pub fn on_reply_event(&mut self, ev: ReplyEvent) -> bool {
+        let Some(r) = self.reply.as_mut() else {
+            return false;
+        };
+        match ev {
+            ReplyEvent::Retrieved { turn, ms, .. } if turn == r.turn => r.retrieval_ms = Some(ms),
+            ReplyEvent::FirstToken { turn, ms } if turn == r.turn => r.first_token_ms = Some(ms),
+            ReplyEvent::Queued {
+                turn,
+                utt,
+                text,
+                audio_ms,
+                tts_first_byte_ms,
+            } if turn == r.turn => {
+                r.tts_first_byte_ms.get_or_insert(tts_first_byte_ms);
+                self.tts_characters += text.chars().count() as u64;
+                r.utterances.insert(
+                    utt,
+                    Utterance {
+                        text,
+                        audio_ms,
+                        played_ms: None,
+                        done: false,
+                    },
+                );
+            }
+            ReplyEvent::TransferRequested { turn } if turn == r.turn => {
+                self.transfer_requested = true
+            }
+            ReplyEvent::Done {
+                turn,
+                text,
+                tokens_in,
+                tokens_out,
+                failed,
+                ..
+            } if turn == r.turn => {
+                if let Some(err) = failed {
+                    tracing::warn!(%err, turn, "reply ended with a provider failure");
+                }
+                r.done = true;
+                r.generated = text;
+                r.tokens_in = tokens_in;
+                r.tokens_out = tokens_out;
+                self.tokens_in += tokens_in as u64;
+                self.tokens_out += tokens_out as u64;
+                return true;
+            }
+            _ => {} // an event of a reply already cancelled
+        }
+        false
+    }
+
+    pub fn take_transfer_request(&mut self) -> bool {
+        std::mem::take(&mut self.transfer_requested)
+    }
+
+    pub fn playout_started(&mut self, utt: u64, at: Instant) {
+        let Some(r) = self.reply.as_mut() else { return };
+        if !r.utterances.contains_key(&utt) || r.first_packet_at.is_some() {
+            return;
+        }
+        r.first_packet_at = Some(at);
+        if let Some(ended) = r.speech_ended_at {
+            let ms = |i: Option<Instant>| {
+                i.map(|i| i.saturating_duration_since(ended).as_millis() as u64)
+            };
+            self.latency.push(json!({
+                "turn": r.turn,
+                "voice_to_voice_ms": ms(Some(at)),
+                "respond_after_ms": ms(r.started),
+                "stt_ms": r.stt_ms,
+                "retrieval_ms": r.retrieval_ms,
+                "llm_first_token_ms": r.first_token_ms,
+                "tts_first_audio_ms": r.tts_first_byte_ms,
+            }));
+        }
+    }
+
+    pub fn playout_finished(&mut self, utt: u64) {
+        if let Some(u) = self.utterance_mut(utt) {
+            u.done = true;
+            u.played_ms = Some(u.audio_ms);
+        }
+        self.write_cut_when_known();
+    }
+
+    pub fn playout_flushed(&mut self, utt: u64, played_ms: u32) {
+        if let Some(u) = self.utterance_mut(utt) {
+            u.done = true;
+            u.played_ms = Some(played_ms.min(u.audio_ms));
+        }
+        self.write_cut_when_known();
+    }
+
+    fn utterance_mut(&mut self, utt: u64) -> Option<&mut Utterance> {
+        let in_reply = self
+            .reply
+            .as_ref()
+            .is_some_and(|r| r.utterances.contains_key(&utt));
+        if in_reply {
+            return self.reply.as_mut()?.utterances.get_mut(&utt);
+        }
+        self.cut.as_mut()?.0.utterances.get_mut(&utt)
+    }
+
+    /// Writes the cut reply once every sentence of it is accounted for.
+    fn write_cut_when_known(&mut self) {
+        if self
+            .cut
+            .as_ref()
+            .is_some_and(|(r, _)| r.utterances.values().all(|u| u.done))
+        {
+            self.write_cut();
+        }
+    }
+
+    fn write_cut(&mut self) {
+        if let Some((r, at)) = self.cut.take() {
+            self.write_reply(r, at);
+        }
+    }
+
+    /// The reply is fully generated and every queued sentence has played.
+    pub fn reply_complete(&self) -> bool {
+        self.reply
+            .as_ref()
+            .is_none_or(|r| r.done && r.utterances.values().all(|u| u.done))
+    }
+
+    /// Barge-in: the reply stops where the caller cut in.
+    pub fn interrupted(&mut self) {
+        let Some(mut r) = self.reply.take() else {
+            return;
+        };
+        r.interrupted = true;
+        r.done = true;
+        self.write_cut(); // an earlier cut still waiting: write what is known
+        self.cut = Some((r, now_utc()));
+        self.write_cut_when_known();
+    }
+
+    /// The conversation so far, trimmed to about `context_window` tokens.
+    pub fn history(&self, context_window: u32) -> Vec<ChatMessage> {
+        let budget = (context_window as usize).saturating_mul(3); // ~3 characters a token, leaving room
+        let mut used = 0;
+        let mut out: Vec<ChatMessage> = Vec::new();
+        for m in self.history.iter().rev() {
+            used += m.content.len();
+            if used > budget {
+                break;
+            }
+            out.push(m.clone());
+        }
+        out.reverse();
+        out
+    }
+
+    /// Writes the assistant message of the current reply (what was played).
+    fn close_reply(&mut self) {
+        if let Some(r) = self.reply.take() {
+            self.write_reply(r, now_utc());
+        }
+    }
+
+    fn write_reply(&mut self, mut r: Reply, at: DateTime<Utc>) {
+        if r.written {
+            return;
+        }
+        r.written = true;
+        let played = played_text(&r);
+        if played.is_empty() && r.generated.is_empty() {
+            return;
+        }
+        let content = if r.interrupted || played.len() < r.generated.len() {
+            played
+        } else {
+            r.generated.clone()
+        };
+        if content.is_empty() {
+            return;
+        }
+        self.history.push(ChatMessage::assistant(&content));
+        let (tin, tout) = (r.tokens_in, r.tokens_out);
+        self.push_message(
+            "assistant",
+            &content,
+            r.interrupted,
+            None,
+            r.first_token_ms,
+            r.tts_first_byte_ms,
+            Some(tin),
+            Some(tout),
+            at,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_message(
+        &mut self,
+        role: &'static str,
+        content: &str,
+        interrupted: bool,
+        stt_ms: Option<u32>,
+        llm_first_token_ms: Option<u32>,
+        tts_first_byte_ms: Option<u32>,
+        tokens_in: Option<u32>,
+        tokens_out: Option<u32>,
+        at: DateTime<Utc>,
+    ) {
+        self.messages += 1;
+        let i32_of = |v: Option<u32>| v.map(|v| v.min(i32::MAX as u32) as i32);
+        self.records.push(RecordOp::Message(MessageRecord {
+            id: Uuid::new_v4(),
+            workspace_id: self.workspace_id,
+            session_id: self.session_id,
+            role,
+            content: content.to_string(),
+            interrupted,
+            stt_ms: i32_of(stt_ms),
+            llm_first_token_ms: i32_of(llm_first_token_ms),
+            tts_first_byte_ms: i32_of(tts_first_byte_ms),
+            tokens_in: i32_of(tokens_in),
+            tokens_out: i32_of(tokens_out),
+            at,
+        }));
+    }
+
+    /// Sends the messages gathered so far to the writer (called often, so a
+    /// crash loses little and an outage is bridged by the writer's queue).
+    pub fn flush_to(&mut self, writer: &RecordWriter) {
+        for op in self.records.drain(..) {
+            writer.submit(op);
+        }
+    }
+
+    /// Latency figures so far (for tests and the live view).
+    pub fn latency(&self) -> &[serde_json::Value] {
+        &self.latency
+    }
+
+    /// Final records: last message, session end, usage, call figures.
+    pub fn write_all(
+        &mut self,
+        writer: &RecordWriter,
+        session_status: &'static str,
+        call_seconds: f64,
+        media_stats: Option<&serde_json::Value>,
+        recording: Option<&crate::media::record::RecordingInfo>,
+    ) {
+        self.write_cut();
+        self.close_reply();
+        self.flush_to(writer);
+        let now = now_utc();
+        writer.submit(RecordOp::EndSession {
+            id: self.session_id,
+            status: session_status,
+            summary: None,
+            at: now,
+        });
+        let p = &self.profile;
+        let usage = [
+            ("call_seconds", call_seconds.ceil(), 0.0, None),
+            (
+                "stt_seconds",
+                self.stt_audio_ms as f64 / 1000.0,
+                0.0,
+                Some(p.stt_provider.clone()),
+            ),
+            (
+                "tts_characters",
+                self.tts_characters as f64,
+                0.0,
+                Some(p.tts_provider.clone()),
+            ),
+            (
+                "llm_tokens_in",
+                self.tokens_in as f64,
+                p.input_cost_per_1k / 1000.0,
+                Some(p.llm_model.clone()),
+            ),
+            (
+                "llm_tokens_out",
+                self.tokens_out as f64,
+                p.output_cost_per_1k / 1000.0,
+                Some(p.llm_model.clone()),
+            ),
+        ];
+        let mut cost = 0.0;
+        for (kind, quantity, unit_cost, model) in usage {
+            cost += quantity * unit_cost;
+            writer.submit(RecordOp::Usage(UsageRecord {
+                id: Uuid::new_v4(),
+                workspace_id: self.workspace_id,
+                session_id: Some(self.session_id),
+                call_log_id: Some(self.call_log_id),
+                kind,
+                quantity,
+                unit_cost,
+                model,
+            }));
+        }
+        writer.submit(RecordOp::AddWorkspaceUsage {
+            workspace_id: self.workspace_id,
+            messages: self.messages as i64,
+            tokens: (self.tokens_in + self.tokens_out) as i64,
+            call_seconds: call_seconds.ceil() as i64,
+            stt_seconds: self.stt_audio_ms as f64 / 1000.0,
+            tts_characters: self.tts_characters as i64,
+        });
+        let mut latency = json!({ "turns": self.latency });
+        if let Some(stats) = media_stats {
+            latency["media"] = stats.clone();
+        }
+        writer.submit(RecordOp::CallFigures {
+            call_log_id: self.call_log_id,
+            latency,
+            cost,
+        });
+        if let Some(rec) = recording {
+            writer.submit(RecordOp::Recording {
+                id: Uuid::new_v4(),
+                workspace_id: self.workspace_id,
+                call_log_id: self.call_log_id,
+                storage_path: rec.path.display().to_string(),
+                duration_ms: rec.duration_ms as i64,
+                size_bytes: rec.bytes as i64,
+            });
+        }
+    }
+}
+
+/// The sentences that played, the last one cut where playout stopped.
+fn played_text(r: &Reply) -> String {
+    let mut out = Vec::new();
+    for u in r.utterances.values() {
+        match u.played_ms {
+            Some(ms) if ms >= u.audio_ms => out.push(u.text.clone()),
+            Some(ms) if ms > 0 && u.audio_ms > 0 => {
+                let words: Vec<&str> = u.text.split_whitespace().collect();
+                let keep = (words.len() as u64 * ms as u64 / u.audio_ms as u64) as usize;
+                if keep > 0 {
+                    out.push(words[..keep.min(words.len())].join(" "));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.join(" ")
+}
+
+fn now_utc() -> DateTime<Utc> {
+    Utc::now()
+}

@@ -1,0 +1,27 @@
+//! The conversation on a live call: one task per call running the turn loop
+//! (VAD → STT → retrieval → LLM → TTS), barge-in, persona rules, transfer,
+//! usage accounting and the call's records.
+pub mod call;
+pub mod embeddings;
+pub mod ledger;
+pub mod llm;
+pub mod llm_http;
+pub mod llm_offline;
+pub mod profile;
+pub mod provider_error;
+pub mod providers;
+pub mod records;
+pub mod registry;
+pub mod reply;
+pub mod retrieval;
+pub mod runtime;
+pub mod sentences;
+pub mod sse;
+pub mod stt;
+pub mod stt_http;
+pub mod tts;
+pub mod tts_http;
+pub mod turn;
+pub mod wav;
+
+pub use runtime::{AgentCalls, Runtime};

@@ -1,0 +1,151 @@
+//! Everything a call needs to know about its agent, loaded once when the
+//! call starts: persona, voice settings, limits, model and its prices.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct AgentProfile {
+    pub workspace_id: Uuid,
+    pub agent_id: Uuid,
+    pub agent_name: String,
+    pub instructions: String,
+    pub persona_name: String,
+    pub tone: String,
+    pub persona_instructions: String,
+    pub greeting: String,
+    pub fallback_message: String,
+    /// apologize, escalate, retry, transfer
+    pub escalation_policy: String,
+    pub transfer_to: Option<String>,
+    pub interruptible: bool,
+    pub silence_timeout_ms: u64,
+    pub max_call_seconds: u64,
+    pub recording_enabled: bool,
+    pub stt_provider: String,
+    pub stt_language: Option<String>,
+    pub tts_provider: String,
+    pub tts_voice: String,
+    pub tts_speed: f32,
+    pub llm_provider: String,
+    pub llm_model: String,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub context_window_size: u32,
+    pub input_cost_per_1k: f64,
+    pub output_cost_per_1k: f64,
+}
+
+impl AgentProfile {
+    pub async fn load(pool: &PgPool, agent_id: Uuid) -> Result<AgentProfile, sqlx::Error> {
+        let row: AgentRow = sqlx::query_as(
+            "select a.workspace_id, a.id as agent_id, a.name as agent_name,
+                    coalesce(a.instructions, '') as instructions,
+                    coalesce(p.name, '') as persona_name,
+                    coalesce(p.tone::text, 'professional') as tone,
+                    coalesce(p.instructions, '') as persona_instructions,
+                    coalesce(nullif(p.greeting, ''), 'Hello, thanks for calling. How can I help you today?') as greeting,
+                    coalesce(nullif(p.fallback_message, ''), 'I am sorry, I do not have that information.') as fallback_message,
+                    coalesce(p.escalation_policy::text, 'apologize') as escalation_policy,
+                    nullif(a.transfer_to, '') as transfer_to,
+                    coalesce(a.interruptible, true) as interruptible,
+                    coalesce(a.silence_timeout_ms, 8000)::int8 as silence_timeout_ms,
+                    coalesce(a.max_call_seconds, 600)::int8 as max_call_seconds,
+                    coalesce(a.recording_enabled, false) as recording_enabled,
+                    coalesce(a.stt_provider, 'whisper') as stt_provider,
+                    a.stt_language,
+                    coalesce(a.tts_provider, 'espeak') as tts_provider,
+                    coalesce(nullif(a.tts_voice, ''), 'en-us') as tts_voice,
+                    coalesce(a.tts_speed, 1.0)::float8 as tts_speed,
+                    coalesce(m.provider, 'offline') as llm_provider,
+                    coalesce(m.model_id, 'retrieval-answerer') as llm_model,
+                    coalesce(a.temperature, 0.3)::float8 as temperature,
+                    coalesce(a.max_tokens, 300)::int8 as max_tokens,
+                    coalesce(a.context_window_size, 4096)::int8 as context_window_size,
+                    coalesce(m.input_cost_per_1k, 0)::float8 as input_cost_per_1k,
+                    coalesce(m.output_cost_per_1k, 0)::float8 as output_cost_per_1k
+             from agents a
+             left join personas p on p.id = a.persona_id
+             left join llm_models m on m.id = a.llm_model_id
+             where a.id = $1",
+        )
+        .bind(agent_id)
+        .fetch_one(pool)
+        .await?;
+        Ok(row.into())
+    }
+
+    /// The persona's line when the caller is silent.
+    pub fn reprompt(&self) -> String {
+        "Are you still there? How can I help you?".to_string()
+    }
+
+    pub fn goodbye(&self) -> String {
+        "It seems we got disconnected. Thank you for calling, goodbye.".to_string()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    workspace_id: Uuid,
+    agent_id: Uuid,
+    agent_name: String,
+    instructions: String,
+    persona_name: String,
+    tone: String,
+    persona_instructions: String,
+    greeting: String,
+    fallback_message: String,
+    escalation_policy: String,
+    transfer_to: Option<String>,
+    interruptible: bool,
+    silence_timeout_ms: i64,
+    max_call_seconds: i64,
+    recording_enabled: bool,
+    stt_provider: String,
+    stt_language: Option<String>,
+    tts_provider: String,
+    tts_voice: String,
+    tts_speed: f64,
+    llm_provider: String,
+    llm_model: String,
+    temperature: f64,
+    max_tokens: i64,
+    context_window_size: i64,
+    input_cost_per_1k: f64,
+    output_cost_per_1k: f64,
+}
+
+impl From<AgentRow> for AgentProfile {
+    fn from(r: AgentRow) -> Self {
+        AgentProfile {
+            workspace_id: r.workspace_id,
+            agent_id: r.agent_id,
+            agent_name: r.agent_name,
+            instructions: r.instructions,
+            persona_name: r.persona_name,
+            tone: r.tone,
+            persona_instructions: r.persona_instructions,
+            greeting: r.greeting,
+            fallback_message: r.fallback_message,
+            escalation_policy: r.escalation_policy,
+            transfer_to: r.transfer_to,
+            interruptible: r.interruptible,
+            silence_timeout_ms: r.silence_timeout_ms.clamp(1000, 3_600_000) as u64,
+            max_call_seconds: r.max_call_seconds.clamp(10, 86_400) as u64,
+            recording_enabled: r.recording_enabled,
+            stt_provider: r.stt_provider,
+            stt_language: r.stt_language,
+            tts_provider: r.tts_provider,
+            tts_voice: r.tts_voice,
+            tts_speed: r.tts_speed.clamp(0.25, 4.0) as f32,
+            llm_provider: r.llm_provider,
+            llm_model: r.llm_model,
+            temperature: r.temperature.clamp(0.0, 2.0) as f32,
+            max_tokens: r.max_tokens.clamp(1, 32_000) as u32,
+            context_window_size: r.context_window_size.clamp(256, 1_000_000) as u32,
+            input_cost_per_1k: r.input_cost_per_1k,
+            output_cost_per_1k: r.output_cost_per_1k,
+        }
+    }
+}

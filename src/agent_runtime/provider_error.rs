@@ -1,0 +1,60 @@
+//! The one error type of the provider layer (STT, LLM, TTS, embeddings,
+//! retrieval). Callers turn any of these into the persona's fallback policy;
+//! none of them is a reason to drop a call.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider is not usable as configured (missing model file, key, URL).
+    #[error("provider not configured: {0}")]
+    Config(String),
+    /// The network request failed before any answer (connect, TLS, reset).
+    #[error("provider unreachable: {0}")]
+    Network(String),
+    /// The provider answered with an HTTP error status.
+    #[error("provider returned HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    /// No answer (or no first token) within the deadline.
+    #[error("provider timed out after {0:?}")]
+    Timeout(Duration),
+    /// The provider answered something we cannot read.
+    #[error("provider protocol error: {0}")]
+    Protocol(String),
+    /// A local engine (whisper, espeak-ng) failed.
+    #[error("local engine failed: {0}")]
+    Engine(String),
+    /// The request was cancelled (barge-in, hangup).
+    #[error("cancelled")]
+    Cancelled,
+    /// The knowledge base could not be queried.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ProviderError {
+    /// Classifies a reqwest error (timeouts apart from the rest).
+    pub(crate) fn from_http(err: reqwest::Error, timeout: Duration) -> ProviderError {
+        if err.is_timeout() {
+            ProviderError::Timeout(timeout)
+        } else if err.is_decode() || err.is_body() {
+            ProviderError::Protocol(err.to_string())
+        } else {
+            ProviderError::Network(err.without_url().to_string())
+        }
+    }
+}
+
+/// Reads an error response's body (bounded) into a `Status` error.
+pub(crate) async fn status_error(resp: reqwest::Response) -> ProviderError {
+    let status = resp.status().as_u16();
+    let mut body = resp.text().await.unwrap_or_default();
+    if body.len() > 500 {
+        let mut cut = 500;
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body.truncate(cut);
+    }
+    ProviderError::Status { status, body }
+}

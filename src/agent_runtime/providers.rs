@@ -1,0 +1,188 @@
+//! The provider bundle a call uses: offline defaults from the configuration
+//! (whisper, the retrieval answerer, espeak-ng, the local embedder), and the
+//! per-agent choice of networked providers with the workspace's credentials
+//! from `workspace_llm_config` (keys decrypted only in memory).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::embeddings::{Embedder, LocalHashEmbedder};
+use super::llm::{AnthropicMessages, LanguageModel, OfflineAnswerer, OpenAiChat};
+use super::llm_http::HttpLlmSettings;
+use super::profile::AgentProfile;
+pub use super::provider_error::ProviderError;
+use super::stt::{OpenAiStt, SpeechToText, WhisperStt};
+use super::tts::{ElevenLabsTts, EspeakTts, OpenAiTts, PiperHttpTts, TextToSpeech};
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct Providers {
+    pub stt: Arc<dyn SpeechToText>,
+    pub llm: Arc<dyn LanguageModel>,
+    pub tts: Arc<dyn TextToSpeech>,
+    pub embedder: Arc<dyn Embedder>,
+}
+
+/// One active `workspace_llm_config` row, key decrypted.
+#[derive(Clone)]
+pub struct ProviderCredential {
+    pub provider: String,
+    pub base_url: Option<String>,
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for ProviderCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderCredential")
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("api_key", &"***")
+            .finish()
+    }
+}
+
+/// Default API base of the OpenAI-compatible services we know by name.
+pub fn default_base_url(provider: &str) -> Option<&'static str> {
+    Some(match provider {
+        "openai" => "https://api.openai.com/v1",
+        "groq" => "https://api.groq.com/openai/v1",
+        "anthropic" => "https://api.anthropic.com/v1",
+        "elevenlabs" => "https://api.elevenlabs.io",
+        "ollama" => "http://127.0.0.1:11434/v1",
+        "openrouter" => "https://openrouter.ai/api/v1",
+        "together" => "https://api.together.xyz/v1",
+        "mistral" => "https://api.mistral.ai/v1",
+        _ => return None,
+    })
+}
+
+impl Providers {
+    /// The offline defaults: loads the whisper model (once per process).
+    pub fn from_config(config: &Config) -> Result<Providers, ProviderError> {
+        let stt = WhisperStt::from_config(&config.stt)?;
+        Ok(Providers {
+            stt: Arc::new(stt),
+            llm: Arc::new(OfflineAnswerer::new()),
+            tts: Arc::new(EspeakTts::new(&config.tts.voice)),
+            embedder: Arc::new(LocalHashEmbedder),
+        })
+    }
+
+    /// The workspace's active provider credentials, decrypted with `key`.
+    /// A row that does not decrypt is skipped with a warning (that provider
+    /// then falls back to the offline default).
+    pub async fn load_credentials(
+        pool: &PgPool,
+        workspace_id: Uuid,
+        key: &[u8; 32],
+    ) -> Result<Vec<ProviderCredential>, ProviderError> {
+        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "select provider, base_url, api_key from workspace_llm_config
+             where workspace_id = $1 and is_active",
+        )
+        .bind(workspace_id)
+        .fetch_all(pool)
+        .await?;
+        let mut out = Vec::new();
+        for (provider, base_url, sealed) in rows {
+            let api_key = match sealed.filter(|s| !s.is_empty()) {
+                None => String::new(),
+                Some(s) => match crate::api::secrets::decrypt(key, &s) {
+                    Ok(k) => k,
+                    Err(err) => {
+                        tracing::warn!(%provider, %err, "provider key does not decrypt; provider skipped");
+                        continue;
+                    }
+                },
+            };
+            out.push(ProviderCredential {
+                provider: provider.to_lowercase(),
+                base_url: base_url.filter(|u| !u.is_empty()),
+                api_key,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The providers one agent uses: its configured STT/LLM/TTS provider where
+    /// the workspace has credentials (or a known keyless base URL), else the
+    /// offline default of that stage.
+    pub fn for_agent(
+        &self,
+        config: &Config,
+        profile: &AgentProfile,
+        creds: &[ProviderCredential],
+    ) -> Providers {
+        let find = |name: &str| -> Option<(String, String)> {
+            let cred = creds.iter().find(|c| c.provider == name);
+            let base = cred
+                .and_then(|c| c.base_url.clone())
+                .or_else(|| default_base_url(name).map(str::to_string))?;
+            if cred.is_none()
+                && !base.starts_with("http://127.")
+                && !base.starts_with("http://localhost")
+            {
+                return None; // a remote service with no key configured
+            }
+            Some((base, cred.map(|c| c.api_key.clone()).unwrap_or_default()))
+        };
+        let mut out = self.clone();
+        let llm_provider = profile.llm_provider.to_lowercase();
+        if llm_provider != "offline" {
+            match find(&llm_provider) {
+                Some((base_url, api_key)) => {
+                    let settings = HttpLlmSettings {
+                        base_url,
+                        api_key,
+                        model: profile.llm_model.clone(),
+                        first_token_timeout: Duration::from_secs(
+                            config.llm.first_token_timeout_secs.max(1),
+                        ),
+                        context_window: profile.context_window_size,
+                    };
+                    out.llm = if llm_provider == "anthropic" {
+                        Arc::new(AnthropicMessages::new(settings))
+                    } else {
+                        Arc::new(OpenAiChat::new(settings))
+                    };
+                }
+                None => {
+                    tracing::warn!(provider = %llm_provider, "no credentials for the agent's LLM; using the offline answerer")
+                }
+            }
+        }
+        let stt_provider = profile.stt_provider.to_lowercase();
+        if stt_provider != "whisper" {
+            match find(&stt_provider) {
+                Some((base, key)) => {
+                    let model = if stt_provider == "groq" {
+                        "whisper-large-v3"
+                    } else {
+                        "whisper-1"
+                    };
+                    out.stt = Arc::new(OpenAiStt::new(&base, &key, model));
+                }
+                None => {
+                    tracing::warn!(provider = %stt_provider, "no credentials for the agent's STT; using whisper")
+                }
+            }
+        }
+        let tts_provider = profile.tts_provider.to_lowercase();
+        if tts_provider != "espeak" {
+            match (tts_provider.as_str(), find(&tts_provider)) {
+                ("elevenlabs", Some((base, key))) => {
+                    out.tts = Arc::new(ElevenLabsTts::new(&base, &key, "eleven_flash_v2_5"))
+                }
+                ("piper", Some((base, _))) => out.tts = Arc::new(PiperHttpTts::new(&base)),
+                (_, Some((base, key))) => out.tts = Arc::new(OpenAiTts::new(&base, &key, "tts-1")),
+                (_, None) => {
+                    tracing::warn!(provider = %tts_provider, "no credentials for the agent's TTS; using espeak-ng")
+                }
+            }
+        }
+        out
+    }
+}

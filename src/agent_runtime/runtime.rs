@@ -1,0 +1,47 @@
+//! The process-wide part of the agent runtime: shared providers, the record
+//! writer and the live-call registry. It is the SIP layer's `CallHandler`.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use super::providers::Providers;
+use super::records::RecordWriter;
+use super::registry::Registry;
+use crate::config::Config;
+use crate::sip::call::{CallHandler, IncomingCall};
+
+/// Writes queued while the database is away, per process.
+const RECORD_QUEUE: usize = 100_000;
+
+pub struct Runtime {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub records: RecordWriter,
+    pub registry: Registry,
+    /// The process-wide defaults; each call picks its agent's providers.
+    pub providers: Providers,
+}
+
+impl Runtime {
+    pub fn new(pool: PgPool, config: Arc<Config>, providers: Providers) -> Arc<Runtime> {
+        let records = RecordWriter::start(pool.clone(), RECORD_QUEUE);
+        Arc::new(Runtime {
+            pool,
+            config,
+            records,
+            registry: Registry::new(),
+            providers,
+        })
+    }
+}
+
+/// The SIP layer's handler: each accepted call gets its own task.
+#[derive(Clone)]
+pub struct AgentCalls(pub Arc<Runtime>);
+
+impl CallHandler for AgentCalls {
+    fn on_call(&self, call: IncomingCall) {
+        tokio::spawn(super::call::run_call(self.0.clone(), call));
+    }
+}

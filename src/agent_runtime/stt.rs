@@ -1,0 +1,342 @@
+//! The speech-to-text stage: 16 kHz mono PCM of one utterance in, text out.
+//! Default: whisper.cpp (whisper-rs) with a ggml model loaded once per
+//! process, on a bounded pool so concurrent calls queue rather than thrash
+//! two cores; `audio_ctx` sized to the utterance (about 5× faster for a 3 s
+//! question than whisper's padded 30 s window).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+pub use super::provider_error::ProviderError;
+pub use super::stt_http::OpenAiStt;
+
+/// Sample rate every STT provider takes.
+pub const STT_SAMPLE_RATE: u32 = 16_000;
+/// Longest utterance accepted (whisper's window is 30 s).
+pub const MAX_UTTERANCE_SAMPLES: usize = 30 * STT_SAMPLE_RATE as usize;
+/// The model file looked for when none is configured.
+pub const DEFAULT_MODEL_FILE: &str = "ggml-tiny.en.bin";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    /// Length of the audio transcribed.
+    pub audio_ms: u32,
+    /// Wall time the transcription took (queueing included).
+    pub elapsed_ms: u32,
+}
+
+#[async_trait]
+pub trait SpeechToText: Send + Sync {
+    /// Transcribes one utterance (16 kHz mono). `language` is a hint such as
+    /// "en" or "en-US". Dropping the future abandons the request at once.
+    async fn transcribe(
+        &self,
+        pcm16k: &[i16],
+        language: Option<&str>,
+    ) -> Result<Transcript, ProviderError>;
+    /// Provider name for usage records.
+    fn name(&self) -> String;
+}
+
+/// Where the whisper model is: the configured path, else
+/// `data/models/<file>`, else `../shared/models/<file>`, each tried from the
+/// current directory and from the crate root.
+pub fn resolve_model_path(configured: &str) -> Result<PathBuf, ProviderError> {
+    if !configured.trim().is_empty() {
+        let p = PathBuf::from(configured.trim());
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(ProviderError::Config(format!(
+                "stt.model_path {} does not exist",
+                p.display()
+            )))
+        };
+    }
+    let mut bases = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        bases.push(cwd);
+    }
+    bases.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let mut tried = Vec::new();
+    for rel in ["data/models", "../shared/models"] {
+        for base in &bases {
+            let p = base.join(rel).join(DEFAULT_MODEL_FILE);
+            if p.is_file() {
+                return Ok(p);
+            }
+            tried.push(p.display().to_string());
+        }
+    }
+    Err(ProviderError::Config(format!(
+        "no whisper model found (tried {})",
+        tried.join(", ")
+    )))
+}
+
+/// `audio_ctx` for an utterance: about 2 × (seconds × 50) encoder positions,
+/// rounded up, within whisper's 1500. At 1 × transcripts break; 2 × keeps
+/// them exact (measured, see shared/models/README.md).
+pub fn audio_ctx_for(samples: usize) -> i32 {
+    let seconds = samples as f64 / STT_SAMPLE_RATE as f64;
+    ((2.0 * seconds * 50.0).ceil() as i32).clamp(64, 1500)
+}
+
+/// Upper bound on tokens for an utterance of `samples` (16 kHz).
+pub fn max_tokens_for(samples: usize) -> i32 {
+    let seconds = samples as f64 / STT_SAMPLE_RATE as f64;
+    ((seconds * 8.0).ceil() as i32 + 16).clamp(24, 224)
+}
+
+/// Process-wide cache: each model file is loaded once and shared.
+fn context_cache() -> &'static Mutex<Vec<(PathBuf, Arc<WhisperContext>)>> {
+    static CACHE: OnceLock<Mutex<Vec<(PathBuf, Arc<WhisperContext>)>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn load_context(path: &Path) -> Result<Arc<WhisperContext>, ProviderError> {
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut cache = context_cache()
+        .lock()
+        .map_err(|_| ProviderError::Engine("whisper cache poisoned".into()))?;
+    if let Some((_, ctx)) = cache.iter().find(|(p, _)| *p == key) {
+        return Ok(ctx.clone());
+    }
+    // Without a logging backend feature this silences whisper.cpp's stderr chatter.
+    whisper_rs::install_logging_hooks();
+    let path_str = key
+        .to_str()
+        .ok_or_else(|| ProviderError::Config("model path is not UTF-8".into()))?;
+    let ctx = WhisperContext::new_with_params(path_str, WhisperContextParameters::default())
+        .map_err(|e| ProviderError::Config(format!("cannot load whisper model {path_str}: {e}")))?;
+    let ctx = Arc::new(ctx);
+    cache.push((key, ctx.clone()));
+    Ok(ctx)
+}
+
+/// Settings of [`WhisperStt`].
+#[derive(Debug, Clone)]
+pub struct WhisperOptions {
+    pub threads: u32,
+    pub workers: usize,
+    /// Size `audio_ctx` to the utterance (the default); false = whisper's
+    /// full 30 s window, kept for the benchmark's reference figure.
+    pub sized_audio_ctx: bool,
+}
+
+/// whisper.cpp on a bounded pool: `workers` transcriptions at once, each on
+/// `threads` threads, one reusable decoder state per worker.
+pub struct WhisperStt {
+    ctx: Arc<WhisperContext>,
+    permits: Arc<Semaphore>,
+    states: Arc<Mutex<Vec<WhisperState>>>,
+    options: WhisperOptions,
+}
+
+impl WhisperStt {
+    /// Loads (or reuses) the model at `model_path`.
+    pub fn load(model_path: &Path, options: WhisperOptions) -> Result<WhisperStt, ProviderError> {
+        let ctx = load_context(model_path)?;
+        let workers = options.workers.clamp(1, 64);
+        Ok(WhisperStt {
+            ctx,
+            permits: Arc::new(Semaphore::new(workers)),
+            states: Arc::new(Mutex::new(Vec::new())),
+            options: WhisperOptions {
+                workers,
+                threads: options.threads.clamp(1, 64),
+                ..options
+            },
+        })
+    }
+
+    /// From the `[stt]` configuration section.
+    pub fn from_config(stt: &crate::config::SttConfig) -> Result<WhisperStt, ProviderError> {
+        let path = resolve_model_path(&stt.model_path)?;
+        WhisperStt::load(
+            &path,
+            WhisperOptions {
+                threads: stt.threads,
+                workers: stt.workers,
+                sized_audio_ctx: true,
+            },
+        )
+    }
+}
+
+/// Sets the flag when dropped: the caller went away, whisper should stop.
+struct AbortOnDrop(Arc<AtomicBool>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl SpeechToText for WhisperStt {
+    async fn transcribe(
+        &self,
+        pcm16k: &[i16],
+        language: Option<&str>,
+    ) -> Result<Transcript, ProviderError> {
+        let started = Instant::now();
+        let audio_ms = (pcm16k.len() as u64 * 1000 / STT_SAMPLE_RATE as u64) as u32;
+        if pcm16k.is_empty() {
+            return Ok(Transcript {
+                text: String::new(),
+                audio_ms: 0,
+                elapsed_ms: 0,
+            });
+        }
+        let pcm = &pcm16k[..pcm16k.len().min(MAX_UTTERANCE_SAMPLES)];
+        let mut audio: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
+        // whisper.cpp returns nothing for input under 1 s; pad with silence.
+        let min_len = STT_SAMPLE_RATE as usize + STT_SAMPLE_RATE as usize / 10;
+        if audio.len() < min_len {
+            audio.resize(min_len, 0.0);
+        }
+        // Queue here (cheap to abandon) rather than inside the blocking pool.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ProviderError::Cancelled)?;
+        let abort = Arc::new(AtomicBool::new(false));
+        let _guard = AbortOnDrop(abort.clone());
+        let ctx = self.ctx.clone();
+        let states = self.states.clone();
+        let options = self.options.clone();
+        let language =
+            language.map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase());
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            run_whisper(&ctx, &states, &options, &audio, language.as_deref(), abort)
+        });
+        // A decode that loops (tiny models on odd audio can repeat a token
+        // until the context is full) must not hold the only worker: past the
+        // limit the guard's drop sets the abort flag and whisper stops.
+        let limit = Duration::from_millis(3000 + 2 * audio_ms as u64);
+        let text = match tokio::time::timeout(limit, job).await {
+            Ok(joined) => {
+                joined.map_err(|e| ProviderError::Engine(format!("whisper task failed: {e}")))??
+            }
+            Err(_) => return Err(ProviderError::Timeout(limit)),
+        };
+        Ok(Transcript {
+            text,
+            audio_ms,
+            elapsed_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+        })
+    }
+
+    fn name(&self) -> String {
+        "whisper".into()
+    }
+}
+
+fn run_whisper(
+    ctx: &WhisperContext,
+    states: &Mutex<Vec<WhisperState>>,
+    options: &WhisperOptions,
+    audio: &[f32],
+    language: Option<&str>,
+    abort: Arc<AtomicBool>,
+) -> Result<String, ProviderError> {
+    if abort.load(Ordering::Relaxed) {
+        return Err(ProviderError::Cancelled);
+    }
+    let pooled = states.lock().ok().and_then(|mut s| s.pop());
+    let mut state = match pooled {
+        Some(s) => s,
+        None => ctx
+            .create_state()
+            .map_err(|e| ProviderError::Engine(format!("whisper state: {e}")))?,
+    };
+    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    params.set_n_threads(options.threads as i32);
+    params.set_single_segment(true);
+    params.set_no_context(true);
+    params.set_no_timestamps(true);
+    params.set_suppress_nst(true);
+    params.set_print_special(false);
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_timestamps(false);
+    if options.sized_audio_ctx {
+        params.set_audio_ctx(audio_ctx_for(audio.len()));
+    }
+    params.set_language(Some(language.unwrap_or("en")));
+    // Speech runs at about 3 words (4 tokens) a second; a bound well above
+    // that stops a repeating decode early instead of at the context limit.
+    params.set_max_tokens(max_tokens_for(audio.len()));
+    // whisper-rs 0.16's `set_abort_callback_safe` casts its boxed closure to
+    // the wrong type (the callback reads garbage and aborts at random), so
+    // the raw callback is used with a pointer to the flag, which `abort`
+    // keeps alive until `full` has returned.
+    // SAFETY: `abort_requested` only reads an AtomicBool through a pointer
+    // that stays valid for the whole `full` call.
+    unsafe {
+        params.set_abort_callback(Some(abort_requested));
+        params.set_abort_callback_user_data(Arc::as_ptr(&abort) as *mut std::ffi::c_void);
+    }
+    let result = state.full(params, audio);
+    if abort.load(Ordering::Relaxed) {
+        // An aborted state may hold a half-finished decode; do not reuse it.
+        return Err(ProviderError::Cancelled);
+    }
+    result.map_err(|e| ProviderError::Engine(format!("whisper: {e}")))?;
+    let mut text = String::new();
+    for segment in state.as_iter() {
+        match segment.to_str_lossy() {
+            Ok(s) => text.push_str(&s),
+            Err(e) => return Err(ProviderError::Engine(format!("whisper segment: {e}"))),
+        }
+    }
+    if let Ok(mut pool) = states.lock() {
+        if pool.len() < options.workers {
+            pool.push(state);
+        }
+    }
+    Ok(text.trim().to_string())
+}
+
+/// whisper.cpp polls this during inference; true stops the run.
+unsafe extern "C" fn abort_requested(user_data: *mut std::ffi::c_void) -> bool {
+    if user_data.is_null() {
+        return false;
+    }
+    // SAFETY: user_data is the `Arc<AtomicBool>` pointer set in `run_whisper`.
+    let flag = unsafe { &*(user_data as *const AtomicBool) };
+    flag.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_ctx_scales_with_length() {
+        assert_eq!(audio_ctx_for(3 * 16_000), 300);
+        assert_eq!(audio_ctx_for(16_000 * 27 / 10), 270);
+        assert_eq!(audio_ctx_for(100), 64);
+        assert_eq!(audio_ctx_for(60 * 16_000), 1500);
+    }
+
+    #[test]
+    fn missing_configured_model_is_a_config_error() {
+        assert!(matches!(
+            resolve_model_path("/nonexistent/model.bin"),
+            Err(ProviderError::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,140 @@
+//! OpenAI-compatible `POST {base}/audio/transcriptions`: the utterance is
+//! uploaded as a 16 kHz WAV in a multipart form (built by hand: one file
+//! part and a few text fields), the JSON answer's `text` is the transcript.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::provider_error::status_error;
+use super::stt::{ProviderError, SpeechToText, Transcript, MAX_UTTERANCE_SAMPLES, STT_SAMPLE_RATE};
+use super::wav::encode_wav;
+
+pub struct OpenAiStt {
+    client: reqwest::Client,
+    base_url: String,
+    api_key: String,
+    model: String,
+    timeout: Duration,
+}
+
+impl OpenAiStt {
+    /// `base_url` like `https://api.openai.com/v1`.
+    pub fn new(base_url: &str, api_key: &str, model: &str) -> OpenAiStt {
+        OpenAiStt::with_timeout(base_url, api_key, model, Duration::from_secs(20))
+    }
+
+    pub fn with_timeout(
+        base_url: &str,
+        api_key: &str,
+        model: &str,
+        timeout: Duration,
+    ) -> OpenAiStt {
+        OpenAiStt {
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key: api_key.to_string(),
+            model: model.to_string(),
+            timeout,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TranscriptionResponse {
+    text: String,
+}
+
+/// A multipart/form-data body with text fields and one WAV file.
+fn multipart(boundary: &str, fields: &[(&str, &str)], wav: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(wav.len() + 512);
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"audio.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(wav);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[async_trait]
+impl SpeechToText for OpenAiStt {
+    async fn transcribe(
+        &self,
+        pcm16k: &[i16],
+        language: Option<&str>,
+    ) -> Result<Transcript, ProviderError> {
+        let started = Instant::now();
+        let pcm = &pcm16k[..pcm16k.len().min(MAX_UTTERANCE_SAMPLES)];
+        let audio_ms = (pcm.len() as u64 * 1000 / STT_SAMPLE_RATE as u64) as u32;
+        let wav = encode_wav(pcm, STT_SAMPLE_RATE);
+        let boundary = format!("switchboard-{}", uuid::Uuid::new_v4().simple());
+        let lang = language.map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase());
+        let mut fields = vec![("model", self.model.as_str()), ("response_format", "json")];
+        if let Some(l) = lang
+            .as_deref()
+            .filter(|l| l.len() <= 8 && l.chars().all(|c| c.is_ascii_alphabetic()))
+        {
+            fields.push(("language", l));
+        }
+        let mut req = self
+            .client
+            .post(format!("{}/audio/transcriptions", self.base_url))
+            .timeout(self.timeout)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(multipart(&boundary, &fields, &wav));
+        if !self.api_key.is_empty() {
+            req = req.bearer_auth(&self.api_key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_http(e, self.timeout))?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp).await);
+        }
+        let body: TranscriptionResponse = resp
+            .json()
+            .await
+            .map_err(|e| ProviderError::Protocol(e.to_string()))?;
+        Ok(Transcript {
+            text: body.text.trim().to_string(),
+            audio_ms,
+            elapsed_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.model.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_shape() {
+        let body = multipart("B", &[("model", "whisper-1")], b"RIFFxx");
+        let s = String::from_utf8_lossy(&body);
+        assert!(s.starts_with(
+            "--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+        ));
+        assert!(s.contains("filename=\"audio.wav\""));
+        assert!(s.ends_with("RIFFxx\r\n--B--\r\n"));
+    }
+}

@@ -1,0 +1,461 @@
+//! Turn taking for one call, sans-IO: who holds the floor, when to start
+//! transcribing (speculatively, at the first pause), when the caller's turn
+//! has really ended, barge-in, backchannels, silence reprompts and the call
+//! time limit. Time is an argument; the call driver feeds events and
+//! carries out the returned actions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Timing rules for one call (agent columns and `[turn]` configuration).
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    /// Trailing silence that ends the caller's turn (the endpointer's).
+    pub end_of_turn_silence: Duration,
+    /// Pause after which transcription starts speculatively. Shorter than
+    /// `end_of_turn_silence`, so the transcript is ready when the turn ends.
+    pub speculate_after: Duration,
+    /// A pause this long ends the turn early when the speculative
+    /// transcript reads as a finished sentence ("…on Saturday?"): the
+    /// answer starts without waiting for the full end-of-turn silence.
+    pub complete_turn_silence: Duration,
+    /// Caller speech during agent playout that counts as an interruption.
+    pub barge_in_min: Duration,
+    pub interruptible: bool,
+    /// Caller silence (while the agent is not speaking) before a reprompt.
+    pub silence_timeout: Duration,
+    pub max_call: Duration,
+}
+
+/// What happened, as the driver saw it.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The endpointer heard voice start (onset already confirmed).
+    SpeechStarted {
+        at: Instant,
+    },
+    /// First silent frame after speech; `audio` is the utterance so far (16 kHz).
+    PauseStarted {
+        at: Instant,
+        audio: Arc<Vec<i16>>,
+    },
+    /// Voice again after a pause shorter than the end-of-turn silence.
+    SpeechResumed {
+        at: Instant,
+    },
+    /// The endpointer's end of turn, with the whole utterance.
+    SpeechEnded {
+        at: Instant,
+        audio: Arc<Vec<i16>>,
+    },
+    Transcript {
+        turn: u64,
+        text: String,
+    },
+    TranscriptFailed {
+        turn: u64,
+    },
+    /// Every sentence of the agent's current reply has finished playing.
+    ReplyFinished,
+    Dtmf {
+        digit: char,
+    },
+    Tick,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Transcribe this audio as turn `turn` (speculative until committed).
+    Transcribe { turn: u64, audio: Arc<Vec<i16>> },
+    /// Drop transcription `turn`: the caller went on speaking.
+    CancelTranscription { turn: u64 },
+    /// The caller's turn `turn` is over and this is what they said:
+    /// answer it. `speech_ended_at` is the end of the caller's voice.
+    Respond {
+        turn: u64,
+        text: String,
+        speech_ended_at: Instant,
+    },
+    /// Stop the agent now: flush playout, cancel LLM/TTS, mark interrupted.
+    BargeIn,
+    /// Say a fixed line (reprompt, goodbye).
+    Say { text: SayKind },
+    /// End the call after anything queued has played.
+    Hangup { reason: &'static str },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SayKind {
+    Reprompt,
+    Goodbye,
+}
+
+#[derive(Debug)]
+struct Speculation {
+    turn: u64,
+    /// Transcript, once whisper returns it.
+    text: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct TurnMachine {
+    settings: TurnSettings,
+    call_started: Instant,
+    next_turn: u64,
+    /// The agent holds the floor (a reply or a fixed line is being spoken).
+    agent_speaking: bool,
+    /// Caller voice began at this time and has not paused yet.
+    caller_speech_since: Option<Instant>,
+    /// Onset of the caller's current utterance, kept across the short
+    /// pauses between words: barge-in counts from here, so a caller who
+    /// speaks naturally (gaps between words) still interrupts.
+    utterance_onset: Option<Instant>,
+    /// The current caller speech began while the agent was speaking and
+    /// has not (yet) lasted long enough to interrupt: a backchannel.
+    backchannel: bool,
+    /// When the caller paused, with the audio so far.
+    pause: Option<(Instant, Arc<Vec<i16>>)>,
+    speculation: Option<Speculation>,
+    /// End of turn decided; waiting for the transcript of this turn.
+    committed: Option<(u64, Instant)>,
+    /// Last moment something happened in the conversation (silence timer).
+    last_activity: Instant,
+    reprompted: bool,
+    hanging_up: bool,
+    /// The turn was answered early from the speculative transcript; the
+    /// endpointer's own end of turn for the same speech is to be ignored.
+    answered_early: bool,
+}
+
+impl TurnMachine {
+    pub fn new(settings: TurnSettings, now: Instant) -> TurnMachine {
+        TurnMachine {
+            settings,
+            call_started: now,
+            next_turn: 1,
+            agent_speaking: false,
+            caller_speech_since: None,
+            utterance_onset: None,
+            backchannel: false,
+            pause: None,
+            speculation: None,
+            committed: None,
+            last_activity: now,
+            reprompted: false,
+            hanging_up: false,
+            answered_early: false,
+        }
+    }
+
+    /// The agent starts speaking (greeting, reply or fixed line).
+    pub fn agent_started_speaking(&mut self, now: Instant) {
+        self.agent_speaking = true;
+        self.last_activity = now;
+    }
+
+    pub fn agent_speaking(&self) -> bool {
+        self.agent_speaking
+    }
+
+    /// The earliest time `Tick` has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        let mut at = self.call_started + self.settings.max_call;
+        if let (Some(since), true) = (
+            self.caller_speech_since,
+            self.agent_speaking && self.settings.interruptible,
+        ) {
+            at = at.min(since + self.settings.barge_in_min);
+        }
+        if let (Some((paused, _)), None) = (&self.pause, &self.speculation) {
+            at = at.min(*paused + self.settings.speculate_after);
+        }
+        if let (Some((paused, _)), Some(Speculation { text: Some(_), .. })) =
+            (&self.pause, &self.speculation)
+        {
+            at = at.min(*paused + self.settings.complete_turn_silence);
+        }
+        if !self.agent_speaking
+            && self.caller_speech_since.is_none()
+            && self.committed.is_none()
+            && !self.hanging_up
+        {
+            at = at.min(self.last_activity + self.settings.silence_timeout);
+        }
+        at
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::SpeechStarted { at } => {
+                self.caller_speech_since = Some(at);
+                self.utterance_onset = Some(at);
+                self.last_activity = now;
+                self.backchannel = self.agent_speaking;
+                self.pause = None;
+                self.drop_speculation(&mut out);
+            }
+            Input::SpeechResumed { at } => {
+                if std::mem::take(&mut self.answered_early) {
+                    // The caller went on after an early answer: this is new
+                    // speech over the agent (barge-in rules apply), and its
+                    // end of turn is a turn of its own.
+                    self.backchannel = self.agent_speaking;
+                    self.utterance_onset = Some(at);
+                }
+                if self.caller_speech_since.is_none() {
+                    self.caller_speech_since = Some(self.utterance_onset.unwrap_or(at));
+                }
+                self.last_activity = now;
+                self.pause = None;
+                self.drop_speculation(&mut out);
+            }
+            Input::PauseStarted { at, audio } => {
+                self.last_activity = now;
+                let was_backchannel = self.backchannel && self.agent_speaking;
+                self.caller_speech_since = None;
+                if !was_backchannel {
+                    self.pause = Some((at, audio));
+                }
+            }
+            Input::SpeechEnded { at, audio } => {
+                self.last_activity = now;
+                self.caller_speech_since = None;
+                self.utterance_onset = None;
+                if std::mem::take(&mut self.answered_early) {
+                    self.pause = None;
+                    self.backchannel = false;
+                    return out;
+                }
+                let backchannel = std::mem::take(&mut self.backchannel) && self.agent_speaking;
+                let pause_at = self.pause.take().map(|(p, _)| p).unwrap_or(at);
+                if backchannel || audio.is_empty() {
+                    self.drop_speculation(&mut out);
+                } else {
+                    self.commit(pause_at, audio, &mut out);
+                }
+            }
+            Input::Transcript { turn, text } => {
+                let committed_turn = self.committed.map(|(t, _)| t);
+                match &mut self.speculation {
+                    Some(spec) if spec.turn == turn => {
+                        if committed_turn == Some(turn) {
+                            self.speculation = None;
+                            let (_, ended) = self.committed.take().unwrap_or((turn, now));
+                            self.respond(turn, text, ended, now, &mut out);
+                        } else {
+                            spec.text = Some(text);
+                            self.answer_early_if_complete(now, &mut out);
+                        }
+                    }
+                    _ => {} // a cancelled speculation finishing late
+                }
+            }
+            Input::TranscriptFailed { turn } => {
+                if self.speculation.as_ref().is_some_and(|s| s.turn == turn) {
+                    self.speculation = None;
+                }
+                if self.committed.is_some_and(|(t, _)| t == turn) {
+                    self.committed = None;
+                    self.last_activity = now;
+                }
+            }
+            Input::ReplyFinished => {
+                self.agent_speaking = false;
+                self.backchannel = false;
+                self.last_activity = now;
+            }
+            Input::Dtmf { digit } => {
+                self.last_activity = now;
+                let turn = self.take_turn();
+                if self.agent_speaking && self.settings.interruptible {
+                    self.agent_speaking = false;
+                    out.push(Action::BargeIn);
+                }
+                self.respond(
+                    turn,
+                    format!("The caller pressed {digit}."),
+                    now,
+                    now,
+                    &mut out,
+                );
+            }
+            Input::Tick => self.tick(now, &mut out),
+        }
+        out
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.hanging_up {
+            return;
+        }
+        if now >= self.call_started + self.settings.max_call {
+            self.hanging_up = true;
+            out.push(Action::Hangup {
+                reason: "max_call_seconds",
+            });
+            return;
+        }
+        if let Some(since) = self.caller_speech_since {
+            if self.agent_speaking
+                && self.settings.interruptible
+                && now >= since + self.settings.barge_in_min
+            {
+                // Long enough to be a real interruption, not a cough or "mm-hm".
+                self.agent_speaking = false;
+                self.backchannel = false;
+                out.push(Action::BargeIn);
+            }
+        }
+        let due = match (&self.pause, &self.speculation) {
+            (Some((paused, audio)), None) if now >= *paused + self.settings.speculate_after => {
+                Some(audio.clone())
+            }
+            _ => None,
+        };
+        {
+            if let Some(audio) = due {
+                let turn = self.take_turn();
+                out.push(Action::Transcribe { turn, audio });
+                self.speculation = Some(Speculation { turn, text: None });
+            }
+        }
+        self.answer_early_if_complete(now, out);
+        let idle =
+            !self.agent_speaking && self.caller_speech_since.is_none() && self.committed.is_none();
+        if idle && now >= self.last_activity + self.settings.silence_timeout {
+            self.last_activity = now;
+            if self.reprompted {
+                self.hanging_up = true;
+                out.push(Action::Say {
+                    text: SayKind::Goodbye,
+                });
+                out.push(Action::Hangup {
+                    reason: "silence_timeout",
+                });
+            } else {
+                self.reprompted = true;
+                self.agent_speaking = true;
+                out.push(Action::Say {
+                    text: SayKind::Reprompt,
+                });
+            }
+        }
+    }
+
+    /// Ends the turn before the endpointer does when the pause has lasted
+    /// `complete_turn_silence` and the transcript is a finished sentence.
+    fn answer_early_if_complete(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let ready = match (&self.pause, &self.speculation) {
+            (
+                Some((paused, _)),
+                Some(Speculation {
+                    text: Some(text), ..
+                }),
+            ) => now >= *paused + self.settings.complete_turn_silence && reads_complete(text),
+            _ => false,
+        };
+        if !ready {
+            return;
+        }
+        let (
+            Some((paused, _)),
+            Some(Speculation {
+                turn,
+                text: Some(text),
+            }),
+        ) = (self.pause.take(), self.speculation.take())
+        else {
+            return;
+        };
+        self.answered_early = true;
+        self.respond(turn, text, paused, now, out);
+    }
+
+    fn commit(&mut self, speech_ended_at: Instant, audio: Arc<Vec<i16>>, out: &mut Vec<Action>) {
+        match self.speculation.take() {
+            Some(Speculation {
+                turn,
+                text: Some(text),
+            }) => self.respond(turn, text, speech_ended_at, speech_ended_at, out),
+            Some(Speculation { turn, text: None }) => {
+                // Whisper is still working on exactly this audio: wait for it.
+                self.speculation = Some(Speculation { turn, text: None });
+                self.committed = Some((turn, speech_ended_at));
+            }
+            None => {
+                let turn = self.take_turn();
+                out.push(Action::Transcribe { turn, audio });
+                self.speculation = Some(Speculation { turn, text: None });
+                self.committed = Some((turn, speech_ended_at));
+            }
+        }
+    }
+
+    fn respond(
+        &mut self,
+        turn: u64,
+        text: String,
+        speech_ended_at: Instant,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.last_activity = now;
+        let text = text.trim().to_string();
+        if text.is_empty() || is_noise_transcript(&text) {
+            return;
+        }
+        if self.agent_speaking {
+            // A new caller turn while the agent still holds the floor (not
+            // interruptible agents excepted): the old reply gives way.
+            if !self.settings.interruptible {
+                return;
+            }
+            out.push(Action::BargeIn);
+        }
+        self.reprompted = false;
+        self.agent_speaking = true;
+        out.push(Action::Respond {
+            turn,
+            text,
+            speech_ended_at,
+        });
+    }
+
+    fn drop_speculation(&mut self, out: &mut Vec<Action>) {
+        if let Some(spec) = self.speculation.take() {
+            if self.committed.is_some_and(|(t, _)| t == spec.turn) {
+                // Already committed: the caller spoke again after the end of
+                // turn; the committed transcript still gets its answer.
+                self.speculation = Some(spec);
+                return;
+            }
+            out.push(Action::CancelTranscription { turn: spec.turn });
+        }
+    }
+
+    fn take_turn(&mut self) -> u64 {
+        let t = self.next_turn;
+        self.next_turn += 1;
+        t
+    }
+}
+
+/// Whisper punctuates: a transcript ending like a sentence is taken as a
+/// finished thought ("What time do you open on Saturday?").
+fn reads_complete(text: &str) -> bool {
+    let t = text.trim_end();
+    t.ends_with(['?', '.', '!']) && !t.ends_with("...") && t.split_whitespace().count() >= 2
+}
+
+/// Whisper's renderings of non-speech ("[BLANK_AUDIO]", "(coughs)") are not a turn.
+fn is_noise_transcript(text: &str) -> bool {
+    let t = text.trim();
+    (t.starts_with('[') && t.ends_with(']'))
+        || (t.starts_with('(') && t.ends_with(')'))
+        || !t.chars().any(|c| c.is_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,421 @@
+use super::*;
+
+fn settings() -> TurnSettings {
+    TurnSettings {
+        end_of_turn_silence: Duration::from_millis(500),
+        speculate_after: Duration::from_millis(150),
+        complete_turn_silence: Duration::from_millis(800),
+        barge_in_min: Duration::from_millis(400),
+        interruptible: true,
+        silence_timeout: Duration::from_secs(8),
+        max_call: Duration::from_secs(600),
+    }
+}
+
+fn ms(t0: Instant, n: u64) -> Instant {
+    t0 + Duration::from_millis(n)
+}
+
+fn audio() -> Arc<Vec<i16>> {
+    Arc::new(vec![1; 16000])
+}
+
+/// Drives ticks every 20 ms of simulated time up to `until`.
+fn run_until(m: &mut TurnMachine, from: Instant, until: Instant) -> Vec<Action> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now <= until {
+        if now >= m.next_deadline() {
+            out.extend(m.handle(Input::Tick, now));
+        }
+        now += Duration::from_millis(20);
+    }
+    out
+}
+
+#[test]
+fn speculative_transcript_is_used_when_the_turn_really_ends() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    assert!(m
+        .handle(Input::SpeechStarted { at: ms(t0, 1000) }, ms(t0, 1000))
+        .is_empty());
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 3000),
+            audio: audio(),
+        },
+        ms(t0, 3000),
+    );
+    let acts = run_until(&mut m, ms(t0, 3000), ms(t0, 3200));
+    let turn = match acts.as_slice() {
+        [Action::Transcribe { turn, .. }] => *turn,
+        other => panic!("expected one speculative transcription, got {other:?}"),
+    };
+    // Whisper answers before the end-of-turn silence has passed...
+    assert!(m
+        .handle(
+            Input::Transcript {
+                turn,
+                text: "What time do you open?".into()
+            },
+            ms(t0, 3400)
+        )
+        .is_empty());
+    // ...and the answer starts the moment the endpointer ends the turn.
+    let acts = m.handle(
+        Input::SpeechEnded {
+            at: ms(t0, 3500),
+            audio: audio(),
+        },
+        ms(t0, 3500),
+    );
+    assert_eq!(
+        acts,
+        vec![Action::Respond {
+            turn,
+            text: "What time do you open?".into(),
+            speech_ended_at: ms(t0, 3000)
+        }]
+    );
+    assert!(m.agent_speaking());
+}
+
+#[test]
+fn caller_going_on_discards_the_speculation() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    m.handle(Input::SpeechStarted { at: t0 }, t0);
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 1000),
+            audio: audio(),
+        },
+        ms(t0, 1000),
+    );
+    let acts = run_until(&mut m, ms(t0, 1000), ms(t0, 1200));
+    let Action::Transcribe { turn, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    let acts = m.handle(Input::SpeechResumed { at: ms(t0, 1300) }, ms(t0, 1300));
+    assert_eq!(acts, vec![Action::CancelTranscription { turn }]);
+    // The late result of the cancelled work is ignored.
+    assert!(m
+        .handle(
+            Input::Transcript {
+                turn,
+                text: "half a question".into()
+            },
+            ms(t0, 1400)
+        )
+        .is_empty());
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 2000),
+            audio: audio(),
+        },
+        ms(t0, 2000),
+    );
+    let acts = run_until(&mut m, ms(t0, 2000), ms(t0, 2200));
+    let Action::Transcribe { turn: turn2, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    assert_ne!(turn, turn2);
+    // The turn ends before whisper is done: the answer waits for the transcript.
+    assert!(m
+        .handle(
+            Input::SpeechEnded {
+                at: ms(t0, 2500),
+                audio: audio()
+            },
+            ms(t0, 2500)
+        )
+        .is_empty());
+    let acts = m.handle(
+        Input::Transcript {
+            turn: turn2,
+            text: "the whole question".into(),
+        },
+        ms(t0, 2600),
+    );
+    assert!(matches!(&acts[..], [Action::Respond { text, .. }] if text == "the whole question"));
+}
+
+#[test]
+fn long_speech_during_playout_barges_in_but_a_backchannel_does_not() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    m.agent_started_speaking(t0);
+    // "mm-hm": 300 ms of voice while the agent talks.
+    m.handle(Input::SpeechStarted { at: ms(t0, 1000) }, ms(t0, 1000));
+    let acts = run_until(&mut m, ms(t0, 1000), ms(t0, 1300));
+    assert!(acts.is_empty(), "{acts:?}");
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 1300),
+            audio: audio(),
+        },
+        ms(t0, 1300),
+    );
+    let acts = run_until(&mut m, ms(t0, 1300), ms(t0, 1800));
+    assert!(
+        acts.is_empty(),
+        "a backchannel is never transcribed: {acts:?}"
+    );
+    assert!(m
+        .handle(
+            Input::SpeechEnded {
+                at: ms(t0, 1800),
+                audio: audio()
+            },
+            ms(t0, 1800)
+        )
+        .is_empty());
+    assert!(m.agent_speaking());
+    // A real interruption: 400 ms of voice flushes the agent.
+    m.handle(Input::SpeechStarted { at: ms(t0, 3000) }, ms(t0, 3000));
+    let acts = run_until(&mut m, ms(t0, 3000), ms(t0, 3400));
+    assert_eq!(acts, vec![Action::BargeIn]);
+    assert!(!m.agent_speaking());
+    // What the caller says after interrupting is a turn like any other.
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 4000),
+            audio: audio(),
+        },
+        ms(t0, 4000),
+    );
+    let acts = run_until(&mut m, ms(t0, 4000), ms(t0, 4200));
+    assert!(matches!(acts[..], [Action::Transcribe { .. }]), "{acts:?}");
+}
+
+#[test]
+fn non_interruptible_agents_ignore_barge_in() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(
+        TurnSettings {
+            interruptible: false,
+            ..settings()
+        },
+        t0,
+    );
+    m.agent_started_speaking(t0);
+    m.handle(Input::SpeechStarted { at: ms(t0, 100) }, ms(t0, 100));
+    let acts = run_until(&mut m, ms(t0, 100), ms(t0, 2000));
+    assert!(acts.is_empty(), "{acts:?}");
+    assert!(m.agent_speaking());
+}
+
+#[test]
+fn silence_reprompts_once_then_says_goodbye_and_hangs_up() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    m.agent_started_speaking(t0);
+    m.handle(Input::ReplyFinished, ms(t0, 2000));
+    let acts = run_until(&mut m, ms(t0, 2000), ms(t0, 10_100));
+    assert_eq!(
+        acts,
+        vec![Action::Say {
+            text: SayKind::Reprompt
+        }]
+    );
+    m.handle(Input::ReplyFinished, ms(t0, 12_000));
+    let acts = run_until(&mut m, ms(t0, 12_000), ms(t0, 20_100));
+    assert_eq!(
+        acts,
+        vec![
+            Action::Say {
+                text: SayKind::Goodbye
+            },
+            Action::Hangup {
+                reason: "silence_timeout"
+            }
+        ]
+    );
+    assert!(run_until(&mut m, ms(t0, 20_100), ms(t0, 40_000)).is_empty());
+}
+
+#[test]
+fn max_call_seconds_ends_the_call() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(
+        TurnSettings {
+            max_call: Duration::from_secs(5),
+            ..settings()
+        },
+        t0,
+    );
+    m.agent_started_speaking(t0);
+    let acts = run_until(&mut m, t0, ms(t0, 6000));
+    assert_eq!(
+        acts,
+        vec![Action::Hangup {
+            reason: "max_call_seconds"
+        }]
+    );
+}
+
+#[test]
+fn dtmf_reaches_the_agent_as_text() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    let acts = m.handle(Input::Dtmf { digit: '1' }, ms(t0, 500));
+    assert!(
+        matches!(&acts[..], [Action::Respond { text, .. }] if text == "The caller pressed 1."),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn blank_transcripts_are_not_turns() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    m.handle(Input::SpeechStarted { at: t0 }, t0);
+    let acts = m.handle(
+        Input::SpeechEnded {
+            at: ms(t0, 800),
+            audio: audio(),
+        },
+        ms(t0, 800),
+    );
+    let Action::Transcribe { turn, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    assert!(m
+        .handle(
+            Input::Transcript {
+                turn,
+                text: "[BLANK_AUDIO]".into()
+            },
+            ms(t0, 900)
+        )
+        .is_empty());
+    assert!(!m.agent_speaking());
+}
+
+#[test]
+fn a_finished_sentence_is_answered_before_the_full_end_of_turn_silence() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(
+        TurnSettings {
+            complete_turn_silence: Duration::from_millis(250),
+            ..settings()
+        },
+        t0,
+    );
+    m.handle(Input::SpeechStarted { at: t0 }, t0);
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 2000),
+            audio: audio(),
+        },
+        ms(t0, 2000),
+    );
+    let acts = run_until(&mut m, ms(t0, 2000), ms(t0, 2160));
+    let Action::Transcribe { turn, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    // Ready at 2 200 ms but only 200 ms of pause: not yet.
+    assert!(m
+        .handle(
+            Input::Transcript {
+                turn,
+                text: "What time do you open?".into()
+            },
+            ms(t0, 2200)
+        )
+        .is_empty());
+    let acts = run_until(&mut m, ms(t0, 2200), ms(t0, 2260));
+    assert_eq!(
+        acts,
+        vec![Action::Respond {
+            turn,
+            text: "What time do you open?".into(),
+            speech_ended_at: ms(t0, 2000)
+        }]
+    );
+    // The endpointer's later end of turn for the same speech is not a second turn.
+    assert!(m
+        .handle(
+            Input::SpeechEnded {
+                at: ms(t0, 2500),
+                audio: audio()
+            },
+            ms(t0, 2500)
+        )
+        .is_empty());
+}
+
+#[test]
+fn an_unfinished_sentence_waits_for_the_endpointer() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(
+        TurnSettings {
+            complete_turn_silence: Duration::from_millis(250),
+            ..settings()
+        },
+        t0,
+    );
+    m.handle(Input::SpeechStarted { at: t0 }, t0);
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 2000),
+            audio: audio(),
+        },
+        ms(t0, 2000),
+    );
+    let acts = run_until(&mut m, ms(t0, 2000), ms(t0, 2160));
+    let Action::Transcribe { turn, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    assert!(m
+        .handle(
+            Input::Transcript {
+                turn,
+                text: "I would like to".into()
+            },
+            ms(t0, 2200)
+        )
+        .is_empty());
+    assert!(run_until(&mut m, ms(t0, 2200), ms(t0, 2480)).is_empty());
+    let acts = m.handle(
+        Input::SpeechEnded {
+            at: ms(t0, 2500),
+            audio: audio(),
+        },
+        ms(t0, 2500),
+    );
+    assert!(
+        matches!(&acts[..], [Action::Respond { text, .. }] if text == "I would like to"),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn speech_with_gaps_between_words_still_barges_in_from_its_onset() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    m.agent_started_speaking(t0);
+    // "Sorry to interrupt": voice with short silences between the words.
+    m.handle(Input::SpeechStarted { at: ms(t0, 1000) }, ms(t0, 1000));
+    assert!(run_until(&mut m, ms(t0, 1000), ms(t0, 1150)).is_empty());
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 1150),
+            audio: audio(),
+        },
+        ms(t0, 1150),
+    );
+    m.handle(Input::SpeechResumed { at: ms(t0, 1200) }, ms(t0, 1200));
+    assert!(run_until(&mut m, ms(t0, 1200), ms(t0, 1340)).is_empty());
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 1340),
+            audio: audio(),
+        },
+        ms(t0, 1340),
+    );
+    m.handle(Input::SpeechResumed { at: ms(t0, 1380) }, ms(t0, 1380));
+    let acts = run_until(&mut m, ms(t0, 1380), ms(t0, 1420));
+    assert_eq!(acts, vec![Action::BargeIn], "400 ms after the onset");
+}

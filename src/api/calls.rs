@@ -1,0 +1,137 @@
+//! Call endpoints beyond the generic read-only views: the live calls of a
+//! workspace (through [`LiveCalls`](super::LiveCalls)), hanging one up, and
+//! downloading a recording's WAV.
+
+use std::path::{Component, Path, PathBuf};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::auth::Principal;
+use super::error::ApiError;
+use super::extract::Ids;
+use super::types::Role;
+use super::ApiState;
+
+/// Largest recording served (a 4-hour 8 kHz 16-bit mono WAV is ~230 MB).
+const MAX_RECORDING_BYTES: u64 = 512 * 1024 * 1024;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/workspaces/{workspace_id}/calls/live", get(live))
+        .route(
+            "/v1/workspaces/{workspace_id}/calls/live/{call_id}",
+            delete(hangup),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/call-recordings/{id}/audio",
+            get(recording_audio),
+        )
+}
+
+async fn live(State(st): State<ApiState>, p: Principal, ids: Ids) -> Result<Json<Value>, ApiError> {
+    let ws = ids.get(0)?;
+    st.require(&p, ws, Role::Viewer).await?;
+    let items = st.live.as_ref().map(|l| l.list(ws)).unwrap_or_default();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn hangup(
+    State(st): State<ApiState>,
+    p: Principal,
+    ids: Ids,
+) -> Result<StatusCode, ApiError> {
+    let (ws, call) = (ids.get(0)?, ids.get(1)?);
+    st.require(&p, ws, Role::Manager).await?;
+    match &st.live {
+        Some(l) if l.hangup(ws, call) => Ok(StatusCode::ACCEPTED),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// A stored path made safe: relative paths live under the recording folder,
+/// and no path may climb out with `..`.
+fn resolve(dir: &Path, stored: &str) -> Option<PathBuf> {
+    let p = Path::new(stored);
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return None;
+    }
+    Some(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    })
+}
+
+async fn recording_audio(
+    State(st): State<ApiState>,
+    p: Principal,
+    ids: Ids,
+) -> Result<Response, ApiError> {
+    let (ws, id) = (ids.get(0)?, ids.get(1)?);
+    st.require(&p, ws, Role::Viewer).await?;
+    let mut tx = st.begin(&p).await?;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "select storage_path, format from call_recordings where workspace_id = $1 and id = $2",
+    )
+    .bind(ws)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (stored, format) = row.ok_or(ApiError::NotFound)?;
+    let path = resolve(&st.config.recording.dir, &stored).ok_or(ApiError::NotFound)?;
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "recording file missing");
+            return Err(ApiError::NotFound);
+        }
+    };
+    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    if len > MAX_RECORDING_BYTES {
+        return Err(ApiError::internal(
+            "recording larger than the download limit",
+        ));
+    }
+    let mime = if format.eq_ignore_ascii_case("wav") {
+        "audio/wav"
+    } else {
+        "application/octet-stream"
+    };
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.{format}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_escape() {
+        let dir = Path::new("/data/rec");
+        assert_eq!(
+            resolve(dir, "a/b.wav").unwrap(),
+            Path::new("/data/rec/a/b.wav")
+        );
+        assert_eq!(resolve(dir, "/abs/c.wav").unwrap(), Path::new("/abs/c.wav"));
+        assert!(resolve(dir, "../etc/passwd").is_none());
+        assert!(resolve(dir, "a/../../x").is_none());
+    }
+}

@@ -1,0 +1,240 @@
+//! Turning a source into text (URL fetch with size/time limits and a
+//! private-address guard, PDF extraction off the async threads), embeddings
+//! when a provider is configured, and ranking chunks for a query.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::agent_runtime::embeddings::MAX_BATCH;
+use crate::agent_runtime::retrieval;
+
+use super::super::error::ApiError;
+use super::super::html::html_to_text;
+use super::super::ApiState;
+
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+pub const MAX_FETCH_BYTES: usize = 5 * 1024 * 1024;
+const PDF_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Loopback, private, link-local, unique-local, unspecified: addresses a
+/// URL source must not reach (the server's own network), unless the state
+/// allows it (tests serve pages on 127.0.0.1).
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+async fn guard(st: &ApiState, url: &reqwest::Url) -> Result<(), String> {
+    if st.fetch_private {
+        return Ok(());
+    }
+    let host = url.host_str().ok_or("the URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    for addr in addrs {
+        if is_internal(addr.ip()) {
+            return Err(format!("{host} resolves to an internal address; refused"));
+        }
+    }
+    Ok(())
+}
+
+/// Fetches a URL and returns its text: HTML is converted, plain text kept,
+/// PDF extracted; anything else fails the source.
+pub async fn fetch_text(st: &ApiState, url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "not a valid URL".to_string())?;
+    guard(st, &parsed).await?;
+    let mut response = st
+        .shared
+        .http
+        .get(parsed)
+        .send()
+        .await
+        .map_err(|e| format!("fetching the URL failed: {}", without_url(&e)))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "the URL answered HTTP {}",
+            response.status().as_u16()
+        ));
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n as usize > MAX_FETCH_BYTES)
+    {
+        return Err(format!(
+            "the document is larger than {MAX_FETCH_BYTES} bytes"
+        ));
+    }
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut bytes = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if bytes.len() + chunk.len() > MAX_FETCH_BYTES {
+                    return Err(format!(
+                        "the document is larger than {MAX_FETCH_BYTES} bytes"
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("reading the URL failed: {}", without_url(&e))),
+        }
+    }
+    if content_type.starts_with("application/pdf") {
+        return pdf_text(bytes).await;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    if content_type.starts_with("text/html") || content_type.starts_with("application/xhtml") {
+        Ok(html_to_text(&text))
+    } else if content_type.starts_with("text/") {
+        Ok(text.into_owned())
+    } else {
+        Err(format!("unsupported content type {content_type:?}"))
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Extracts a PDF's text on a blocking thread; a corrupt file (which can
+/// make the parser panic) fails this source only.
+pub async fn pdf_text(bytes: Vec<u8>) -> Result<String, String> {
+    if !bytes.starts_with(b"%PDF-") {
+        return Err("not a PDF file (no %PDF- header)".into());
+    }
+    let job = tokio::task::spawn_blocking(move || pdf_extract::extract_text_from_mem(&bytes));
+    match tokio::time::timeout(PDF_TIMEOUT, job).await {
+        Err(_) => Err("the PDF took too long to read".into()),
+        Ok(Err(_panic)) => Err("the PDF is corrupt and could not be read".into()),
+        Ok(Ok(Err(e))) => Err(format!("the PDF is corrupt and could not be read: {e}")),
+        Ok(Ok(Ok(text))) => Ok(text),
+    }
+}
+
+/// Embeddings of the chunks with the state's embedder (the runtime's local
+/// embedder unless the lead configured another), so stored vectors match the
+/// query vectors the runtime computes. `None` (logged) leaves the chunks to
+/// full-text retrieval only.
+pub async fn embed(st: &ApiState, ws: Uuid, chunks: &[String]) -> Option<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(chunks.len());
+    for batch in chunks.chunks(MAX_BATCH) {
+        match st.embedder.embed(batch).await {
+            Ok(vectors) if vectors.len() == batch.len() => out.extend(vectors),
+            Ok(_) => {
+                tracing::warn!(workspace_id = %ws, "embedder returned a wrong count; full-text only");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(workspace_id = %ws, error = %e, "embedding failed; full-text only");
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The chunks the runtime would put into the prompt for `query`: the same
+/// hybrid retrieval function (`agent_runtime::retrieval::search`) over the
+/// agent's own and the workspace-wide chunks. The caller has already checked,
+/// under RLS, that the agent belongs to `ws`.
+pub async fn rank(
+    st: &ApiState,
+    ws: Uuid,
+    agent_id: Uuid,
+    query: &str,
+    limit: i64,
+) -> Result<Vec<Value>, ApiError> {
+    let query_vector = st
+        .embedder
+        .embed(&[query.to_string()])
+        .await
+        .ok()
+        .and_then(|mut v| v.pop());
+    let found = retrieval::search(
+        &st.pool,
+        ws,
+        agent_id,
+        query,
+        query_vector.as_deref(),
+        limit.clamp(1, 50) as usize,
+    )
+    .await
+    .map_err(|e| ApiError::internal(format!("retrieval: {e}")))?;
+    Ok(found
+        .into_iter()
+        .map(|c| {
+            json!({"chunk_id": c.chunk_id, "source_id": c.source_id, "agent_id": c.agent_id,
+                   "content": c.content, "chunk_index": c.chunk_index, "score": c.score,
+                   "text_score": c.text_score, "vector_score": c.vector_score})
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:4700::1111"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_pdf_fails_cleanly() {
+        assert!(pdf_text(b"hello".to_vec()).await.is_err());
+        let err = pdf_text(b"%PDF-1.4\n garbage garbage".to_vec())
+            .await
+            .unwrap_err();
+        assert!(err.contains("corrupt"), "{err}");
+    }
+}

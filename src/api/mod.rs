@@ -1,0 +1,257 @@
+//! The admin HTTP API (axum): authentication, roles, tenancy under RLS, CRUD
+//! over the schema, knowledge ingestion, OpenAPI. `app(state)` is the whole
+//! router; `serve` runs it with the peer address the login limiter needs.
+
+pub mod auth;
+pub mod auth_routes;
+pub mod body;
+pub mod calls;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod html;
+pub mod keys;
+pub mod knowledge;
+pub mod live;
+pub mod openapi;
+mod openapi_custom;
+pub mod ratelimit;
+pub mod resource;
+pub mod resources;
+pub mod secrets;
+pub mod types;
+pub mod validate;
+pub mod workspaces;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use dashmap::DashMap;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::agent_runtime::embeddings::{Embedder, LocalHashEmbedder};
+use crate::config::{Config, DEMO_ENCRYPTION_KEY};
+
+pub use auth::Principal;
+pub use error::ApiError;
+pub use live::{LiveCallView, LiveCalls};
+use ratelimit::{Limit, RateLimiter};
+use types::Role;
+
+/// Everything a handler needs. Cheap to clone (shared parts are `Arc`s).
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub live: Option<Arc<dyn LiveCalls>>,
+    /// Embeds knowledge chunks and search queries; the runtime's default.
+    pub embedder: Arc<dyn Embedder>,
+    /// URL knowledge sources may fetch loopback/private addresses (tests).
+    pub fetch_private: bool,
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub encryption_key: [u8; 32],
+    pub login_per_email: RateLimiter,
+    pub login_per_addr: RateLimiter,
+    pub key_touched: DashMap<Uuid, Instant>,
+    pub http: reqwest::Client,
+}
+
+/// Login attempts allowed per window, per email and per source address.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    pub per_email: Limit,
+    pub per_addr: Limit,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            per_email: Limit {
+                max: 5,
+                window: Duration::from_secs(300),
+            },
+            per_addr: Limit {
+                max: 30,
+                window: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+impl ApiState {
+    /// Refuses the demo encryption key outside demo mode (the configuration
+    /// loader checks this too; a hand-built `Config` must not slip past).
+    pub fn new(pool: PgPool, config: Arc<Config>) -> Result<ApiState, ApiError> {
+        Self::with_login_limits(pool, config, LoginLimits::default())
+    }
+
+    pub fn with_login_limits(
+        pool: PgPool,
+        config: Arc<Config>,
+        limits: LoginLimits,
+    ) -> Result<ApiState, ApiError> {
+        if !config.api.demo_mode && config.api.encryption_key == DEMO_ENCRYPTION_KEY {
+            return Err(ApiError::internal(
+                "api.encryption_key is the demo key and api.demo_mode is false",
+            ));
+        }
+        if config.api.jwt_secret.is_empty() {
+            return Err(ApiError::internal("api.jwt_secret is empty"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(knowledge::FETCH_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent("switchboard-knowledge/0.1")
+            .build()
+            .map_err(ApiError::internal)?;
+        Ok(ApiState {
+            pool,
+            shared: Arc::new(Shared {
+                encryption_key: config.encryption_key_bytes(),
+                login_per_email: RateLimiter::new(limits.per_email),
+                login_per_addr: RateLimiter::new(limits.per_addr),
+                key_touched: DashMap::new(),
+                http,
+            }),
+            config,
+            live: None,
+            embedder: Arc::new(LocalHashEmbedder),
+            fetch_private: false,
+        })
+    }
+
+    /// The runtime's live-call registry, for `…/calls/live`.
+    pub fn with_live_calls(mut self, live: Arc<dyn LiveCalls>) -> ApiState {
+        self.live = Some(live);
+        self
+    }
+
+    /// The embedder the runtime queries with (vectors must be comparable).
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> ApiState {
+        self.embedder = embedder;
+        self
+    }
+
+    /// Lets URL sources reach loopback and private addresses (tests, or a
+    /// deployment whose documents live on its own network).
+    pub fn allow_private_urls(mut self) -> ApiState {
+        self.fetch_private = true;
+        self
+    }
+
+    /// A transaction acting as the caller: `role authenticated` and the
+    /// caller's claims, both local to the transaction, so RLS applies to
+    /// everything the handler runs in it. Equivalent to `set local role
+    /// authenticated` (PostgREST sets both in one round trip this way).
+    pub async fn begin(
+        &self,
+        principal: &Principal,
+    ) -> Result<Transaction<'static, Postgres>, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "select set_config('role', 'authenticated', true),
+                    set_config('request.jwt.claims', $1, true)",
+        )
+        .bind(principal.claims().to_string())
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx)
+    }
+
+    /// The caller's role in `workspace_id`; 404 when it has none (a
+    /// workspace one cannot see does not exist, as far as one can tell).
+    pub async fn role_in(
+        &self,
+        principal: &Principal,
+        workspace_id: Uuid,
+    ) -> Result<Role, ApiError> {
+        match principal {
+            Principal::ApiKey {
+                workspace_id: ws,
+                role,
+                ..
+            } => {
+                if *ws == workspace_id {
+                    Ok(*role)
+                } else {
+                    Err(ApiError::NotFound)
+                }
+            }
+            Principal::User { user_id, .. } => {
+                let role: Option<String> = sqlx::query_scalar(
+                    "select role::text from user_roles where user_id = $1 and workspace_id = $2",
+                )
+                .bind(user_id)
+                .bind(workspace_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                role.ok_or(ApiError::NotFound)?
+                    .parse()
+                    .map_err(ApiError::internal)
+            }
+        }
+    }
+
+    /// `role_in` plus a minimum role (403 below it).
+    pub async fn require(
+        &self,
+        principal: &Principal,
+        workspace_id: Uuid,
+        min: Role,
+    ) -> Result<Role, ApiError> {
+        let role = self.role_in(principal, workspace_id).await?;
+        if role.at_least(min) {
+            Ok(role)
+        } else {
+            Err(ApiError::Forbidden(format!("requires the {min} role")))
+        }
+    }
+
+    pub fn encryption_key(&self) -> &[u8; 32] {
+        &self.shared.encryption_key
+    }
+}
+
+/// The whole API. Serve it with [`serve`] (or
+/// `into_make_service_with_connect_info::<SocketAddr>()`) so the login
+/// limiter sees source addresses.
+pub fn app(state: ApiState) -> Router {
+    let max_body = state.config.api.max_body_bytes;
+    let mut router = Router::new()
+        .merge(health::routes())
+        .merge(openapi::routes())
+        .merge(auth_routes::routes())
+        .merge(workspaces::routes())
+        .merge(keys::routes())
+        .merge(knowledge::routes())
+        .merge(calls::routes());
+    for resource in resources::ALL {
+        router = router.merge(resource::routes(resource));
+    }
+    router
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

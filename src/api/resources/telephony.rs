@@ -1,0 +1,64 @@
+//! `sip_trunks` (inbound allow-list and credentials, outbound proxy) and
+//! `phone_numbers` (E.164, routed to an agent of the same workspace).
+
+use crate::api::resource::{dflt, eq, opt, req, Kind, Resource, READ_WRITE};
+use crate::api::types::{Role, Transport};
+
+const TRUNK_PROVIDERS: &[&str] = &["twilio", "telnyx", "generic"];
+const DIRECTIONS: &[&str] = &["inbound", "outbound", "both"];
+
+pub static SIP_TRUNKS: Resource = Resource {
+    path: "sip-trunks",
+    table: "sip_trunks",
+    summary: "SIP trunks; passwords are write-only (`*_password_set`)",
+    fields: &[
+        req("name", Kind::Text(200)),
+        dflt("provider", Kind::Enum(TRUNK_PROVIDERS)),
+        dflt("direction", Kind::Enum(DIRECTIONS)),
+        dflt("inbound_cidrs", Kind::Cidrs),
+        opt("inbound_username", Kind::Text(200)),
+        opt("inbound_password", Kind::Secret),
+        opt("outbound_host", Kind::SipHost),
+        opt("outbound_port", Kind::Port),
+        dflt("outbound_transport", Kind::Enum(Transport::ALL)),
+        opt("outbound_username", Kind::Text(200)),
+        opt("outbound_password", Kind::Secret),
+        opt("from_domain", Kind::SipHost),
+        dflt("codecs", Kind::Codecs),
+        dflt("max_concurrent_calls", Kind::Int(1, 10_000)),
+        dflt("enabled", Kind::Bool),
+    ],
+    filters: &[
+        eq("provider", Kind::Enum(TRUNK_PROVIDERS)),
+        eq("enabled", Kind::Bool),
+    ],
+    writes: READ_WRITE,
+    write_role: Role::Manager,
+    hidden: &[],
+    children: &[],
+    order: "t.created_at desc",
+};
+
+pub static PHONE_NUMBERS: Resource = Resource {
+    path: "phone-numbers",
+    table: "phone_numbers",
+    summary: "Phone numbers (E.164, unique) routed to an agent through a trunk",
+    fields: &[
+        req("e164", Kind::E164),
+        opt("sip_trunk_id", Kind::Ref("sip_trunks")),
+        opt("agent_id", Kind::Ref("agents")),
+        opt("label", Kind::Text(200)),
+        dflt("enabled", Kind::Bool),
+    ],
+    filters: &[
+        eq("agent_id", Kind::Ref("agents")),
+        eq("sip_trunk_id", Kind::Ref("sip_trunks")),
+        eq("e164", Kind::E164),
+        eq("enabled", Kind::Bool),
+    ],
+    writes: READ_WRITE,
+    write_role: Role::Manager,
+    hidden: &[],
+    children: &[],
+    order: "t.created_at desc",
+};

@@ -1,0 +1,388 @@
+//! One typed `Config`: the embedded `config/default.toml`, then an optional
+//! `config/local.toml` (or a file given on the command line), then
+//! `SWITCHBOARD_<SECTION>__<KEY>` environment variables, then `DATABASE_URL`.
+//! A bad value is an error naming the key; secrets are redacted when printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The defaults, compiled in so the binary runs with no files at all.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        // figment's messages name the key path ("for key `sip.listen`").
+        let mut parts = Vec::new();
+        for e in err {
+            let key = e.path.join(".");
+            if key.is_empty() {
+                parts.push(e.to_string());
+            } else {
+                parts.push(format!("key `{key}`: {}", e.kind));
+            }
+        }
+        ConfigError::Invalid(parts.join("; "))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Config {
+    pub node_id: String,
+    pub sip: SipConfig,
+    pub rtp: RtpConfig,
+    pub api: ApiConfig,
+    pub database: DatabaseConfig,
+    pub stt: SttConfig,
+    pub tts: TtsConfig,
+    pub llm: LlmConfig,
+    pub turn: TurnConfig,
+    pub recording: RecordingConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    pub public_address: String,
+    pub max_message_bytes: usize,
+    pub drain_timeout_secs: u64,
+    pub routing_cache_ttl_secs: u64,
+    pub max_calls: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RtpConfig {
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub jwt_secret: String,
+    pub supabase_jwt_secret: String,
+    pub token_ttl_secs: u64,
+    pub encryption_key: String,
+    pub demo_mode: bool,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SttConfig {
+    pub provider: String,
+    pub model_path: String,
+    pub threads: u32,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TtsConfig {
+    pub provider: String,
+    pub voice: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LlmConfig {
+    pub provider: String,
+    pub first_token_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TurnConfig {
+    pub speech_onset_ms: u32,
+    pub end_of_turn_silence_ms: u32,
+    pub speculate_after_ms: u32,
+    pub complete_turn_silence_ms: u32,
+    pub barge_in_min_ms: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RecordingConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: String,
+}
+
+/// The demo encryption key shipped in `default.toml`.
+pub const DEMO_ENCRYPTION_KEY: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl Config {
+    /// Loads the layered configuration from the process environment.
+    /// `file` replaces `config/local.toml` when given.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// Same as [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid(format!(
+                        "file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("config/local.toml")),
+        }
+        let vars: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
+            .cloned()
+            .collect();
+        // The same key convention as figment's `Env::prefixed(..).split("__")`,
+        // but read from the given list so tests never touch the process
+        // environment (which would race between threads).
+        for (key, value) in &vars {
+            let path = key["SWITCHBOARD_".len()..]
+                .to_lowercase()
+                .replace("__", ".");
+            figment = figment.merge(figment::providers::Serialized::default(
+                &path,
+                parse_env_value(value),
+            ));
+        }
+        if let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL") {
+            if !url.is_empty() {
+                figment =
+                    figment.merge(figment::providers::Serialized::default("database.url", url));
+            }
+        }
+        let config: Config = figment.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("key `{key}`: {why}")));
+        if self.rtp.port_min >= self.rtp.port_max {
+            return bad("rtp.port_min", "must be lower than rtp.port_max");
+        }
+        if self.rtp.port_max - self.rtp.port_min < 4 {
+            return bad("rtp.port_max", "the range must hold at least two calls");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad("log.format", "must be \"text\" or \"json\"");
+        }
+        if decode_key(&self.api.encryption_key).is_none() {
+            return bad("api.encryption_key", "must be 64 hex characters (32 bytes)");
+        }
+        if !self.api.demo_mode && self.api.encryption_key == DEMO_ENCRYPTION_KEY {
+            return bad(
+                "api.encryption_key",
+                "the demo key is refused when api.demo_mode is false",
+            );
+        }
+        if !self.api.demo_mode && self.api.jwt_secret == "switchboard-demo-jwt-secret-change-me" {
+            return bad(
+                "api.jwt_secret",
+                "the demo secret is refused when api.demo_mode is false",
+            );
+        }
+        if self.stt.workers == 0 || self.stt.threads == 0 {
+            return bad("stt.workers", "workers and threads must be at least 1");
+        }
+        if self.database.url.is_empty() {
+            return bad("database.url", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The encryption key as bytes (validated at load).
+    pub fn encryption_key_bytes(&self) -> [u8; 32] {
+        decode_key(&self.api.encryption_key).unwrap_or([0; 32])
+    }
+
+    /// This node's name for `call_logs.node_id`.
+    pub fn node_name(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "switchboard".to_string())
+    }
+
+    /// The address SIP and SDP advertise.
+    pub fn advertised_ip(&self) -> std::net::IpAddr {
+        if let Ok(ip) = self.sip.public_address.parse() {
+            return ip;
+        }
+        let ip = self.sip.listen.ip();
+        if ip.is_unspecified() {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            ip
+        }
+    }
+
+    /// The configuration as TOML with every secret replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let mut value = match toml::Value::try_from(self) {
+            Ok(v) => v,
+            Err(e) => return format!("<unprintable configuration: {e}>"),
+        };
+        redact(&mut value);
+        toml::to_string_pretty(&value).unwrap_or_default()
+    }
+}
+
+fn parse_env_value(s: &str) -> figment::value::Value {
+    // Numbers and booleans arrive as strings from the environment; let TOML
+    // decide their type so `SWITCHBOARD_RTP__PORT_MIN=4000` is a number.
+    match toml::from_str::<toml::Value>(&format!("v = {s}")) {
+        Ok(toml::Value::Table(t)) => match t.get("v") {
+            Some(toml::Value::Integer(i)) => (*i).into(),
+            Some(toml::Value::Float(f)) => (*f).into(),
+            Some(toml::Value::Boolean(b)) => (*b).into(),
+            _ => s.to_string().into(),
+        },
+        _ => s.to_string().into(),
+    }
+}
+
+fn decode_key(hex_key: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(hex_key).ok()?;
+    bytes.try_into().ok()
+}
+
+fn redact(value: &mut toml::Value) {
+    if let toml::Value::Table(table) = value {
+        for (key, v) in table.iter_mut() {
+            let secret = key.contains("secret") || key.contains("password") || key.ends_with("key");
+            if secret {
+                if let toml::Value::String(s) = v {
+                    if !s.is_empty() {
+                        *s = "***".into();
+                    }
+                }
+            } else if key == "url" {
+                if let toml::Value::String(s) = v {
+                    *s = redact_url_password(s);
+                }
+            } else {
+                redact(v);
+            }
+        }
+    }
+}
+
+fn redact_url_password(url: &str) -> String {
+    // postgres://user:password@host/db → postgres://user:***@host/db
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::load_from(None, &[]).expect("defaults");
+        assert_eq!(c.sip.listen.port(), 5060);
+        assert_eq!(c.rtp.port_min, 20000);
+        assert_eq!(c.rtp.port_max, 30000);
+        assert_eq!(c.api.listen.port(), 8080);
+    }
+
+    #[test]
+    fn env_override_wins_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("local.toml");
+        std::fs::write(&file, "[rtp]\nport_min = 30000\nport_max = 31000\n").unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            &env(&[
+                ("SWITCHBOARD_RTP__PORT_MIN", "40000"),
+                ("SWITCHBOARD_RTP__PORT_MAX", "40100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rtp.port_min, 40000);
+        assert_eq!(c.rtp.port_max, 40100);
+        let c = Config::load_from(Some(&file), &[]).unwrap();
+        assert_eq!(c.rtp.port_min, 30000);
+    }
+
+    #[test]
+    fn malformed_value_names_the_key() {
+        let err = Config::load_from(None, &env(&[("SWITCHBOARD_SIP__LISTEN", "not-an-address")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("sip.listen"), "{err}");
+        let err =
+            Config::load_from(None, &env(&[("SWITCHBOARD_RTP__PORT_MIN", "seventy")])).unwrap_err();
+        assert!(err.to_string().contains("rtp.port_min"), "{err}");
+        let err = Config::load_from(None, &env(&[("SWITCHBOARD_API__ENCRYPTION_KEY", "abc")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("api.encryption_key"), "{err}");
+    }
+
+    #[test]
+    fn database_url_env_overrides() {
+        let c = Config::load_from(None, &env(&[("DATABASE_URL", "postgres://u:pw@db:5432/x")]))
+            .unwrap();
+        assert_eq!(c.database.url, "postgres://u:pw@db:5432/x");
+        let printed = c.redacted();
+        assert!(!printed.contains("pw@"), "{printed}");
+        assert!(printed.contains("u:***@db"));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let c = Config::load_from(None, &[]).unwrap();
+        let printed = c.redacted();
+        assert!(
+            !printed.contains("switchboard-demo-jwt-secret"),
+            "{printed}"
+        );
+        assert!(printed.contains("***"));
+    }
+
+    #[test]
+    fn demo_key_refused_outside_demo_mode() {
+        let err =
+            Config::load_from(None, &env(&[("SWITCHBOARD_API__DEMO_MODE", "false")])).unwrap_err();
+        assert!(err.to_string().contains("api."), "{err}");
+    }
+}

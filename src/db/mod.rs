@@ -1,0 +1,51 @@
+//! PostgreSQL: the connection pool, migrations, the demo seed, and a fresh
+//! database per test. Typed queries live beside their users (`api`,
+//! `sip::routing`, `agent_runtime::records`).
+
+pub mod seed;
+pub mod testing;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::DatabaseConfig;
+
+/// The migrations in `migrations/`, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Opens the pool. Connections are made lazily after the first one, which is
+/// tried at once so a wrong URL is reported at start-up.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = config.url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies every pending migration; a no-op when all are applied.
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// True when the database answers and every embedded migration is applied.
+pub async fn ready(pool: &PgPool) -> bool {
+    let applied: Result<i64, _> =
+        sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+            .fetch_one(pool)
+            .await;
+    matches!(applied, Ok(n) if n as usize >= MIGRATOR.migrations.len())
+}

@@ -1,0 +1,14 @@
+//! Switchboard: a voice and telephony runtime for AI agents.
+//!
+//! The crate is one binary's library. Layers follow `DESIGN.md`: `sip` and
+//! `media` know nothing of agents or the database (beyond SIP routing),
+//! `agent_runtime` runs the conversation of each call, `api` is the admin face,
+//! and `db` owns the pool, migrations and typed queries.
+
+pub mod agent_runtime;
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod media;
+pub mod serve;
+pub mod sip;

@@ -1,0 +1,85 @@
+//! The `switchboard` command line: serve, migrate, seed-demo, check-config.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Voice and telephony runtime for AI agents"
+)]
+struct Cli {
+    /// Configuration file layered over the embedded defaults (default: config/local.toml if present).
+    #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve SIP (UDP+TCP), RTP and the HTTP API; applies migrations first.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create (idempotently) the demo workspace, user, agent, knowledge, trunk and number.
+    SeedDemo,
+    /// Load and validate the configuration, print it with secrets redacted, and exit.
+    CheckConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_tracing(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::CheckConfig => {
+                println!("{}", config.redacted());
+                Ok(())
+            }
+            Command::Migrate => {
+                let pool = switchboard::db::connect(&config.database)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                switchboard::db::migrate(&pool)
+                    .await
+                    .context("applying migrations")?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::SeedDemo => {
+                let pool = switchboard::db::connect(&config.database)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                switchboard::db::migrate(&pool)
+                    .await
+                    .context("applying migrations")?;
+                let report = switchboard::db::seed::seed_demo(&pool)
+                    .await
+                    .context("seeding the demo")?;
+                println!("{report}");
+                Ok(())
+            }
+            Command::Serve => switchboard::serve::run(config).await,
+        }
+    })
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,71 @@
+//! Everything between RTP packets and 16 kHz PCM frames: RTP/RTCP sessions,
+//! G.711/G.722 codecs, RFC 4733 DTMF, jitter buffer, resampling, VAD and
+//! endpointing, paced playout, recording. Knows nothing of agents, SIP or the
+//! database.
+
+pub mod codec;
+pub mod control;
+pub mod dtmf;
+pub mod endpoint;
+pub mod error;
+pub mod g711;
+pub mod jitter;
+pub mod playout;
+pub mod ports;
+pub mod receiver;
+pub mod record;
+pub mod resample;
+pub mod session;
+pub mod stats;
+pub mod vad;
+
+pub use error::MediaError;
+pub use session::{Frame, MediaEvent, MediaSession, Playout, SessionConfig, SessionReport};
+pub use stats::MediaStats;
+
+/// An audio codec the media engine can encode and decode on the SIP leg.
+/// SIP's SDP negotiation picks one; payload type numbers travel beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Codec {
+    /// G.711 µ-law, static payload type 0, 8 kHz.
+    Pcmu,
+    /// G.711 A-law, static payload type 8, 8 kHz.
+    Pcma,
+    /// G.722, static payload type 9, 16 kHz audio (RTP clock 8 kHz, RFC 3551).
+    G722,
+}
+
+impl Codec {
+    /// The SDP encoding name (`a=rtpmap:<pt> <name>/<clock>`).
+    pub fn sdp_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
+        }
+    }
+
+    /// The static payload type from RFC 3551.
+    pub fn static_payload_type(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+            Codec::G722 => 9,
+        }
+    }
+
+    /// The RTP clock rate written in SDP and used for timestamps.
+    pub fn rtp_clock_rate(self) -> u32 {
+        8000
+    }
+
+    /// Parses an SDP/config codec name, case-insensitively.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name.to_ascii_uppercase().as_str() {
+            "PCMU" => Some(Codec::Pcmu),
+            "PCMA" => Some(Codec::Pcma),
+            "G722" => Some(Codec::G722),
+            _ => None,
+        }
+    }
+}

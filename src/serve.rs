@@ -1,0 +1,126 @@
+//! `switchboard serve`: wires the faces together — SIP hands accepted calls
+//! to the agent runtime, the API sees the runtime's live calls — and runs
+//! them until Ctrl-C or SIGTERM, then drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_runtime::providers::Providers;
+use crate::agent_runtime::{AgentCalls, Runtime};
+use crate::api::{ApiState, LiveCalls};
+use crate::config::Config;
+use crate::sip::server::{SipServer, SipServerHandle};
+
+/// The running faces of one node.
+pub struct Services {
+    pub sip: SipServerHandle,
+    pub api_addr: SocketAddr,
+    pub runtime: Arc<Runtime>,
+    api_stop: CancellationToken,
+    api_task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts SIP, RTP (per call) and the API on an already migrated database.
+pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services> {
+    let providers = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || Providers::from_config(&config)
+    })
+    .await
+    .context("loading providers")?
+    .context("loading the offline providers (whisper model, espeak-ng)")?;
+    let runtime = Runtime::new(pool.clone(), config.clone(), providers);
+    let sip = SipServer::start(&config, pool.clone(), Arc::new(AgentCalls(runtime.clone())))
+        .await
+        .context("starting SIP")?;
+    let api_state = ApiState::new(pool, config.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>);
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API on {}", config.api.listen))?;
+    let api_addr = listener.local_addr()?;
+    let api_stop = CancellationToken::new();
+    let stop = api_stop.clone();
+    let api_task = tokio::spawn(async move {
+        if let Err(err) =
+            crate::api::serve(listener, api_state, async move { stop.cancelled().await }).await
+        {
+            tracing::error!(error = %err, "API server failed");
+        }
+    });
+    tracing::info!(sip = %sip.local_addr(), api = %api_addr, "serving");
+    Ok(Services {
+        sip,
+        api_addr,
+        runtime,
+        api_stop,
+        api_task,
+    })
+}
+
+impl Services {
+    /// Graceful stop: new INVITEs get 503, live calls get up to `limit` to
+    /// end, queued records are written, then everything stops.
+    pub async fn stop(self, limit: Duration) {
+        let left = self.sip.drain(limit).await;
+        if left > 0 {
+            tracing::warn!(left, "calls still live at the drain limit were hung up");
+        }
+        // The calls' last records are queued as their tasks end.
+        for _ in 0..50 {
+            if self.runtime.registry.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !self.runtime.records.flush(Duration::from_secs(5)).await {
+            tracing::warn!(
+                pending = self.runtime.records.pending(),
+                "some records were not written before exit"
+            );
+        }
+        self.sip.shutdown();
+        self.api_stop.cancel();
+        let _ = self.api_task.await;
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    tracing::info!("configuration:\n{}", config.redacted());
+    let pool = crate::db::connect(&config.database)
+        .await
+        .context("connecting to PostgreSQL")?;
+    crate::db::migrate(&pool)
+        .await
+        .context("applying migrations")?;
+    tracing::info!("migrations applied");
+    let drain = Duration::from_secs(config.sip.drain_timeout_secs);
+    let services = start(Arc::new(config), pool).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining live calls");
+    services.stop(drain).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

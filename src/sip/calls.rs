@@ -1,0 +1,613 @@
+//! A call's life in the SIP core: INVITE → routing task → 180 → 200 with
+//! the SDP answer → ACK → handed to the runtime; then BYE from either side,
+//! CANCEL, ACK timeout (Timer H for the 2xx), re-INVITE, INFO DTMF and blind
+//! transfer by REFER. Every path that ends a call ends its call_logs row,
+//! releases its trunk slot and (by dropping the lease) its RTP port.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::call::{CallCommand, CallEvent, HangupBy, IncomingCall, NegotiatedMedia};
+use super::core::{Core, Internal, Wake, ACCEPT, ALLOW, SUPPORTED};
+use super::decide::{status_for, Decision, InviteFacts, RouteFacts};
+use super::dialog::{AnswerRetransmit, Dialog};
+use super::message::{host_port, random_token, uri_user, Message};
+use super::number::{self, NumberingPlan};
+use super::records::{CallEnd, CallLogStart, CallRecorder};
+use super::routing::TrunkSlot;
+use super::sdp::{self, Negotiated, SessionDescription};
+use super::transport::{Target, Transport};
+use crate::media::ports::PortLease;
+use crate::media::Codec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Routing,
+    Ringing,
+    /// 200 sent, waiting for the ACK.
+    Answered,
+    Confirmed,
+}
+
+/// Media set up before the answer, handed over with the call.
+pub struct Pending {
+    lease: PortLease,
+    socket: std::net::UdpSocket,
+    media: Option<NegotiatedMedia>,
+}
+
+pub struct Call {
+    pub log_id: Uuid,
+    pub invite: Message,
+    pub invite_key: String,
+    pub merge_key: Option<String>,
+    pub source: Target,
+    pub phase: Phase,
+    pub cancelled: bool,
+    pub dialog: Option<Dialog>,
+    pub facts: Option<RouteFacts>,
+    pub codecs: Vec<Codec>,
+    pub from_number: String,
+    pub to_number: String,
+    pub started_at: DateTime<Utc>,
+    pub recorder: Option<CallRecorder>,
+    pub events: Option<mpsc::Sender<CallEvent>>,
+    pub slot: Option<TrunkSlot>,
+    pub pending: Option<Pending>,
+    pub answer_at: Option<Instant>,
+    pub answer: Option<(AnswerRetransmit, Message)>,
+    pub answered_at: Option<(Instant, DateTime<Utc>)>,
+    pub local_port: u16,
+    pub sdp_version: u64,
+    pub transfer_deadline: Option<Instant>,
+    pub transfer_target: Option<String>,
+    /// RFC 4028: the interval the trunk asked for, and when the session
+    /// ends unless refreshed (re-INVITE or UPDATE).
+    pub session_timer: Option<(u32, Option<Instant>)>,
+}
+
+pub(super) fn raw_number(uri: &str) -> String {
+    let plan = NumberingPlan::default();
+    number::from_uri(uri, &plan)
+        .map(|e| e.to_string())
+        .or_else(|| uri_user(uri))
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .collect()
+}
+
+impl Core {
+    pub(super) fn contact(&self, transport: Transport) -> String {
+        let local = self.env.transports.local_addr();
+        let hp = host_port(&self.env.advertised_ip.to_string(), Some(local.port()));
+        match transport {
+            Transport::Udp => format!("sip:switchboard@{hp}"),
+            Transport::Tcp => format!("sip:switchboard@{hp};transport=tcp"),
+        }
+    }
+
+    pub(super) fn via_sent_by(&self) -> String {
+        host_port(
+            &self.env.advertised_ip.to_string(),
+            Some(self.env.transports.local_addr().port()),
+        )
+    }
+
+    pub fn on_invite(
+        &mut self,
+        key: &str,
+        merge_key: Option<String>,
+        invite: Message,
+        source: Target,
+        now: Instant,
+    ) {
+        let draining = self
+            .env
+            .shared
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if draining || self.calls.len() >= self.env.max_calls {
+            let resp = {
+                let mut r =
+                    self.response(&invite, 503, "Service Unavailable", Some(&random_token(10)));
+                r.add_header("Retry-After", if draining { "30" } else { "5" });
+                r
+            };
+            self.respond(key, resp, now);
+            return;
+        }
+        let trying = self.response(&invite, 100, "Trying", None);
+        self.respond(key, trying, now);
+        let tag = random_token(16);
+        let to_uri = invite.to().map(|t| t.uri).unwrap_or_default();
+        let facts = InviteFacts {
+            source_ip: source.addr.ip(),
+            request_uri: invite.request_uri().unwrap_or_default().to_string(),
+            to_uri: to_uri.clone(),
+            authorization: invite.header("Authorization").map(str::to_string),
+            sdp: (!invite.body.is_empty()).then(|| invite.body.to_vec()),
+            now_unix: chrono::Utc::now().timestamp().max(0) as u64,
+        };
+        let from_number = raw_number(&invite.from().map(|f| f.uri).unwrap_or_default());
+        let to_number = {
+            let n = raw_number(invite.request_uri().unwrap_or_default());
+            if n.is_empty() {
+                raw_number(&to_uri)
+            } else {
+                n
+            }
+        };
+        if let Some(e) = self.server_txs.get_mut(key) {
+            e.call = Some(tag.clone());
+        }
+        if let Some(m) = &merge_key {
+            self.invites.insert(m.clone(), key.to_string());
+        }
+        let call = Call {
+            log_id: Uuid::new_v4(),
+            invite,
+            invite_key: key.to_string(),
+            merge_key,
+            source,
+            phase: Phase::Routing,
+            cancelled: false,
+            dialog: None,
+            facts: None,
+            codecs: Vec::new(),
+            from_number,
+            to_number,
+            started_at: Utc::now(),
+            recorder: None,
+            events: None,
+            slot: None,
+            pending: None,
+            answer_at: None,
+            answer: None,
+            answered_at: None,
+            local_port: 0,
+            sdp_version: 1,
+            transfer_deadline: None,
+            transfer_target: None,
+            session_timer: None,
+        };
+        self.calls.insert(tag.clone(), call);
+        self.update_live();
+        let decider = self.env.decider.clone();
+        let internal = self.env.internal.clone();
+        tokio::spawn(async move {
+            // A database that hangs must not leave the caller ringing forever.
+            let decision = match tokio::time::timeout(
+                std::time::Duration::from_secs(8),
+                decider.decide(facts),
+            )
+            .await
+            {
+                Ok(d) => d,
+                Err(_) => Decision::Reject {
+                    code: 503,
+                    reason: "Service Unavailable",
+                    headers: vec![("Retry-After".into(), "5".into())],
+                    facts: None,
+                },
+            };
+            let _ = internal.send(Internal::Routed { key: tag, decision }).await;
+        });
+    }
+
+    pub(super) fn log_start(&self, call: &Call, facts: &RouteFacts) -> CallLogStart {
+        CallLogStart {
+            id: call.log_id,
+            workspace_id: facts.workspace_id,
+            agent_id: facts.agent_id,
+            phone_number_id: facts.phone_number_id,
+            sip_trunk_id: facts.sip_trunk_id,
+            sip_call_id: call
+                .invite
+                .call_id()
+                .unwrap_or_default()
+                .chars()
+                .take(256)
+                .collect(),
+            from_number: call.from_number.clone(),
+            to_number: call.to_number.clone(),
+            node_id: self.env.node_id.clone(),
+            started_at: call.started_at,
+        }
+    }
+
+    /// Forgets a call: indexes, live count. Its slot and lease drop with it.
+    pub(super) fn remove_call(&mut self, key: &str) -> Option<Call> {
+        let call = self.calls.remove(key)?;
+        if let Some(m) = &call.merge_key {
+            self.invites.remove(m);
+        }
+        self.update_live();
+        Some(call)
+    }
+
+    pub fn on_routed(&mut self, key: &str, decision: Decision, now: Instant) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        if call.cancelled {
+            let facts = match &decision {
+                Decision::Reject { facts, .. } => facts.clone(),
+                Decision::Accept { facts, .. } => Some(facts.clone()),
+            };
+            if let Some(f) = facts {
+                let end = CallEnd {
+                    status: "no_answer",
+                    sip_code: Some(487),
+                    hangup_by: Some(HangupBy::Caller),
+                    reason: "cancelled".into(),
+                    at: Utc::now(),
+                    duration_ms: None,
+                };
+                CallRecorder::rejected(&self.env.pool, self.log_start(call, &f), end);
+            }
+            self.remove_call(key);
+            return;
+        }
+        match decision {
+            Decision::Reject {
+                code,
+                reason,
+                headers,
+                facts,
+            } => {
+                if let Some(f) = &facts {
+                    let end = CallEnd {
+                        status: status_for(code),
+                        sip_code: Some(code),
+                        hangup_by: None,
+                        reason: reason.to_string(),
+                        at: Utc::now(),
+                        duration_ms: None,
+                    };
+                    CallRecorder::rejected(&self.env.pool, self.log_start(call, f), end);
+                }
+                let mut resp = self.response(&call.invite, code, reason, Some(key));
+                for (n, v) in headers {
+                    resp.add_header(&n, v);
+                }
+                let invite_key = call.invite_key.clone();
+                self.respond(&invite_key, resp, now);
+                self.remove_call(key);
+            }
+            Decision::Accept {
+                facts,
+                slot,
+                codecs,
+                offer,
+            } => self.accept(key, facts, slot, codecs, offer, now),
+        }
+    }
+
+    pub(super) fn accept(
+        &mut self,
+        key: &str,
+        facts: RouteFacts,
+        slot: TrunkSlot,
+        codecs: Vec<Codec>,
+        offer: Option<(SessionDescription, Negotiated)>,
+        now: Instant,
+    ) {
+        let allocated = self.env.ports.allocate(self.env.rtp_bind_ip);
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        let start = self.log_start(call, &facts);
+        let Ok((lease, socket)) = allocated else {
+            tracing::warn!("no free RTP port");
+            let end = CallEnd {
+                status: "failed",
+                sip_code: Some(503),
+                hangup_by: Some(HangupBy::System),
+                reason: "no RTP port".into(),
+                at: Utc::now(),
+                duration_ms: None,
+            };
+            CallRecorder::rejected(&self.env.pool, start, end);
+            let mut resp = self.response(&call.invite, 503, "Service Unavailable", Some(key));
+            resp.add_header("Retry-After", "5");
+            let invite_key = call.invite_key.clone();
+            self.respond(&invite_key, resp, now);
+            self.remove_call(key);
+            return;
+        };
+        let recorder = CallRecorder::start(&self.env.pool, start);
+        let local = std::net::SocketAddr::new(self.env.advertised_ip, lease.port());
+        let (media, answer_sdp) = match &offer {
+            Some((parsed, n)) => (
+                Some(to_media(n, local)),
+                sdp::build_answer(parsed, n, local, call_session_id(call), 1),
+            ),
+            None => (
+                None,
+                sdp::build_offer(&codecs, local, call_session_id(call), 1),
+            ),
+        };
+        let contact = self.contact(call.source.transport);
+        let mut ringing = self.response(&call.invite, 180, "Ringing", Some(key));
+        ringing.add_header("Contact", format!("<{contact}>"));
+        let mut ok = self.response(&call.invite, 200, "OK", Some(key));
+        ok.add_header("Contact", format!("<{contact}>"));
+        ok.add_header("Allow", ALLOW);
+        ok.add_header("Accept", ACCEPT);
+        ok.add_header("Supported", SUPPORTED);
+        let session_timer = session_expires(&call.invite);
+        if let Some(se) = session_timer {
+            ok.add_header("Session-Expires", format!("{se};refresher=uac"));
+            ok.add_header("Require", "timer");
+        }
+        ok.set_body("application/sdp", answer_sdp.into_bytes());
+        let invite_key = call.invite_key.clone();
+        let dialog = Dialog::uas(&call.invite, key);
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        call.facts = Some(facts);
+        call.codecs = codecs;
+        call.recorder = Some(recorder);
+        call.slot = Some(slot);
+        call.local_port = lease.port();
+        call.pending = Some(Pending {
+            lease,
+            socket,
+            media,
+        });
+        call.dialog = dialog;
+        call.phase = Phase::Ringing;
+        call.answer = Some((AnswerRetransmit::new(now, self.env.timers, true), ok));
+        call.answer_at = Some(now + self.env.answer_delay);
+        call.session_timer = session_timer.map(|se| (se, None));
+        let at = call.answer_at;
+        self.respond(&invite_key, ringing, now);
+        self.schedule(at, Wake::Call(key.to_string()));
+    }
+
+    /// Sends the 200 (after the ring delay) and hands the call over when the
+    /// offer came in the INVITE; an offerless call waits for the ACK's answer.
+    pub(super) fn answer(&mut self, key: &str, now: Instant) {
+        let reliable;
+        let ok;
+        let invite_key;
+        {
+            let Some(call) = self.calls.get_mut(key) else {
+                return;
+            };
+            call.answer_at = None;
+            let Some((_, msg)) = call.answer.take() else {
+                return;
+            };
+            reliable = call.source.transport.reliable();
+            ok = msg;
+            invite_key = call.invite_key.clone();
+            call.phase = Phase::Answered;
+            if let Some((se, deadline)) = call.session_timer.as_mut() {
+                *deadline = Some(now + std::time::Duration::from_secs(u64::from(*se)));
+            }
+            let at = Utc::now();
+            call.answered_at = Some((now, at));
+            let codec = call
+                .pending
+                .as_ref()
+                .and_then(|p| p.media.as_ref())
+                .map(|m| m.codec.sdp_name())
+                .unwrap_or("");
+            if let Some(r) = &call.recorder {
+                r.answered(codec, at);
+            }
+            call.answer = Some((
+                AnswerRetransmit::new(now, self.env.timers, reliable),
+                ok.clone(),
+            ));
+            let wake = call.answer.as_ref().and_then(|(a, _)| a.next_wake());
+            self.schedule(wake, Wake::Call(key.to_string()));
+        }
+        self.respond(&invite_key, ok, now);
+        self.schedule_session_timer(key);
+        let has_media = self
+            .calls
+            .get(key)
+            .and_then(|c| c.pending.as_ref())
+            .is_some_and(|p| p.media.is_some());
+        if has_media {
+            self.hand_over(key);
+        }
+    }
+
+    pub(super) fn hand_over(&mut self, key: &str) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        tracing::info!(
+            call_id = call.invite.call_id().unwrap_or_default(),
+            call_log_id = %call.log_id,
+            from = %call.from_number,
+            to = %call.to_number,
+            "call answered and handed to the runtime"
+        );
+        let Some(Pending {
+            lease,
+            socket,
+            media: Some(media),
+        }) = call.pending.take()
+        else {
+            return;
+        };
+        let Some(facts) = call.facts.clone() else {
+            return;
+        };
+        let (events_tx, events_rx) = mpsc::channel(32);
+        let (commands_tx, mut commands_rx) = mpsc::channel::<CallCommand>(16);
+        call.events = Some(events_tx);
+        let incoming = IncomingCall {
+            call_log_id: call.log_id,
+            sip_call_id: call.invite.call_id().unwrap_or_default().to_string(),
+            workspace_id: facts.workspace_id,
+            agent_id: facts.agent_id.unwrap_or_default(),
+            phone_number_id: facts.phone_number_id,
+            sip_trunk_id: facts.sip_trunk_id,
+            from_number: call.from_number.clone(),
+            to_number: call.to_number.clone(),
+            media,
+            rtp_socket: socket,
+            rtp_port: lease,
+            events: events_rx,
+            commands: commands_tx,
+        };
+        let internal = self.env.internal.clone();
+        let key = key.to_string();
+        tokio::spawn(async move {
+            while let Some(command) = commands_rx.recv().await {
+                if internal
+                    .send(Internal::Command {
+                        key: key.clone(),
+                        command,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = internal.send(Internal::CommandsClosed { key }).await;
+        });
+        self.env.handler.on_call(incoming);
+    }
+
+    pub fn cancel_call(&mut self, key: &str, now: Instant) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if !matches!(call.phase, Phase::Routing | Phase::Ringing) {
+            return;
+        }
+        let resp = {
+            let mut r =
+                super::message::Message::response_to(&call.invite, 487, "Request Terminated");
+            r.set_to_tag(key);
+            r
+        };
+        let invite_key = call.invite_key.clone();
+        if call.phase == Phase::Routing {
+            // The routing task will report back; the row is written then.
+            call.cancelled = true;
+        } else if let Some(r) = &call.recorder {
+            r.ended(CallEnd {
+                status: "no_answer",
+                sip_code: Some(487),
+                hangup_by: Some(HangupBy::Caller),
+                reason: "cancelled".into(),
+                at: Utc::now(),
+                duration_ms: None,
+            });
+        }
+        let done = call.phase == Phase::Ringing;
+        self.respond(&invite_key, resp, now);
+        if done {
+            self.remove_call(key);
+        }
+    }
+
+    pub fn on_ack(&mut self, key: &str, ack: &Message, now: Instant) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if call.phase != Phase::Answered {
+            return;
+        }
+        call.phase = Phase::Confirmed;
+        if let Some((a, _)) = call.answer.as_mut() {
+            a.acked();
+        }
+        call.answer = None;
+        // Offerless INVITE: the ACK carries the answer to our offer.
+        let needs_answer = call.pending.as_ref().is_some_and(|p| p.media.is_none());
+        if needs_answer {
+            let local = std::net::SocketAddr::new(self.env.advertised_ip, call.local_port);
+            let negotiated = sdp::parse(&ack.body)
+                .ok()
+                .and_then(|s| sdp::negotiate(&s, &call.codecs).ok());
+            match negotiated {
+                Some(n) => {
+                    if let Some(p) = call.pending.as_mut() {
+                        p.media = Some(to_media(&n, local));
+                    }
+                    self.hand_over(key);
+                }
+                None => self.end_call(
+                    key,
+                    "failed",
+                    HangupBy::System,
+                    "no usable answer in ACK",
+                    now,
+                ),
+            }
+        }
+    }
+}
+
+pub(super) fn call_session_id(call: &Call) -> u64 {
+    call.log_id.as_u64_pair().0 >> 1
+}
+
+pub(super) fn to_media(n: &Negotiated, local: std::net::SocketAddr) -> NegotiatedMedia {
+    NegotiatedMedia {
+        local_addr: local,
+        remote_addr: n.remote,
+        codec: n.codec,
+        payload_type: n.payload_type,
+        telephone_event_pt: n.telephone_event_pt,
+        ptime_ms: n.ptime_ms,
+    }
+}
+
+pub(super) fn session_expires(invite: &Message) -> Option<u32> {
+    let v = invite.header("Session-Expires")?;
+    let secs: u32 = v.split(';').next()?.trim().parse().ok()?;
+    Some(secs.max(90))
+}
+
+/// Where our in-dialog requests go: over TCP the caller's connection, over
+/// UDP the Contact address when it is an IP literal, else the source.
+pub(super) fn request_target(call: &Call) -> Target {
+    if call.source.transport == Transport::Tcp {
+        return call.source;
+    }
+    let contact = call
+        .dialog
+        .as_ref()
+        .map(|d| d.next_hop_uri())
+        .unwrap_or_default();
+    let addr = super::message::parse_sip_uri(&contact).and_then(|u| {
+        let ip: std::net::IpAddr = u
+            .host_with_port
+            .host
+            .to_string()
+            .trim_matches(['[', ']'])
+            .parse()
+            .ok()?;
+        let port = u.host_with_port.port.map(|p| *p.value()).unwrap_or(5060);
+        Some(std::net::SocketAddr::new(ip, port))
+    });
+    Target {
+        addr: addr.unwrap_or(call.source.addr),
+        ..call.source
+    }
+}
+
+pub(super) fn response_target(call: &Call) -> Target {
+    match (call.source.transport, call.invite.top_via()) {
+        (Transport::Udp, Some(via)) => Target {
+            addr: super::transport::response_addr(&via, call.source.addr),
+            ..call.source
+        },
+        _ => call.source,
+    }
+}

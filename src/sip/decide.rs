@@ -1,0 +1,209 @@
+//! The answer to a new INVITE, in DESIGN.md's order: source/trunk (403,
+//! digest 401), dialed number (404), agent and plan (480), trunk capacity
+//! (486), codecs (488) — or accept. Runs as its own task (it may query the
+//! database) and posts the decision back to the SIP core.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::digest::{DigestServer, Verdict};
+use super::number::{self, NumberingPlan};
+use super::routing::{Router, TrunkSlot, TrunkSlots};
+use super::sdp::{self, Negotiated, SessionDescription};
+use crate::media::Codec;
+
+/// What routing learned about the call, for its call_logs row.
+#[derive(Debug, Clone)]
+pub struct RouteFacts {
+    pub workspace_id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub phone_number_id: Option<Uuid>,
+    pub sip_trunk_id: Option<Uuid>,
+}
+
+#[derive(Debug)]
+pub enum Decision {
+    Reject {
+        code: u16,
+        reason: &'static str,
+        headers: Vec<(String, String)>,
+        /// Known when the INVITE got far enough to belong to a workspace.
+        facts: Option<RouteFacts>,
+    },
+    Accept {
+        facts: RouteFacts,
+        slot: TrunkSlot,
+        codecs: Vec<Codec>,
+        /// `None` for an offerless INVITE (we offer in the 200).
+        offer: Option<(SessionDescription, Negotiated)>,
+    },
+}
+
+/// The facts of the INVITE routing needs (copied out of the message).
+#[derive(Debug, Clone)]
+pub struct InviteFacts {
+    pub source_ip: IpAddr,
+    pub request_uri: String,
+    pub to_uri: String,
+    pub authorization: Option<String>,
+    pub sdp: Option<Vec<u8>>,
+    pub now_unix: u64,
+}
+
+pub struct Decider {
+    pub router: Arc<Router>,
+    pub slots: TrunkSlots,
+    pub digest: DigestServer,
+}
+
+fn reject(code: u16, reason: &'static str, facts: Option<RouteFacts>) -> Decision {
+    Decision::Reject {
+        code,
+        reason,
+        headers: Vec::new(),
+        facts,
+    }
+}
+
+impl Decider {
+    pub async fn decide(&self, f: InviteFacts) -> Decision {
+        match self.try_decide(f).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("routing lookup failed: {e}");
+                Decision::Reject {
+                    code: 503,
+                    reason: "Service Unavailable",
+                    headers: vec![("Retry-After".into(), "5".into())],
+                    facts: None,
+                }
+            }
+        }
+    }
+
+    async fn try_decide(&self, f: InviteFacts) -> Result<Decision, sqlx::Error> {
+        let trunks = self.router.trunks().await?;
+        // A trunk admits a source by CIDR; a trunk with credentials and no
+        // CIDRs admits any source that passes digest.
+        let allowed: Vec<_> = trunks
+            .iter()
+            .filter(|t| t.allows_source(f.source_ip) || (t.cidrs.is_empty() && t.has_credentials()))
+            .collect();
+        if allowed.is_empty() {
+            return Ok(reject(403, "Forbidden", None));
+        }
+        let plan = NumberingPlan::default();
+        let dialed =
+            number::from_uri(&f.request_uri, &plan).or_else(|| number::from_uri(&f.to_uri, &plan));
+        let route = match &dialed {
+            Some(e164) => self.router.number(e164).await?,
+            None => None,
+        };
+        let Some(route) = route.filter(|r| r.enabled) else {
+            let ws = allowed[0].workspace_id;
+            let single = allowed.iter().all(|t| t.workspace_id == ws);
+            let facts = single.then(|| RouteFacts {
+                workspace_id: ws,
+                agent_id: None,
+                phone_number_id: None,
+                sip_trunk_id: (allowed.len() == 1).then(|| allowed[0].id),
+            });
+            return Ok(reject(404, "Not Found", facts));
+        };
+        // The number's own trunk when it names one, else any allowed trunk of
+        // the same workspace.
+        let trunk = match route.sip_trunk_id {
+            Some(id) => allowed.iter().find(|t| t.id == id),
+            None => allowed
+                .iter()
+                .find(|t| t.workspace_id == route.workspace_id),
+        };
+        let Some(trunk) = trunk.copied() else {
+            return Ok(reject(403, "Forbidden", None));
+        };
+        let facts = RouteFacts {
+            workspace_id: route.workspace_id,
+            agent_id: route.agent_id,
+            phone_number_id: Some(route.id),
+            sip_trunk_id: Some(trunk.id),
+        };
+        if trunk.has_credentials() {
+            let username = trunk.username.as_deref().unwrap_or_default();
+            let password = trunk.password.as_deref().unwrap_or_default();
+            let verdict = f.authorization.as_deref().map(|a| {
+                self.digest
+                    .verify(a, "INVITE", username, password, f.now_unix)
+            });
+            match verdict {
+                Some(Verdict::Valid) => {}
+                Some(Verdict::Invalid) => return Ok(reject(403, "Forbidden", Some(facts))),
+                stale_or_missing => {
+                    let stale = stale_or_missing == Some(Verdict::Stale);
+                    let headers = self
+                        .digest
+                        .challenges(f.now_unix, stale)
+                        .into_iter()
+                        .map(|c| ("WWW-Authenticate".to_string(), c))
+                        .collect();
+                    // A challenge is not a call attempt yet: no row.
+                    return Ok(Decision::Reject {
+                        code: 401,
+                        reason: "Unauthorized",
+                        headers,
+                        facts: None,
+                    });
+                }
+            }
+        }
+        if route.agent_id.is_none() || !route.agent_live {
+            return Ok(reject(480, "Temporarily Unavailable", Some(facts)));
+        }
+        if !self.router.usage_allows(route.workspace_id).await? {
+            return Ok(reject(480, "Temporarily Unavailable", Some(facts)));
+        }
+        let offer = match &f.sdp {
+            Some(body) => {
+                let parsed = match sdp::parse(body) {
+                    Ok(p) => p,
+                    Err(_) => return Ok(reject(488, "Not Acceptable Here", Some(facts))),
+                };
+                match sdp::negotiate(&parsed, &trunk.codecs) {
+                    Ok(n) => Some((parsed, n)),
+                    Err(_) => {
+                        return Ok(Decision::Reject {
+                            code: 488,
+                            reason: "Not Acceptable Here",
+                            headers: vec![(
+                                "Warning".into(),
+                                "304 switchboard \"Media type not available\"".into(),
+                            )],
+                            facts: Some(facts),
+                        })
+                    }
+                }
+            }
+            None => None,
+        };
+        let Some(slot) = self.slots.try_acquire(trunk.id, trunk.max_concurrent_calls) else {
+            return Ok(reject(486, "Busy Here", Some(facts)));
+        };
+        Ok(Decision::Accept {
+            facts,
+            slot,
+            codecs: trunk.codecs.clone(),
+            offer,
+        })
+    }
+}
+
+/// call_logs status for a refusal code.
+pub fn status_for(code: u16) -> &'static str {
+    match code {
+        486 | 600 => "busy",
+        487 => "no_answer",
+        500..=599 => "failed",
+        _ => "rejected",
+    }
+}

@@ -1,0 +1,23 @@
+//! SIP over UDP and TCP: message parsing (rsip), sans-IO transactions and
+//! dialogs, SDP offer/answer, digest authentication, inbound routing, and
+//! the narrow call interface handed to the agent runtime.
+pub mod call;
+mod calls;
+mod core;
+pub mod decide;
+pub mod dialog;
+pub mod digest;
+mod error;
+pub mod header;
+mod in_dialog;
+pub mod message;
+pub mod number;
+pub mod records;
+pub mod routing;
+pub mod sdp;
+pub mod server;
+pub mod transaction;
+pub mod transport;
+
+pub use error::SipError;
+pub use server::{SipOptions, SipServer, SipServerHandle};

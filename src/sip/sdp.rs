@@ -1,0 +1,433 @@
+//! SDP (RFC 4566) parsing and the offer/answer model (RFC 3264) for one
+//! audio stream: pick the first codec of our preference list the offer has,
+//! keep the offer's payload types, answer `telephone-event` when offered.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::media::Codec;
+
+const MAX_FORMATS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("SDP malformed: {0}")]
+    Malformed(&'static str),
+    #[error("no audio stream with a common codec")]
+    NoCommonCodec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn attr(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The answer's direction for an offered one (RFC 3264 §6.1).
+    fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            d => d,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rtpmap {
+    pub payload_type: u8,
+    pub name: String,
+    pub clock_rate: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    pub kind: String,
+    pub port: u16,
+    pub proto: String,
+    /// Formats as written on the m= line (payload types for RTP).
+    pub formats: Vec<String>,
+    pub rtpmaps: Vec<Rtpmap>,
+    pub connection: Option<IpAddr>,
+    pub direction: Option<Direction>,
+    pub ptime: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    pub origin_session: String,
+    pub connection: Option<IpAddr>,
+    pub direction: Option<Direction>,
+    pub media: Vec<MediaDescription>,
+}
+
+fn parse_connection(value: &str) -> Result<IpAddr, SdpError> {
+    // c=IN IP4 192.0.2.1[/ttl]
+    let mut parts = value.split_whitespace();
+    let (net, _addrtype, addr) = (parts.next(), parts.next(), parts.next());
+    if net != Some("IN") {
+        return Err(SdpError::Malformed("c= not IN"));
+    }
+    let addr = addr.ok_or(SdpError::Malformed("c= without address"))?;
+    addr.split('/')
+        .next()
+        .unwrap_or("")
+        .parse()
+        .map_err(|_| SdpError::Malformed("c= address not an IP"))
+}
+
+fn parse_direction(attr: &str) -> Option<Direction> {
+    Some(match attr {
+        "sendrecv" => Direction::SendRecv,
+        "sendonly" => Direction::SendOnly,
+        "recvonly" => Direction::RecvOnly,
+        "inactive" => Direction::Inactive,
+        _ => return None,
+    })
+}
+
+/// Parses an SDP body. Unknown lines are ignored (RFC 4566 §5).
+pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
+    let text = std::str::from_utf8(body).map_err(|_| SdpError::Malformed("not UTF-8"))?;
+    let mut sdp = SessionDescription {
+        origin_session: String::new(),
+        connection: None,
+        direction: None,
+        media: Vec::new(),
+    };
+    let mut seen_version = false;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        let (kind, value) = line
+            .split_once('=')
+            .ok_or(SdpError::Malformed("line without ="))?;
+        match kind {
+            "v" => {
+                if value.trim() != "0" {
+                    return Err(SdpError::Malformed("v= not 0"));
+                }
+                seen_version = true;
+            }
+            "o" => sdp.origin_session = value.split_whitespace().nth(1).unwrap_or("").to_string(),
+            "c" => {
+                let ip = parse_connection(value)?;
+                match sdp.media.last_mut() {
+                    Some(m) => m.connection = Some(ip),
+                    None => sdp.connection = Some(ip),
+                }
+            }
+            "m" => {
+                if sdp.media.len() >= 16 {
+                    return Err(SdpError::Malformed("too many m= lines"));
+                }
+                let mut parts = value.split_whitespace();
+                let kind = parts
+                    .next()
+                    .ok_or(SdpError::Malformed("m= empty"))?
+                    .to_string();
+                let port = parts.next().ok_or(SdpError::Malformed("m= without port"))?;
+                let port: u16 = port
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .map_err(|_| SdpError::Malformed("m= port"))?;
+                let proto = parts
+                    .next()
+                    .ok_or(SdpError::Malformed("m= without proto"))?
+                    .to_string();
+                let formats: Vec<String> = parts.take(MAX_FORMATS).map(str::to_string).collect();
+                sdp.media.push(MediaDescription {
+                    kind,
+                    port,
+                    proto,
+                    formats,
+                    rtpmaps: Vec::new(),
+                    connection: None,
+                    direction: None,
+                    ptime: None,
+                });
+            }
+            "a" => {
+                let (name, arg) = value.split_once(':').unwrap_or((value, ""));
+                if let Some(d) = parse_direction(name) {
+                    match sdp.media.last_mut() {
+                        Some(m) => m.direction = Some(d),
+                        None => sdp.direction = Some(d),
+                    }
+                    continue;
+                }
+                let Some(m) = sdp.media.last_mut() else {
+                    continue;
+                };
+                match name {
+                    "rtpmap" => {
+                        let (pt, enc) = arg.split_once(' ').ok_or(SdpError::Malformed("rtpmap"))?;
+                        let payload_type: u8 = pt
+                            .trim()
+                            .parse()
+                            .map_err(|_| SdpError::Malformed("rtpmap pt"))?;
+                        let mut enc = enc.trim().split('/');
+                        let name = enc.next().unwrap_or("").to_string();
+                        let clock_rate = enc.next().and_then(|c| c.parse().ok()).unwrap_or(8000);
+                        if m.rtpmaps.len() < MAX_FORMATS {
+                            m.rtpmaps.push(Rtpmap {
+                                payload_type,
+                                name,
+                                clock_rate,
+                            });
+                        }
+                    }
+                    "ptime" => m.ptime = arg.trim().parse().ok().filter(|p| (10..=200).contains(p)),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    if !seen_version {
+        return Err(SdpError::Malformed("no v= line"));
+    }
+    Ok(sdp)
+}
+
+/// What the offer/answer agreed, ready for `call::NegotiatedMedia`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Index of the accepted m= line in the offer.
+    pub media_index: usize,
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub telephone_event_pt: Option<u8>,
+    pub ptime_ms: u32,
+    pub remote: SocketAddr,
+    /// The answer's direction; anything but sendrecv means hold.
+    pub direction: Direction,
+    pub on_hold: bool,
+}
+
+fn payload_type_for(m: &MediaDescription, codec: Codec) -> Option<u8> {
+    for f in &m.formats {
+        let Ok(pt) = f.parse::<u8>() else { continue };
+        let mapped = m.rtpmaps.iter().find(|r| r.payload_type == pt);
+        let matches = match mapped {
+            Some(r) => {
+                r.name.eq_ignore_ascii_case(codec.sdp_name())
+                    && r.clock_rate == codec.rtp_clock_rate()
+            }
+            // Static payload types need no rtpmap (RFC 3551).
+            None => pt == codec.static_payload_type(),
+        };
+        if matches {
+            return Some(pt);
+        }
+    }
+    None
+}
+
+/// Picks the first offered audio stream that has one of `prefs`, in our order.
+pub fn negotiate(offer: &SessionDescription, prefs: &[Codec]) -> Result<Negotiated, SdpError> {
+    for (index, m) in offer.media.iter().enumerate() {
+        if m.kind != "audio" || m.port == 0 || !m.proto.starts_with("RTP/AVP") {
+            continue;
+        }
+        let Some((codec, payload_type)) = prefs
+            .iter()
+            .find_map(|c| payload_type_for(m, *c).map(|pt| (*c, pt)))
+        else {
+            continue;
+        };
+        let telephone_event_pt = m
+            .rtpmaps
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case("telephone-event") && r.clock_rate == 8000)
+            .map(|r| r.payload_type)
+            .filter(|pt| m.formats.iter().any(|f| f == &pt.to_string()));
+        let ip = m
+            .connection
+            .or(offer.connection)
+            .ok_or(SdpError::Malformed("no c= line"))?;
+        let offered = m
+            .direction
+            .or(offer.direction)
+            .unwrap_or(Direction::SendRecv);
+        let on_hold =
+            ip.is_unspecified() || matches!(offered, Direction::SendOnly | Direction::Inactive);
+        return Ok(Negotiated {
+            media_index: index,
+            codec,
+            payload_type,
+            telephone_event_pt,
+            ptime_ms: m.ptime.unwrap_or(20),
+            remote: SocketAddr::new(ip, m.port),
+            direction: offered.answer(),
+            on_hold,
+        });
+    }
+    Err(SdpError::NoCommonCodec)
+}
+
+fn header(out: &mut String, local: IpAddr, session_id: u64, version: u64) {
+    let family = if local.is_ipv4() { "IP4" } else { "IP6" };
+    let _ = write!(
+        out,
+        "v=0\r\no=switchboard {session_id} {version} IN {family} {local}\r\ns=switchboard\r\nc=IN {family} {local}\r\nt=0 0\r\n"
+    );
+}
+
+/// The answer to `offer`: the accepted stream with our RTP port, every other
+/// stream refused with port 0 (RFC 3264 §6).
+pub fn build_answer(
+    offer: &SessionDescription,
+    n: &Negotiated,
+    local: SocketAddr,
+    session_id: u64,
+    version: u64,
+) -> String {
+    let mut out = String::with_capacity(400);
+    header(&mut out, local.ip(), session_id, version);
+    for (i, m) in offer.media.iter().enumerate() {
+        if i != n.media_index {
+            let fmt = m.formats.first().map(String::as_str).unwrap_or("0");
+            let _ = write!(out, "m={} 0 {} {}\r\n", m.kind, m.proto, fmt);
+            continue;
+        }
+        let _ = write!(
+            out,
+            "m=audio {} {} {}",
+            local.port(),
+            m.proto,
+            n.payload_type
+        );
+        if let Some(te) = n.telephone_event_pt {
+            let _ = write!(out, " {te}");
+        }
+        let _ = write!(
+            out,
+            "\r\na=rtpmap:{} {}/{}\r\n",
+            n.payload_type,
+            n.codec.sdp_name(),
+            n.codec.rtp_clock_rate()
+        );
+        if let Some(te) = n.telephone_event_pt {
+            let _ = write!(
+                out,
+                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+            );
+        }
+        let _ = write!(
+            out,
+            "a=ptime:{}\r\na={}\r\n",
+            n.ptime_ms,
+            n.direction.attr()
+        );
+    }
+    out
+}
+
+/// Our offer (offerless INVITE answered in the 200, or outbound calls).
+pub fn build_offer(prefs: &[Codec], local: SocketAddr, session_id: u64, version: u64) -> String {
+    let mut out = String::with_capacity(400);
+    header(&mut out, local.ip(), session_id, version);
+    let _ = write!(out, "m=audio {} RTP/AVP", local.port());
+    for c in prefs {
+        let _ = write!(out, " {}", c.static_payload_type());
+    }
+    out.push_str(" 101\r\n");
+    for c in prefs {
+        let _ = write!(
+            out,
+            "a=rtpmap:{} {}/{}\r\n",
+            c.static_payload_type(),
+            c.sdp_name(),
+            c.rtp_clock_rate()
+        );
+    }
+    out.push_str(
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 0 8 96 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n\
+m=video 6002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n";
+
+    #[test]
+    fn picks_our_first_preference_keeps_payload_types_and_dtmf() {
+        let offer = parse(OFFER.as_bytes()).unwrap();
+        let n = negotiate(&offer, &[Codec::Pcma, Codec::Pcmu]).unwrap();
+        assert_eq!(
+            (n.codec, n.payload_type, n.telephone_event_pt),
+            (Codec::Pcma, 8, Some(101))
+        );
+        assert_eq!(n.remote, "127.0.0.1:6000".parse().unwrap());
+        assert!(!n.on_hold);
+        let answer = build_answer(&offer, &n, "127.0.0.1:20000".parse().unwrap(), 1, 1);
+        assert!(
+            answer.contains("m=audio 20000 RTP/AVP 8 101\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("m=video 0 RTP/AVP 99\r\n"));
+        assert!(answer.contains("a=sendrecv"));
+        // The answer parses back.
+        let back = parse(answer.as_bytes()).unwrap();
+        assert_eq!(back.media.len(), 2);
+    }
+
+    #[test]
+    fn dynamic_payload_type_by_rtpmap_and_hold() {
+        let sdp = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 7000 RTP/AVP 110\r\na=rtpmap:110 PCMU/8000\r\na=sendonly\r\n";
+        let n = negotiate(&parse(sdp.as_bytes()).unwrap(), &[Codec::Pcmu]).unwrap();
+        assert_eq!(n.payload_type, 110);
+        assert!(n.on_hold);
+        assert_eq!(n.direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn g729_only_has_no_common_codec_and_garbage_is_an_error() {
+        let sdp =
+            "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 7000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+        assert_eq!(
+            negotiate(&parse(sdp.as_bytes()).unwrap(), &[Codec::Pcmu, Codec::Pcma]),
+            Err(SdpError::NoCommonCodec)
+        );
+        assert!(parse(b"hello").is_err());
+        assert!(parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n").is_err());
+        assert!(parse(&[0xff, 0xfe]).is_err());
+        let no_c = parse(b"v=0\r\nm=audio 5 RTP/AVP 0\r\n").unwrap();
+        assert!(negotiate(&no_c, &[Codec::Pcmu]).is_err());
+    }
+
+    #[test]
+    fn offer_lists_our_codecs() {
+        let offer = build_offer(
+            &[Codec::Pcmu, Codec::Pcma],
+            "127.0.0.1:20002".parse().unwrap(),
+            7,
+            1,
+        );
+        let parsed = parse(offer.as_bytes()).unwrap();
+        let n = negotiate(&parsed, &[Codec::Pcma]).unwrap();
+        assert_eq!((n.payload_type, n.telephone_event_pt), (8, Some(101)));
+    }
+}

@@ -1,0 +1,245 @@
+//! `SipServer::start` binds UDP and TCP on `sip.listen` and runs the SIP
+//! core on one task (the thin tokio driver around `core::Core`). The handle
+//! reports the bound address and live calls, and drains for SIGTERM: new
+//! INVITEs get 503 + Retry-After while live calls go on up to a limit.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::call::SharedCallHandler;
+use super::core::{Core, Env, Internal, Shared};
+use super::decide::Decider;
+use super::digest::DigestServer;
+use super::routing::{Router, TrunkSlots};
+use super::transaction::Timers;
+use super::transport::Transports;
+use super::SipError;
+use crate::config::Config;
+use crate::media::ports::PortAllocator;
+use crate::media::Codec;
+
+/// Queue of parsed messages from the transports to the core; when it is
+/// full (overload) new datagrams are dropped and peers retransmit.
+const INBOUND_QUEUE: usize = 4096;
+const INTERNAL_QUEUE: usize = 4096;
+
+/// Knobs that are not (yet) in `Config`; `Default` is production.
+#[derive(Debug, Clone)]
+pub struct SipOptions {
+    pub timers: Timers,
+    /// Ring time between 180 and 200 (a CANCEL can arrive in it).
+    pub answer_delay: Duration,
+    /// Codecs the media engine can run, before each trunk's preference list.
+    pub codecs: Vec<Codec>,
+    /// Digest nonce lifetime.
+    pub nonce_ttl_secs: u64,
+}
+
+impl Default for SipOptions {
+    fn default() -> Self {
+        SipOptions {
+            timers: Timers::default(),
+            answer_delay: Duration::from_millis(100),
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            nonce_ttl_secs: 300,
+        }
+    }
+}
+
+pub struct SipServer;
+
+/// A running SIP node. Cloning shares it; `shutdown` stops it.
+#[derive(Clone)]
+pub struct SipServerHandle {
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    internal: mpsc::Sender<Internal>,
+    cancel: CancellationToken,
+    transports: Transports,
+    ports: PortAllocator,
+}
+
+impl SipServer {
+    /// Binds `config.sip.listen` (UDP and TCP) and starts serving.
+    pub async fn start(
+        config: &Config,
+        pool: PgPool,
+        handler: SharedCallHandler,
+    ) -> Result<SipServerHandle, SipError> {
+        Self::start_with(config, pool, handler, SipOptions::default()).await
+    }
+
+    pub async fn start_with(
+        config: &Config,
+        pool: PgPool,
+        handler: SharedCallHandler,
+        options: SipOptions,
+    ) -> Result<SipServerHandle, SipError> {
+        let (inbound_tx, mut inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (internal_tx, mut internal_rx) = mpsc::channel(INTERNAL_QUEUE);
+        let listen = config.sip.listen;
+        let max_message = config
+            .sip
+            .max_message_bytes
+            .min(super::message::MAX_MESSAGE_BYTES);
+        let (transports, listener) = Transports::bind(listen, max_message, inbound_tx)
+            .await
+            .map_err(|source| SipError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let local = transports.local_addr();
+        let shared = Arc::new(Shared::default());
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        let router = Arc::new(Router::new(
+            pool.clone(),
+            Duration::from_secs(config.sip.routing_cache_ttl_secs),
+            config.encryption_key_bytes(),
+            options.codecs.clone(),
+        ));
+        let decider = Arc::new(Decider {
+            router,
+            slots: TrunkSlots::default(),
+            digest: DigestServer::new("switchboard", key, options.nonce_ttl_secs),
+        });
+        let rtp_bind_ip = listen.ip();
+        let ports = PortAllocator::new(config.rtp.port_min, config.rtp.port_max);
+        let env = Env {
+            transports: transports.clone(),
+            decider,
+            pool,
+            handler,
+            ports: ports.clone(),
+            rtp_bind_ip,
+            advertised_ip: config.advertised_ip(),
+            internal: internal_tx.clone(),
+            shared: shared.clone(),
+            timers: options.timers,
+            node_id: config.node_name(),
+            max_calls: config.sip.max_calls,
+            answer_delay: options.answer_delay,
+        };
+        let cancel = CancellationToken::new();
+        tokio::spawn(cancel_on(cancel.clone(), transports.clone().run_udp()));
+        tokio::spawn(cancel_on(
+            cancel.clone(),
+            transports.clone().run_tcp(listener),
+        ));
+        let token = cancel.clone();
+        tokio::spawn(async move {
+            let mut core = Core::new(env);
+            let far = Duration::from_secs(3600);
+            loop {
+                let wake = core
+                    .next_wake()
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + far);
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    Some(inbound) = inbound_rx.recv() => {
+                        let now = std::time::Instant::now();
+                        core.on_inbound(inbound, now);
+                        // Take what is already queued before looking at timers again.
+                        for _ in 0..64 {
+                            match inbound_rx.try_recv() {
+                                Ok(more) => core.on_inbound(more, now),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Some(ev) = internal_rx.recv() => core.on_internal(ev, std::time::Instant::now()),
+                    _ = tokio::time::sleep_until(wake) => core.on_timers(std::time::Instant::now()),
+                }
+            }
+            tracing::info!("SIP core stopped");
+        });
+        tracing::info!(%local, "SIP listening on UDP and TCP");
+        Ok(SipServerHandle {
+            local,
+            shared,
+            internal: internal_tx,
+            cancel,
+            transports,
+            ports,
+        })
+    }
+}
+
+async fn cancel_on(token: CancellationToken, fut: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = token.cancelled() => {}
+        _ = fut => {}
+    }
+}
+
+impl SipServerHandle {
+    /// The bound address (UDP and TCP share it).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Calls in progress on this node (ringing or answered).
+    pub fn live_calls(&self) -> usize {
+        self.shared.live_calls.load(Ordering::Relaxed)
+    }
+
+    /// RTP ports leased by calls of this node (freed when a call ends).
+    pub fn rtp_ports_in_use(&self) -> usize {
+        self.ports.in_use()
+    }
+
+    pub fn tcp_connections(&self) -> usize {
+        self.transports.tcp_connections()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    /// From now on new INVITEs get 503 with Retry-After.
+    pub fn start_drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// SIGTERM: refuse new calls, let live ones finish for up to `limit`,
+    /// then hang up what is left (BYE, `hangup_by = system`). Returns the
+    /// number of calls that had to be hung up.
+    pub async fn drain(&self, limit: Duration) -> usize {
+        self.start_drain();
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.live_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = self.live_calls();
+        if left > 0 {
+            let _ = self
+                .internal
+                .send(Internal::HangupAll {
+                    reason: "node shutting down".into(),
+                })
+                .await;
+            // Give the BYEs a moment to leave before the process exits.
+            for _ in 0..20 {
+                if self.live_calls() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        left
+    }
+
+    /// Stops the transports and the core (live calls are dropped silently;
+    /// call `drain` first for a graceful stop).
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}

@@ -1,0 +1,316 @@
+//! UDP and TCP on one address. Each received datagram or framed TCP message
+//! is parsed here (off the SIP core's task) and queued, bounded, to the core;
+//! a full queue drops the message (UDP peers retransmit). TCP connections are
+//! framed by Content-Length; a broken frame closes that connection only.
+//! Sending never blocks the caller: UDP uses `try_send_to`, TCP a bounded
+//! per-connection queue.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::message::{frame, Message, ParseError};
+
+/// TCP connections held at once; more are refused at accept.
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// A TCP connection that sends no complete message for this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(120);
+const TCP_SEND_QUEUE: usize = 64;
+
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    pub fn reliable(self) -> bool {
+        self == Transport::Tcp
+    }
+}
+
+/// Where a message goes: an address, and for TCP the connection it came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    pub conn: Option<ConnId>,
+}
+
+/// A received message, parsed, or the reason it could not be.
+#[derive(Debug)]
+pub struct Inbound {
+    pub source: Target,
+    pub message: Result<Message, ParseError>,
+    /// The raw bytes for a best-effort 400 when parsing failed.
+    pub raw_len: usize,
+}
+
+/// The bound sockets and the table of live TCP connections.
+#[derive(Clone)]
+pub struct Transports {
+    udp: Arc<UdpSocket>,
+    tcp: Arc<DashMap<ConnId, mpsc::Sender<Bytes>>>,
+    local: SocketAddr,
+    next_conn: Arc<AtomicU64>,
+    inbound: mpsc::Sender<Inbound>,
+    max_message: usize,
+}
+
+impl Transports {
+    /// Binds UDP then TCP on the same port (with port 0, the port UDP got).
+    pub async fn bind(
+        addr: SocketAddr,
+        max_message: usize,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> std::io::Result<(Transports, TcpListener)> {
+        let mut last_err = None;
+        for _ in 0..20 {
+            let udp = UdpSocket::bind(addr).await?;
+            let local = udp.local_addr()?;
+            match TcpListener::bind(local).await {
+                Ok(listener) => {
+                    let t = Transports {
+                        udp: Arc::new(udp),
+                        tcp: Arc::new(DashMap::new()),
+                        local,
+                        next_conn: Arc::new(AtomicU64::new(1)),
+                        inbound,
+                        max_message,
+                    };
+                    return Ok((t, listener));
+                }
+                // With port 0 the TCP port may be taken: try another UDP port.
+                Err(e) if addr.port() == 0 => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| std::io::Error::other("could not bind UDP and TCP on one port")))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn tcp_connections(&self) -> usize {
+        self.tcp.len()
+    }
+
+    /// Sends without waiting. A full or closed TCP queue drops the message
+    /// (the transaction layer reports the timeout).
+    pub fn send(&self, target: &Target, bytes: Bytes) {
+        match target.transport {
+            Transport::Udp => {
+                if let Err(e) = self.udp.try_send_to(&bytes, target.addr) {
+                    tracing::debug!(to = %target.addr, "UDP send failed: {e}");
+                }
+            }
+            Transport::Tcp => {
+                let sender = target
+                    .conn
+                    .and_then(|id| self.tcp.get(&id).map(|s| s.clone()));
+                match sender {
+                    Some(s) => {
+                        if s.try_send(bytes).is_err() {
+                            tracing::debug!(to = %target.addr, "TCP queue full or closed");
+                        }
+                    }
+                    None => self.connect_and_send(target.addr, bytes),
+                }
+            }
+        }
+    }
+
+    /// The connection the peer used is gone: open a new one (§18.2.2).
+    fn connect_and_send(&self, addr: SocketAddr, bytes: Bytes) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let id = this.register(stream, addr);
+                    if let Some(s) = this.tcp.get(&id) {
+                        let _ = s.try_send(bytes);
+                    }
+                }
+                _ => tracing::debug!(to = %addr, "TCP connect failed"),
+            }
+        });
+    }
+
+    /// Runs the UDP receive loop until the socket fails.
+    pub async fn run_udp(self) {
+        let mut buf = vec![0u8; self.max_message + 1];
+        loop {
+            let (n, from) = match self.udp.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP port unreachable surfaces here on some systems; keep going.
+                    tracing::debug!("UDP receive error: {e}");
+                    continue;
+                }
+            };
+            let data = &buf[..n];
+            if n > self.max_message || is_keepalive(data) {
+                continue;
+            }
+            let inbound = Inbound {
+                source: Target {
+                    transport: Transport::Udp,
+                    addr: from,
+                    conn: None,
+                },
+                message: Message::parse(data),
+                raw_len: n,
+            };
+            // Overload: drop rather than queue without bound.
+            let _ = self.inbound.try_send(inbound);
+        }
+    }
+
+    /// Accepts TCP connections until the listener fails.
+    pub async fn run_tcp(self, listener: TcpListener) {
+        let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("TCP accept error: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
+            let id = self.register_with_permit(stream, peer, Some(permit));
+            tracing::trace!(conn = id, %peer, "TCP connection");
+        }
+    }
+
+    fn register(&self, stream: TcpStream, peer: SocketAddr) -> ConnId {
+        self.register_with_permit(stream, peer, None)
+    }
+
+    fn register_with_permit(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> ConnId {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_SEND_QUEUE);
+        self.tcp.insert(id, tx);
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let source = Target {
+                transport: Transport::Tcp,
+                addr: peer,
+                conn: Some(id),
+            };
+            let mut buf = BytesMut::with_capacity(4096);
+            'conn: loop {
+                // Drain every complete message already buffered.
+                loop {
+                    let skip = buf
+                        .iter()
+                        .take_while(|b| **b == b'\r' || **b == b'\n')
+                        .count();
+                    buf.advance(skip);
+                    if buf.is_empty() {
+                        break;
+                    }
+                    match frame(&buf, this.max_message) {
+                        Ok(Some(n)) => {
+                            let msg = buf.split_to(n).freeze();
+                            let inbound = Inbound {
+                                source,
+                                message: Message::parse(&msg),
+                                raw_len: n,
+                            };
+                            let _ = this.inbound.try_send(inbound);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(conn = id, %peer, "closing TCP connection: {e}");
+                            break 'conn;
+                        }
+                    }
+                }
+                if buf.capacity() - buf.len() < 2048 {
+                    buf.reserve(4096);
+                }
+                match tokio::time::timeout(TCP_IDLE, reader.read_buf(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(_)) => {}
+                }
+            }
+            this.tcp.remove(&id);
+        });
+        id
+    }
+}
+
+fn is_keepalive(data: &[u8]) -> bool {
+    data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// The address a response goes to over UDP (RFC 3261 §18.2.2, RFC 3581):
+/// `received` (or the source IP) and `rport` (or the Via port, or 5060).
+pub fn response_addr(via: &super::message::Via, source: SocketAddr) -> SocketAddr {
+    let ip: IpAddr = via
+        .received()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(source.ip());
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        Some(None) => source.port(),
+        None => via.port.unwrap_or(5060),
+    };
+    SocketAddr::new(ip, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Via;
+
+    #[test]
+    fn responses_follow_received_and_rport() {
+        let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let via = Via::parse("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK1;rport").unwrap();
+        assert_eq!(response_addr(&via, src), src);
+        let via =
+            Via::parse("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK1;received=192.0.2.7").unwrap();
+        assert_eq!(response_addr(&via, src), "192.0.2.7:5062".parse().unwrap());
+        let via = Via::parse("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;received=192.0.2.7").unwrap();
+        assert_eq!(response_addr(&via, src), "192.0.2.7:5060".parse().unwrap());
+    }
+}

@@ -1,0 +1,112 @@
+//! A whole Switchboard node (SIP, RTP, runtime, API) on free loopback ports
+//! for runtime tests, with extra configuration from the environment list;
+//! speech fixtures as samples; whisper on what the caller heard; polling.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::config::Config;
+
+/// A port free on both UDP and TCP.
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// The node's configuration: loopback SIP/API, RTP in `rtp_base..+200`,
+/// `database_url`, then `extra` (`SWITCHBOARD_…` keys) on top.
+pub fn node_config(database_url: &str, rtp_base: u16, extra: &[(&str, &str)]) -> Config {
+    let sip_port = free_port();
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "SWITCHBOARD_SIP__LISTEN".into(),
+            format!("127.0.0.1:{sip_port}"),
+        ),
+        ("SWITCHBOARD_API__LISTEN".into(), "127.0.0.1:0".into()),
+        ("SWITCHBOARD_RTP__PORT_MIN".into(), rtp_base.to_string()),
+        (
+            "SWITCHBOARD_RTP__PORT_MAX".into(),
+            (rtp_base + 200).to_string(),
+        ),
+        ("DATABASE_URL".into(), database_url.to_string()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::load_from(None, &env).expect("config")
+}
+
+pub async fn start_node(
+    database_url: &str,
+    pool: &sqlx::PgPool,
+    rtp_base: u16,
+    extra: &[(&str, &str)],
+) -> switchboard::serve::Services {
+    let config = node_config(database_url, rtp_base, extra);
+    switchboard::serve::start(Arc::new(config), pool.clone())
+        .await
+        .expect("node starts")
+}
+
+/// espeak-ng speech as 8 kHz samples (no padding).
+pub fn speech_8k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
+    let wav = super::speech_wav(dir, name, text, 0, 0);
+    let (pcm, rate) = super::read_wav(&wav);
+    assert_eq!(rate, 8000);
+    pcm
+}
+
+/// What whisper (the node's own model) hears in an 8 kHz WAV, lower-cased.
+pub async fn transcribe_wav(path: &Path) -> String {
+    let heard = super::wav_16k(path);
+    let stt = switchboard::agent_runtime::stt::WhisperStt::from_config(
+        &Config::load_from(None, &[]).expect("cfg").stt,
+    )
+    .expect("whisper model");
+    switchboard::agent_runtime::stt::SpeechToText::transcribe(&stt, &heard, None)
+        .await
+        .expect("transcribe")
+        .text
+        .to_lowercase()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for up to `limit`.
+pub async fn poll<T, F, Fut>(limit: Duration, f: F) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The demo agent's id and workspace.
+pub async fn demo_agent(pool: &sqlx::PgPool) -> (uuid::Uuid, uuid::Uuid) {
+    sqlx::query_as("select id, workspace_id from agents where name = 'Reception' limit 1")
+        .fetch_one(pool)
+        .await
+        .expect("demo agent")
+}
+
+/// Logs of the node to the test's output when `RUST_LOG` is set (debugging).
+pub fn init_logs() {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}

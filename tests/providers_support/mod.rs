@@ -1,0 +1,78 @@
+//! Shared helpers of the provider tests: real speech made with espeak-ng and
+//! sox, the whisper model found the way the runtime finds it.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use switchboard::agent_runtime::stt::{resolve_model_path, WhisperOptions, WhisperStt};
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (espeak-ng and sox are required)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `text` spoken by espeak-ng, resampled by sox to 16 kHz mono 16-bit.
+pub fn espeak_16k(dir: &Path, text: &str) -> Vec<i16> {
+    let raw = dir.join("espeak.wav");
+    let out = dir.join("speech16k.wav");
+    run(Command::new("espeak-ng")
+        .arg("-v")
+        .arg("en-us")
+        .arg("-w")
+        .arg(&raw)
+        .arg(text));
+    run(Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&out));
+    read_wav(&out).0
+}
+
+pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {
+    let mut r = hound::WavReader::open(path).expect("open wav");
+    let rate = r.spec().sample_rate;
+    (
+        r.samples::<i16>().map(|s| s.expect("sample")).collect(),
+        rate,
+    )
+}
+
+pub fn whisper(workers: usize, sized: bool) -> Arc<WhisperStt> {
+    let path = resolve_model_path("").expect("whisper model (data/models or ../shared/models)");
+    Arc::new(
+        WhisperStt::load(
+            &path,
+            WhisperOptions {
+                threads: 2,
+                workers,
+                sized_audio_ctx: sized,
+            },
+        )
+        .expect("load whisper"),
+    )
+}
+
+/// Lower-case words only, for comparing transcripts.
+pub fn words(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
