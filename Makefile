@@ -25,7 +25,7 @@ run: build
 	exec ./target/release/switchboard serve
 
 test: setup
-	$(CARGO) test --workspace -- --test-threads=4
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 
 # Coverage-guided fuzzing of every parser, $(FUZZ_SECONDS) s each (cargo-fuzz, libFuzzer).
 fuzz: setup

@@ -47,6 +47,7 @@ pub struct Config {
     pub llm: LlmConfig,
     pub turn: TurnConfig,
     pub recording: RecordingConfig,
+    pub embeddings: EmbeddingsConfig,
     pub log: LogConfig,
 }
 
@@ -110,11 +111,28 @@ pub struct TurnConfig {
     pub speculate_after_ms: u32,
     pub complete_turn_silence_ms: u32,
     pub barge_in_min_ms: u32,
+    pub backchannel_resume_ms: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RecordingConfig {
     pub dir: PathBuf,
+}
+
+/// The process's one embedder: knowledge is embedded with it at ingest and
+/// callers' questions at each turn, so the vectors stay comparable.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EmbeddingsConfig {
+    /// `local` (deterministic hashed features, offline) or `openai`
+    /// (any OpenAI-compatible `/v1/embeddings`).
+    pub provider: String,
+    pub base_url: String,
+    pub api_key: String,
+    pub model: String,
+    pub dims: usize,
+    /// Longest a turn waits for its question's embedding before retrieving
+    /// with full-text only.
+    pub query_budget_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -203,6 +221,18 @@ impl Config {
                 "api.jwt_secret",
                 "the demo secret is refused when api.demo_mode is false",
             );
+        }
+        if !matches!(self.embeddings.provider.as_str(), "local" | "openai") {
+            return bad("embeddings.provider", "must be \"local\" or \"openai\"");
+        }
+        if self.embeddings.provider == "openai" && self.embeddings.base_url.trim().is_empty() {
+            return bad(
+                "embeddings.base_url",
+                "is required with the openai provider",
+            );
+        }
+        if !(1..=5000).contains(&self.embeddings.query_budget_ms) {
+            return bad("embeddings.query_budget_ms", "must be between 1 and 5000");
         }
         if self.stt.workers == 0 || self.stt.threads == 0 {
             return bad("stt.workers", "workers and threads must be at least 1");

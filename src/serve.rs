@@ -34,13 +34,15 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     .await
     .context("loading providers")?
     .context("loading the offline providers (whisper model, espeak-ng)")?;
+    let embedder = providers.embedder.clone();
     let runtime = Runtime::new(pool.clone(), config.clone(), providers);
     let sip = SipServer::start(&config, pool.clone(), Arc::new(AgentCalls(runtime.clone())))
         .await
         .context("starting SIP")?;
     let api_state = ApiState::new(pool, config.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>);
+        .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>)
+        .with_embedder(embedder);
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the API on {}", config.api.listen))?;

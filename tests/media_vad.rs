@@ -2,7 +2,8 @@
 //! (commands in tests/fixtures/audio/README.md; generated here into a temp
 //! dir). Audio takes the path a call's audio takes: 8 kHz, G.711 µ-law,
 //! our 8→16 kHz resampler, 20 ms frames. Truth comes from the clean speech
-//! (10 ms windows above −50 dBFS); the endpointer's start and end must be
+//! (10 ms windows above −50 dBFS; in noise, the edge may lie anywhere back
+//! to where the speech sinks below the noise); the endpointer's start and end must be
 //! within 60 ms of it, with and without noise, and noise alone must never
 //! start a turn.
 
@@ -167,9 +168,10 @@ fn speech_with_pauses_start_and_end_within_60_ms_clean_and_in_noise() {
     clean.extend_from_slice(&b);
     clean.extend(silence(1500));
     let (a0, a1) = speech_bounds(&a, CLEAN_FLOOR_RMS);
-    // Truth: 10 ms windows of the clean speech above −50 dBFS and, in noise,
-    // above the noise's own RMS (speech below the noise is masked: no
-    // listener or detector can place a boundary there).
+    // Truth: 10 ms windows of the clean speech above −50 dBFS. In noise,
+    // speech quieter than the noise's own RMS is masked: a detector may or
+    // may not hear it, so a boundary anywhere from the masked edge to the
+    // clean edge (± the tolerance) is right.
     let truth_for = |noise_rms: f64| {
         let floor = CLEAN_FLOOR_RMS.max(noise_rms);
         let (a0, a1) = speech_bounds(&a, floor);
@@ -198,7 +200,8 @@ fn speech_with_pauses_start_and_end_within_60_ms_clean_and_in_noise() {
             "loud telephone-band noise" => rms_db(&phone_loud),
             _ => f64::NEG_INFINITY,
         };
-        let truth = truth_for(32768.0 * 10f64.powf(noise_db / 20.0));
+        let masked = truth_for(32768.0 * 10f64.powf(noise_db / 20.0));
+        let clean_truth = truth_for(0.0);
         let (turns, delay) = endpoint(&audio, EndpointConfig::default());
         let desc: Vec<String> = turns
             .iter()
@@ -211,12 +214,22 @@ fn speech_with_pauses_start_and_end_within_60_ms_clean_and_in_noise() {
             .collect();
         eprintln!(
             "{name} (speech {speech_db:.1} dBFS, noise {noise_db:.1} dBFS): truth {:?}; turns {desc:?}",
-            truth.iter().map(|(s, e)| format!("{s:.0}–{e:.0}")).collect::<Vec<_>>()
+            masked.iter().zip(clean_truth).map(|((s, e), (cs, ce))| format!("{cs:.0}..{s:.0}–{e:.0}..{ce:.0}")).collect::<Vec<_>>()
         );
         assert_eq!(turns.len(), 2, "{name}: two turns expected, got {desc:?}");
-        for (t, (s, e)) in turns.iter().zip(truth) {
-            let ds = t.start_ms - (s + delay);
-            let de = t.end_ms - (e + delay);
+        for ((t, (s, e)), (cs, ce)) in turns.iter().zip(masked).zip(clean_truth) {
+            // Distance from the accepted interval [clean edge, masked edge].
+            let off = |x: f64, lo: f64, hi: f64| {
+                if x < lo {
+                    x - lo
+                } else if x > hi {
+                    x - hi
+                } else {
+                    0.0
+                }
+            };
+            let ds = off(t.start_ms, cs + delay, s + delay);
+            let de = off(t.end_ms, e + delay, ce + delay);
             eprintln!("  {name}: start error {ds:+.0} ms, end error {de:+.0} ms");
             worst = worst.max(ds.abs()).max(de.abs());
             assert!(ds.abs() <= TOLERANCE_MS, "{name}: start off by {ds:.0} ms");

@@ -16,6 +16,7 @@ use switchboard::media::resample::resample_all;
 async fn whisper_transcribes_a_spoken_question() {
     let dir = tempfile::tempdir().unwrap();
     let pcm = espeak_16k(dir.path(), "What time do you open on Saturday?");
+    let _turn = providers_support::whisper_turn().await;
     let stt = whisper(1, true);
     let t = stt
         .transcribe(&pcm, Some("en-US"))
@@ -68,6 +69,7 @@ async fn espeak_speech_is_transcribed_back_to_its_text() {
     let secs = pcm.len() as f32 / rate as f32;
     assert!((2.0..8.0).contains(&secs), "{secs} s");
     let pcm16 = resample_all(&pcm, rate, 16_000).unwrap();
+    let _turn = providers_support::whisper_turn().await;
     let t = whisper(1, true).transcribe(&pcm16, None).await.unwrap();
     let w = words(&t.text);
     println!("heard: {w}");
@@ -150,6 +152,7 @@ async fn dropped_transcription_frees_the_pool_for_the_next_caller() {
     let dir = tempfile::tempdir().unwrap();
     let pcm = espeak_16k(dir.path(), "What time do you open on Saturday?");
     // Full 30 s window: slow enough to be dropped mid-inference.
+    let _turn = providers_support::whisper_turn().await;
     let slow = whisper(1, false);
     let warm = slow.transcribe(&pcm, None).await.unwrap();
     let abandoned = {

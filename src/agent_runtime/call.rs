@@ -149,6 +149,8 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
             speculate_after: Duration::from_millis(turn_cfg.speculate_after_ms as u64),
             complete_turn_silence: Duration::from_millis(turn_cfg.complete_turn_silence_ms as u64),
             barge_in_min: Duration::from_millis(turn_cfg.barge_in_min_ms as u64),
+            backchannel_resume: Duration::from_millis(turn_cfg.backchannel_resume_ms as u64),
+            speech_onset: Duration::from_millis(turn_cfg.speech_onset_ms as u64),
             interruptible: profile.interruptible,
             silence_timeout: Duration::from_millis(profile.silence_timeout_ms),
             max_call: Duration::from_secs(profile.max_call_seconds),
@@ -197,6 +199,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                     utterance.push(&frame.samples);
                     for ev in endpointer.push(&frame.samples, now) {
                         let input = match ev {
+                            EndpointEvent::VoiceDetected { at } => Input::VoiceDetected { at },
                             EndpointEvent::SpeechStarted { at } => { utterance.start(); Input::SpeechStarted { at } }
                             EndpointEvent::PauseStarted { at } => Input::PauseStarted { at, audio: Arc::new(utterance.snapshot()) },
                             EndpointEvent::SpeechResumed { at } => Input::SpeechResumed { at },
@@ -317,6 +320,14 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                     ledger.interrupted();
                     tracing::info!("barge-in: playout flushed, reply cancelled");
                 }
+                Action::HoldPlayout => {
+                    playout.pause();
+                    tracing::debug!("caller speech over the agent: playout held");
+                }
+                Action::ResumePlayout => {
+                    playout.resume();
+                    tracing::debug!("backchannel: playout resumed");
+                }
                 Action::Say { text } => {
                     let line = match text {
                         SayKind::Reprompt => profile.reprompt(),
@@ -432,6 +443,8 @@ fn reply_context(
         events: tx.clone(),
         first_token_timeout: Duration::from_secs(rt.config.llm.first_token_timeout_secs),
         utt_base,
+        embedder: Some(providers.embedder.clone()),
+        embed_budget: Duration::from_millis(rt.config.embeddings.query_budget_ms),
     }
 }
 

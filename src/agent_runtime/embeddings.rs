@@ -192,6 +192,32 @@ impl Embedder for OpenAiEmbeddings {
     }
 }
 
+/// The embedding of one question, or `None` when the embedder fails or
+/// takes longer than `budget` (retrieval then runs on full-text alone, so a
+/// slow embedding service never delays an answer by more than `budget`).
+pub async fn embed_query(
+    embedder: &dyn Embedder,
+    text: &str,
+    budget: Duration,
+) -> Option<Vec<f32>> {
+    let texts = [text.to_string()];
+    match tokio::time::timeout(budget, embedder.embed(&texts)).await {
+        Ok(Ok(mut vectors)) if vectors.len() == 1 && !vectors[0].is_empty() => vectors.pop(),
+        Ok(Ok(_)) => {
+            tracing::warn!(embedder = %embedder.name(), "embedder returned no vector; full-text only");
+            None
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(embedder = %embedder.name(), error = %err, "query embedding failed; full-text only");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(embedder = %embedder.name(), budget_ms = budget.as_millis() as u64, "query embedding over budget; full-text only");
+            None
+        }
+    }
+}
+
 /// Embeds up to `max` chunks of a workspace that have no vector yet (after
 /// ingest, or after switching embedders); returns how many were written.
 pub async fn embed_missing_chunks(

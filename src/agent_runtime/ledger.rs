@@ -32,6 +32,8 @@ struct Reply {
     speech_ended_at: Option<Instant>,
     stt_ms: Option<u32>,
     retrieval_ms: Option<u32>,
+    /// Whether the question's embedding took part in retrieval.
+    query_embedded: Option<bool>,
     first_token_ms: Option<u32>,
     tts_first_byte_ms: Option<u32>,
     first_packet_at: Option<Instant>,
@@ -146,7 +148,12 @@ impl CallLedger {
             return false;
         };
         match ev {
-            ReplyEvent::Retrieved { turn, ms, .. } if turn == r.turn => r.retrieval_ms = Some(ms),
+            ReplyEvent::Retrieved {
+                turn, ms, embedded, ..
+            } if turn == r.turn => {
+                r.retrieval_ms = Some(ms);
+                r.query_embedded = Some(embedded);
+            }
             ReplyEvent::FirstToken { turn, ms } if turn == r.turn => r.first_token_ms = Some(ms),
             ReplyEvent::Queued {
                 turn,
@@ -214,6 +221,7 @@ impl CallLedger {
                 "respond_after_ms": ms(r.started),
                 "stt_ms": r.stt_ms,
                 "retrieval_ms": r.retrieval_ms,
+                "query_embedded": r.query_embedded,
                 "llm_first_token_ms": r.first_token_ms,
                 "tts_first_audio_ms": r.tts_first_byte_ms,
             }));

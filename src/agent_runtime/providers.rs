@@ -9,14 +9,14 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::embeddings::{Embedder, LocalHashEmbedder};
+use super::embeddings::{Embedder, LocalHashEmbedder, OpenAiEmbeddings};
 use super::llm::{AnthropicMessages, LanguageModel, OfflineAnswerer, OpenAiChat};
 use super::llm_http::HttpLlmSettings;
 use super::profile::AgentProfile;
 pub use super::provider_error::ProviderError;
 use super::stt::{OpenAiStt, SpeechToText, WhisperStt};
 use super::tts::{ElevenLabsTts, EspeakTts, OpenAiTts, PiperHttpTts, TextToSpeech};
-use crate::config::Config;
+use crate::config::{Config, EmbeddingsConfig};
 
 #[derive(Clone)]
 pub struct Providers {
@@ -59,6 +59,20 @@ pub fn default_base_url(provider: &str) -> Option<&'static str> {
     })
 }
 
+/// The process's embedder (`[embeddings]`): the API embeds knowledge with
+/// it and every call its questions, so stored and query vectors compare.
+pub fn embedder_from_config(config: &EmbeddingsConfig) -> Arc<dyn Embedder> {
+    match config.provider.as_str() {
+        "openai" => Arc::new(OpenAiEmbeddings::new(
+            &config.base_url,
+            &config.api_key,
+            &config.model,
+            config.dims,
+        )),
+        _ => Arc::new(LocalHashEmbedder),
+    }
+}
+
 impl Providers {
     /// The offline defaults: loads the whisper model (once per process).
     pub fn from_config(config: &Config) -> Result<Providers, ProviderError> {
@@ -67,7 +81,7 @@ impl Providers {
             stt: Arc::new(stt),
             llm: Arc::new(OfflineAnswerer::new()),
             tts: Arc::new(EspeakTts::new(&config.tts.voice)),
-            embedder: Arc::new(LocalHashEmbedder),
+            embedder: embedder_from_config(&config.embeddings),
         })
     }
 

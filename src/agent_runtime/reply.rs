@@ -9,12 +9,16 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use super::embeddings::{embed_query, Embedder};
 use super::llm::{ChatMessage, LanguageModel, LlmDelta, LlmRequest};
 use super::profile::AgentProfile;
-use super::retrieval::{self, RetrievedChunk};
+use super::retrieval::{self, RetrievedChunk, SearchOptions};
 use super::sentences::SentenceSplitter;
 use super::tts::TextToSpeech;
 use crate::media::session::Playout;
+
+/// Knowledge passages put into the prompt.
+const PASSAGES: usize = 4;
 
 /// What the reply task reports to its call, in order.
 #[derive(Debug)]
@@ -23,6 +27,9 @@ pub enum ReplyEvent {
         turn: u64,
         ms: u32,
         passages: usize,
+        /// The question's embedding arrived within its budget and took part
+        /// (hybrid retrieval); false means full-text only.
+        embedded: bool,
     },
     FirstToken {
         turn: u64,
@@ -63,6 +70,11 @@ pub struct ReplyContext {
     pub first_token_timeout: Duration,
     /// Utterance ids of this reply start here (one per sentence).
     pub utt_base: u64,
+    /// Embeds the question for hybrid retrieval (the process's embedder,
+    /// the one the knowledge was embedded with); `None`: full-text only.
+    pub embedder: Option<Arc<dyn Embedder>>,
+    /// Longest the question's embedding may take (see [`embed_query`]).
+    pub embed_budget: Duration,
 }
 
 impl ReplyContext {
@@ -70,23 +82,14 @@ impl ReplyContext {
     pub async fn answer(self, user_text: String, history: Vec<ChatMessage>) {
         let started = Instant::now();
         let p = self.profile.clone();
-        let passages: Vec<RetrievedChunk> =
-            match retrieval::search(&self.pool, p.workspace_id, p.agent_id, &user_text, None, 4)
-                .await
-            {
-                Ok(found) => found,
-                Err(err) => {
-                    // Knowledge unavailable (database down): answer without it.
-                    tracing::warn!(error = %err, "retrieval failed; answering without passages");
-                    Vec::new()
-                }
-            };
+        let (passages, embedded) = self.retrieve(&user_text).await;
         let _ = self
             .events
             .send(ReplyEvent::Retrieved {
                 turn: self.turn,
                 ms: elapsed_ms(started),
                 passages: passages.len(),
+                embedded,
             })
             .await;
         let mut messages = history;
@@ -130,6 +133,39 @@ impl ReplyContext {
                     speaker.finish(self.turn, 0, 0, Some(err)).await;
                     return;
                 }
+            }
+        }
+    }
+
+    /// The passages for `question`: full-text fused with the question's
+    /// embedding when it arrives within the budget (the two run together).
+    /// Knowledge unavailable (database down) means no passages, not no answer.
+    async fn retrieve(&self, question: &str) -> (Vec<RetrievedChunk>, bool) {
+        let p = &self.profile;
+        let embedding = async {
+            match &self.embedder {
+                Some(e) => embed_query(e.as_ref(), question, self.embed_budget).await,
+                None => None,
+            }
+        };
+        let opts = SearchOptions {
+            limit: PASSAGES,
+            floor: retrieval::DEFAULT_FLOOR,
+        };
+        match retrieval::search_while_embedding(
+            &self.pool,
+            p.workspace_id,
+            Some(p.agent_id),
+            question,
+            embedding,
+            opts,
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(error = %err, "retrieval failed; answering without passages");
+                (Vec::new(), false)
             }
         }
     }

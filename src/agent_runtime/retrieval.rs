@@ -19,6 +19,11 @@ const MAX_QUERY_WORDS: usize = 32;
 const MAX_WORD_LEN: usize = 40;
 /// Text candidates considered for fusion.
 const TEXT_CANDIDATES: i64 = 50;
+/// Most chunks `ts_rank_cd` orders among those tied on coverage at the cut
+/// (a one-word question over a large knowledge base ties thousands).
+const RANKED_CANDIDATES: i64 = 500;
+/// Lexemes of one query (bits of the per-chunk mask, a bigint).
+const MAX_LEXEMES: usize = 62;
 /// Vectors scanned when full-text finds fewer than `limit` chunks.
 const VECTOR_SCAN: i64 = 1000;
 /// Reciprocal-rank-fusion constant (the usual 60).
@@ -86,35 +91,79 @@ pub async fn search_with(
     query_embedding: Option<&[f32]>,
     opts: SearchOptions,
 ) -> Result<Vec<RetrievedChunk>, ProviderError> {
+    let embedding = std::future::ready(query_embedding.map(<[f32]>::to_vec));
+    search_while_embedding(pool, workspace_id, agent_id, query, embedding, opts)
+        .await
+        .map(|(found, _)| found)
+}
+
+/// [`search_with`] while the question's embedding is still being computed:
+/// the full-text query runs meanwhile, so a networked embedder costs only
+/// the time it takes beyond the database's part. Also says whether a query
+/// vector took part.
+pub async fn search_while_embedding(
+    pool: &PgPool,
+    workspace_id: Uuid,
+    agent_id: Option<Uuid>,
+    query: &str,
+    embedding: impl std::future::Future<Output = Option<Vec<f32>>>,
+    opts: SearchOptions,
+) -> Result<(Vec<RetrievedChunk>, bool), ProviderError> {
     let limit = opts.limit.clamp(1, 50);
     let words = query_words(query);
-    let mut found: Vec<Candidate> = if words.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as::<_, Candidate>(TEXT_SQL)
+    let text = async {
+        if words.is_empty() {
+            Ok(Vec::new())
+        } else {
+            text_candidates(pool, workspace_id, agent_id, &words.join(" ")).await
+        }
+    };
+    let (found, query_vector) = tokio::join!(text, embedding);
+    let mut found: Vec<Candidate> = found?;
+    let Some(qv) = query_vector.filter(|v| !v.is_empty()) else {
+        return Ok((fuse(found, None, limit, opts.floor), false));
+    };
+    if found.len() < limit {
+        let seen: Vec<Uuid> = found.iter().map(|c| c.id).collect();
+        let more = sqlx::query_as::<_, Candidate>(VECTOR_SQL)
             .bind(workspace_id)
             .bind(agent_id)
-            .bind(words.join(" "))
-            .bind(TEXT_CANDIDATES)
-            .bind(GENERIC_WORDS)
+            .bind(&seen)
+            .bind(VECTOR_SCAN)
             .fetch_all(pool)
-            .await?
-    };
-    if let Some(qv) = query_embedding.filter(|v| !v.is_empty()) {
-        if found.len() < limit {
-            let seen: Vec<Uuid> = found.iter().map(|c| c.id).collect();
-            let more = sqlx::query_as::<_, Candidate>(VECTOR_SQL)
-                .bind(workspace_id)
-                .bind(agent_id)
-                .bind(&seen)
-                .bind(VECTOR_SCAN)
-                .fetch_all(pool)
-                .await?;
-            found.extend(more);
-        }
-        return Ok(fuse(found, Some(qv), limit, opts.floor));
+            .await?;
+        found.extend(more);
     }
-    Ok(fuse(found, None, limit, opts.floor))
+    Ok((fuse(found, Some(&qv), limit, opts.floor), true))
+}
+
+/// Chunks sharing words with `text`, best coverage first (at most
+/// `TEXT_CANDIDATES`). Two round trips: the lexemes first, because the main
+/// query is generated for their number.
+async fn text_candidates(
+    pool: &PgPool,
+    workspace_id: Uuid,
+    agent_id: Option<Uuid>,
+    text: &str,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    let lexemes: Vec<(String, f64)> = sqlx::query_as(LEXEMES_SQL)
+        .bind(text)
+        .bind(GENERIC_WORDS)
+        .fetch_all(pool)
+        .await?;
+    if lexemes.is_empty() {
+        return Ok(Vec::new()); // only stop words
+    }
+    let (words, generic): (Vec<String>, Vec<f64>) = lexemes.into_iter().take(MAX_LEXEMES).unzip();
+    sqlx::query_as::<_, Candidate>(&text_sql(words.len()))
+        .bind(workspace_id)
+        .bind(agent_id)
+        .bind(&words)
+        .bind(&generic)
+        .bind(TEXT_CANDIDATES)
+        .bind(RANKED_CANDIDATES)
+        .fetch_all(pool)
+        .await
 }
 
 /// Lower-cased alphanumeric words, bounded in count and length, so nothing a
@@ -206,45 +255,92 @@ fn fuse(
     fused.into_iter().take(limit).map(|(_, c)| c).collect()
 }
 
-/// Full-text candidates. Each query lexeme gets an IDF weight from its
-/// document frequency in the agent's scope (words absent from the knowledge
-/// count half, so an off-topic question does not look covered; generic
-/// conversational words count 0.3); a chunk's
-/// coverage is the weight of the lexemes it contains over the total.
-/// The scope predicate is repeated rather than put in a CTE, so PostgreSQL
-/// can use the indexes in each part.
-const TEXT_SQL: &str = r#"
-with lex as (
-    select l, quote_literal(l)::tsquery as q,
-           (case when l = any(tsvector_to_array(to_tsvector('english', $5))) then 0.3 else 1 end) as generic
-    from unnest(tsvector_to_array(to_tsvector('english', $3))) as l
+/// The query's lexemes (PostgreSQL's English stemming and stop words, so
+/// they match `tsv`), each with 0.3 when it is a generic conversational word
+/// and 1 otherwise. Sorted and distinct, like `tsvector_to_array`.
+const LEXEMES_SQL: &str = r#"
+select l, (case when l = any(tsvector_to_array(to_tsvector('english', $2))) then 0.3 else 1 end)::float8 as weight
+from unnest(tsvector_to_array(to_tsvector('english', $1))) as l
+"#;
+
+/// Full-text candidates, in one pass over the chunks that contain any query
+/// lexeme (the GIN index on the stored `tsv` finds them). Each chunk gets a
+/// bit mask of the lexemes it contains; document frequencies, IDF weights
+/// and coverage are then computed per distinct mask (a handful), not per
+/// chunk. Each lexeme's weight is its IDF in the agent's scope (words absent
+/// from the knowledge count half, so an off-topic question does not look
+/// covered), times 0.3 for generic words; a chunk's coverage is the weight
+/// of the lexemes it contains over the total. `ts_rank_cd`, the costly part,
+/// only orders the chunks whose coverage can reach the top `$5` (at most
+/// `$6` of them, ties cut by id). The scope predicate is repeated rather
+/// than put in a CTE, so PostgreSQL can use the indexes in each part.
+/// `{lexeme_columns}` and `{mask}` are generated per lexeme count
+/// ([`text_sql`]).
+const TEXT_SQL_TEMPLATE: &str = r#"
+with q as materialized (
+    select {lexeme_columns},
+           (select string_agg(quote_literal(l), ' | ') from unnest($3::text[]) as l)::tsquery as qor
 ),
+m as materialized (
+    select c.id, {mask} as mask
+    from knowledge_chunks c, q
+    where c.workspace_id = $1 and ($2::uuid is null or c.agent_id = $2 or c.agent_id is null)
+      and c.tsv @@ q.qor
+),
+masks as (select mask, count(*)::float8 as k from m group by mask),
 total as (
     select count(*)::float8 as n from knowledge_chunks c
     where c.workspace_id = $1 and ($2::uuid is null or c.agent_id = $2 or c.agent_id is null)
 ),
-weighted as (
-    select lex.l, lex.q,
-           ln(1 + (total.n + 1) / (df.n + 0.5)) * (case when df.n = 0 then 0.5 else 1 end) * lex.generic as w
-    from lex, total,
-         lateral (select count(*)::float8 as n from knowledge_chunks c
-                  where c.workspace_id = $1 and ($2::uuid is null or c.agent_id = $2 or c.agent_id is null)
-                    and c.tsv @@ lex.q) as df
+weights as (
+    select g.bit,
+           ln(1 + (total.n + 1) / (df.n + 0.5)) * (case when df.n = 0 then 0.5 else 1 end) * g.generic as w
+    from (select (i - 1)::int as bit, generic from unnest($4::float8[]) with ordinality as t(generic, i)) as g,
+         total,
+         lateral (select coalesce(sum(k), 0) as n from masks where masks.mask & (1::bigint << g.bit) <> 0) as df
 ),
-orq as (
-    select coalesce(sum(w), 0) as total_w,
-           (select string_agg(quote_literal(l), ' | ') from weighted where w > 0) as q
-    from weighted
+scored as (
+    select masks.mask, masks.k,
+           coalesce((select sum(w) from weights where masks.mask & (1::bigint << weights.bit) <> 0)
+                    / nullif((select sum(w) from weights), 0), 0)::float8 as coverage
+    from masks
+),
+kept as (
+    select mask, coverage from (
+        select mask, coverage,
+               sum(k) over (order by coverage desc) - sum(k) over (partition by coverage) as better
+        from scored) as s
+    where better < $5
+),
+cand as (
+    select m.id, kept.coverage from m join kept using (mask)
+    order by kept.coverage desc, m.id
+    limit $6
+),
+top as (
+    select cand.id, cand.coverage, ts_rank_cd(c.tsv, q.qor) as rank
+    from cand join knowledge_chunks c on c.id = cand.id, q
+    order by cand.coverage desc, rank desc, cand.id
+    limit $5
 )
-select c.id, c.source_id, c.agent_id, c.chunk_index, c.content, c.embedding,
-       coalesce((select sum(weighted.w) from weighted where c.tsv @@ weighted.q) / nullif(orq.total_w, 0), 0)::float8 as coverage
-from knowledge_chunks c, orq
-where orq.q is not null
-  and c.workspace_id = $1 and ($2::uuid is null or c.agent_id = $2 or c.agent_id is null)
-  and c.tsv @@ orq.q::tsquery
-order by coverage desc, ts_rank_cd(c.tsv, orq.q::tsquery) desc, c.id
-limit $4
+select c.id, c.source_id, c.agent_id, c.chunk_index, c.content, c.embedding, top.coverage
+from top join knowledge_chunks c on c.id = top.id
+order by top.coverage desc, top.rank desc, c.id
 "#;
+
+/// [`TEXT_SQL_TEMPLATE`] for `n` lexemes: columns `q0…` with each lexeme as
+/// a tsquery, and the expression of a chunk's lexeme bit mask.
+fn text_sql(n: usize) -> String {
+    let columns: Vec<String> = (0..n)
+        .map(|i| format!("quote_literal(($3::text[])[{}])::tsquery as q{i}", i + 1))
+        .collect();
+    let mask: Vec<String> = (0..n)
+        .map(|i| format!("((c.tsv @@ q.q{i})::int::bigint << {i})"))
+        .collect();
+    TEXT_SQL_TEMPLATE
+        .replace("{lexeme_columns}", &columns.join(", "))
+        .replace("{mask}", &mask.join(" | "))
+}
 
 /// Chunks with vectors that full-text did not find (small knowledge bases,
 /// paraphrases with no shared word).
@@ -268,6 +364,19 @@ mod tests {
         );
         assert_eq!(query_words(&"a ".repeat(100)).len(), MAX_QUERY_WORDS);
         assert!(query_words(&"z".repeat(100)).is_empty());
+    }
+
+    #[test]
+    fn text_sql_has_one_column_and_one_mask_bit_per_lexeme() {
+        let sql = text_sql(3);
+        assert!(!sql.contains('{'), "placeholders left: {sql}");
+        for i in 0..3 {
+            assert!(sql.contains(&format!("[{}])::tsquery as q{i}", i + 1)));
+            assert!(sql.contains(&format!("(c.tsv @@ q.q{i})::int::bigint << {i})")));
+        }
+        assert!(!sql.contains("q.q3"));
+        // The mask is a bigint: every lexeme a bounded query can have fits.
+        assert!(MAX_LEXEMES < 63 && MAX_QUERY_WORDS <= MAX_LEXEMES);
     }
 
     fn cand(coverage: f64, emb: Option<Vec<f32>>) -> Candidate {

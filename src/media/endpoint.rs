@@ -52,6 +52,13 @@ impl Default for EndpointConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EndpointEvent {
+    /// The first voiced frame of a run while idle, before the onset is
+    /// confirmed (it may be a blip). Barge-in holds the agent's audio here
+    /// rather than `onset_ms` later; no `SpeechStarted` within about
+    /// `onset_ms` means it was nothing.
+    VoiceDetected {
+        at: Instant,
+    },
     SpeechStarted {
         at: Instant,
     },
@@ -300,6 +307,9 @@ impl Endpointer {
             self.run_start = None;
             return;
         }
+        if self.run_start.is_none() {
+            events.push(EndpointEvent::VoiceDetected { at: meta.start });
+        }
         self.run_start.get_or_insert(meta.start);
         self.voiced_run_ms += frame_ms;
         self.voiced_run_frames += 1;
@@ -432,20 +442,29 @@ mod tests {
         let kinds: Vec<&str> = ev
             .iter()
             .map(|(_, e)| match e {
+                EndpointEvent::VoiceDetected { .. } => "voice",
                 EndpointEvent::SpeechStarted { .. } => "start",
                 EndpointEvent::PauseStarted { .. } => "pause",
                 EndpointEvent::SpeechResumed { .. } => "resume",
                 EndpointEvent::SpeechEnded { .. } => "end",
             })
             .collect();
-        assert_eq!(kinds, vec!["start", "pause", "resume", "pause", "end"]);
-        // Speech started at frame 20's start; detected after onset (5 frames).
+        assert_eq!(
+            kinds,
+            vec!["voice", "start", "pause", "resume", "pause", "end"]
+        );
+        // The first voiced frame is reported at once (barge-in holds there).
         assert_eq!(
             ev[0],
+            (20, EndpointEvent::VoiceDetected { at: t0 + F * 20 })
+        );
+        // Speech started at frame 20's start; confirmed after onset (5 frames).
+        assert_eq!(
+            ev[1],
             (24, EndpointEvent::SpeechStarted { at: t0 + F * 20 })
         );
-        assert_eq!(ev[1].1, EndpointEvent::PauseStarted { at: t0 + F * 35 });
-        assert_eq!(ev[2].1, EndpointEvent::SpeechResumed { at: t0 + F * 40 });
+        assert_eq!(ev[2].1, EndpointEvent::PauseStarted { at: t0 + F * 35 });
+        assert_eq!(ev[3].1, EndpointEvent::SpeechResumed { at: t0 + F * 40 });
         let (
             idx,
             EndpointEvent::SpeechEnded {
@@ -453,7 +472,7 @@ mod tests {
                 at,
                 speech_ms,
             },
-        ) = &ev[4]
+        ) = &ev[5]
         else {
             panic!("not end")
         };
@@ -473,7 +492,15 @@ mod tests {
         let t0 = Instant::now();
         let mut ep = Endpointer::new(EndpointConfig::default());
         let ev = run(&mut ep, "..##..###...#.####....", t0);
-        assert!(ev.is_empty(), "{ev:?}");
+        // Each run is reported as possible voice, none confirmed as speech.
+        let at: Vec<_> = ev
+            .iter()
+            .map(|(i, e)| match e {
+                EndpointEvent::VoiceDetected { .. } => *i,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(at, vec![2, 6, 12, 14]);
     }
 
     #[test]

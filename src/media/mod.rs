@@ -3,8 +3,10 @@
 //! endpointing, paced playout, recording. Knows nothing of agents, SIP or the
 //! database.
 
+mod clock;
 pub mod codec;
 pub mod control;
+mod driver;
 pub mod dtmf;
 pub mod endpoint;
 pub mod error;

@@ -49,6 +49,20 @@ pub struct OutgoingPacket {
     pub due: Instant,
 }
 
+/// The header fields of one RTP packet to send now; `poll_into` wrote its
+/// payload into the caller's buffer (a driver reuses one buffer per call
+/// instead of allocating a payload every 20 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketHeader {
+    pub payload_type: u8,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub marker: bool,
+    /// The slot's deadline (when it should have gone out).
+    pub due: Instant,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlayoutEvent {
     /// The first packet of the utterance was handed out at `at`.
@@ -95,6 +109,8 @@ pub struct Pacer {
     queue: VecDeque<Utterance>,
     queued_samples: usize,
     talking: bool,
+    /// Holding the queue: slots carry silence until `resume` or `flush`.
+    paused: bool,
     events: VecDeque<PlayoutEvent>,
     digits: VecDeque<(char, u32)>,
     dtmf: Option<DtmfInProgress>,
@@ -115,6 +131,7 @@ impl Pacer {
             queue: VecDeque::new(),
             queued_samples: 0,
             talking: false,
+            paused: false,
             events: VecDeque::new(),
             digits: VecDeque::new(),
             dtmf: None,
@@ -202,8 +219,26 @@ impl Pacer {
         Ok(())
     }
 
-    /// Drops all queued audio now; the next slot is silence.
+    /// Holds the queued audio where it is: from the next slot on, silence
+    /// goes out until `resume` (carry on from the same sample) or `flush`.
+    /// Barge-in pauses at the caller's first syllable, before it knows if
+    /// the caller is interrupting or only saying "mm-hm".
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Plays on from where `pause` stopped.
+    pub fn resume(&mut self) {
+        self.paused = false;
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Drops all queued audio now; the next slot is silence. Clears a pause.
     pub fn flush(&mut self) {
+        self.paused = false;
         let rate = self.cfg.codec.pcm_rate() as u64;
         for u in self.queue.drain(..) {
             let played_ms = (u.pos as u64 * 1000 / rate) as u32;
@@ -240,6 +275,22 @@ impl Pacer {
 
     /// The packet for the current slot if its deadline has come.
     pub fn poll(&mut self, now: Instant) -> Option<OutgoingPacket> {
+        let mut payload = Vec::new();
+        let h = self.poll_into(now, &mut payload)?;
+        Some(OutgoingPacket {
+            payload_type: h.payload_type,
+            seq: h.seq,
+            timestamp: h.timestamp,
+            ssrc: h.ssrc,
+            marker: h.marker,
+            payload,
+            due: h.due,
+        })
+    }
+
+    /// `poll`, with the payload written into `payload` (cleared first).
+    pub fn poll_into(&mut self, now: Instant, payload: &mut Vec<u8>) -> Option<PacketHeader> {
+        payload.clear();
         if now < self.next_deadline() {
             return None;
         }
@@ -271,13 +322,13 @@ impl Pacer {
             self.stats.dtmf_packets += 1;
             self.last_pcm.clear();
             self.last_pcm.resize(self.frame_samples, 0);
-            return Some(OutgoingPacket {
+            payload.extend_from_slice(&pkt.0.payload);
+            return Some(PacketHeader {
                 payload_type: self.cfg.telephone_event_pt.unwrap_or(101),
                 seq,
                 timestamp: pkt.1,
                 ssrc: self.cfg.ssrc,
                 marker: pkt.0.marker,
-                payload: pkt.0.payload.to_vec(),
                 due,
             });
         }
@@ -288,15 +339,13 @@ impl Pacer {
         if had_audio {
             self.stats.audio_packets += 1;
         }
-        let mut payload = Vec::with_capacity(self.frame_samples);
-        self.encoder.encode(&self.last_pcm, &mut payload);
-        Some(OutgoingPacket {
+        self.encoder.encode(&self.last_pcm, payload);
+        Some(PacketHeader {
             payload_type: self.cfg.payload_type,
             seq,
             timestamp,
             ssrc: self.cfg.ssrc,
             marker,
-            payload,
             due,
         })
     }
@@ -306,7 +355,7 @@ impl Pacer {
     fn fill_frame(&mut self, now: Instant) -> bool {
         self.last_pcm.clear();
         let mut had_audio = false;
-        while self.last_pcm.len() < self.frame_samples {
+        while !self.paused && self.last_pcm.len() < self.frame_samples {
             let Some(u) = self.queue.front_mut() else {
                 break;
             };

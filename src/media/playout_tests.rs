@@ -153,6 +153,41 @@ fn flush_silences_the_very_next_slot() {
 }
 
 #[test]
+fn pause_holds_the_utterance_and_resume_plays_on_from_the_same_sample() {
+    let t0 = Instant::now();
+    let mut p = Pacer::new(cfg(), t0).unwrap();
+    // A ramp, so every frame's audio is distinct.
+    let pcm: Vec<i16> = (0..1600).map(|i| (i * 10) as i16 + 100).collect();
+    p.enqueue(1, pcm.clone()).unwrap();
+    let before = drive(&mut p, 3, |_| 0);
+    p.pause();
+    assert!(p.is_paused() && p.is_playing());
+    let paused = drive(&mut p, 5, |_| 0);
+    assert!(paused
+        .iter()
+        .all(|(_, p)| p.payload == vec![g711::ULAW_SILENCE; 160]));
+    assert_eq!(p.queued_ms(), 140, "nothing consumed while paused");
+    p.resume();
+    let after = drive(&mut p, 7, |_| 0);
+    let mut expect = Vec::new();
+    g711::encode_ulaw(&pcm[480..640], &mut expect);
+    assert_eq!(after[0].1.payload, expect, "resumes at sample 480");
+    assert!(after[0].1.marker, "a new talk-spurt after the pause");
+    let ev: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
+    assert!(matches!(ev[..], [PlayoutEvent::Started { id: 1, .. }, PlayoutEvent::Finished { id: 1, .. }]));
+    assert_eq!(before.len() + after.len(), 10);
+
+    // A pause then a flush: the pause is cleared, the audio dropped.
+    p.enqueue(2, vec![5000; 800]).unwrap();
+    drive(&mut p, 1, |_| 0);
+    p.pause();
+    p.flush();
+    assert!(!p.is_paused() && !p.is_playing());
+    let ev: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
+    assert_eq!(ev[1], PlayoutEvent::Flushed { id: 2, played_ms: 20 });
+}
+
+#[test]
 fn a_stall_skips_slots_instead_of_bursting() {
     let t0 = Instant::now();
     let mut p = Pacer::new(cfg(), t0).unwrap();

@@ -1,9 +1,10 @@
-//! The tokio driver of one call's RTP session: a task owning the UDP socket
-//! that feeds datagrams to the sans-IO [`Receiver`], wakes on the
-//! [`Pacer`]'s 20 ms deadlines to send one packet and hand one 16 kHz frame
-//! to the owner, and records both directions when asked. The owner talks
-//! to it through [`MediaEvent`]s (bounded channel), a cloneable [`Playout`]
-//! handle, `stats()` and `close()`. Dropping the session stops the task.
+//! One call's RTP session. Two drivers share its state ([`Driver`]): the
+//! process-wide media clock ([`super::clock`]) serves its 20 ms slots —
+//! the [`Pacer`]'s packet out, one 16 kHz caller frame to the owner,
+//! recording, RTCP — and a tokio task per session reads its sockets and
+//! feeds the sans-IO [`super::receiver::Receiver`]. The owner talks to it
+//! through [`MediaEvent`]s (bounded channel), a cloneable [`Playout`]
+//! handle, `stats()` and `close()`. Dropping the session stops both.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,25 +14,18 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use webrtc_util::marshal::Marshal;
 
-use super::control::{RtcpSession, Sending};
+use super::clock::{MediaClock, Paced};
+use super::control::RtcpSession;
+use super::driver::{Driver, CONTROL_HEADROOM, MAX_DATAGRAM};
 use super::error::MediaError;
 use super::jitter::JitterConfig;
-use super::playout::{OutgoingPacket, Pacer, PacerConfig, PlayoutEvent};
-use super::receiver::{Received, Receiver, ReceiverConfig};
+use super::playout::{Pacer, PacerConfig};
+use super::receiver::{Receiver, ReceiverConfig};
 use super::record::{Recorder, RecordingInfo};
 use super::resample::resample_all;
-use super::stats::{MediaStats, SendCounters};
+use super::stats::MediaStats;
 use super::Codec;
-
-/// Largest datagram we read; anything longer is truncated and malformed.
-const MAX_DATAGRAM: usize = 1500;
-/// Most caller frames delivered in one tick after a stall.
-const MAX_CATCH_UP_FRAMES: u64 = 10;
-const FRAME: std::time::Duration = std::time::Duration::from_millis(20);
-/// Channel slots reserved for non-audio events.
-const CONTROL_HEADROOM: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -120,20 +114,43 @@ pub struct SessionReport {
 
 struct Shared {
     pacer: Mutex<Pacer>,
-    stats: Mutex<MediaStats>,
+    driver: Mutex<Driver>,
     /// A new remote/codec from a re-INVITE, applied by the task.
     update: Mutex<Option<(SocketAddr, Codec, u8)>>,
     wake: Notify,
     cancel: CancellationToken,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+impl Paced for Shared {
+    fn send_due(&self, now: Instant) -> bool {
+        if self.cancel.is_cancelled() {
+            return false;
+        }
+        let mut d = lock(&self.driver);
+        if d.finished {
+            return false;
+        }
+        d.send_due(&self.pacer, now);
+        true
+    }
+
+    fn after_send(&self, now: Instant) -> Option<Instant> {
+        let mut d = lock(&self.driver);
+        if d.finished || self.cancel.is_cancelled() {
+            return None;
+        }
+        d.after_send(&self.pacer, now);
+        Some(lock(&self.pacer).next_deadline())
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not take the call's audio down with it.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Plays the agent's audio into the call. Cheap to clone; every method
-/// returns at once (the task does the pacing).
+/// returns at once (the media clock does the pacing).
 #[derive(Clone)]
 pub struct Playout {
     shared: Arc<Shared>,
@@ -171,6 +188,17 @@ impl Playout {
         self.shared.wake.notify_one();
     }
 
+    /// Holds the queued audio: silence from the next 20 ms slot until
+    /// `resume` or `flush` (barge-in at speech onset).
+    pub fn pause(&self) {
+        lock(&self.shared.pacer).pause();
+    }
+
+    /// Plays on from the sample where `pause` stopped.
+    pub fn resume(&self) {
+        lock(&self.shared.pacer).resume();
+    }
+
     /// Sends an RFC 4733 digit (needs a negotiated telephone-event PT).
     pub fn send_dtmf(&self, digit: char, duration_ms: u32) -> Result<(), MediaError> {
         lock(&self.shared.pacer).send_digit(digit, duration_ms)
@@ -203,14 +231,17 @@ impl std::fmt::Debug for MediaSession {
 }
 
 impl MediaSession {
-    /// Starts the session task on `socket` (bound, non-blocking). Must be
-    /// called inside a tokio runtime.
+    /// Starts the session on `socket` (bound): its receive task on the
+    /// current tokio runtime (must be called inside one) and its slots on
+    /// the media clock.
     pub fn start(
         socket: std::net::UdpSocket,
         cfg: SessionConfig,
     ) -> Result<(MediaSession, mpsc::Receiver<MediaEvent>), MediaError> {
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
+        // The clock thread sends on a duplicate of the socket; the task reads.
+        let send_sock = socket.try_clone()?;
         let sock = tokio::net::UdpSocket::from_std(socket)?;
         let now = Instant::now();
         let pacer = Pacer::new(
@@ -240,47 +271,49 @@ impl MediaSession {
             Some(p) => Some(Recorder::create(p, cfg.codec.pcm_rate())?),
             None => None,
         };
-        let ssrc = pacer.ssrc();
         let rtcp = RtcpSession::new(
-            ssrc,
+            pacer.ssrc(),
             format!("switchboard@{}", local.ip()),
             cfg.codec.rtp_clock_rate(),
             now,
         );
         // RTCP on port + 1 when we can bind it; muxed RTCP is accepted anyway.
-        let rtcp_sock = if cfg.rtcp {
-            std::net::UdpSocket::bind(SocketAddr::new(local.ip(), local.port().wrapping_add(1)))
-                .and_then(|s| {
-                    s.set_nonblocking(true)?;
-                    tokio::net::UdpSocket::from_std(s)
-                })
-                .map_err(|e| tracing::debug!(error = %e, "no RTCP socket; RTCP only if muxed"))
-                .ok()
+        let (rtcp_recv, rtcp_send) = if cfg.rtcp {
+            match bind_rtcp(local) {
+                Ok((r, s)) => (Some(r), Some(s)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no RTCP socket; RTCP only if muxed");
+                    (None, None)
+                }
+            }
         } else {
-            None
+            (None, None)
         };
         let rtcp_remote = SocketAddr::new(cfg.remote.ip(), cfg.remote.port().wrapping_add(1));
         let (tx, rx) = mpsc::channel(cfg.event_capacity.clamp(2 * CONTROL_HEADROOM, 4096));
+        let driver = Driver::new(
+            send_sock,
+            receiver,
+            recorder,
+            tx,
+            cfg.rtcp.then_some(rtcp),
+            rtcp_send,
+            rtcp_remote,
+        );
         let shared = Arc::new(Shared {
             pacer: Mutex::new(pacer),
-            stats: Mutex::new(MediaStats::default()),
+            driver: Mutex::new(driver),
             update: Mutex::new(None),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
         });
-        let task = tokio::spawn(run(Driver {
-            shared: shared.clone(),
-            sock,
-            receiver,
-            recorder,
-            tx,
-            events_dropped: 0,
-            sent: SendCounters::default(),
-            rtcp: cfg.rtcp.then_some(rtcp),
-            rtcp_sock,
-            rtcp_remote,
-            rtcp_muxed: false,
-        }));
+        let task = tokio::spawn(receive(shared.clone(), sock, rtcp_recv));
+        if !MediaClock::global().add(shared.clone()) {
+            shared.cancel.cancel();
+            return Err(MediaError::Io(std::io::Error::other(
+                "no media clock thread",
+            )));
+        }
         Ok((
             MediaSession {
                 shared,
@@ -303,9 +336,9 @@ impl MediaSession {
         }
     }
 
-    /// Figures so far (updated every 20 ms).
+    /// Figures so far.
     pub fn stats(&self) -> MediaStats {
-        *lock(&self.shared.stats)
+        lock(&self.shared.driver).stats(&self.shared.pacer)
     }
 
     /// Applies new SDP media (re-INVITE). A codec change restarts the
@@ -315,326 +348,94 @@ impl MediaSession {
         self.shared.wake.notify_one();
     }
 
-    /// Stops the task at once and returns the final figures and recording.
+    /// Stops the session at once and returns the final figures and recording.
     pub async fn close(mut self) -> SessionReport {
         self.shared.cancel.cancel();
-        let stats = self.stats();
-        match self.task.take() {
-            Some(t) => t.await.unwrap_or(SessionReport {
-                stats,
-                recording: None,
-                recording_error: Some("media task failed".into()),
-            }),
-            None => SessionReport {
-                stats,
-                recording: None,
-                recording_error: None,
-            },
+        let task = self.task.take();
+        if let Some(Ok(report)) = match task {
+            Some(t) => Some(t.await),
+            None => None,
+        } {
+            return report;
         }
+        // The task died (or never ran): finish here so the recording closes.
+        let mut report = lock(&self.shared.driver).finish(&self.shared.pacer);
+        report
+            .recording_error
+            .get_or_insert_with(|| "media task failed".into());
+        report
     }
 }
 
 impl Drop for MediaSession {
     fn drop(&mut self) {
-        // The task sees the cancellation at its next await and finishes the
-        // recording itself; nothing is sent after this.
+        // The task sees the cancellation at once and finishes the recording
+        // itself; the clock drops the session at its next slot, sending
+        // nothing more.
         self.shared.cancel.cancel();
     }
 }
 
-struct Driver {
+/// The RTCP socket on RTP port + 1: one handle for the task to read, a
+/// duplicate for the clock thread to send on.
+fn bind_rtcp(
+    local: SocketAddr,
+) -> std::io::Result<(tokio::net::UdpSocket, std::net::UdpSocket)> {
+    let s = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), local.port().wrapping_add(1)))?;
+    s.set_nonblocking(true)?;
+    let send = s.try_clone()?;
+    Ok((tokio::net::UdpSocket::from_std(s)?, send))
+}
+
+/// Cancels the session if its task is dropped without finishing (runtime
+/// shut down), so the clock thread stops sending for it.
+struct CancelOnDrop(CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The session's task: reads RTP and RTCP as they arrive (arrival times
+/// feed the jitter estimate, so they are taken here, not at the next slot),
+/// applies re-INVITE updates, and finishes the session when cancelled.
+async fn receive(
     shared: Arc<Shared>,
     sock: tokio::net::UdpSocket,
-    receiver: Receiver,
-    recorder: Option<Recorder>,
-    tx: mpsc::Sender<MediaEvent>,
-    events_dropped: u64,
-    sent: SendCounters,
-    rtcp: Option<RtcpSession>,
     rtcp_sock: Option<tokio::net::UdpSocket>,
-    rtcp_remote: SocketAddr,
-    /// The peer sends RTCP on the RTP port (RFC 5761): answer there too.
-    rtcp_muxed: bool,
-}
-
-impl Driver {
-    fn emit(&mut self, ev: MediaEvent) {
-        // A slow owner loses audio frames first: the last slots of the
-        // channel are kept for DTMF and playout events, which it must see.
-        if matches!(ev, MediaEvent::Audio(_)) && self.tx.capacity() <= CONTROL_HEADROOM {
-            self.events_dropped += 1;
-            return;
-        }
-        if self.tx.try_send(ev).is_err() {
-            self.events_dropped += 1;
-        }
-    }
-
-    fn emit_playout_events(&mut self) {
-        let events: Vec<PlayoutEvent> = {
-            let mut p = lock(&self.shared.pacer);
-            std::iter::from_fn(|| p.poll_event()).collect()
-        };
-        for e in events {
-            self.emit(match e {
-                PlayoutEvent::Started { id, at } => MediaEvent::PlayoutStarted { id, at },
-                PlayoutEvent::Finished { id, at } => MediaEvent::PlayoutFinished { id, at },
-                PlayoutEvent::Flushed { id, played_ms } => {
-                    MediaEvent::PlayoutFlushed { id, played_ms }
-                }
-            });
-        }
-    }
-
-    fn send(&mut self, pkt: &OutgoingPacket) {
-        let packet = rtp::packet::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                marker: pkt.marker,
-                payload_type: pkt.payload_type,
-                sequence_number: pkt.seq,
-                timestamp: pkt.timestamp,
-                ssrc: pkt.ssrc,
-                ..Default::default()
-            },
-            payload: bytes::Bytes::copy_from_slice(&pkt.payload),
-        };
-        let mut buf = [0u8; MAX_DATAGRAM];
-        match packet.marshal_to(&mut buf) {
-            Ok(n) => match self.sock.try_send_to(&buf[..n], self.receiver.send_to()) {
-                Ok(_) => {
-                    let at = Instant::now();
-                    if let Some(prev) = self.sent.last_at {
-                        let gap = at.saturating_duration_since(prev).as_micros() as u64;
-                        self.sent.min_interval_us =
-                            Some(self.sent.min_interval_us.map_or(gap, |m| m.min(gap)));
-                        self.sent.max_interval_us = self.sent.max_interval_us.max(gap);
-                    }
-                    self.sent.last_at = Some(at);
-                    lock(&self.shared.pacer).mark_sent(at);
-                    self.sent.packets += 1;
-                    self.sent.bytes += n as u64;
-                }
-                Err(e) => {
-                    self.sent.errors += 1;
-                    tracing::debug!(error = %e, "RTP send failed");
-                }
-            },
-            Err(e) => tracing::warn!(error = %e, "RTP marshal failed"),
-        }
-    }
-
-    fn tick(&mut self, now: Instant) {
-        let (pkt, agent_pcm, pacer_stats, rtp_time, slots) = {
-            let mut p = lock(&self.shared.pacer);
-            let slot_before = p.slot();
-            let pkt = p.poll(now);
-            // Usually 1; more after a stall the pacer skipped over.
-            let slots = p.slot().saturating_sub(slot_before);
-            let pcm = if pkt.is_some() && self.recorder.is_some() {
-                p.last_frame_pcm().to_vec()
-            } else {
-                Vec::new()
-            };
-            (pkt, pcm, p.stats(), p.next_timestamp(), slots)
-        };
-        let Some(pkt) = pkt else { return };
-        self.send(&pkt);
-        self.send_rtcp_report(now, rtp_time);
-        // One caller frame per elapsed slot, so a stall delays the caller's
-        // audio but loses none of it (bounded: at most MAX_CATCH_UP frames).
-        let frames = slots.clamp(1, MAX_CATCH_UP_FRAMES);
-        for k in (0..frames).rev() {
-            let at = now.checked_sub(FRAME * k as u32).unwrap_or(now);
-            if let Some(frame) = self.receiver.tick(at) {
-                let samples = frame.to_vec();
-                self.emit(MediaEvent::Audio(Frame { samples, at }));
-            }
-            if let Some(rec) = self.recorder.as_mut() {
-                let caller = self.receiver.last_codec_frame();
-                // The agent side of skipped slots is silence: nothing was sent.
-                let agent: &[i16] = if k == 0 { &agent_pcm } else { &[] };
-                let n = caller.len().max(agent.len()).max(agent_pcm.len());
-                let silence = vec![0i16; n];
-                let caller = if caller.is_empty() {
-                    &silence[..]
-                } else {
-                    caller
-                };
-                let agent = if agent.is_empty() {
-                    &silence[..]
-                } else {
-                    agent
-                };
-                if let Err(e) = rec.write(caller, agent) {
-                    tracing::warn!(error = %e, "recording stopped");
-                    self.recorder = None;
-                }
-            }
-        }
-        if let Some(d) = self.receiver.poll_stale_digit(now) {
-            self.emit(MediaEvent::Dtmf {
-                digit: d.digit,
-                duration_ms: d.duration_ms,
-            });
-        }
-        self.emit_playout_events();
-        let rtcp_stats = self.rtcp.as_ref().map(|r| r.stats()).unwrap_or_default();
-        *lock(&self.shared.stats) = MediaStats::gather(
-            self.receiver.stats(),
-            self.receiver.jitter_stats(),
-            pacer_stats,
-            self.sent,
-            self.events_dropped,
-        )
-        .with_rtcp(rtcp_stats);
-    }
-
-    fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
-        match self.receiver.handle_datagram(data, from, now) {
-            Received::Digits(digits) => {
-                for d in digits {
-                    self.emit(MediaEvent::Dtmf {
-                        digit: d.digit,
-                        duration_ms: d.duration_ms,
-                    });
-                }
-            }
-            Received::Rtcp => {
-                self.rtcp_muxed = true;
-                self.on_rtcp(data, from, now);
-            }
-            Received::Nothing => {}
-        }
-    }
-
-    fn on_rtcp(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
-        let Some(rtcp) = self.rtcp.as_mut() else {
-            return;
-        };
-        match rtcp.handle(data, now) {
-            Ok(input) => {
-                if !self.rtcp_muxed {
-                    // Symmetric RTCP: answer where it really comes from.
-                    self.rtcp_remote = from;
-                }
-                if input.bye {
-                    self.emit(MediaEvent::RtcpBye);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "RTCP dropped"),
-        }
-    }
-
-    fn rtcp_target(&self) -> (Option<&tokio::net::UdpSocket>, SocketAddr) {
-        if self.rtcp_muxed || self.rtcp_sock.is_none() {
-            (
-                if self.rtcp_muxed {
-                    Some(&self.sock)
-                } else {
-                    None
-                },
-                self.receiver.send_to(),
-            )
-        } else {
-            (self.rtcp_sock.as_ref(), self.rtcp_remote)
-        }
-    }
-
-    fn send_rtcp_report(&mut self, now: Instant, rtp_time: u32) {
-        let sending = Sending {
-            packets: self.sent.packets,
-            octets: self.sent.bytes.saturating_sub(self.sent.packets * 12),
-            rtp_time,
-        };
-        let reception = self.receiver.reception();
-        let jitter_ms = self.receiver.jitter_stats().jitter_ms;
-        let Some(bytes) = self
-            .rtcp
-            .as_mut()
-            .and_then(|r| r.poll(now, sending, reception, jitter_ms))
-        else {
-            return;
-        };
-        if let (Some(sock), to) = self.rtcp_target() {
-            let _ = sock.try_send_to(&bytes, to);
-        }
-    }
-
-    fn send_rtcp_bye(&self) {
-        if let Some(bye) = self.rtcp.as_ref().and_then(|r| r.bye()) {
-            if let (Some(sock), to) = self.rtcp_target() {
-                let _ = sock.try_send_to(&bye, to);
-            }
-        }
-    }
-
-    fn apply_update(&mut self) {
-        let update = lock(&self.shared.update).take();
-        if let Some((remote, codec, pt)) = update {
-            if let Err(e) = self.receiver.update(remote, codec, pt, Instant::now()) {
-                tracing::warn!(error = %e, "media update refused");
-            }
-        }
-    }
-}
-
-async fn run(mut d: Driver) -> SessionReport {
+) -> SessionReport {
+    let _guard = CancelOnDrop(shared.cancel.clone());
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut rtcp_buf = vec![0u8; MAX_DATAGRAM];
-    let cancel = d.shared.cancel.clone();
-    let shared = d.shared.clone();
-    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(sleep);
+    // Made once: a fresh `cancelled()` per datagram registers a waiter anew.
+    let cancelled = shared.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let deadline = lock(&shared.pacer).next_deadline();
-        // Check the clock ourselves first: under heavy I/O the timer wheel
-        // is serviced late, and a due slot must not wait for it.
-        let now = Instant::now();
-        if now >= deadline {
-            d.tick(now);
-            continue;
-        }
-        sleep
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(deadline));
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => break,
-            _ = &mut sleep => {
-                d.tick(Instant::now());
-            }
-            r = d.sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => d.on_datagram(&buf[..n], from, Instant::now()),
+            _ = &mut cancelled => break,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => lock(&shared.driver).on_datagram(&buf[..n], from, Instant::now()),
                 // ICMP errors surface here on some systems; the call goes on.
                 Err(e) => tracing::debug!(error = %e, "RTP receive error"),
             },
-            r = recv_rtcp(d.rtcp_sock.as_ref(), &mut rtcp_buf) => match r {
-                Ok((n, from)) => d.on_rtcp(&rtcp_buf[..n], from, Instant::now()),
+            r = recv_rtcp(rtcp_sock.as_ref(), &mut rtcp_buf) => match r {
+                Ok((n, from)) => lock(&shared.driver).on_rtcp(&rtcp_buf[..n], from, Instant::now()),
                 Err(e) => tracing::debug!(error = %e, "RTCP receive error"),
             },
             _ = shared.wake.notified() => {
-                d.apply_update();
-                d.emit_playout_events();
+                let update = lock(&shared.update).take();
+                let mut d = lock(&shared.driver);
+                if let Some((remote, codec, pt)) = update {
+                    d.apply_update(remote, codec, pt);
+                }
+                d.emit_playout_events(&shared.pacer);
             }
         }
     }
-    d.emit_playout_events();
-    d.send_rtcp_bye();
-    let stats = *lock(&shared.stats);
-    let (recording, recording_error) = match d.recorder.take().map(Recorder::finish) {
-        Some(Ok(info)) => (Some(info), None),
-        Some(Err(e)) => (None, Some(e.to_string())),
-        None => (None, None),
-    };
-    SessionReport {
-        stats,
-        recording,
-        recording_error,
-    }
+    let report = lock(&shared.driver).finish(&shared.pacer);
+    report
 }
 
 /// Receives on the RTCP socket, or never when there is none.

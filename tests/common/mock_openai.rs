@@ -1,7 +1,8 @@
 //! A mock OpenAI-compatible server on 127.0.0.1:0 (axum): streaming chat
 //! completions (SSE) that answer, fail, hang or trickle, and `/audio/speech`
 //! that speaks the requested text with espeak-ng as raw 24 kHz PCM (what
-//! OpenAI's `response_format: pcm` returns). Every chat stream records when
+//! OpenAI's `response_format: pcm` returns), and `/embeddings` (optionally
+//! slow) with the local embedder's vectors. Every chat stream records when
 //! it was opened and when the client closed it, and how many tokens went
 //! out, so a test can prove that nothing keeps running after a hangup.
 
@@ -50,6 +51,10 @@ pub struct Seen {
     pub speech: Vec<(Instant, String)>,
     /// Size in bytes of each uploaded transcription WAV.
     pub transcriptions: Vec<usize>,
+    /// Inputs of each `/embeddings` request, when it arrived.
+    pub embeddings: Vec<(Instant, Vec<String>)>,
+    /// How long `/embeddings` waits before answering (a slow service).
+    pub embedding_delay: Duration,
     pub unauthorized: u32,
 }
 
@@ -85,6 +90,7 @@ impl MockServer {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/audio/speech", post(speech))
             .route("/v1/audio/transcriptions", post(transcription))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(Mock {
                 mode,
                 transcript: transcript.to_string(),
@@ -114,6 +120,14 @@ impl MockServer {
 
     pub fn transcriptions(&self) -> Vec<usize> {
         self.seen.lock().expect("seen").transcriptions.clone()
+    }
+
+    pub fn embedding_inputs(&self) -> Vec<(Instant, Vec<String>)> {
+        self.seen.lock().expect("seen").embeddings.clone()
+    }
+
+    pub fn set_embedding_delay(&self, delay: Duration) {
+        self.seen.lock().expect("seen").embedding_delay = delay;
     }
 
     pub fn unauthorized(&self) -> u32 {
@@ -301,6 +315,41 @@ async fn transcription(
     }
     m.seen.lock().expect("seen").transcriptions.push(body.len());
     Json(serde_json::json!({ "text": m.transcript })).into_response()
+}
+
+/// `/embeddings`: the local embedder's vectors (deterministic, and good
+/// enough to rank the demo FAQ), after the configured delay.
+async fn embeddings(
+    State(m): State<Mock>,
+    headers: HeaderMap,
+    Json(req): Json<serde_json::Value>,
+) -> Response {
+    if !authorized(&m.seen, &headers) {
+        return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+    }
+    let inputs: Vec<String> = match &req["input"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect(),
+        _ => return (StatusCode::BAD_REQUEST, "no input").into_response(),
+    };
+    let delay = {
+        let mut s = m.seen.lock().expect("seen");
+        s.embeddings.push((Instant::now(), inputs.clone()));
+        s.embedding_delay
+    };
+    tokio::time::sleep(delay).await;
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({ "object": "embedding", "index": i,
+                "embedding": switchboard::agent_runtime::embeddings::LocalHashEmbedder::embed_one(t) })
+        })
+        .collect();
+    Json(serde_json::json!({ "object": "list", "data": data, "model": req["model"] })).into_response()
 }
 
 /// espeak-ng → raw signed 16-bit little-endian mono 24 kHz.

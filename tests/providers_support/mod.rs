@@ -19,6 +19,15 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// Whisper tests of one binary take turns: two whisper.cpp runs on this
+/// 2-core machine oversubscribe it (its threads spin at barriers), and a
+/// run then takes many times longer than alone. The runtime itself never
+/// does this: one pool per process, sized to the cores.
+pub async fn whisper_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 /// `text` spoken by espeak-ng, resampled by sox to 16 kHz mono 16-bit.
 pub fn espeak_16k(dir: &Path, text: &str) -> Vec<i16> {
     let raw = dir.join("espeak.wav");

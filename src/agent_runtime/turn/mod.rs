@@ -20,7 +20,13 @@ pub struct TurnSettings {
     /// answer starts without waiting for the full end-of-turn silence.
     pub complete_turn_silence: Duration,
     /// Caller speech during agent playout that counts as an interruption.
+    /// Playout is held from the onset; shorter speech is a backchannel.
     pub barge_in_min: Duration,
+    /// Silence after a backchannel before held playout plays on.
+    pub backchannel_resume: Duration,
+    /// Voice the endpointer needs before speech counts as started: a hold
+    /// at the first voiced frame is released if no onset follows.
+    pub speech_onset: Duration,
     pub interruptible: bool,
     /// Caller silence (while the agent is not speaking) before a reprompt.
     pub silence_timeout: Duration,
@@ -30,6 +36,10 @@ pub struct TurnSettings {
 /// What happened, as the driver saw it.
 #[derive(Debug, Clone)]
 pub enum Input {
+    /// A first voiced frame, onset not yet confirmed (may be a blip).
+    VoiceDetected {
+        at: Instant,
+    },
     /// The endpointer heard voice start (onset already confirmed).
     SpeechStarted {
         at: Instant,
@@ -63,6 +73,10 @@ pub enum Input {
     Tick,
 }
 
+/// Past the onset time, how long a hold for possible voice waits for the
+/// onset to be confirmed (frames arrive late by the jitter buffer depth).
+const BLIP_GRACE: Duration = Duration::from_millis(60);
+
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -79,6 +93,11 @@ pub enum Action {
     },
     /// Stop the agent now: flush playout, cancel LLM/TTS, mark interrupted.
     BargeIn,
+    /// The caller started speaking over the agent: pause playout (silence
+    /// from the next frame) until `ResumePlayout` or `BargeIn`.
+    HoldPlayout,
+    /// It was a backchannel: play on from where the hold stopped.
+    ResumePlayout,
     /// Say a fixed line (reprompt, goodbye).
     Say { text: SayKind },
     /// End the call after anything queued has played.
@@ -114,6 +133,10 @@ pub struct TurnMachine {
     /// The current caller speech began while the agent was speaking and
     /// has not (yet) lasted long enough to interrupt: a backchannel.
     backchannel: bool,
+    /// Playout is held (caller speech over the agent, undecided yet).
+    held: bool,
+    /// A held backchannel went quiet: play on at this time.
+    resume_at: Option<Instant>,
     /// When the caller paused, with the audio so far.
     pause: Option<(Instant, Arc<Vec<i16>>)>,
     speculation: Option<Speculation>,
@@ -138,6 +161,8 @@ impl TurnMachine {
             caller_speech_since: None,
             utterance_onset: None,
             backchannel: false,
+            held: false,
+            resume_at: None,
             pause: None,
             speculation: None,
             committed: None,
@@ -167,6 +192,9 @@ impl TurnMachine {
         ) {
             at = at.min(since + self.settings.barge_in_min);
         }
+        if let (Some(resume), true) = (self.resume_at, self.held) {
+            at = at.min(resume);
+        }
         if let (Some((paused, _)), None) = (&self.pause, &self.speculation) {
             at = at.min(*paused + self.settings.speculate_after);
         }
@@ -188,6 +216,17 @@ impl TurnMachine {
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
+            Input::VoiceDetected { at } => {
+                // Hold at the first syllable; `SpeechStarted` keeps the hold,
+                // and without it the blip is over after the onset time.
+                if self.agent_speaking && self.caller_speech_since.is_none() && self.pause.is_none()
+                {
+                    self.hold(&mut out);
+                    if self.held {
+                        self.resume_at = Some(at + self.settings.speech_onset + BLIP_GRACE);
+                    }
+                }
+            }
             Input::SpeechStarted { at } => {
                 self.caller_speech_since = Some(at);
                 self.utterance_onset = Some(at);
@@ -195,6 +234,9 @@ impl TurnMachine {
                 self.backchannel = self.agent_speaking;
                 self.pause = None;
                 self.drop_speculation(&mut out);
+                if self.backchannel {
+                    self.hold(&mut out);
+                }
             }
             Input::SpeechResumed { at } => {
                 if std::mem::take(&mut self.answered_early) {
@@ -210,12 +252,19 @@ impl TurnMachine {
                 self.last_activity = now;
                 self.pause = None;
                 self.drop_speculation(&mut out);
+                if self.backchannel && self.agent_speaking {
+                    self.hold(&mut out);
+                }
             }
             Input::PauseStarted { at, audio } => {
                 self.last_activity = now;
                 let was_backchannel = self.backchannel && self.agent_speaking;
                 self.caller_speech_since = None;
-                if !was_backchannel {
+                if was_backchannel {
+                    if self.held {
+                        self.resume_at = Some(at + self.settings.backchannel_resume);
+                    }
+                } else {
                     self.pause = Some((at, audio));
                 }
             }
@@ -232,6 +281,7 @@ impl TurnMachine {
                 let pause_at = self.pause.take().map(|(p, _)| p).unwrap_or(at);
                 if backchannel || audio.is_empty() {
                     self.drop_speculation(&mut out);
+                    self.release(&mut out);
                 } else {
                     self.commit(pause_at, audio, &mut out);
                 }
@@ -265,13 +315,13 @@ impl TurnMachine {
                 self.agent_speaking = false;
                 self.backchannel = false;
                 self.last_activity = now;
+                self.release(&mut out);
             }
             Input::Dtmf { digit } => {
                 self.last_activity = now;
                 let turn = self.take_turn();
                 if self.agent_speaking && self.settings.interruptible {
-                    self.agent_speaking = false;
-                    out.push(Action::BargeIn);
+                    self.barge_in(&mut out);
                 }
                 self.respond(
                     turn,
@@ -303,10 +353,14 @@ impl TurnMachine {
                 && now >= since + self.settings.barge_in_min
             {
                 // Long enough to be a real interruption, not a cough or "mm-hm".
-                self.agent_speaking = false;
-                self.backchannel = false;
-                out.push(Action::BargeIn);
+                self.barge_in(out);
             }
+        }
+        if self.held
+            && self.caller_speech_since.is_none()
+            && self.resume_at.is_some_and(|r| now >= r)
+        {
+            self.release(out);
         }
         let due = match (&self.pause, &self.speculation) {
             (Some((paused, audio)), None) if now >= *paused + self.settings.speculate_after => {
@@ -412,8 +466,9 @@ impl TurnMachine {
             if !self.settings.interruptible {
                 return;
             }
-            out.push(Action::BargeIn);
+            self.barge_in(out);
         }
+        self.release(out);
         self.reprompted = false;
         self.agent_speaking = true;
         out.push(Action::Respond {
@@ -421,6 +476,33 @@ impl TurnMachine {
             text,
             speech_ended_at,
         });
+    }
+
+    /// Pauses the agent's playout while the caller's speech is undecided.
+    fn hold(&mut self, out: &mut Vec<Action>) {
+        self.resume_at = None;
+        if !self.held && self.agent_speaking && self.settings.interruptible {
+            self.held = true;
+            out.push(Action::HoldPlayout);
+        }
+    }
+
+    /// Lets held playout go on.
+    fn release(&mut self, out: &mut Vec<Action>) {
+        self.resume_at = None;
+        if std::mem::take(&mut self.held) {
+            out.push(Action::ResumePlayout);
+        }
+    }
+
+    /// The caller has the floor: the agent's reply is dropped (a flush also
+    /// ends a hold).
+    fn barge_in(&mut self, out: &mut Vec<Action>) {
+        self.agent_speaking = false;
+        self.backchannel = false;
+        self.held = false;
+        self.resume_at = None;
+        out.push(Action::BargeIn);
     }
 
     fn drop_speculation(&mut self, out: &mut Vec<Action>) {

@@ -6,6 +6,8 @@ fn settings() -> TurnSettings {
         speculate_after: Duration::from_millis(150),
         complete_turn_silence: Duration::from_millis(800),
         barge_in_min: Duration::from_millis(400),
+        backchannel_resume: Duration::from_millis(150),
+        speech_onset: Duration::from_millis(100),
         interruptible: true,
         silence_timeout: Duration::from_secs(8),
         max_call: Duration::from_secs(600),
@@ -146,8 +148,10 @@ fn long_speech_during_playout_barges_in_but_a_backchannel_does_not() {
     let t0 = Instant::now();
     let mut m = TurnMachine::new(settings(), t0);
     m.agent_started_speaking(t0);
-    // "mm-hm": 300 ms of voice while the agent talks.
-    m.handle(Input::SpeechStarted { at: ms(t0, 1000) }, ms(t0, 1000));
+    // "mm-hm": 300 ms of voice while the agent talks. Playout holds at
+    // the onset, before anyone knows whether it is an interruption.
+    let acts = m.handle(Input::SpeechStarted { at: ms(t0, 1000) }, ms(t0, 1000));
+    assert_eq!(acts, vec![Action::HoldPlayout]);
     let acts = run_until(&mut m, ms(t0, 1000), ms(t0, 1300));
     assert!(acts.is_empty(), "{acts:?}");
     m.handle(
@@ -157,10 +161,13 @@ fn long_speech_during_playout_barges_in_but_a_backchannel_does_not() {
         },
         ms(t0, 1300),
     );
-    let acts = run_until(&mut m, ms(t0, 1300), ms(t0, 1800));
-    assert!(
-        acts.is_empty(),
-        "a backchannel is never transcribed: {acts:?}"
+    // 150 ms of quiet after it: the agent plays on, nothing transcribed.
+    assert!(run_until(&mut m, ms(t0, 1300), ms(t0, 1440)).is_empty());
+    let acts = run_until(&mut m, ms(t0, 1440), ms(t0, 1800));
+    assert_eq!(
+        acts,
+        vec![Action::ResumePlayout],
+        "a backchannel is never transcribed, and the agent plays on"
     );
     assert!(m
         .handle(
@@ -172,8 +179,9 @@ fn long_speech_during_playout_barges_in_but_a_backchannel_does_not() {
         )
         .is_empty());
     assert!(m.agent_speaking());
-    // A real interruption: 400 ms of voice flushes the agent.
-    m.handle(Input::SpeechStarted { at: ms(t0, 3000) }, ms(t0, 3000));
+    // A real interruption: held at once, flushed after 400 ms of voice.
+    let acts = m.handle(Input::SpeechStarted { at: ms(t0, 3000) }, ms(t0, 3000));
+    assert_eq!(acts, vec![Action::HoldPlayout]);
     let acts = run_until(&mut m, ms(t0, 3000), ms(t0, 3400));
     assert_eq!(acts, vec![Action::BargeIn]);
     assert!(!m.agent_speaking());
@@ -190,6 +198,105 @@ fn long_speech_during_playout_barges_in_but_a_backchannel_does_not() {
 }
 
 #[test]
+fn a_backchannel_that_ends_before_the_resume_time_is_released_by_the_endpointer() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(
+        TurnSettings {
+            backchannel_resume: Duration::from_secs(5),
+            ..settings()
+        },
+        t0,
+    );
+    m.agent_started_speaking(t0);
+    assert_eq!(
+        m.handle(Input::SpeechStarted { at: ms(t0, 1000) }, ms(t0, 1000)),
+        vec![Action::HoldPlayout]
+    );
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 1200),
+            audio: audio(),
+        },
+        ms(t0, 1200),
+    );
+    // Voice again within the pause keeps the hold (no resume/hold flapping).
+    assert!(m
+        .handle(Input::SpeechResumed { at: ms(t0, 1260) }, ms(t0, 1260))
+        .is_empty());
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 1300),
+            audio: audio(),
+        },
+        ms(t0, 1300),
+    );
+    assert!(run_until(&mut m, ms(t0, 1300), ms(t0, 1780)).is_empty());
+    let acts = m.handle(
+        Input::SpeechEnded {
+            at: ms(t0, 1800),
+            audio: audio(),
+        },
+        ms(t0, 1800),
+    );
+    assert_eq!(acts, vec![Action::ResumePlayout]);
+    assert!(m.agent_speaking());
+}
+
+#[test]
+fn the_first_voiced_frame_holds_playout_and_a_blip_lets_it_go_on() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    // Nothing to hold while the agent is silent.
+    assert!(m
+        .handle(Input::VoiceDetected { at: ms(t0, 100) }, ms(t0, 100))
+        .is_empty());
+    m.agent_started_speaking(ms(t0, 200));
+    // A blip: voice for a frame or two, no onset.
+    assert_eq!(
+        m.handle(Input::VoiceDetected { at: ms(t0, 1000) }, ms(t0, 1000)),
+        vec![Action::HoldPlayout]
+    );
+    assert!(run_until(&mut m, ms(t0, 1000), ms(t0, 1140)).is_empty());
+    // Onset (100 ms) plus grace (60 ms) without speech: play on.
+    assert_eq!(
+        run_until(&mut m, ms(t0, 1160), ms(t0, 1400)),
+        vec![Action::ResumePlayout]
+    );
+    // Real speech: the hold from the first frame stays through the onset
+    // and becomes the barge-in 400 ms after it.
+    assert_eq!(
+        m.handle(Input::VoiceDetected { at: ms(t0, 2000) }, ms(t0, 2000)),
+        vec![Action::HoldPlayout]
+    );
+    assert!(m
+        .handle(Input::SpeechStarted { at: ms(t0, 2000) }, ms(t0, 2100))
+        .is_empty());
+    assert!(run_until(&mut m, ms(t0, 2100), ms(t0, 2380)).is_empty());
+    assert_eq!(
+        run_until(&mut m, ms(t0, 2400), ms(t0, 2420)),
+        vec![Action::BargeIn]
+    );
+}
+
+#[test]
+fn a_hold_never_outlives_the_reply() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(settings(), t0);
+    m.agent_started_speaking(t0);
+    assert_eq!(
+        m.handle(Input::SpeechStarted { at: ms(t0, 100) }, ms(t0, 100)),
+        vec![Action::HoldPlayout]
+    );
+    // The reply had already finished playing when the hold came.
+    assert_eq!(
+        m.handle(Input::ReplyFinished, ms(t0, 120)),
+        vec![Action::ResumePlayout]
+    );
+    // The caller's speech is now an ordinary turn: no barge-in.
+    assert!(run_until(&mut m, ms(t0, 120), ms(t0, 900)).is_empty());
+}
+
+#[test]
 fn non_interruptible_agents_ignore_barge_in() {
     let t0 = Instant::now();
     let mut m = TurnMachine::new(
@@ -200,7 +307,9 @@ fn non_interruptible_agents_ignore_barge_in() {
         t0,
     );
     m.agent_started_speaking(t0);
-    m.handle(Input::SpeechStarted { at: ms(t0, 100) }, ms(t0, 100));
+    assert!(m
+        .handle(Input::SpeechStarted { at: ms(t0, 100) }, ms(t0, 100))
+        .is_empty());
     let acts = run_until(&mut m, ms(t0, 100), ms(t0, 2000));
     assert!(acts.is_empty(), "{acts:?}");
     assert!(m.agent_speaking());
@@ -397,7 +506,10 @@ fn speech_with_gaps_between_words_still_barges_in_from_its_onset() {
     let mut m = TurnMachine::new(settings(), t0);
     m.agent_started_speaking(t0);
     // "Sorry to interrupt": voice with short silences between the words.
-    m.handle(Input::SpeechStarted { at: ms(t0, 1000) }, ms(t0, 1000));
+    assert_eq!(
+        m.handle(Input::SpeechStarted { at: ms(t0, 1000) }, ms(t0, 1000)),
+        vec![Action::HoldPlayout]
+    );
     assert!(run_until(&mut m, ms(t0, 1000), ms(t0, 1150)).is_empty());
     m.handle(
         Input::PauseStarted {

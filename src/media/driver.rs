@@ -1,0 +1,339 @@
+//! One call's media state between its two drivers: the media clock thread
+//! ([`super::clock`]) runs each 20 ms slot — `send_due` puts the pacer's
+//! packet on the wire, `after_send` hands the caller's frame to the owner,
+//! records, reports RTCP — and the session's tokio task feeds it received
+//! datagrams. Both reach it through one mutex, held for microseconds.
+//! Nothing here allocates per packet except the caller's frame, which the
+//! owner receives by value.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::control::{RtcpSession, Sending};
+use super::playout::{PacketHeader, Pacer, PlayoutEvent};
+use super::receiver::{Received, Receiver};
+use super::record::{Recorder, RecordingInfo};
+use super::session::{lock, Frame, MediaEvent, SessionReport};
+use super::stats::{MediaStats, SendCounters};
+use super::Codec;
+
+/// Largest datagram we send or read.
+pub(crate) const MAX_DATAGRAM: usize = 1500;
+/// Most caller frames delivered in one slot after a stall.
+const MAX_CATCH_UP_FRAMES: u64 = 10;
+const FRAME: Duration = Duration::from_millis(20);
+/// Channel slots reserved for non-audio events.
+pub(crate) const CONTROL_HEADROOM: usize = 32;
+const RTP_HEADER: usize = 12;
+
+/// What a slot's send leaves for the rest of its work.
+#[derive(Debug, Clone, Copy)]
+struct SentSlot {
+    /// Slots the pacer advanced (more than 1 after a skipped stall).
+    slots: u64,
+    /// RTP time of the next slot, for the RTCP sender report.
+    rtp_time: u32,
+}
+
+pub(crate) struct Driver {
+    /// Our RTP socket (a duplicate of the one the session task reads).
+    pub(crate) sock: UdpSocket,
+    pub(crate) receiver: Receiver,
+    pub(crate) recorder: Option<Recorder>,
+    pub(crate) tx: mpsc::Sender<MediaEvent>,
+    pub(crate) events_dropped: u64,
+    pub(crate) sent: SendCounters,
+    pub(crate) rtcp: Option<RtcpSession>,
+    /// Our RTCP socket for sending (the task reads a duplicate).
+    pub(crate) rtcp_sock: Option<UdpSocket>,
+    pub(crate) rtcp_remote: SocketAddr,
+    /// The peer sends RTCP on the RTP port (RFC 5761): answer there too.
+    pub(crate) rtcp_muxed: bool,
+    /// Set when the session closed: the clock drops it at its next look.
+    pub(crate) finished: bool,
+    /// Reused buffers: the pacer's payload, the datagram, the agent's PCM
+    /// of the slot (only kept when recording).
+    payload: Vec<u8>,
+    datagram: Vec<u8>,
+    agent_pcm: Vec<i16>,
+    pending: Option<SentSlot>,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        sock: UdpSocket,
+        receiver: Receiver,
+        recorder: Option<Recorder>,
+        tx: mpsc::Sender<MediaEvent>,
+        rtcp: Option<RtcpSession>,
+        rtcp_sock: Option<UdpSocket>,
+        rtcp_remote: SocketAddr,
+    ) -> Driver {
+        Driver {
+            sock,
+            receiver,
+            recorder,
+            tx,
+            events_dropped: 0,
+            sent: SendCounters::default(),
+            rtcp,
+            rtcp_sock,
+            rtcp_remote,
+            rtcp_muxed: false,
+            finished: false,
+            payload: Vec::with_capacity(MAX_DATAGRAM),
+            datagram: Vec::with_capacity(MAX_DATAGRAM),
+            agent_pcm: Vec::new(),
+            pending: None,
+        }
+    }
+
+    pub(crate) fn emit(&mut self, ev: MediaEvent) {
+        // A slow owner loses audio frames first: the last slots of the
+        // channel are kept for DTMF and playout events, which it must see.
+        if matches!(ev, MediaEvent::Audio(_)) && self.tx.capacity() <= CONTROL_HEADROOM {
+            self.events_dropped += 1;
+            return;
+        }
+        if self.tx.try_send(ev).is_err() {
+            self.events_dropped += 1;
+        }
+    }
+
+    pub(crate) fn emit_playout_events(&mut self, pacer: &Mutex<Pacer>) {
+        // One event at a time: no list to allocate on the (usual) empty tick.
+        loop {
+            let Some(e) = lock(pacer).poll_event() else {
+                return;
+            };
+            self.emit(match e {
+                PlayoutEvent::Started { id, at } => MediaEvent::PlayoutStarted { id, at },
+                PlayoutEvent::Finished { id, at } => MediaEvent::PlayoutFinished { id, at },
+                PlayoutEvent::Flushed { id, played_ms } => {
+                    MediaEvent::PlayoutFlushed { id, played_ms }
+                }
+            });
+        }
+    }
+
+    /// First half of a slot: the pacer's packet, if due, goes out now.
+    pub(crate) fn send_due(&mut self, pacer: &Mutex<Pacer>, now: Instant) {
+        let (header, slots, rtp_time) = {
+            let mut p = lock(pacer);
+            let slot_before = p.slot();
+            let Some(header) = p.poll_into(now, &mut self.payload) else {
+                return;
+            };
+            // Usually 1; more after a stall the pacer skipped over.
+            let slots = p.slot().saturating_sub(slot_before);
+            if self.recorder.is_some() {
+                self.agent_pcm.clear();
+                self.agent_pcm.extend_from_slice(p.last_frame_pcm());
+            }
+            (header, slots, p.next_timestamp())
+        };
+        self.send_rtp(&header, pacer);
+        self.pending = Some(SentSlot { slots, rtp_time });
+    }
+
+    fn send_rtp(&mut self, h: &PacketHeader, pacer: &Mutex<Pacer>) {
+        // RFC 3550 §5.1 fixed header: V=2, no padding/extension/CSRC.
+        self.datagram.clear();
+        self.datagram.push(0x80);
+        self.datagram
+            .push(((h.marker as u8) << 7) | (h.payload_type & 0x7F));
+        self.datagram.extend_from_slice(&h.seq.to_be_bytes());
+        self.datagram.extend_from_slice(&h.timestamp.to_be_bytes());
+        self.datagram.extend_from_slice(&h.ssrc.to_be_bytes());
+        let room = MAX_DATAGRAM - RTP_HEADER;
+        self.datagram
+            .extend_from_slice(&self.payload[..self.payload.len().min(room)]);
+        match self.sock.send_to(&self.datagram, self.receiver.send_to()) {
+            Ok(n) => {
+                let at = Instant::now();
+                if let Some(prev) = self.sent.last_at {
+                    let gap = at.saturating_duration_since(prev).as_micros() as u64;
+                    self.sent.min_interval_us =
+                        Some(self.sent.min_interval_us.map_or(gap, |m| m.min(gap)));
+                    self.sent.max_interval_us = self.sent.max_interval_us.max(gap);
+                }
+                self.sent.last_at = Some(at);
+                lock(pacer).mark_sent(at);
+                self.sent.packets += 1;
+                self.sent.bytes += n as u64;
+            }
+            Err(e) => {
+                self.sent.errors += 1;
+                tracing::debug!(error = %e, "RTP send failed");
+            }
+        }
+    }
+
+    /// Second half of a slot, after every due packet of the clock went out:
+    /// RTCP, the caller's frame(s), recording, digits, playout events.
+    pub(crate) fn after_send(&mut self, pacer: &Mutex<Pacer>, now: Instant) {
+        let Some(slot) = self.pending.take() else {
+            return;
+        };
+        self.send_rtcp_report(now, slot.rtp_time);
+        // One caller frame per elapsed slot, so a stall delays the caller's
+        // audio but loses none of it (bounded: at most MAX_CATCH_UP frames).
+        let frames = slot.slots.clamp(1, MAX_CATCH_UP_FRAMES);
+        for k in (0..frames).rev() {
+            let at = now.checked_sub(FRAME * k as u32).unwrap_or(now);
+            if let Some(frame) = self.receiver.tick(at) {
+                let samples = frame.to_vec();
+                self.emit(MediaEvent::Audio(Frame { samples, at }));
+            }
+            if self.recorder.is_some() {
+                // The agent side of skipped slots is silence: nothing was sent.
+                self.record(k == 0);
+            }
+        }
+        if let Some(d) = self.receiver.poll_stale_digit(now) {
+            self.emit(MediaEvent::Dtmf {
+                digit: d.digit,
+                duration_ms: d.duration_ms,
+            });
+        }
+        self.emit_playout_events(pacer);
+    }
+
+    fn record(&mut self, with_agent: bool) {
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        let caller = self.receiver.last_codec_frame();
+        let agent: &[i16] = if with_agent { &self.agent_pcm } else { &[] };
+        let n = caller.len().max(agent.len()).max(self.agent_pcm.len());
+        let silence = vec![0i16; n];
+        let caller = if caller.is_empty() { &silence[..] } else { caller };
+        let agent = if agent.is_empty() { &silence[..] } else { agent };
+        if let Err(e) = rec.write(caller, agent) {
+            tracing::warn!(error = %e, "recording stopped");
+            self.recorder = None;
+        }
+    }
+
+    pub(crate) fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        match self.receiver.handle_datagram(data, from, now) {
+            Received::Digits(digits) => {
+                for d in digits {
+                    self.emit(MediaEvent::Dtmf {
+                        digit: d.digit,
+                        duration_ms: d.duration_ms,
+                    });
+                }
+            }
+            Received::Rtcp => {
+                self.rtcp_muxed = true;
+                self.on_rtcp(data, from, now);
+            }
+            Received::Nothing => {}
+        }
+    }
+
+    pub(crate) fn on_rtcp(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        let Some(rtcp) = self.rtcp.as_mut() else {
+            return;
+        };
+        match rtcp.handle(data, now) {
+            Ok(input) => {
+                if !self.rtcp_muxed {
+                    // Symmetric RTCP: answer where it really comes from.
+                    self.rtcp_remote = from;
+                }
+                if input.bye {
+                    self.emit(MediaEvent::RtcpBye);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "RTCP dropped"),
+        }
+    }
+
+    fn rtcp_target(&self) -> (Option<&UdpSocket>, SocketAddr) {
+        if self.rtcp_muxed {
+            (Some(&self.sock), self.receiver.send_to())
+        } else {
+            (self.rtcp_sock.as_ref(), self.rtcp_remote)
+        }
+    }
+
+    fn send_rtcp_report(&mut self, now: Instant, rtp_time: u32) {
+        let sending = Sending {
+            packets: self.sent.packets,
+            octets: self.sent.bytes.saturating_sub(self.sent.packets * 12),
+            rtp_time,
+        };
+        let reception = self.receiver.reception();
+        let jitter_ms = self.receiver.jitter_stats().jitter_ms;
+        let Some(bytes) = self
+            .rtcp
+            .as_mut()
+            .and_then(|r| r.poll(now, sending, reception, jitter_ms))
+        else {
+            return;
+        };
+        if let (Some(sock), to) = self.rtcp_target() {
+            let _ = sock.send_to(&bytes, to);
+        }
+    }
+
+    fn send_rtcp_bye(&self) {
+        if let Some(bye) = self.rtcp.as_ref().and_then(|r| r.bye()) {
+            if let (Some(sock), to) = self.rtcp_target() {
+                let _ = sock.send_to(&bye, to);
+            }
+        }
+    }
+
+    /// A re-INVITE's new remote, codec or payload type.
+    pub(crate) fn apply_update(&mut self, remote: SocketAddr, codec: Codec, pt: u8) {
+        if let Err(e) = self.receiver.update(remote, codec, pt, Instant::now()) {
+            tracing::warn!(error = %e, "media update refused");
+        }
+    }
+
+    /// Figures so far.
+    pub(crate) fn stats(&self, pacer: &Mutex<Pacer>) -> MediaStats {
+        let rtcp_stats = self.rtcp.as_ref().map(|r| r.stats()).unwrap_or_default();
+        MediaStats::gather(
+            self.receiver.stats(),
+            self.receiver.jitter_stats(),
+            lock(pacer).stats(),
+            self.sent,
+            self.events_dropped,
+        )
+        .with_rtcp(rtcp_stats)
+    }
+
+    /// Ends the session: last events, RTCP BYE, the recording closed. The
+    /// clock stops serving it from here on.
+    pub(crate) fn finish(&mut self, pacer: &Mutex<Pacer>) -> SessionReport {
+        if self.finished {
+            return SessionReport {
+                stats: self.stats(pacer),
+                recording: None,
+                recording_error: None,
+            };
+        }
+        self.finished = true;
+        self.emit_playout_events(pacer);
+        self.send_rtcp_bye();
+        let (recording, recording_error): (Option<RecordingInfo>, Option<String>) =
+            match self.recorder.take().map(Recorder::finish) {
+                Some(Ok(info)) => (Some(info), None),
+                Some(Err(e)) => (None, Some(e.to_string())),
+                None => (None, None),
+            };
+        SessionReport {
+            stats: self.stats(pacer),
+            recording,
+            recording_error,
+        }
+    }
+}
