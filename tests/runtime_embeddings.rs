@@ -136,7 +136,7 @@ async fn call_questions_are_embedded_and_a_slow_embedder_is_skipped() {
     // Turn 1: the embedder answers at once; the question goes through it.
     let heard = ask_and_hear(&caller, &hours, dir.path(), "hours").await;
     assert!(
-        heard.contains("saturday") && heard.contains("9"),
+        heard.contains("saturday") && heard.contains("close"),
         "Saturday hours expected; heard {heard:?}"
     );
     let during_call: Vec<Vec<String>> = mock.embedding_inputs()[before_call..]

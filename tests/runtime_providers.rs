@@ -346,3 +346,123 @@ async fn the_agent_uses_the_networked_transcriber() {
     assert_eq!(user, "What time do you open on Saturday?");
     node.stop(Duration::from_secs(1)).await;
 }
+
+/// One sentence of about 5 s, so the agent is mid-word 1 s into it.
+const LONG_SENTENCE: &str = "Whales are the largest animals that have ever lived on our planet, \
+and some of them sing long songs that carry across whole oceans.";
+
+/// Issue 7, barge-in with networked providers: the model streams a long
+/// answer (faster than it can be spoken, never finishing); the caller
+/// interrupts about 1 s into it. The agent's audio stops within 200 ms of
+/// the caller's onset (on the caller's RTP), the model's stream is closed
+/// by the barge-in, no more speech is synthesised for that answer, and the
+/// answer is stored as interrupted with only what played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_closes_the_model_stream_and_stops_synthesis() {
+    common::node::init_logs();
+    let mock = MockServer::start(ChatMode::Trickle {
+        text: format!("{LONG_SENTENCE} "),
+        every: Duration::from_millis(40),
+    })
+    .await;
+    let db = TestDb::new().await;
+    let node = node_with_mock(&db, &mock, 39600, &[]).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let question = speech_8k(dir.path(), "q", "Tell me a fun fact about whales.");
+    let interruption = speech_8k(
+        dir.path(),
+        "i",
+        "Sorry to interrupt, what time do you open on Saturday?",
+    );
+
+    let (caller, asked) = ask(&node, &question).await;
+    let answer_at = caller
+        .wait_agent_voice(asked, Duration::from_secs(15))
+        .await
+        .expect("the streamed answer started playing");
+    tokio::time::sleep_until((answer_at + Duration::from_millis(1000)).into()).await;
+    let speak_at = Instant::now();
+    caller.say(&interruption);
+    let onset = poll(Duration::from_secs(2), || async {
+        caller.first_sent_voice_after(speak_at)
+    })
+    .await
+    .expect("the interruption was sent");
+    assert!(
+        caller
+            .first_voice_after(onset - Duration::from_millis(200))
+            .is_some_and(|t| t <= onset),
+        "the agent was not speaking when the caller started"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stop = caller
+        .voice_end_after(
+            onset - Duration::from_millis(200),
+            Duration::from_millis(400),
+        )
+        .expect("the agent's audio stopped");
+    let stop_ms = stop.saturating_duration_since(onset).as_millis();
+    let first = mock.chats().first().cloned().expect("the answer's stream");
+    let closed = first.closed.expect("the interrupted model stream was closed");
+    let close_ms = closed.saturating_duration_since(onset).as_millis();
+    println!(
+        "barge-in: audio stopped {stop_ms} ms, model stream closed {close_ms} ms after the caller's onset"
+    );
+    assert!(
+        stop_ms <= 200,
+        "agent audio stopped {stop_ms} ms after the onset"
+    );
+    // The reply is cancelled once the speech outlasts the barge-in minimum.
+    assert!(
+        close_ms <= 1000,
+        "model stream closed {close_ms} ms after the onset"
+    );
+    // No sentence of the interrupted answer is synthesised after the close
+    // (requests for the next answer only start after the caller's turn).
+    let late: Vec<String> = mock
+        .speech()
+        .into_iter()
+        .filter(|(at, _)| *at > closed + Duration::from_millis(100) && *at < onset + Duration::from_millis(2500))
+        .map(|(_, t)| t)
+        .collect();
+    caller.say_and_wait(&[]).await;
+    assert!(caller.hangup().await, "BYE answered");
+
+    let session: Uuid = poll(Duration::from_secs(10), || async {
+        sqlx::query_scalar("select id from agent_sessions where ended_at is not null")
+            .fetch_optional(&db.pool)
+            .await
+            .expect("sessions")
+    })
+    .await
+    .expect("the session ended");
+    let messages: Vec<(String, String, bool)> = poll(Duration::from_secs(5), || async {
+        let rows: Vec<(String, String, bool)> = sqlx::query_as(
+            "select role, content, interrupted from messages where session_id = $1 order by created_at",
+        )
+        .bind(session)
+        .fetch_all(&db.pool)
+        .await
+        .expect("messages");
+        rows.iter().any(|m| m.2).then_some(rows)
+    })
+    .await
+    .expect("an interrupted message was stored");
+    let answer = messages
+        .iter()
+        .find(|m| m.0 == "assistant" && m.2)
+        .expect("the interrupted answer");
+    // About a second of it played: a few words, a prefix of the stream.
+    assert!(
+        !answer.1.is_empty()
+            && answer.1.len() < LONG_SENTENCE.len() / 2
+            && LONG_SENTENCE.starts_with(answer.1.trim()),
+        "only what played is stored: {:?}",
+        answer.1
+    );
+    assert!(
+        late.len() <= 1,
+        "speech still synthesised for the interrupted answer: {late:?}"
+    );
+    node.stop(Duration::from_secs(1)).await;
+}

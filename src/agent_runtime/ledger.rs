@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::leads::LeadCollector;
 use super::llm::ChatMessage;
 use super::profile::AgentProfile;
 use super::records::{MessageRecord, RecordOp, RecordWriter, UsageRecord};
@@ -67,6 +68,8 @@ pub struct CallLedger {
     tokens_out: u64,
     messages: u64,
     records: Vec<RecordOp>,
+    /// Contact details the caller gave, for the call's `leads` row.
+    leads: LeadCollector,
 }
 
 impl CallLedger {
@@ -94,6 +97,7 @@ impl CallLedger {
             tokens_out: 0,
             messages: 0,
             records: Vec::new(),
+            leads: LeadCollector::default(),
         }
     }
 
@@ -136,6 +140,7 @@ impl CallLedger {
             now_utc(),
         );
         self.history.push(ChatMessage::user(text));
+        self.leads.observe(text);
         self.begin_reply(turn, Some(speech_ended_at));
         if let Some(r) = self.reply.as_mut() {
             r.stt_ms = stt_ms;
@@ -468,6 +473,18 @@ impl CallLedger {
             latency,
             cost,
         });
+        if let Some(lead) = self.leads.lead() {
+            writer.submit(RecordOp::Lead {
+                id: Uuid::new_v4(),
+                workspace_id: self.workspace_id,
+                agent_id: self.profile.agent_id,
+                session_id: self.session_id,
+                name: lead.name.clone(),
+                email: lead.email.clone(),
+                phone: lead.phone.clone(),
+                metadata: json!({ "source": "call transcript", "call_log_id": self.call_log_id }),
+            });
+        }
         if let Some(rec) = recording {
             writer.submit(RecordOp::Recording {
                 id: Uuid::new_v4(),

@@ -3,6 +3,7 @@
 //! usage accounting and the call's records.
 pub mod call;
 pub mod embeddings;
+pub mod leads;
 pub mod ledger;
 pub mod llm;
 pub mod llm_http;

@@ -68,6 +68,8 @@ pub enum RecordOp {
         name: Option<String>,
         email: Option<String>,
         phone: Option<String>,
+        /// Where the lead came from (the call, its transcript).
+        metadata: serde_json::Value,
     },
 }
 
@@ -276,11 +278,11 @@ async fn apply(pool: &PgPool, op: &RecordOp) -> Result<(), sqlx::Error> {
         .execute(pool)
         .await
         .map(drop),
-        RecordOp::Lead { id, workspace_id, agent_id, session_id, name, email, phone } => sqlx::query(
-            "insert into leads (id, workspace_id, agent_id, session_id, name, email, phone, channel)
-             values ($7, $1, $2, $3, $4, $5, $6, 'phone') on conflict (id) do nothing",
+        RecordOp::Lead { id, workspace_id, agent_id, session_id, name, email, phone, metadata } => sqlx::query(
+            "insert into leads (id, workspace_id, agent_id, session_id, name, email, phone, channel, metadata)
+             values ($7, $1, $2, $3, $4, $5, $6, 'phone', $8) on conflict (id) do nothing",
         )
-        .bind(workspace_id).bind(agent_id).bind(session_id).bind(name).bind(email).bind(phone).bind(id)
+        .bind(workspace_id).bind(agent_id).bind(session_id).bind(name).bind(email).bind(phone).bind(id).bind(metadata)
         .execute(pool)
         .await
         .map(drop),

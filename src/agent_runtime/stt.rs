@@ -123,6 +123,20 @@ fn load_context(path: &Path) -> Result<Arc<WhisperContext>, ProviderError> {
     Ok(ctx)
 }
 
+/// The process's CPU budget for whisper, in threads (one permit per core).
+/// Every `WhisperStt` of the process draws from it, so two pools (two
+/// agents' settings, or two nodes in one test process) never run more
+/// whisper threads than there are cores: whisper.cpp's threads spin at
+/// barriers, and an oversubscribed run takes many times longer than two
+/// runs one after the other.
+fn cpu_budget() -> &'static (Arc<Semaphore>, u32) {
+    static BUDGET: OnceLock<(Arc<Semaphore>, u32)> = OnceLock::new();
+    BUDGET.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(1024);
+        (Arc::new(Semaphore::new(cores)), cores as u32)
+    })
+}
+
 /// Settings of [`WhisperStt`].
 #[derive(Debug, Clone)]
 pub struct WhisperOptions {
@@ -211,6 +225,12 @@ impl SpeechToText for WhisperStt {
             .acquire_owned()
             .await
             .map_err(|_| ProviderError::Cancelled)?;
+        let (budget, total) = cpu_budget();
+        let cores = budget
+            .clone()
+            .acquire_many_owned(self.options.threads.min(*total))
+            .await
+            .map_err(|_| ProviderError::Cancelled)?;
         let abort = Arc::new(AtomicBool::new(false));
         let _guard = AbortOnDrop(abort.clone());
         let ctx = self.ctx.clone();
@@ -220,6 +240,7 @@ impl SpeechToText for WhisperStt {
             language.map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase());
         let job = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let _cores = cores;
             run_whisper(&ctx, &states, &options, &audio, language.as_deref(), abort)
         });
         // A decode that loops (tiny models on odd audio can repeat a token

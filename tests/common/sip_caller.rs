@@ -19,6 +19,9 @@ use tokio::sync::mpsc;
 pub const FRAME: usize = 160;
 /// RMS (8 kHz, i16) above which a 20 ms packet counts as voice.
 pub const VOICE_RMS: f64 = 300.0;
+/// −50 dBFS: where the caller's own speech is taken to begin (lower than
+/// `VOICE_RMS`, so a measured reaction time counts from the first sound).
+pub const ONSET_RMS: f64 = 104.0;
 
 /// One RTP packet of agent audio, decoded, stamped on arrival.
 #[derive(Debug, Clone)]
@@ -254,7 +257,7 @@ impl SipCaller {
         let m = self.media.lock().expect("media log");
         m.sent_voice
             .iter()
-            .find(|(at, r)| *at >= after && *r > VOICE_RMS)
+            .find(|(at, r)| *at >= after && *r > ONSET_RMS)
             .map(|(at, _)| *at)
     }
 
