@@ -23,4 +23,7 @@ pub enum MediaError {
     Io(#[from] io::Error),
     #[error("recording: {0}")]
     Recording(String),
+    /// libopus refused a frame or a packet (bad size, corrupt payload).
+    #[error("opus: {0}")]
+    Opus(String),
 }

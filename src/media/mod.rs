@@ -12,6 +12,7 @@ pub mod endpoint;
 pub mod error;
 pub mod g711;
 pub mod jitter;
+pub mod opus;
 pub mod playout;
 pub mod ports;
 pub mod receiver;
