@@ -4,12 +4,20 @@
 //! 20 ms paced playout of an utterance every 3 s. A child process (this
 //! binary with `peer`) plays the callers: it streams speech-like audio to
 //! every session and checks the session's packets for lateness and loss.
+//! It dates each packet with the kernel's receive timestamp
+//! (`SO_TIMESTAMPNS`: on loopback, the moment our send handed it over), so
+//! the lateness is ours and not the generator's own scheduling delay (also
+//! reported, as `peer_late_rate_reader_clock`).
 //!
 //! Prints JSON and writes it to `bench/results/media.json` (or `--out`):
 //! CPU % of one core per call (the sessions' process only), memory per
-//! call, receive loss/late rates, send lateness as the peers saw it.
+//! call, receive loss/late rates, send lateness as the peers saw it, and
+//! how the media clock threads were scheduled.
 //!
-//!   cargo run --release --example media_bench -- [--n 100,500,1000] [--secs 10]
+//!   cargo run --release --example media_bench -- [--n 100,500,1000] [--secs 10] [--clock-normal]
+//!
+//! `--clock-normal` runs the media clock threads at ordinary priority (as
+//! without CAP_SYS_NICE), for comparison.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,7 +27,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use switchboard::media::endpoint::{EndpointConfig, Endpointer};
 use switchboard::media::ports::PortAllocator;
-use switchboard::media::{g711, Codec, MediaEvent, MediaSession, MediaStats, SessionConfig};
+use switchboard::media::{
+    clock_status, configure_clock, g711, ClockOptions, Codec, MediaEvent, MediaSession,
+    MediaStats, SessionConfig,
+};
 
 const WARMUP: Duration = Duration::from_secs(3);
 /// rustpbx's published figure for a relayed call, % of one core.
@@ -33,9 +44,15 @@ fn main() -> anyhow::Result<()> {
     let mut ns = vec![100usize, 500, 1000];
     let mut secs = 10u64;
     let mut out = "bench/results/media.json".to_string();
+    let mut realtime = true;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
+            "--clock-normal" => {
+                realtime = false;
+                i += 1;
+                continue;
+            }
             "--n" => {
                 ns = args[i + 1]
                     .split(',')
@@ -48,6 +65,10 @@ fn main() -> anyhow::Result<()> {
         }
         i += 2;
     }
+    configure_clock(ClockOptions {
+        threads: 0,
+        realtime,
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -65,6 +86,8 @@ fn main() -> anyhow::Result<()> {
         "seconds_per_level": secs,
         "reference": { "name": "rustpbx relayed call", "cpu_percent_per_call": REFERENCE_CPU_PER_CALL },
         "goal": "1000 concurrent calls with < 0.5 % late packets",
+        "late_means": "a packet of ours reaching the peer's socket more than 20 ms after its slot (arrival minus media time, over the stream's best)",
+        "clock": clock_status(),
         "levels": levels,
     });
     let text = serde_json::to_string_pretty(&result)?;
@@ -156,9 +179,14 @@ async fn run_level(n: usize, measure: Duration) -> anyhow::Result<Value> {
     // Even ports from a range so RTCP gets port + 1, as in the server.
     let alloc = PortAllocator::new(40000, 59999);
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let tone: Vec<i16> = (0..16_000)
-        .map(|i| (5000.0 * (2.0 * std::f64::consts::PI * 220.0 * i as f64 / 16_000.0).sin()) as i16)
-        .collect();
+    // One copy for all calls: the bench's own scaffolding is not memory per call.
+    let tone: std::sync::Arc<Vec<i16>> = std::sync::Arc::new(
+        (0..16_000)
+            .map(|i| {
+                (5000.0 * (2.0 * std::f64::consts::PI * 220.0 * i as f64 / 16_000.0).sin()) as i16
+            })
+            .collect(),
+    );
     let mut sessions = Vec::with_capacity(n);
     let mut leases = Vec::with_capacity(n);
     let mut owners = Vec::with_capacity(n);
@@ -181,7 +209,7 @@ async fn run_level(n: usize, measure: Duration) -> anyhow::Result<Value> {
                     turns += ep.push(&f.samples, f.at).len() as u64;
                     if f.at >= next_play {
                         id += 1;
-                        let _ = playout.play(id, tone.clone(), 16_000);
+                        let _ = playout.play(id, tone.to_vec(), 16_000);
                         next_play += Duration::from_secs(3);
                     }
                 }
@@ -205,6 +233,7 @@ async fn run_level(n: usize, measure: Duration) -> anyhow::Result<Value> {
     tokio::time::sleep(measure).await;
     let cpu1 = cpu_seconds();
     let wall = t0.elapsed().as_secs_f64();
+    let clock = clock_status();
     let rss1 = rss_bytes();
     let after: Vec<MediaStats> = sessions.iter().map(|s| s.stats()).collect();
 
@@ -255,9 +284,12 @@ async fn run_level(n: usize, measure: Duration) -> anyhow::Result<Value> {
             "min_send_interval_ms": a.min_send_interval_us as f64 / 1000.0,
             "peer_received": peer_received,
             "peer_late_rate": peer["late"].as_f64().unwrap_or(0.0) / peer_received.max(1.0),
+            "peer_late_rate_reader_clock": peer["late_reader_clock"].as_f64().unwrap_or(0.0) / peer_received.max(1.0),
             "peer_lost_rate": peer["lost"].as_f64().unwrap_or(0.0) / (peer["lost"].as_f64().unwrap_or(0.0) + peer_received).max(1.0),
             "peer_max_gap_ms": peer["max_gap_ms"],
         },
+        "clock_scheduling": clock.scheduling,
+        "clock_max_lateness_ms_since_start": clock.max_lateness_us as f64 / 1000.0,
         "turns_detected": turns,
         "events_dropped": a.events_dropped,
         "generator_cpu_percent_of_one_core": peer["cpu_percent"],
@@ -274,6 +306,7 @@ mod peer {
     struct Counters {
         received: AtomicU64,
         late: AtomicU64,
+        late_reader_clock: AtomicU64,
         lost: AtomicU64,
         max_gap_us: AtomicU64,
     }
@@ -287,6 +320,61 @@ mod peer {
             .enable_all()
             .build()?;
         rt.block_on(run(n, total))
+    }
+
+    /// Asks the kernel to date every datagram as it is queued on `sock`.
+    fn enable_timestamps(sock: &std::net::UdpSocket) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on an open socket with a valid int option.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// One datagram and its kernel receive time (CLOCK_REALTIME), without
+    /// blocking: `WouldBlock` when the socket is empty.
+    fn recv_dated(fd: i32, buf: &mut [u8]) -> std::io::Result<(usize, Option<Duration>)> {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 16];
+        // SAFETY: msghdr is plain data; every pointer set below outlives the
+        // call; the cmsg walk stays inside `control` as the macros check.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut at = None;
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    at = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+            Ok((n as usize, at))
+        }
     }
 
     /// One second of "speech" (a buzzy 140 Hz vowel-like tone) and one of
@@ -315,6 +403,49 @@ mod peer {
         frames
     }
 
+    /// Sends every caller's stream: caller i's packet k is due at
+    /// `start + i·20 ms/n + k·20 ms`. Real-time priority when allowed (a
+    /// phone's clock is not slowed by our load); due packets within 1 ms
+    /// share a wake-up.
+    fn send_all(
+        socks: Vec<(std::net::UdpSocket, SocketAddr)>,
+        frames: &[Vec<u8>],
+        start: Instant,
+        end: Instant,
+    ) {
+        let param = libc::sched_param { sched_priority: 10 };
+        // SAFETY: a libc call on this thread with a valid sched_param.
+        let _ = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+        let n = socks.len().max(1) as u64;
+        let offset = |i: usize| Duration::from_micros(i as u64 * 20_000 / n);
+        let mut pkt = Vec::with_capacity(172);
+        let mut k: u32 = 0;
+        let mut i = 0usize;
+        loop {
+            let due = start + offset(i) + Duration::from_millis(20 * k as u64);
+            if due >= end {
+                return;
+            }
+            let now = Instant::now();
+            if due > now + Duration::from_millis(1) {
+                std::thread::sleep(due - now);
+            }
+            let (sock, to) = &socks[i];
+            pkt.clear();
+            pkt.extend_from_slice(&[0x80, 0]);
+            pkt.extend_from_slice(&(k as u16).to_be_bytes());
+            pkt.extend_from_slice(&(k * 160).to_be_bytes());
+            pkt.extend_from_slice(&(i as u32 + 1).to_be_bytes());
+            pkt.extend_from_slice(&frames[k as usize % frames.len()]);
+            let _ = sock.send_to(&pkt, to);
+            i += 1;
+            if i == socks.len() {
+                i = 0;
+                k += 1;
+            }
+        }
+    }
+
     async fn run(n: usize, total: Duration) -> anyhow::Result<()> {
         let cpu0 = cpu_seconds();
         let mut socks = Vec::with_capacity(n);
@@ -322,6 +453,7 @@ mod peer {
         for _ in 0..n {
             let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
             s.set_nonblocking(true)?;
+            enable_timestamps(&s)?;
             ports.push(s.local_addr()?.port());
             socks.push(s);
         }
@@ -335,60 +467,67 @@ mod peer {
         let start = tokio::time::Instant::now();
         let end = start + total;
         let measure_from = Instant::now() + WARMUP;
-        let mut tasks = Vec::new();
-        for (i, s) in socks.into_iter().enumerate() {
-            let sock = Arc::new(tokio::net::UdpSocket::from_std(s)?);
+        // The callers' packets come from one thread, as from phones on other
+        // machines: it is not starved by this process's readers (a late
+        // generator would show up as jitter and loss on our receive side).
+        let mut send_socks = Vec::with_capacity(n);
+        for (i, s) in socks.iter().enumerate() {
             let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), targets[i]);
+            send_socks.push((s.try_clone()?, to));
+        }
+        let sender = {
             let frames = frames.clone();
-            // Spread the callers over the 20 ms period like real calls.
-            let offset = Duration::from_micros((i as u64 * 20_000 / n as u64) % 20_000);
-            let tx = sock.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut k: u32 = 0;
-                loop {
-                    let at = start + offset + Duration::from_millis(20 * k as u64);
-                    if at >= end {
-                        break;
-                    }
-                    tokio::time::sleep_until(at).await;
-                    let mut pkt = Vec::with_capacity(172);
-                    pkt.extend_from_slice(&[0x80, 0]);
-                    pkt.extend_from_slice(&(k as u16).to_be_bytes());
-                    pkt.extend_from_slice(&(k * 160).to_be_bytes());
-                    pkt.extend_from_slice(&(i as u32 + 1).to_be_bytes());
-                    pkt.extend_from_slice(&frames[k as usize % frames.len()]);
-                    let _ = tx.send_to(&pkt, to).await;
-                    k += 1;
-                }
-            }));
+            let end = end.into_std();
+            let start = start.into_std();
+            std::thread::spawn(move || send_all(send_socks, &frames, start, end))
+        };
+        let mut tasks = Vec::new();
+        for s in socks.into_iter() {
+            let sock = Arc::new(tokio::net::UdpSocket::from_std(s)?);
             let counters = counters.clone();
             tasks.push(tokio::spawn(async move {
+                use std::os::fd::AsRawFd;
                 let mut buf = [0u8; 1500];
-                // Arrival minus media time, lowest so far = the path's base delay.
-                let mut base: Option<f64> = None;
-                let mut first: Option<(Instant, u32)> = None;
+                let fd = sock.as_raw_fd();
+                // Arrival minus media time, lowest so far = the path's base
+                // delay; by the kernel's clock and by this reader's clock.
+                let mut base = [f64::MAX; 2];
+                let mut first: Option<(Duration, Instant, u32)> = None;
                 let mut last_seq: Option<u16> = None;
-                let mut last_arrival: Option<Instant> = None;
-                while let Ok(Ok((len, _))) =
-                    tokio::time::timeout_at(end, sock.recv_from(&mut buf)).await
-                {
+                let mut last_arrival: Option<Duration> = None;
+                loop {
+                    let read = sock.async_io(tokio::io::Interest::READABLE, || recv_dated(fd, &mut buf));
+                    let Ok(Ok((len, kernel_at))) = tokio::time::timeout_at(end, read).await else {
+                        break;
+                    };
                     let now = Instant::now();
                     if len < 12 || buf[1] >= 200 {
                         continue; // RTCP
                     }
                     let seq = u16::from_be_bytes([buf[2], buf[3]]);
                     let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-                    let (t0, ts0) = *first.get_or_insert((now, ts));
-                    let offset_ms = now.duration_since(t0).as_secs_f64() * 1000.0
-                        - ts.wrapping_sub(ts0) as f64 / 8.0;
-                    let b = *base.get_or_insert(offset_ms);
-                    if offset_ms < b {
-                        base = Some(offset_ms);
+                    // Unstamped (the kernel turns stamping on lazily): read time.
+                    let wall = kernel_at.unwrap_or_else(|| {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                    });
+                    let (w0, t0, ts0) = *first.get_or_insert((wall, now, ts));
+                    let media_ms = ts.wrapping_sub(ts0) as f64 / 8.0;
+                    let offsets = [
+                        wall.saturating_sub(w0).as_secs_f64() * 1000.0 - media_ms,
+                        now.duration_since(t0).as_secs_f64() * 1000.0 - media_ms,
+                    ];
+                    for (b, o) in base.iter_mut().zip(offsets) {
+                        *b = b.min(o);
                     }
                     if now >= measure_from {
                         counters.received.fetch_add(1, Ordering::Relaxed);
-                        if offset_ms - base.unwrap_or(offset_ms) > 20.0 {
+                        if offsets[0] - base[0] > 20.0 {
                             counters.late.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if offsets[1] - base[1] > 20.0 {
+                            counters.late_reader_clock.fetch_add(1, Ordering::Relaxed);
                         }
                         if let Some(prev) = last_seq {
                             let gap = seq.wrapping_sub(prev);
@@ -398,25 +537,27 @@ mod peer {
                         }
                         if let Some(la) = last_arrival {
                             counters.max_gap_us.fetch_max(
-                                now.duration_since(la).as_micros() as u64,
+                                wall.saturating_sub(la).as_micros() as u64,
                                 Ordering::Relaxed,
                             );
                         }
                     }
                     last_seq = Some(seq);
-                    last_arrival = Some(now);
+                    last_arrival = Some(wall);
                 }
             }));
         }
         for t in tasks {
             let _ = t.await;
         }
+        let _ = sender.join();
         let cpu = (cpu_seconds() - cpu0) / total.as_secs_f64() * 100.0;
         println!(
             "{}",
             json!({
                 "received": counters.received.load(Ordering::Relaxed),
                 "late": counters.late.load(Ordering::Relaxed),
+                "late_reader_clock": counters.late_reader_clock.load(Ordering::Relaxed),
                 "lost": counters.lost.load(Ordering::Relaxed),
                 "max_gap_ms": counters.max_gap_us.load(Ordering::Relaxed) as f64 / 1000.0,
                 "cpu_percent": cpu,

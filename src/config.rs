@@ -410,6 +410,30 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_settings_are_checked_and_the_key_redacted() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.embeddings.provider, "local");
+        for bad in [
+            vec![("SWITCHBOARD_EMBEDDINGS__PROVIDER", "bogus")],
+            vec![("SWITCHBOARD_EMBEDDINGS__PROVIDER", "openai")], // no base_url
+            vec![("SWITCHBOARD_EMBEDDINGS__QUERY_BUDGET_MS", "0")],
+        ] {
+            let err = Config::load_from(None, &env(&bad)).unwrap_err();
+            assert!(err.to_string().contains("embeddings."), "{err}");
+        }
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("SWITCHBOARD_EMBEDDINGS__PROVIDER", "openai"),
+                ("SWITCHBOARD_EMBEDDINGS__BASE_URL", "http://127.0.0.1:9/v1"),
+                ("SWITCHBOARD_EMBEDDINGS__API_KEY", "sk-embed-secret"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.redacted().contains("sk-embed-secret"));
+    }
+
+    #[test]
     fn demo_key_refused_outside_demo_mode() {
         let err =
             Config::load_from(None, &env(&[("SWITCHBOARD_API__DEMO_MODE", "false")])).unwrap_err();

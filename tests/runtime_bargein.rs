@@ -12,11 +12,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::node::{poll, speech_8k, start_node};
+use common::node::{ended_session, poll, session_messages, speech_8k, start_node};
 use common::sip_caller::SipCaller;
 use switchboard::db::testing::TestDb;
 use switchboard::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
-use uuid::Uuid;
 
 /// One long sentence (about 9 s with espeak-ng), so the agent is surely
 /// still speaking 1 s in and its own pauses are short comma pauses.
@@ -38,23 +37,10 @@ async fn node_with_long_greeting(db: &TestDb, rtp_base: u16) -> switchboard::ser
 
 /// Messages of the (only) session once it has ended: (role, content, interrupted).
 async fn final_messages(db: &TestDb) -> Vec<(String, String, bool)> {
-    let session: Uuid = poll(Duration::from_secs(10), || async {
-        sqlx::query_scalar("select id from agent_sessions where ended_at is not null")
-            .fetch_optional(&db.pool)
-            .await
-            .expect("sessions")
-    })
-    .await
-    .expect("the session ended within 10 s");
+    let session = ended_session(&db.pool).await;
     // The last records are queued with the session end; give the writer a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sqlx::query_as(
-        "select role, content, interrupted from messages where session_id = $1 order by created_at",
-    )
-    .bind(session)
-    .fetch_all(&db.pool)
-    .await
-    .expect("messages")
+    session_messages(&db.pool, session).await
 }
 
 fn words(s: &str) -> Vec<String> {

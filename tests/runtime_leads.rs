@@ -38,15 +38,7 @@ fn speech(dir: &Path, name: &str, text: &str) -> Vec<i16> {
 
 /// Says each line after the agent's previous speech has ended, then hangs up.
 async fn call(node: &switchboard::serve::Services, lines: &[Vec<i16>]) {
-    let caller = SipCaller::dial(node.sip.local_addr(), "+15555550100").await;
-    caller
-        .wait_agent_speech(
-            caller.answered_at,
-            Duration::from_millis(900),
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("the greeting played");
+    let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     for (i, line) in lines.iter().enumerate() {
         let said = caller.say_and_wait(line).await;
         caller
@@ -100,7 +92,9 @@ async fn a_caller_who_gives_contact_details_becomes_one_lead() {
     call(
         &node,
         &[
-            speech(dir.path(), "name", "My name is Mary Smith."),
+            // "My name is Mary Smith." alone makes whisper tiny repeat it
+            // until its token limit in a call; the greeting word does not.
+            speech(dir.path(), "name", "Hello, my name is Mary Smith."),
             speech(dir.path(), "email", "My email is mary at mail dot com."),
             speech(
                 dir.path(),

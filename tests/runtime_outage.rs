@@ -45,15 +45,7 @@ async fn a_database_outage_mid_call_drops_neither_the_call_nor_a_record() {
     let dir = tempfile::tempdir().expect("tmp");
     let question = speech_8k(dir.path(), "q", "What time do you open on Saturday?");
 
-    let caller = SipCaller::dial(node.sip.local_addr(), "+15555550100").await;
-    caller
-        .wait_agent_speech(
-            caller.answered_at,
-            Duration::from_millis(900),
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("the greeting played");
+    let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
 
     cluster.stop();
     let asked = caller.say_and_wait(&question).await;
@@ -162,15 +154,7 @@ async fn a_hangup_during_the_outage_is_recorded_when_the_database_returns() {
         .await
         .expect("node starts");
 
-    let caller = SipCaller::dial(node.sip.local_addr(), "+15555550100").await;
-    caller
-        .wait_agent_speech(
-            caller.answered_at,
-            Duration::from_millis(900),
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("the greeting played");
+    let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     cluster.stop();
     assert!(
         caller.hangup().await,

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mock_openai::{use_mock_for_demo_agent, ChatMode, MockServer};
-use common::node::{node_config, poll, speech_8k, transcribe_wav};
+use common::node::{ended_session, node_config, poll, session_messages, speech_8k, transcribe_wav};
 use common::sip_caller::SipCaller;
 use switchboard::db::testing::TestDb;
-use uuid::Uuid;
 
 const FALLBACK_POLICY_SQL: &str = "update personas set escalation_policy = 'apologize'";
 
@@ -38,15 +37,7 @@ async fn node_with_mock(
 /// Dials, lets the greeting play out, asks `question`; returns the caller
 /// and when the question finished leaving.
 async fn ask(node: &switchboard::serve::Services, question: &[i16]) -> (SipCaller, Instant) {
-    let caller = SipCaller::dial(node.sip.local_addr(), "+15555550100").await;
-    caller
-        .wait_agent_speech(
-            caller.answered_at,
-            Duration::from_millis(900),
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("the greeting played within 20 s");
+    let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     let asked = caller.say_and_wait(question).await;
     (caller, asked)
 }
@@ -72,14 +63,7 @@ async fn hear_reply(
 }
 
 async fn session_usage(db: &TestDb) -> Vec<(String, f64, f64)> {
-    let session: Uuid = poll(Duration::from_secs(10), || async {
-        sqlx::query_scalar("select id from agent_sessions where ended_at is not null")
-            .fetch_optional(&db.pool)
-            .await
-            .expect("sessions")
-    })
-    .await
-    .expect("the session ended");
+    let session = ended_session(&db.pool).await;
     poll(Duration::from_secs(5), || async {
         let rows: Vec<(String, f64, f64)> = sqlx::query_as(
             "select kind, quantity::float8, cost::float8 from usage_logs where session_id = $1",
@@ -428,22 +412,9 @@ async fn barge_in_closes_the_model_stream_and_stops_synthesis() {
     caller.say_and_wait(&[]).await;
     assert!(caller.hangup().await, "BYE answered");
 
-    let session: Uuid = poll(Duration::from_secs(10), || async {
-        sqlx::query_scalar("select id from agent_sessions where ended_at is not null")
-            .fetch_optional(&db.pool)
-            .await
-            .expect("sessions")
-    })
-    .await
-    .expect("the session ended");
-    let messages: Vec<(String, String, bool)> = poll(Duration::from_secs(5), || async {
-        let rows: Vec<(String, String, bool)> = sqlx::query_as(
-            "select role, content, interrupted from messages where session_id = $1 order by created_at",
-        )
-        .bind(session)
-        .fetch_all(&db.pool)
-        .await
-        .expect("messages");
+    let session = ended_session(&db.pool).await;
+    let messages = poll(Duration::from_secs(5), || async {
+        let rows = session_messages(&db.pool, session).await;
         rows.iter().any(|m| m.2).then_some(rows)
     })
     .await

@@ -33,15 +33,7 @@ async fn asking_for_a_person_transfers_the_call_by_refer() {
     let dir = tempfile::tempdir().expect("tmp");
     let question = speech_8k(dir.path(), "q", "I would like to talk to a human.");
 
-    let caller = SipCaller::dial(node.sip.local_addr(), "+15555550100").await;
-    caller
-        .wait_agent_speech(
-            caller.answered_at,
-            Duration::from_millis(900),
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("the greeting played");
+    let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     let asked = caller.say_and_wait(&question).await;
     let refer = caller
         .wait_request("REFER", Duration::from_secs(15))

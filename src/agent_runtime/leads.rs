@@ -169,7 +169,7 @@ fn email(text: &str) -> Option<String> {
             let (local, domain) = t.split_once('@')?;
             valid_email(local, domain)
         })
-        .last();
+        .next_back();
     if written.is_some() {
         return written;
     }

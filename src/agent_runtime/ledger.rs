@@ -490,11 +490,22 @@ impl CallLedger {
                 id: Uuid::new_v4(),
                 workspace_id: self.workspace_id,
                 call_log_id: self.call_log_id,
-                storage_path: rec.path.display().to_string(),
+                storage_path: stored_recording_path(&rec.path),
                 duration_ms: rec.duration_ms as i64,
                 size_bytes: rec.bytes as i64,
             });
         }
+    }
+}
+
+/// `call_recordings.storage_path`: the file's name, relative to the
+/// recording folder (`recording.dir`), where the call writes it and where
+/// the API looks for relative paths — so the folder can move, and a relative
+/// folder is not prefixed twice.
+fn stored_recording_path(path: &std::path::Path) -> String {
+    match path.file_name() {
+        Some(name) => name.to_string_lossy().into_owned(),
+        None => path.display().to_string(),
     }
 }
 

@@ -328,7 +328,69 @@ fn run_whisper(
             pool.push(state);
         }
     }
-    Ok(text.trim().to_string())
+    Ok(collapse_repeats(text.trim()))
+}
+
+/// Tiny models sometimes loop, writing the same sentence (or the same few
+/// words) again and again until the token bound. A caller who really said
+/// a sentence twice in a row loses nothing the agent needs, so consecutive
+/// repeats are kept once: whole sentences, and runs of 3 or more words.
+pub fn collapse_repeats(text: &str) -> String {
+    fn norm(s: &str) -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect::<String>()
+            .to_lowercase()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    // Sentences, each with its end punctuation.
+    let mut sentences: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if matches!(c, '.' | '?' | '!') {
+            let end = i + c.len_utf8();
+            let next_is_space = text[end..].chars().next().is_none_or(char::is_whitespace);
+            if next_is_space {
+                sentences.push(text[start..end].trim());
+                start = end;
+            }
+        }
+    }
+    if start < text.len() && !text[start..].trim().is_empty() {
+        sentences.push(text[start..].trim());
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    for s in sentences {
+        if kept.last().is_none_or(|k| norm(k) != norm(s) || norm(s).is_empty()) {
+            kept.push(s);
+        }
+    }
+    // Word runs: "my name is my name is my name is" → "my name is".
+    let joined = kept.join(" ");
+    let words: Vec<&str> = joined.split_whitespace().collect();
+    let key = |w: &str| norm(w);
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        let mut skipped = false;
+        for n in (3..=8).rev() {
+            if out.len() >= n && i + n <= words.len() {
+                let tail = &out[out.len() - n..];
+                if tail.iter().zip(&words[i..i + n]).all(|(a, b)| key(a) == key(b)) {
+                    i += n;
+                    skipped = true;
+                    break;
+                }
+            }
+        }
+        if !skipped {
+            out.push(words[i]);
+            i += 1;
+        }
+    }
+    out.join(" ")
 }
 
 /// whisper.cpp polls this during inference; true stops the run.
@@ -351,6 +413,29 @@ mod tests {
         assert_eq!(audio_ctx_for(16_000 * 27 / 10), 270);
         assert_eq!(audio_ctx_for(100), 64);
         assert_eq!(audio_ctx_for(60 * 16_000), 1500);
+    }
+
+    #[test]
+    fn repeated_sentences_and_word_runs_are_kept_once() {
+        assert_eq!(
+            collapse_repeats(
+                "My name is Mary Smith. My name is Mary Smith. my name is Mary Smith! My name is"
+            ),
+            "My name is Mary Smith. My name is"
+        );
+        assert_eq!(
+            collapse_repeats("I want to I want to I want to book a table"),
+            "I want to book a table"
+        );
+        // Ordinary text is untouched, short repeats included.
+        for t in [
+            "What time do you open on Saturday?",
+            "No, no, I said nine. Nine in the morning.",
+            "It costs 3.50 dollars. Thank you.",
+            "",
+        ] {
+            assert_eq!(collapse_repeats(t), t);
+        }
     }
 
     #[test]

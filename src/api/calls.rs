@@ -55,13 +55,15 @@ async fn hangup(
 }
 
 /// A stored path made safe: relative paths live under the recording folder,
-/// and no path may climb out with `..`.
+/// and no path may climb out with `..`. Rows written before the runtime
+/// stored names relative to the folder carry the (relative) folder itself
+/// as a prefix; those are used as they are.
 fn resolve(dir: &Path, stored: &str) -> Option<PathBuf> {
     let p = Path::new(stored);
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
         return None;
     }
-    Some(if p.is_absolute() {
+    Some(if p.is_absolute() || (dir.is_relative() && p.starts_with(dir)) {
         p.to_path_buf()
     } else {
         dir.join(p)
@@ -133,5 +135,14 @@ mod tests {
         assert_eq!(resolve(dir, "/abs/c.wav").unwrap(), Path::new("/abs/c.wav"));
         assert!(resolve(dir, "../etc/passwd").is_none());
         assert!(resolve(dir, "a/../../x").is_none());
+        let relative = Path::new("data/recordings");
+        assert_eq!(
+            resolve(relative, "x.wav").unwrap(),
+            Path::new("data/recordings/x.wav")
+        );
+        assert_eq!(
+            resolve(relative, "data/recordings/x.wav").unwrap(),
+            Path::new("data/recordings/x.wav")
+        );
     }
 }

@@ -1,10 +1,11 @@
-//! One call's media state between its two drivers: the media clock thread
-//! ([`super::clock`]) runs each 20 ms slot — `send_due` puts the pacer's
-//! packet on the wire, `after_send` hands the caller's frame to the owner,
-//! records, reports RTCP — and the session's tokio task feeds it received
-//! datagrams. Both reach it through one mutex, held for microseconds.
-//! Nothing here allocates per packet except the caller's frame, which the
-//! owner receives by value.
+//! One call's media state, driven by the media clock ([`super::clock`]) once
+//! per 20 ms slot: `send_due` puts the pacer's packet on the wire, then
+//! `after_send` drains the sockets (datagrams keep the kernel's arrival
+//! time, [`super::udp`]), hands the caller's frame to the owner, records
+//! and reports RTCP. The owner's handles reach it through one mutex, held
+//! for microseconds. Nothing here allocates per packet except the
+//! caller's frame, which the owner receives by value, and the jitter
+//! buffer's copy of each received payload.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Mutex;
@@ -18,10 +19,15 @@ use super::receiver::{Received, Receiver};
 use super::record::{Recorder, RecordingInfo};
 use super::session::{lock, Frame, MediaEvent, SessionReport};
 use super::stats::{MediaStats, SendCounters};
+use super::udp::{recv_dated, Stamps};
 use super::Codec;
 
-/// Largest datagram we send or read.
+/// Largest datagram we send or read (longer ones are truncated, then
+/// counted as malformed).
 pub(crate) const MAX_DATAGRAM: usize = 1500;
+/// Most datagrams read from one socket per slot: a flood costs bounded
+/// work; the rest waits in (and overflows) the kernel's buffer.
+const MAX_READS_PER_SLOT: usize = 32;
 /// Most caller frames delivered in one slot after a stall.
 const MAX_CATCH_UP_FRAMES: u64 = 10;
 const FRAME: Duration = Duration::from_millis(20);
@@ -39,15 +45,18 @@ struct SentSlot {
 }
 
 pub(crate) struct Driver {
-    /// Our RTP socket (a duplicate of the one the session task reads).
-    pub(crate) sock: UdpSocket,
+    /// Our RTP socket (non-blocking, kernel-stamped); closed by `finish`,
+    /// so the port is free when `close` returns.
+    pub(crate) sock: Option<UdpSocket>,
     pub(crate) receiver: Receiver,
     pub(crate) recorder: Option<Recorder>,
-    pub(crate) tx: mpsc::Sender<MediaEvent>,
+    /// The owner's events; dropped when the session finishes, which ends
+    /// the owner's `recv()` loop even while it still holds a `Playout`.
+    pub(crate) tx: Option<mpsc::Sender<MediaEvent>>,
     pub(crate) events_dropped: u64,
     pub(crate) sent: SendCounters,
     pub(crate) rtcp: Option<RtcpSession>,
-    /// Our RTCP socket for sending (the task reads a duplicate).
+    /// Our RTCP socket on RTP port + 1 (non-blocking, kernel-stamped).
     pub(crate) rtcp_sock: Option<UdpSocket>,
     pub(crate) rtcp_remote: SocketAddr,
     /// The peer sends RTCP on the RTP port (RFC 5761): answer there too.
@@ -58,8 +67,11 @@ pub(crate) struct Driver {
     /// of the slot (only kept when recording).
     payload: Vec<u8>,
     datagram: Vec<u8>,
+    received: Vec<u8>,
     agent_pcm: Vec<i16>,
     pending: Option<SentSlot>,
+    /// What `finish` reported, for a second `finish` (drop after close).
+    report: Option<SessionReport>,
 }
 
 impl Driver {
@@ -74,10 +86,10 @@ impl Driver {
         rtcp_remote: SocketAddr,
     ) -> Driver {
         Driver {
-            sock,
+            sock: Some(sock),
             receiver,
             recorder,
-            tx,
+            tx: Some(tx),
             events_dropped: 0,
             sent: SendCounters::default(),
             rtcp,
@@ -87,19 +99,24 @@ impl Driver {
             finished: false,
             payload: Vec::with_capacity(MAX_DATAGRAM),
             datagram: Vec::with_capacity(MAX_DATAGRAM),
+            received: vec![0; MAX_DATAGRAM],
             agent_pcm: Vec::new(),
             pending: None,
+            report: None,
         }
     }
 
     pub(crate) fn emit(&mut self, ev: MediaEvent) {
+        let Some(tx) = self.tx.as_ref() else {
+            return;
+        };
         // A slow owner loses audio frames first: the last slots of the
         // channel are kept for DTMF and playout events, which it must see.
-        if matches!(ev, MediaEvent::Audio(_)) && self.tx.capacity() <= CONTROL_HEADROOM {
+        if matches!(ev, MediaEvent::Audio(_)) && tx.capacity() <= CONTROL_HEADROOM {
             self.events_dropped += 1;
             return;
         }
-        if self.tx.try_send(ev).is_err() {
+        if tx.try_send(ev).is_err() {
             self.events_dropped += 1;
         }
     }
@@ -152,7 +169,10 @@ impl Driver {
         let room = MAX_DATAGRAM - RTP_HEADER;
         self.datagram
             .extend_from_slice(&self.payload[..self.payload.len().min(room)]);
-        match self.sock.send_to(&self.datagram, self.receiver.send_to()) {
+        let Some(sock) = self.sock.as_ref() else {
+            return;
+        };
+        match sock.send_to(&self.datagram, self.receiver.send_to()) {
             Ok(n) => {
                 let at = Instant::now();
                 if let Some(prev) = self.sent.last_at {
@@ -173,9 +193,42 @@ impl Driver {
         }
     }
 
+    /// Reads what arrived since the last slot, RTP then RTCP, each datagram
+    /// dated by the kernel.
+    pub(crate) fn drain(&mut self) {
+        let stamps = Stamps::now();
+        let mut buf = std::mem::take(&mut self.received);
+        for _ in 0..MAX_READS_PER_SLOT {
+            let Some(sock) = self.sock.as_ref() else {
+                break;
+            };
+            match recv_dated(sock, &mut buf) {
+                Ok((n, from, stamp)) => self.on_datagram(&buf[..n], from, stamps.arrival(stamp)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP errors (port unreachable after our sends) surface here
+                // once each; the call goes on.
+                Err(e) => tracing::debug!(error = %e, "RTP receive error"),
+            }
+        }
+        // Taken out for the loop: `on_rtcp` needs all of `self`.
+        if let Some(rtcp_sock) = self.rtcp_sock.take() {
+            for _ in 0..MAX_READS_PER_SLOT {
+                match recv_dated(&rtcp_sock, &mut buf) {
+                    Ok((n, from, stamp)) => self.on_rtcp(&buf[..n], from, stamps.arrival(stamp)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => tracing::debug!(error = %e, "RTCP receive error"),
+                }
+            }
+            self.rtcp_sock = Some(rtcp_sock);
+        }
+        self.received = buf;
+    }
+
     /// Second half of a slot, after every due packet of the clock went out:
-    /// RTCP, the caller's frame(s), recording, digits, playout events.
+    /// what arrived, RTCP, the caller's frame(s), recording, digits,
+    /// playout events.
     pub(crate) fn after_send(&mut self, pacer: &Mutex<Pacer>, now: Instant) {
+        self.drain();
         let Some(slot) = self.pending.take() else {
             return;
         };
@@ -257,7 +310,7 @@ impl Driver {
 
     fn rtcp_target(&self) -> (Option<&UdpSocket>, SocketAddr) {
         if self.rtcp_muxed {
-            (Some(&self.sock), self.receiver.send_to())
+            (self.sock.as_ref(), self.receiver.send_to())
         } else {
             (self.rtcp_sock.as_ref(), self.rtcp_remote)
         }
@@ -314,26 +367,27 @@ impl Driver {
     /// Ends the session: last events, RTCP BYE, the recording closed. The
     /// clock stops serving it from here on.
     pub(crate) fn finish(&mut self, pacer: &Mutex<Pacer>) -> SessionReport {
-        if self.finished {
-            return SessionReport {
-                stats: self.stats(pacer),
-                recording: None,
-                recording_error: None,
-            };
+        if let Some(report) = &self.report {
+            return report.clone();
         }
         self.finished = true;
         self.emit_playout_events(pacer);
+        self.tx = None;
         self.send_rtcp_bye();
+        self.sock = None;
+        self.rtcp_sock = None;
         let (recording, recording_error): (Option<RecordingInfo>, Option<String>) =
             match self.recorder.take().map(Recorder::finish) {
                 Some(Ok(info)) => (Some(info), None),
                 Some(Err(e)) => (None, Some(e.to_string())),
                 None => (None, None),
             };
-        SessionReport {
+        let report = SessionReport {
             stats: self.stats(pacer),
             recording,
             recording_error,
-        }
+        };
+        self.report = Some(report.clone());
+        report
     }
 }

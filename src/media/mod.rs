@@ -20,8 +20,10 @@ pub mod record;
 pub mod resample;
 pub mod session;
 pub mod stats;
+mod udp;
 pub mod vad;
 
+pub use clock::{clock_status, configure_clock, ClockOptions, ClockScheduling, ClockStatus};
 pub use error::MediaError;
 pub use session::{Frame, MediaEvent, MediaSession, Playout, SessionConfig, SessionReport};
 pub use stats::MediaStats;

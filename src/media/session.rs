@@ -1,23 +1,23 @@
-//! One call's RTP session. Two drivers share its state ([`Driver`]): the
-//! process-wide media clock ([`super::clock`]) serves its 20 ms slots —
-//! the [`Pacer`]'s packet out, one 16 kHz caller frame to the owner,
-//! recording, RTCP — and a tokio task per session reads its sockets and
-//! feeds the sans-IO [`super::receiver::Receiver`]. The owner talks to it
-//! through [`MediaEvent`]s (bounded channel), a cloneable [`Playout`]
-//! handle, `stats()` and `close()`. Dropping the session stops both.
+//! One call's RTP session. Its 20 ms slots run on the process-wide media
+//! clock ([`super::clock`]): the [`Pacer`]'s packet goes out, the socket
+//! is drained into the sans-IO [`super::receiver::Receiver`] (arrival times
+//! from the kernel), one 16 kHz caller frame goes to the owner, and both
+//! directions are recorded when asked ([`Driver`]). The owner talks to it
+//! through [`MediaEvent`]s (bounded channel, closed when the session ends),
+//! a cloneable [`Playout`] handle, `stats()` and `close()`. No task and no
+//! timer per call: 1000 calls cost the clock's few threads.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
 use super::clock::{MediaClock, Paced};
 use super::control::RtcpSession;
-use super::driver::{Driver, CONTROL_HEADROOM, MAX_DATAGRAM};
+use super::driver::{Driver, CONTROL_HEADROOM};
 use super::error::MediaError;
 use super::jitter::JitterConfig;
 use super::playout::{Pacer, PacerConfig};
@@ -25,6 +25,7 @@ use super::receiver::{Receiver, ReceiverConfig};
 use super::record::{Recorder, RecordingInfo};
 use super::resample::resample_all;
 use super::stats::MediaStats;
+use super::udp::enable_timestamps;
 use super::Codec;
 
 #[derive(Debug, Clone)]
@@ -115,17 +116,21 @@ pub struct SessionReport {
 struct Shared {
     pacer: Mutex<Pacer>,
     driver: Mutex<Driver>,
-    /// A new remote/codec from a re-INVITE, applied by the task.
-    update: Mutex<Option<(SocketAddr, Codec, u8)>>,
-    wake: Notify,
-    cancel: CancellationToken,
+    /// Set by `close`/drop: `play` refuses, the clock lets go.
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// Ends the session once: last events, RTCP BYE, recording closed, the
+    /// owner's channel closed. Later calls return the same figures.
+    fn finish(&self) -> SessionReport {
+        self.closed.store(true, Ordering::Relaxed);
+        lock(&self.driver).finish(&self.pacer)
+    }
 }
 
 impl Paced for Shared {
     fn send_due(&self, now: Instant) -> bool {
-        if self.cancel.is_cancelled() {
-            return false;
-        }
         let mut d = lock(&self.driver);
         if d.finished {
             return false;
@@ -136,7 +141,7 @@ impl Paced for Shared {
 
     fn after_send(&self, now: Instant) -> Option<Instant> {
         let mut d = lock(&self.driver);
-        if d.finished || self.cancel.is_cancelled() {
+        if d.finished {
             return None;
         }
         d.after_send(&self.pacer, now);
@@ -174,7 +179,7 @@ impl Playout {
         pcm: Vec<i16>,
         sample_rate: u32,
     ) -> Result<(), MediaError> {
-        if self.shared.cancel.is_cancelled() {
+        if self.shared.closed.load(Ordering::Relaxed) {
             return Err(MediaError::Closed);
         }
         let pcm = resample_all(&pcm, sample_rate, self.codec.pcm_rate())?;
@@ -182,10 +187,10 @@ impl Playout {
     }
 
     /// Drops everything queued (barge-in): the next 20 ms slot is silence.
-    /// `PlayoutFlushed` events follow for each dropped utterance.
+    /// `PlayoutFlushed` events for each dropped utterance are sent at once.
     pub fn flush(&self) {
         lock(&self.shared.pacer).flush();
-        self.shared.wake.notify_one();
+        lock(&self.shared.driver).emit_playout_events(&self.shared.pacer);
     }
 
     /// Holds the queued audio: silence from the next 20 ms slot until
@@ -216,7 +221,6 @@ impl Playout {
 /// One call's running RTP session.
 pub struct MediaSession {
     shared: Arc<Shared>,
-    task: Option<JoinHandle<SessionReport>>,
     local: SocketAddr,
     codec: Codec,
 }
@@ -231,18 +235,15 @@ impl std::fmt::Debug for MediaSession {
 }
 
 impl MediaSession {
-    /// Starts the session on `socket` (bound): its receive task on the
-    /// current tokio runtime (must be called inside one) and its slots on
-    /// the media clock.
+    /// Starts the session on `socket` (bound): its first slot is served at
+    /// once by the media clock.
     pub fn start(
         socket: std::net::UdpSocket,
         cfg: SessionConfig,
     ) -> Result<(MediaSession, mpsc::Receiver<MediaEvent>), MediaError> {
         socket.set_nonblocking(true)?;
+        enable_timestamps(&socket);
         let local = socket.local_addr()?;
-        // The clock thread sends on a duplicate of the socket; the task reads.
-        let send_sock = socket.try_clone()?;
-        let sock = tokio::net::UdpSocket::from_std(socket)?;
         let now = Instant::now();
         let pacer = Pacer::new(
             PacerConfig {
@@ -278,38 +279,30 @@ impl MediaSession {
             now,
         );
         // RTCP on port + 1 when we can bind it; muxed RTCP is accepted anyway.
-        let (rtcp_recv, rtcp_send) = if cfg.rtcp {
-            match bind_rtcp(local) {
-                Ok((r, s)) => (Some(r), Some(s)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no RTCP socket; RTCP only if muxed");
-                    (None, None)
-                }
-            }
+        let rtcp_sock = if cfg.rtcp {
+            bind_rtcp(local)
+                .map_err(|e| tracing::debug!(error = %e, "no RTCP socket; RTCP only if muxed"))
+                .ok()
         } else {
-            (None, None)
+            None
         };
         let rtcp_remote = SocketAddr::new(cfg.remote.ip(), cfg.remote.port().wrapping_add(1));
         let (tx, rx) = mpsc::channel(cfg.event_capacity.clamp(2 * CONTROL_HEADROOM, 4096));
         let driver = Driver::new(
-            send_sock,
+            socket,
             receiver,
             recorder,
             tx,
             cfg.rtcp.then_some(rtcp),
-            rtcp_send,
+            rtcp_sock,
             rtcp_remote,
         );
         let shared = Arc::new(Shared {
             pacer: Mutex::new(pacer),
             driver: Mutex::new(driver),
-            update: Mutex::new(None),
-            wake: Notify::new(),
-            cancel: CancellationToken::new(),
+            closed: AtomicBool::new(false),
         });
-        let task = tokio::spawn(receive(shared.clone(), sock, rtcp_recv));
         if !MediaClock::global().add(shared.clone()) {
-            shared.cancel.cancel();
             return Err(MediaError::Io(std::io::Error::other(
                 "no media clock thread",
             )));
@@ -317,7 +310,6 @@ impl MediaSession {
         Ok((
             MediaSession {
                 shared,
-                task: Some(task),
                 local,
                 codec: cfg.codec,
             },
@@ -344,107 +336,27 @@ impl MediaSession {
     /// Applies new SDP media (re-INVITE). A codec change restarts the
     /// receive path; queued playout keeps its original encoding.
     pub fn update_remote(&self, remote: SocketAddr, codec: Codec, payload_type: u8) {
-        *lock(&self.shared.update) = Some((remote, codec, payload_type));
-        self.shared.wake.notify_one();
+        lock(&self.shared.driver).apply_update(remote, codec, payload_type);
     }
 
     /// Stops the session at once and returns the final figures and recording.
-    pub async fn close(mut self) -> SessionReport {
-        self.shared.cancel.cancel();
-        let task = self.task.take();
-        if let Some(Ok(report)) = match task {
-            Some(t) => Some(t.await),
-            None => None,
-        } {
-            return report;
-        }
-        // The task died (or never ran): finish here so the recording closes.
-        let mut report = lock(&self.shared.driver).finish(&self.shared.pacer);
-        report
-            .recording_error
-            .get_or_insert_with(|| "media task failed".into());
-        report
+    pub async fn close(self) -> SessionReport {
+        self.shared.finish()
     }
 }
 
 impl Drop for MediaSession {
     fn drop(&mut self) {
-        // The task sees the cancellation at once and finishes the recording
-        // itself; the clock drops the session at its next slot, sending
-        // nothing more.
-        self.shared.cancel.cancel();
+        // Nothing is sent after this; the recording is finished here (a
+        // no-op after `close`), and the clock lets go at its next slot.
+        let _ = self.shared.finish();
     }
 }
 
-/// The RTCP socket on RTP port + 1: one handle for the task to read, a
-/// duplicate for the clock thread to send on.
-fn bind_rtcp(
-    local: SocketAddr,
-) -> std::io::Result<(tokio::net::UdpSocket, std::net::UdpSocket)> {
+/// The RTCP socket on RTP port + 1, non-blocking and kernel-stamped.
+fn bind_rtcp(local: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let s = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), local.port().wrapping_add(1)))?;
     s.set_nonblocking(true)?;
-    let send = s.try_clone()?;
-    Ok((tokio::net::UdpSocket::from_std(s)?, send))
-}
-
-/// Cancels the session if its task is dropped without finishing (runtime
-/// shut down), so the clock thread stops sending for it.
-struct CancelOnDrop(CancellationToken);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
-
-/// The session's task: reads RTP and RTCP as they arrive (arrival times
-/// feed the jitter estimate, so they are taken here, not at the next slot),
-/// applies re-INVITE updates, and finishes the session when cancelled.
-async fn receive(
-    shared: Arc<Shared>,
-    sock: tokio::net::UdpSocket,
-    rtcp_sock: Option<tokio::net::UdpSocket>,
-) -> SessionReport {
-    let _guard = CancelOnDrop(shared.cancel.clone());
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut rtcp_buf = vec![0u8; MAX_DATAGRAM];
-    // Made once: a fresh `cancelled()` per datagram registers a waiter anew.
-    let cancelled = shared.cancel.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => break,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => lock(&shared.driver).on_datagram(&buf[..n], from, Instant::now()),
-                // ICMP errors surface here on some systems; the call goes on.
-                Err(e) => tracing::debug!(error = %e, "RTP receive error"),
-            },
-            r = recv_rtcp(rtcp_sock.as_ref(), &mut rtcp_buf) => match r {
-                Ok((n, from)) => lock(&shared.driver).on_rtcp(&rtcp_buf[..n], from, Instant::now()),
-                Err(e) => tracing::debug!(error = %e, "RTCP receive error"),
-            },
-            _ = shared.wake.notified() => {
-                let update = lock(&shared.update).take();
-                let mut d = lock(&shared.driver);
-                if let Some((remote, codec, pt)) = update {
-                    d.apply_update(remote, codec, pt);
-                }
-                d.emit_playout_events(&shared.pacer);
-            }
-        }
-    }
-    let report = lock(&shared.driver).finish(&shared.pacer);
-    report
-}
-
-/// Receives on the RTCP socket, or never when there is none.
-async fn recv_rtcp(
-    sock: Option<&tokio::net::UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
+    enable_timestamps(&s);
+    Ok(s)
 }

@@ -349,7 +349,8 @@ async fn embeddings(
                 "embedding": switchboard::agent_runtime::embeddings::LocalHashEmbedder::embed_one(t) })
         })
         .collect();
-    Json(serde_json::json!({ "object": "list", "data": data, "model": req["model"] })).into_response()
+    Json(serde_json::json!({ "object": "list", "data": data, "model": req["model"] }))
+        .into_response()
 }
 
 /// espeak-ng → raw signed 16-bit little-endian mono 24 kHz.

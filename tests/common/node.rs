@@ -93,6 +93,32 @@ where
     }
 }
 
+/// The id of the (only) agent session once it has ended.
+pub async fn ended_session(pool: &sqlx::PgPool) -> uuid::Uuid {
+    poll(Duration::from_secs(10), || async {
+        sqlx::query_scalar("select id from agent_sessions where ended_at is not null")
+            .fetch_optional(pool)
+            .await
+            .expect("sessions")
+    })
+    .await
+    .expect("the session ended within 10 s")
+}
+
+/// A session's messages in order: (role, content, interrupted).
+pub async fn session_messages(
+    pool: &sqlx::PgPool,
+    session: uuid::Uuid,
+) -> Vec<(String, String, bool)> {
+    sqlx::query_as(
+        "select role, content, interrupted from messages where session_id = $1 order by created_at",
+    )
+    .bind(session)
+    .fetch_all(pool)
+    .await
+    .expect("messages")
+}
+
 /// The demo agent's id and workspace.
 pub async fn demo_agent(pool: &sqlx::PgPool) -> (uuid::Uuid, uuid::Uuid) {
     sqlx::query_as("select id, workspace_id from agents where name = 'Reception' limit 1")

@@ -243,6 +243,21 @@ impl SipCaller {
         }
     }
 
+    /// Dials `number` and waits until the greeting has played (a pause of
+    /// 900 ms after agent speech), within 20 s.
+    pub async fn dial_after_greeting(server: SocketAddr, number: &str) -> SipCaller {
+        let caller = SipCaller::dial(server, number).await;
+        caller
+            .wait_agent_speech(
+                caller.answered_at,
+                Duration::from_millis(900),
+                Duration::from_secs(20),
+            )
+            .await
+            .expect("the greeting played within 20 s");
+        caller
+    }
+
     /// Queues 8 kHz speech to send (after anything still queued).
     pub fn say(&self, pcm_8k: &[i16]) {
         self.media
