@@ -173,12 +173,21 @@ async fn sipp_pcap_audio_arrives_and_digit_one_is_detected_once() {
     assert!(digit_packets.iter().all(|(pt, _)| *pt == 101));
     let capture = capture_frame_rms();
     let capture_speech = capture.iter().filter(|r| **r > SPEECH_RMS).count();
-    assert!(capture.len() >= 350 && capture_speech >= 300, "{capture_speech}/{}", capture.len());
+    assert!(
+        capture.len() >= 350 && capture_speech >= 300,
+        "{capture_speech}/{}",
+        capture.len()
+    );
 
     let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool).await.expect("seed demo");
+    switchboard::db::seed::seed_demo(&db.pool)
+        .await
+        .expect("seed demo");
     let env = vec![
-        ("SWITCHBOARD_SIP__LISTEN".to_string(), "127.0.0.1:0".to_string()),
+        (
+            "SWITCHBOARD_SIP__LISTEN".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
         ("SWITCHBOARD_NODE_ID".to_string(), "media-pcap".to_string()),
         ("DATABASE_URL".to_string(), db.url.clone()),
     ];
@@ -203,7 +212,11 @@ async fn sipp_pcap_audio_arrives_and_digit_one_is_detected_once() {
 
     // The answer took the offer's codec and payload types.
     assert_eq!(
-        (out.media.codec, out.media.payload_type, out.media.telephone_event_pt),
+        (
+            out.media.codec,
+            out.media.payload_type,
+            out.media.telephone_event_pt
+        ),
         (Codec::Pcma, 8, Some(101))
     );
     assert_eq!(out.hangup, Some(HangupBy::Caller));
@@ -216,7 +229,11 @@ async fn sipp_pcap_audio_arrives_and_digit_one_is_detected_once() {
         "236 audio + {} event packets: {s:?}",
         digit_packets.len()
     );
-    assert_eq!((s.lost, s.dropped_other_pt, s.malformed), (0, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.lost, s.dropped_other_pt, s.malformed),
+        (0, 0, 0),
+        "{s:?}"
+    );
     assert_eq!(s.dtmf_digits, 1, "{s:?}");
 
     // Audio frames: all 16 kHz × 20 ms, at least as many as the capture

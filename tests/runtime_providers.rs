@@ -387,7 +387,9 @@ async fn barge_in_closes_the_model_stream_and_stops_synthesis() {
         .expect("the agent's audio stopped");
     let stop_ms = stop.saturating_duration_since(onset).as_millis();
     let first = mock.chats().first().cloned().expect("the answer's stream");
-    let closed = first.closed.expect("the interrupted model stream was closed");
+    let closed = first
+        .closed
+        .expect("the interrupted model stream was closed");
     let close_ms = closed.saturating_duration_since(onset).as_millis();
     println!(
         "barge-in: audio stopped {stop_ms} ms, model stream closed {close_ms} ms after the caller's onset"
@@ -406,7 +408,9 @@ async fn barge_in_closes_the_model_stream_and_stops_synthesis() {
     let late: Vec<String> = mock
         .speech()
         .into_iter()
-        .filter(|(at, _)| *at > closed + Duration::from_millis(100) && *at < onset + Duration::from_millis(2500))
+        .filter(|(at, _)| {
+            *at > closed + Duration::from_millis(100) && *at < onset + Duration::from_millis(2500)
+        })
         .map(|(_, t)| t)
         .collect();
     caller.say_and_wait(&[]).await;

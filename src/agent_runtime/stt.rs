@@ -132,7 +132,9 @@ fn load_context(path: &Path) -> Result<Arc<WhisperContext>, ProviderError> {
 fn cpu_budget() -> &'static (Arc<Semaphore>, u32) {
     static BUDGET: OnceLock<(Arc<Semaphore>, u32)> = OnceLock::new();
     BUDGET.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(1024);
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(1024);
         (Arc::new(Semaphore::new(cores)), cores as u32)
     })
 }
@@ -363,7 +365,10 @@ pub fn collapse_repeats(text: &str) -> String {
     }
     let mut kept: Vec<&str> = Vec::new();
     for s in sentences {
-        if kept.last().is_none_or(|k| norm(k) != norm(s) || norm(s).is_empty()) {
+        if kept
+            .last()
+            .is_none_or(|k| norm(k) != norm(s) || norm(s).is_empty())
+        {
             kept.push(s);
         }
     }
@@ -378,7 +383,11 @@ pub fn collapse_repeats(text: &str) -> String {
         for n in (3..=8).rev() {
             if out.len() >= n && i + n <= words.len() {
                 let tail = &out[out.len() - n..];
-                if tail.iter().zip(&words[i..i + n]).all(|(a, b)| key(a) == key(b)) {
+                if tail
+                    .iter()
+                    .zip(&words[i..i + n])
+                    .all(|(a, b)| key(a) == key(b))
+                {
                     i += n;
                     skipped = true;
                     break;

@@ -63,11 +63,13 @@ fn resolve(dir: &Path, stored: &str) -> Option<PathBuf> {
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
         return None;
     }
-    Some(if p.is_absolute() || (dir.is_relative() && p.starts_with(dir)) {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    })
+    Some(
+        if p.is_absolute() || (dir.is_relative() && p.starts_with(dir)) {
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        },
+    )
 }
 
 async fn recording_audio(

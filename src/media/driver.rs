@@ -11,12 +11,12 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::control::{RtcpSession, Sending};
-use super::playout::{PacketHeader, Pacer, PlayoutEvent};
+use super::playout::{Pacer, PacketHeader, PlayoutEvent};
 use super::receiver::{Received, Receiver};
-use super::record::{Recorder, RecordingInfo};
+use super::record_writer::{Finished, RecordingFeed};
 use super::session::{lock, Frame, MediaEvent, SessionReport};
 use super::stats::{MediaStats, SendCounters};
 use super::udp::{recv_dated, Stamps};
@@ -47,20 +47,21 @@ struct SentSlot {
 pub(crate) struct Driver {
     /// Our RTP socket (non-blocking, kernel-stamped); closed by `finish`,
     /// so the port is free when `close` returns.
-    pub(crate) sock: Option<UdpSocket>,
-    pub(crate) receiver: Receiver,
-    pub(crate) recorder: Option<Recorder>,
+    sock: Option<UdpSocket>,
+    receiver: Receiver,
+    /// Both sides, handed to the recording writer a second at a time.
+    recording: Option<RecordingFeed>,
     /// The owner's events; dropped when the session finishes, which ends
     /// the owner's `recv()` loop even while it still holds a `Playout`.
-    pub(crate) tx: Option<mpsc::Sender<MediaEvent>>,
-    pub(crate) events_dropped: u64,
-    pub(crate) sent: SendCounters,
-    pub(crate) rtcp: Option<RtcpSession>,
+    tx: Option<mpsc::Sender<MediaEvent>>,
+    events_dropped: u64,
+    sent: SendCounters,
+    rtcp: Option<RtcpSession>,
     /// Our RTCP socket on RTP port + 1 (non-blocking, kernel-stamped).
-    pub(crate) rtcp_sock: Option<UdpSocket>,
-    pub(crate) rtcp_remote: SocketAddr,
+    rtcp_sock: Option<UdpSocket>,
+    rtcp_remote: SocketAddr,
     /// The peer sends RTCP on the RTP port (RFC 5761): answer there too.
-    pub(crate) rtcp_muxed: bool,
+    rtcp_muxed: bool,
     /// Set when the session closed: the clock drops it at its next look.
     pub(crate) finished: bool,
     /// Reused buffers: the pacer's payload, the datagram, the agent's PCM
@@ -75,11 +76,10 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         sock: UdpSocket,
         receiver: Receiver,
-        recorder: Option<Recorder>,
+        recording: Option<RecordingFeed>,
         tx: mpsc::Sender<MediaEvent>,
         rtcp: Option<RtcpSession>,
         rtcp_sock: Option<UdpSocket>,
@@ -88,7 +88,7 @@ impl Driver {
         Driver {
             sock: Some(sock),
             receiver,
-            recorder,
+            recording,
             tx: Some(tx),
             events_dropped: 0,
             sent: SendCounters::default(),
@@ -147,7 +147,7 @@ impl Driver {
             };
             // Usually 1; more after a stall the pacer skipped over.
             let slots = p.slot().saturating_sub(slot_before);
-            if self.recorder.is_some() {
+            if self.recording.is_some() {
                 self.agent_pcm.clear();
                 self.agent_pcm.extend_from_slice(p.last_frame_pcm());
             }
@@ -229,6 +229,8 @@ impl Driver {
     /// playout events.
     pub(crate) fn after_send(&mut self, pacer: &Mutex<Pacer>, now: Instant) {
         self.drain();
+        // After the drain: nothing just pushed may look newer than the tick.
+        let now = now.max(Instant::now());
         let Some(slot) = self.pending.take() else {
             return;
         };
@@ -242,9 +244,10 @@ impl Driver {
                 let samples = frame.to_vec();
                 self.emit(MediaEvent::Audio(Frame { samples, at }));
             }
-            if self.recorder.is_some() {
+            if let Some(feed) = self.recording.as_mut() {
                 // The agent side of skipped slots is silence: nothing was sent.
-                self.record(k == 0);
+                let agent: &[i16] = if k == 0 { &self.agent_pcm } else { &[] };
+                feed.push(self.receiver.last_codec_frame(), agent);
             }
         }
         if let Some(d) = self.receiver.poll_stale_digit(now) {
@@ -254,22 +257,6 @@ impl Driver {
             });
         }
         self.emit_playout_events(pacer);
-    }
-
-    fn record(&mut self, with_agent: bool) {
-        let Some(rec) = self.recorder.as_mut() else {
-            return;
-        };
-        let caller = self.receiver.last_codec_frame();
-        let agent: &[i16] = if with_agent { &self.agent_pcm } else { &[] };
-        let n = caller.len().max(agent.len()).max(self.agent_pcm.len());
-        let silence = vec![0i16; n];
-        let caller = if caller.is_empty() { &silence[..] } else { caller };
-        let agent = if agent.is_empty() { &silence[..] } else { agent };
-        if let Err(e) = rec.write(caller, agent) {
-            tracing::warn!(error = %e, "recording stopped");
-            self.recorder = None;
-        }
     }
 
     pub(crate) fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
@@ -364,11 +351,16 @@ impl Driver {
         .with_rtcp(rtcp_stats)
     }
 
-    /// Ends the session: last events, RTCP BYE, the recording closed. The
-    /// clock stops serving it from here on.
-    pub(crate) fn finish(&mut self, pacer: &Mutex<Pacer>) -> SessionReport {
+    /// Ends the session: last events, RTCP BYE, sockets closed, the
+    /// recording handed to its writer to close (its outcome comes on the
+    /// returned channel; the report's recording fields wait for it). The
+    /// clock stops serving the session from here on.
+    pub(crate) fn finish(
+        &mut self,
+        pacer: &Mutex<Pacer>,
+    ) -> (SessionReport, Option<oneshot::Receiver<Finished>>) {
         if let Some(report) = &self.report {
-            return report.clone();
+            return (report.clone(), None);
         }
         self.finished = true;
         self.emit_playout_events(pacer);
@@ -376,18 +368,13 @@ impl Driver {
         self.send_rtcp_bye();
         self.sock = None;
         self.rtcp_sock = None;
-        let (recording, recording_error): (Option<RecordingInfo>, Option<String>) =
-            match self.recorder.take().map(Recorder::finish) {
-                Some(Ok(info)) => (Some(info), None),
-                Some(Err(e)) => (None, Some(e.to_string())),
-                None => (None, None),
-            };
+        let pending = self.recording.take().map(RecordingFeed::finish);
         let report = SessionReport {
             stats: self.stats(pacer),
-            recording,
-            recording_error,
+            recording: None,
+            recording_error: None,
         };
         self.report = Some(report.clone());
-        report
+        (report, pending)
     }
 }

@@ -17,6 +17,7 @@ pub mod playout;
 pub mod ports;
 pub mod receiver;
 pub mod record;
+mod record_writer;
 pub mod resample;
 pub mod session;
 pub mod stats;

@@ -51,8 +51,7 @@ impl OpusEncoder {
             .map_err(|e| opus_err("encoder", e))?;
         enc.set_bitrate(opus::Bitrate::Bits(bitrate_bps.clamp(6_000, 510_000)))
             .map_err(|e| opus_err("bitrate", e))?;
-        enc.set_inband_fec(true)
-            .map_err(|e| opus_err("fec", e))?;
+        enc.set_inband_fec(true).map_err(|e| opus_err("fec", e))?;
         enc.set_packet_loss_perc(5)
             .map_err(|e| opus_err("loss", e))?;
         Ok(OpusEncoder {
@@ -129,7 +128,11 @@ impl OpusDecoder {
 
     /// A lost frame: rebuilt from the FEC data in `next` (the packet after
     /// the gap) when there is one, else concealed (PLC). Appends 20 ms.
-    pub fn recover(&mut self, next: Option<&[u8]>, out: &mut Vec<i16>) -> Result<usize, MediaError> {
+    pub fn recover(
+        &mut self,
+        next: Option<&[u8]>,
+        out: &mut Vec<i16>,
+    ) -> Result<usize, MediaError> {
         let frame = self.frame;
         let n = match next {
             Some(p) if !p.is_empty() => self
@@ -156,7 +159,8 @@ mod tests {
             .map(|i| {
                 let t = i as f64 / 16000.0;
                 (6000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()
-                    + 4000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16
+                    + 4000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin())
+                    as i16
             })
             .collect()
     }

@@ -174,7 +174,13 @@ fn pause_holds_the_utterance_and_resume_plays_on_from_the_same_sample() {
     assert_eq!(after[0].1.payload, expect, "resumes at sample 480");
     assert!(after[0].1.marker, "a new talk-spurt after the pause");
     let ev: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
-    assert!(matches!(ev[..], [PlayoutEvent::Started { id: 1, .. }, PlayoutEvent::Finished { id: 1, .. }]));
+    assert!(matches!(
+        ev[..],
+        [
+            PlayoutEvent::Started { id: 1, .. },
+            PlayoutEvent::Finished { id: 1, .. }
+        ]
+    ));
     assert_eq!(before.len() + after.len(), 10);
 
     // A pause then a flush: the pause is cleared, the audio dropped.
@@ -184,7 +190,13 @@ fn pause_holds_the_utterance_and_resume_plays_on_from_the_same_sample() {
     p.flush();
     assert!(!p.is_paused() && !p.is_playing());
     let ev: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
-    assert_eq!(ev[1], PlayoutEvent::Flushed { id: 2, played_ms: 20 });
+    assert_eq!(
+        ev[1],
+        PlayoutEvent::Flushed {
+            id: 2,
+            played_ms: 20
+        }
+    );
 }
 
 #[test]

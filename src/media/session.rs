@@ -13,16 +13,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::clock::{MediaClock, Paced};
 use super::control::RtcpSession;
 use super::driver::{Driver, CONTROL_HEADROOM};
 use super::error::MediaError;
 use super::jitter::JitterConfig;
+use super::playout::FRAME_MS;
 use super::playout::{Pacer, PacerConfig};
 use super::receiver::{Receiver, ReceiverConfig};
 use super::record::{Recorder, RecordingInfo};
+use super::record_writer::{Finished, RecordingFeed};
 use super::resample::resample_all;
 use super::stats::MediaStats;
 use super::udp::enable_timestamps;
@@ -121,9 +123,10 @@ struct Shared {
 }
 
 impl Shared {
-    /// Ends the session once: last events, RTCP BYE, recording closed, the
-    /// owner's channel closed. Later calls return the same figures.
-    fn finish(&self) -> SessionReport {
+    /// Ends the session once: last events, RTCP BYE, the owner's channel
+    /// closed, the recording handed over to be closed. Later calls return
+    /// the same figures and no recording.
+    fn finish(&self) -> (SessionReport, Option<oneshot::Receiver<Finished>>) {
         self.closed.store(true, Ordering::Relaxed);
         lock(&self.driver).finish(&self.pacer)
     }
@@ -268,8 +271,11 @@ impl MediaSession {
             },
             now,
         )?;
-        let recorder = match &cfg.record_path {
-            Some(p) => Some(Recorder::create(p, cfg.codec.pcm_rate())?),
+        let recording = match &cfg.record_path {
+            Some(p) => Some(RecordingFeed::new(
+                Recorder::create(p, cfg.codec.pcm_rate())?,
+                cfg.codec.samples_per_frame(FRAME_MS),
+            )),
             None => None,
         };
         let rtcp = RtcpSession::new(
@@ -291,7 +297,7 @@ impl MediaSession {
         let driver = Driver::new(
             socket,
             receiver,
-            recorder,
+            recording,
             tx,
             cfg.rtcp.then_some(rtcp),
             rtcp_sock,
@@ -339,16 +345,27 @@ impl MediaSession {
         lock(&self.shared.driver).apply_update(remote, codec, payload_type);
     }
 
-    /// Stops the session at once and returns the final figures and recording.
+    /// Stops the session at once and returns the final figures and the
+    /// recording (once its writer has closed the file).
     pub async fn close(self) -> SessionReport {
-        self.shared.finish()
+        let (mut report, pending) = self.shared.finish();
+        if let Some(outcome) = pending {
+            match outcome.await {
+                Ok((info, error)) => {
+                    report.recording = info;
+                    report.recording_error = error;
+                }
+                Err(_) => report.recording_error = Some("recording writer failed".into()),
+            }
+        }
+        report
     }
 }
 
 impl Drop for MediaSession {
     fn drop(&mut self) {
-        // Nothing is sent after this; the recording is finished here (a
-        // no-op after `close`), and the clock lets go at its next slot.
+        // Nothing is sent after this; the recording's writer closes the file
+        // (a no-op after `close`), and the clock lets go at its next slot.
         let _ = self.shared.finish();
     }
 }

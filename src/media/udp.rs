@@ -134,7 +134,8 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, and
             // sockaddr_storage is large and aligned enough for it.
-            let a = unsafe { &*(addr as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                 u16::from_be(a.sin_port),
