@@ -65,6 +65,8 @@ pub struct SipConfig {
 pub struct RtpConfig {
     pub port_min: u16,
     pub port_max: u16,
+    pub clock_threads: u16,
+    pub clock_realtime: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -203,6 +205,9 @@ impl Config {
         }
         if self.rtp.port_max - self.rtp.port_min < 4 {
             return bad("rtp.port_max", "the range must hold at least two calls");
+        }
+        if self.rtp.clock_threads > 64 {
+            return bad("rtp.clock_threads", "must be 0 (one per core) to 64");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "must be \"text\" or \"json\"");

@@ -27,6 +27,17 @@ pub struct Services {
 
 /// Starts SIP, RTP (per call) and the API on an already migrated database.
 pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services> {
+    // Before the first call: the clock's options are fixed once it runs.
+    let clock = crate::media::ClockOptions {
+        threads: config.rtp.clock_threads as usize,
+        realtime: config.rtp.clock_realtime,
+    };
+    if !crate::media::configure_clock(clock) {
+        tracing::warn!(
+            ?clock,
+            "media clock already configured by an earlier node in this process"
+        );
+    }
     let providers = tokio::task::spawn_blocking({
         let config = config.clone();
         move || Providers::from_config(&config)
