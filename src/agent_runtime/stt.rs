@@ -364,41 +364,39 @@ pub fn collapse_repeats(text: &str) -> String {
         sentences.push(text[start..].trim());
     }
     let mut kept: Vec<&str> = Vec::new();
+    let mut last_norm: Option<String> = None;
     for s in sentences {
-        if kept
-            .last()
-            .is_none_or(|k| norm(k) != norm(s) || norm(s).is_empty())
-        {
+        let n = norm(s);
+        if n.is_empty() || last_norm.as_ref() != Some(&n) {
             kept.push(s);
         }
+        last_norm = Some(n);
     }
     // Word runs: "my name is my name is my name is" → "my name is".
     let joined = kept.join(" ");
     let words: Vec<&str> = joined.split_whitespace().collect();
-    let key = |w: &str| norm(w);
-    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    let keys: Vec<String> = words.iter().map(|w| norm(w)).collect();
+    // Indices into `words` of the words kept.
+    let mut out: Vec<usize> = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {
-        let mut skipped = false;
-        for n in (3..=8).rev() {
-            if out.len() >= n && i + n <= words.len() {
-                let tail = &out[out.len() - n..];
-                if tail
+        let repeat = (3..=8).rev().find(|&n| {
+            out.len() >= n
+                && i + n <= words.len()
+                && out[out.len() - n..]
                     .iter()
-                    .zip(&words[i..i + n])
-                    .all(|(a, b)| key(a) == key(b))
-                {
-                    i += n;
-                    skipped = true;
-                    break;
-                }
+                    .zip(i..i + n)
+                    .all(|(&a, b)| keys[a] == keys[b])
+        });
+        match repeat {
+            Some(n) => i += n,
+            None => {
+                out.push(i);
+                i += 1;
             }
         }
-        if !skipped {
-            out.push(words[i]);
-            i += 1;
-        }
     }
+    let out: Vec<&str> = out.into_iter().map(|k| words[k]).collect();
     out.join(" ")
 }
 

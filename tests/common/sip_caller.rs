@@ -315,6 +315,23 @@ impl SipCaller {
         None
     }
 
+    /// Whether the agent's audio carried voice in the 200 ms up to `onset`
+    /// (the caller really talked over it).
+    pub fn agent_speaking_at(&self, onset: Instant) -> bool {
+        self.first_voice_after(onset - Duration::from_millis(200))
+            .is_some_and(|t| t <= onset)
+    }
+
+    /// Barge-in reaction: ms from `onset` to the agent's last voiced packet
+    /// before a silence of at least 400 ms.
+    pub fn agent_stop_ms_after(&self, onset: Instant) -> Option<u128> {
+        self.voice_end_after(
+            onset - Duration::from_millis(200),
+            Duration::from_millis(400),
+        )
+        .map(|stop| stop.saturating_duration_since(onset).as_millis())
+    }
+
     /// Every received packet's PCM, in arrival order (8 kHz).
     pub fn received_pcm(&self, from: Instant, to: Instant) -> Vec<i16> {
         let m = self.media.lock().expect("media log");
