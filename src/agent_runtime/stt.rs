@@ -48,9 +48,18 @@ pub trait SpeechToText: Send + Sync {
 }
 
 /// Where the whisper model is: the configured path, else
-/// `data/models/<file>`, else `../shared/models/<file>`, each tried from the
-/// current directory and from the crate root.
+/// `data/models/<file>` (put there by `scripts/setup`), tried from the current
+/// directory and from the crate root.
 pub fn resolve_model_path(configured: &str) -> Result<PathBuf, ProviderError> {
+    let mut bases = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        bases.push(cwd);
+    }
+    bases.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    resolve_model_in(configured, &bases)
+}
+
+fn resolve_model_in(configured: &str, bases: &[PathBuf]) -> Result<PathBuf, ProviderError> {
     if !configured.trim().is_empty() {
         let p = PathBuf::from(configured.trim());
         return if p.is_file() {
@@ -62,24 +71,17 @@ pub fn resolve_model_path(configured: &str) -> Result<PathBuf, ProviderError> {
             )))
         };
     }
-    let mut bases = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        bases.push(cwd);
+    let tried: Vec<PathBuf> = bases
+        .iter()
+        .map(|b| b.join("data/models").join(DEFAULT_MODEL_FILE))
+        .collect();
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
     }
-    bases.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    let mut tried = Vec::new();
-    for rel in ["data/models", "../shared/models"] {
-        for base in &bases {
-            let p = base.join(rel).join(DEFAULT_MODEL_FILE);
-            if p.is_file() {
-                return Ok(p);
-            }
-            tried.push(p.display().to_string());
-        }
-    }
+    let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     Err(ProviderError::Config(format!(
-        "no whisper model found (tried {})",
-        tried.join(", ")
+        "no whisper model at {}: run scripts/setup (it puts {DEFAULT_MODEL_FILE} in data/models) or set stt.model_path",
+        tried.join(" or ")
     )))
 }
 
@@ -451,5 +453,21 @@ mod tests {
             resolve_model_path("/nonexistent/model.bin"),
             Err(ProviderError::Config(_))
         ));
+    }
+
+    #[test]
+    fn missing_default_model_names_the_setup_script() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match resolve_model_in("", &[dir.path().to_path_buf()]) {
+            Err(ProviderError::Config(msg)) => assert!(msg.contains("scripts/setup"), "{msg}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        let models = dir.path().join("data/models");
+        std::fs::create_dir_all(&models).expect("mkdir");
+        std::fs::write(models.join(DEFAULT_MODEL_FILE), b"x").expect("write");
+        assert_eq!(
+            resolve_model_in("", &[dir.path().to_path_buf()]).ok(),
+            Some(models.join(DEFAULT_MODEL_FILE))
+        );
     }
 }

@@ -55,7 +55,7 @@ pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {
 }
 
 pub fn whisper(workers: usize, sized: bool) -> Arc<WhisperStt> {
-    let path = resolve_model_path("").expect("whisper model (data/models or ../shared/models)");
+    let path = resolve_model_path("").expect("whisper model in data/models (scripts/setup)");
     Arc::new(
         WhisperStt::load(
             &path,
