@@ -87,7 +87,7 @@ fn resolve_model_in(configured: &str, bases: &[PathBuf]) -> Result<PathBuf, Prov
 
 /// `audio_ctx` for an utterance: about 2 × (seconds × 50) encoder positions,
 /// rounded up, within whisper's 1500. At 1 × transcripts break; 2 × keeps
-/// them exact (measured, see shared/models/README.md).
+/// them exact (measured on a 2-core machine with tiny.en).
 pub fn audio_ctx_for(samples: usize) -> i32 {
     let seconds = samples as f64 / STT_SAMPLE_RATE as f64;
     ((2.0 * seconds * 50.0).ceil() as i32).clamp(64, 1500)
