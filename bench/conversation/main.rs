@@ -52,7 +52,9 @@ async fn run() {
 
     let results = root.join("bench/results");
     std::fs::create_dir_all(&results).expect("bench/results");
-    let node = node::start(&results.join("conversation-node.log")).await;
+    let node_log = std::env::temp_dir().join("switchboard-conversation-node.log");
+    eprintln!("node log: {}", node_log.display());
+    let node = node::start(&node_log).await;
     let admin = node::Admin::sign_up(&node.api).await;
     admin.set_up(&kbs).await;
     let db = sqlx::PgPool::connect(&node.database_url)

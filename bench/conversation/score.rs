@@ -276,7 +276,10 @@ pub fn report(kbs: &[KnowledgeBase], turns: &[Turn]) -> Value {
 
 /// A readable table of the report, goals beside the figures.
 pub fn table(r: &Value) -> String {
-    let pct = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{:.1} %", x * 100.0));
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map_or("-".into(), |x| format!("{:.1} %", x * 100.0))
+    };
     let ms = |v: &Value, p: &str| v[p].as_f64().map_or("-".into(), |x| format!("{x:.0}"));
     let mut rows = vec![("overall".to_string(), &r["overall"])];
     rows.push(("tuning KBs".into(), &r["tuning_kbs"]));

@@ -113,27 +113,23 @@ pub fn espeak_speech_wav(
     tail_ms: u32,
 ) -> PathBuf {
     let raw = dir.join(format!("{name}-espeak.wav"));
-    run(
-        Command::new("espeak-ng")
-            .args(["-v", "en-us", "-s", "150", "-w"])
-            .arg(&raw)
-            .arg(text),
-    );
+    run(Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&raw)
+        .arg(text));
     to_8k(&raw, &dir.join(format!("{name}.wav")), lead_ms, tail_ms)
 }
 
 fn to_8k(src: &Path, out: &Path, lead_ms: u32, tail_ms: u32) -> PathBuf {
-    run(
-        Command::new("sox")
-            .arg(src)
-            .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
-            .arg(out)
-            .args([
-                "pad",
-                &format!("{:.3}", lead_ms as f64 / 1000.0),
-                &format!("{:.3}", tail_ms as f64 / 1000.0),
-            ]),
-    );
+    run(Command::new("sox")
+        .arg(src)
+        .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+        .arg(out)
+        .args([
+            "pad",
+            &format!("{:.3}", lead_ms as f64 / 1000.0),
+            &format!("{:.3}", tail_ms as f64 / 1000.0),
+        ]));
     out.to_path_buf()
 }
 
