@@ -168,6 +168,18 @@ pub async fn start(log: &Path) -> NodeProcess {
     node
 }
 
+/// Drops the benchmark's database once the node has stopped.
+pub async fn drop_database(url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if let Ok(pool) = sqlx::PgPool::connect(&switchboard::db::testing::admin_url()).await {
+        let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
+            .execute(&pool)
+            .await;
+    }
+}
+
 /// An admin's session with the node's HTTP API.
 pub struct Admin {
     client: reqwest::Client,
