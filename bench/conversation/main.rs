@@ -112,7 +112,6 @@ async fn ask(
     kb: &node::KnowledgeBase,
     q: &node::Question,
 ) -> Turn {
-    let calls_before = score::finished_calls(db).await;
     let wav = caller_voice::speech_wav(dir, name, &q.said, 0, 0);
     let (pcm, _) = common::read_wav(&wav);
     let caller = SipCaller::dial(node.sip, &kb.number).await;
@@ -167,11 +166,19 @@ async fn ask(
                 from - Duration::from_millis(200),
                 to + Duration::from_millis(300),
             );
-            caller_voice::hear_16k(&common::wav_16k(&path)).await
+            let pcm = common::wav_16k(&path);
+            match caller_voice::try_hear_16k(&pcm).await {
+                Ok(text) => text,
+                Err(e) => {
+                    eprintln!("{name}: the caller's recognizer failed ({e}); once more");
+                    caller_voice::try_hear_16k(&pcm).await.unwrap_or_default()
+                }
+            }
         }
         None => String::new(),
     };
+    let call_id = caller.call_id().to_string();
     drop(caller);
-    let records = score::records(db, calls_before).await;
+    let records = score::records(db, &call_id).await;
     score::judge(kb, q, records, heard_by_caller, caller_v2v_ms)
 }

@@ -22,32 +22,25 @@ pub struct Records {
     pub tts_first_byte_ms: Option<i32>,
 }
 
-/// Calls whose records are complete: figures written, session ended.
-pub async fn finished_calls(db: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar(
-        "select count(*) from call_logs c join agent_sessions s on s.id = c.session_id
-         where c.latency is not null and s.ended_at is not null",
-    )
-    .fetch_one(db)
-    .await
-    .unwrap_or(0)
-}
-
-/// Waits (at most 15 s) until one more call than `before` is finished, then
-/// reads the newest call's conversation and figures.
-pub async fn records(db: &sqlx::PgPool, before: i64) -> Records {
+/// Waits (at most 15 s) until the call `sip_call_id` has its figures
+/// written and its session ended, then reads its conversation.
+pub async fn records(db: &sqlx::PgPool, sip_call_id: &str) -> Records {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while finished_calls(db).await <= before && tokio::time::Instant::now() < deadline {
+    let row: Option<(uuid::Uuid, Value)> = loop {
+        let row = sqlx::query_as(
+            "select c.session_id, c.latency from call_logs c
+             join agent_sessions s on s.id = c.session_id
+             where c.sip_call_id = $1 and c.latency is not null and s.ended_at is not null",
+        )
+        .bind(sip_call_id)
+        .fetch_optional(db)
+        .await
+        .unwrap_or(None);
+        if row.is_some() || tokio::time::Instant::now() >= deadline {
+            break row;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let row: Option<(uuid::Uuid, Value)> = sqlx::query_as(
-        "select session_id, latency from call_logs
-         where session_id is not null and latency is not null
-         order by started_at desc limit 1",
-    )
-    .fetch_optional(db)
-    .await
-    .unwrap_or(None);
+    };
     let Some((session, latency)) = row else {
         return Records::default();
     };
