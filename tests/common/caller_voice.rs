@@ -137,18 +137,9 @@ fn to_8k(src: &Path, out: &Path, lead_ms: u32, tail_ms: u32) -> PathBuf {
 pub fn ears() -> &'static WhisperStt {
     static EARS_STT: std::sync::OnceLock<WhisperStt> = std::sync::OnceLock::new();
     EARS_STT.get_or_init(|| {
-        let mut path = root().join(EARS);
+        let path = root().join(EARS);
         if !path.is_file() {
-            // TEMPORARY until whisper base lands in data/models.
-            let tiny = root().join("data/models/ggml-tiny.en.bin");
-            if !tiny.is_file() {
-                missing("the caller-side whisper model", &path);
-            }
-            eprintln!(
-                "caller-side recognizer: {} missing, using tiny.en",
-                path.display()
-            );
-            path = tiny;
+            missing("the caller-side whisper model", &path);
         }
         WhisperStt::load(
             &path,
