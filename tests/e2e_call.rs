@@ -1,15 +1,19 @@
-//! End to end with a real peer: baresip dials the demo number, asks a
-//! question out loud (espeak-ng), and whisper must hear the right answer from
-//! the knowledge base in what comes back over RTP. Then the records are
-//! checked in PostgreSQL.
+//! End to end with a real peer: baresip dials the demo number and asks a
+//! question in a Piper voice; the agent must transcribe it cleanly, answer
+//! from the knowledge base, and the caller's own recognizer (whisper base)
+//! must hear that answer's key words in what came back over RTP. Then the
+//! records are checked in PostgreSQL. A second call, the robustness case,
+//! asks in espeak-ng's robotic voice and must still get the answer.
 
 mod common;
 
 use std::time::Duration;
 
-use switchboard::config::Config;
+use common::caller_voice::{hear_16k, key_word_recall, repeated_run, words};
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;
+
+const QUESTION: &str = "What time do you open on Saturday?";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hears_the_answer_from_the_knowledge_base() {
@@ -22,13 +26,7 @@ async fn caller_hears_the_answer_from_the_knowledge_base() {
 
     let dir = tempfile::tempdir().expect("tmp");
     // Silence while the greeting plays, the question, then time to listen.
-    let question = common::speech_wav(
-        dir.path(),
-        "question",
-        "What time do you open on Saturday?",
-        7000,
-        9000,
-    );
+    let question = common::speech_wav(dir.path(), "question", QUESTION, 7000, 9000);
     let question_path = question.clone();
     let caller_port = common::node::free_port();
     let uri = format!("sip:+15555550100@127.0.0.1:{sip_port}");
@@ -51,16 +49,7 @@ async fn caller_hears_the_answer_from_the_knowledge_base() {
         (question_pcm.len() as u64 * 1000 / question_rate as u64).saturating_sub(9000);
     let heard = common::wav_16k(&call.received_wav());
     let skip = ((question_end_ms * 16) as usize).min(heard.len());
-    let stt = switchboard::agent_runtime::stt::WhisperStt::from_config(
-        &Config::load_from(None, &[]).expect("cfg").stt,
-    )
-    .expect("whisper model");
-    let text =
-        switchboard::agent_runtime::stt::SpeechToText::transcribe(&stt, &heard[skip..], None)
-            .await
-            .expect("transcribe")
-            .text
-            .to_lowercase();
+    let text = hear_16k(&heard[skip..]).await;
     // The seeded answer: "On Saturday we open at 9 am and close at 1 pm."
     // Whisper writes the times as digits or words; either time will do.
     let answer: String = sqlx::query_scalar("select content from knowledge_chunks where content ilike '%saturday%' order by chunk_index limit 1")
@@ -136,6 +125,20 @@ async fn caller_hears_the_answer_from_the_knowledge_base() {
         user.1
     );
     assert!(user.2.unwrap_or(0) > 0, "stt_ms recorded");
+    // A clean transcript: no words repeated back to back, no tail of the
+    // question spoken again ("Can I pay by card? Can I pay"), not longer
+    // than what was said.
+    assert_eq!(
+        repeated_run(&user.1, 2),
+        None,
+        "repeated words in the transcript {:?}",
+        user.1
+    );
+    assert!(
+        words(&user.1).len() <= words(QUESTION).len() + 1,
+        "the transcript {:?} is longer than what was said ({QUESTION:?})",
+        user.1
+    );
     let answer_msg = messages
         .iter()
         .filter(|m| m.0 == "assistant")
@@ -145,6 +148,14 @@ async fn caller_hears_the_answer_from_the_knowledge_base() {
         answer_msg.1.to_lowercase().contains("saturday"),
         "answer {:?}",
         answer_msg.1
+    );
+    // The caller understood what the agent said: most of its key words.
+    let recall = key_word_recall(&answer_msg.1, &text);
+    assert!(
+        recall >= 0.6,
+        "the caller heard {text:?} for {:?} ({:.0} % of its key words)",
+        answer_msg.1,
+        recall * 100.0
     );
 
     let usage: Vec<(String, f64)> =
@@ -163,6 +174,54 @@ async fn caller_hears_the_answer_from_the_knowledge_base() {
             .await
             .expect("workspace_usage");
     assert_eq!(conversations, 1);
+    node.stop(Duration::from_secs(1)).await;
+}
+
+/// The robustness case: espeak-ng's robotic voice (the one test caller that
+/// does not sound like a person) must still be understood and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robustness_an_espeak_ng_caller_still_gets_the_saturday_hours() {
+    let db = TestDb::new().await;
+    switchboard::db::seed::seed_demo(&db.pool)
+        .await
+        .expect("seed");
+    let node = common::node::start_node(&db.url, &db.pool, 36400, &[]).await;
+    let sip_port = node.sip.local_addr().port();
+    let dir = tempfile::tempdir().expect("tmp");
+    let question =
+        common::caller_voice::espeak_speech_wav(dir.path(), "question", QUESTION, 7000, 7000);
+    let caller_port = common::node::free_port();
+    let uri = format!("sip:+15555550100@127.0.0.1:{sip_port}");
+    let call = tokio::task::spawn_blocking({
+        let dir = dir.path().join("baresip");
+        move || common::BaresipCall::dial(&dir, caller_port, &uri, &question, 22)
+    })
+    .await
+    .expect("baresip ran");
+    assert!(
+        call.log().contains("Call established"),
+        "the call was not answered:\n{}",
+        call.log()
+    );
+    let session = common::node::ended_session(&db.pool).await;
+    let messages = common::node::session_messages(&db.pool, session).await;
+    let said = |role: &str| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|m| m.0 == role)
+            .map(|m| m.1.to_lowercase())
+            .collect()
+    };
+    assert!(
+        said("user").iter().any(|t| t.contains("saturday")),
+        "the espeak-ng question was not heard: {messages:?}"
+    );
+    assert!(
+        said("assistant")
+            .iter()
+            .any(|t| t.contains("saturday") && t.contains("9")),
+        "no Saturday hours in the answer: {messages:?}"
+    );
     node.stop(Duration::from_secs(1)).await;
 }
 

@@ -1,10 +1,10 @@
-//! Opus on speech: espeak-ng speech at 16 kHz through the Opus encoder at
+//! Opus on speech: a caller's question (Piper voice) at 16 kHz through the Opus encoder at
 //! a narrow 16 kbit/s, 5 % of the packets lost (FEC or concealment in their
 //! place), decoded, and whisper must still hear the same words.
 
 mod providers_support;
 
-use providers_support::{espeak_16k, whisper, whisper_turn, words};
+use providers_support::{speech_16k, whisper, whisper_turn, words};
 use switchboard::agent_runtime::stt::SpeechToText;
 use switchboard::media::opus::{OpusDecoder, OpusEncoder};
 
@@ -12,7 +12,7 @@ use switchboard::media::opus::{OpusDecoder, OpusEncoder};
 async fn speech_through_opus_with_loss_is_still_understood() {
     let dir = tempfile::tempdir().unwrap();
     let text = "What time do you open on Saturday morning?";
-    let pcm = espeak_16k(dir.path(), text);
+    let pcm = speech_16k(dir.path(), text);
     let mut enc = OpusEncoder::new(16000, 16_000).unwrap();
     let packets: Vec<Vec<u8>> = pcm
         .chunks_exact(enc.frame_samples())

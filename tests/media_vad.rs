@@ -1,6 +1,6 @@
-//! VAD and endpointing accuracy on fixtures made with espeak-ng and sox
-//! (commands in tests/fixtures/audio/README.md; generated here into a temp
-//! dir). Audio takes the path a call's audio takes: 8 kHz, G.711 µ-law,
+//! VAD and endpointing accuracy on a caller's speech (the Piper voice of
+//! `common::caller_voice`) and noise made with sox (generated here into a
+//! temp dir). Audio takes the path a call's audio takes: 8 kHz, G.711 µ-law,
 //! our 8→16 kHz resampler, 20 ms frames. Truth comes from the clean speech
 //! (10 ms windows above −50 dBFS; in noise, the edge may lie anywhere back
 //! to where the speech sinks below the noise); the endpointer's start and end must be
@@ -28,16 +28,10 @@ fn sox_8k(input: &Path, output: &Path) {
     );
 }
 
-fn espeak_8k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
-    let raw = dir.join(format!("{name}-raw.wav"));
+/// The test caller's voice (Piper), 8 kHz.
+fn speech_8k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
     let out = dir.join(format!("{name}.wav"));
-    common::run(
-        Command::new("espeak-ng")
-            .args(["-v", "en-us", "-s", "150", "-w"])
-            .arg(&raw)
-            .arg(text),
-    );
-    sox_8k(&raw, &out);
+    sox_8k(&common::caller_voice::piper_wav(text), &out);
     common::read_wav(&out).0
 }
 
@@ -149,12 +143,12 @@ fn rms_db(x: &[i16]) -> f64 {
 #[test]
 fn speech_with_pauses_start_and_end_within_60_ms_clean_and_in_noise() {
     let dir = tempfile::tempdir().unwrap();
-    let a = espeak_8k(
+    let a = speech_8k(
         dir.path(),
         "a",
         "Hello, I would like to book a table for two people tonight.",
     );
-    let b = espeak_8k(
+    let b = speech_8k(
         dir.path(),
         "b",
         "Actually, make that three, at eight o'clock.",

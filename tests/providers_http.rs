@@ -21,7 +21,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use providers_support::{espeak_16k, whisper, words};
+use providers_support::{speech_16k, whisper, words};
 use switchboard::agent_runtime::llm::{
     AnthropicMessages, ChatMessage, LanguageModel, LlmDelta, LlmRequest, OpenAiChat, ProviderError,
 };
@@ -659,7 +659,7 @@ async fn openai_elevenlabs_and_piper_tts_stream_pcm_with_voice_and_speed() {
 async fn openai_stt_uploads_a_wav_the_server_can_transcribe() {
     let (base, mock, _) = start(Some(whisper(1, true))).await;
     let dir = tempfile::tempdir().unwrap();
-    let pcm = espeak_16k(dir.path(), "What time do you open on Saturday?");
+    let pcm = speech_16k(dir.path(), "What time do you open on Saturday?");
     let stt = OpenAiStt::new(&format!("{base}/v1"), "sk-stt", "whisper-1");
     let t = stt.transcribe(&pcm, Some("en-US")).await.unwrap();
     assert!(words(&t.text).contains("saturday"), "{}", t.text);

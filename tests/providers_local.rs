@@ -1,5 +1,5 @@
-//! The offline providers with the real engines: whisper transcribes
-//! espeak-ng speech; espeak-ng TTS output is transcribed back to its text;
+//! The offline providers with the real engines: whisper transcribes a
+//! caller's question (Piper voice); espeak-ng TTS output is transcribed back to its text;
 //! voice and speed are honoured; dropping a transcription frees the pool.
 
 mod providers_support;
@@ -7,7 +7,7 @@ mod providers_support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use providers_support::{espeak_16k, whisper, words};
+use providers_support::{speech_16k, whisper, words};
 use switchboard::agent_runtime::stt::SpeechToText;
 use switchboard::agent_runtime::tts::{EspeakTts, TextToSpeech};
 use switchboard::media::resample::resample_all;
@@ -15,7 +15,7 @@ use switchboard::media::resample::resample_all;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whisper_transcribes_a_spoken_question() {
     let dir = tempfile::tempdir().unwrap();
-    let pcm = espeak_16k(dir.path(), "What time do you open on Saturday?");
+    let pcm = speech_16k(dir.path(), "What time do you open on Saturday?");
     let _turn = providers_support::whisper_turn().await;
     let stt = whisper(1, true);
     let t = stt
@@ -156,7 +156,7 @@ fn count_espeak() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_transcription_never_blocks_the_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let pcm = espeak_16k(dir.path(), "What time do you open on Saturday?");
+    let pcm = speech_16k(dir.path(), "What time do you open on Saturday?");
     // Full 30 s window: slow enough to be dropped mid-inference.
     let _turn = providers_support::whisper_turn().await;
     let slow = whisper(1, false);

@@ -1,5 +1,5 @@
-//! Leads from real calls: a caller (in-process SIP/RTP peer, espeak-ng
-//! speech heard by the node's whisper) gives a name, an email address and a
+//! Leads from real calls: a caller (in-process SIP/RTP peer, Piper voice
+//! heard by the node's whisper) gives a name, an email address and a
 //! phone number over three turns; when the call ends one `leads` row holds
 //! all three, tied to the call's session and agent. A caller who only asks
 //! a question leaves no lead.
@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::node::{demo_agent, poll, start_node};
@@ -15,25 +14,9 @@ use common::sip_caller::SipCaller;
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;
 
-/// espeak-ng speech as 8 kHz samples, in the voice and pace whisper tiny.en
-/// was checked to hear these lines correctly through G.711 (the default
-/// voice turns "five" into "time" and "mail" into "male").
+/// The caller's speech (Piper voice) as 8 kHz samples.
 fn speech(dir: &Path, name: &str, text: &str) -> Vec<i16> {
-    let raw = dir.join(format!("{name}-raw.wav"));
-    let wav = dir.join(format!("{name}.wav"));
-    common::run(
-        Command::new("espeak-ng")
-            .args(["-v", "en-us+f2", "-s", "165", "-w"])
-            .arg(&raw)
-            .arg(text),
-    );
-    common::run(
-        Command::new("sox")
-            .arg(&raw)
-            .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
-            .arg(&wav),
-    );
-    common::read_wav(&wav).0
+    common::node::speech_8k(dir, name, text)
 }
 
 /// Says each line after the agent's previous speech has ended, then hangs up.

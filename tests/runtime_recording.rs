@@ -188,7 +188,7 @@ async fn a_recorded_call_is_a_stereo_wav_a_row_and_a_download() {
     // jitter buffer's delay and a frame or two of voice detection).
     let since_answer =
         |t: Instant| t.saturating_duration_since(caller.answered_at).as_millis() as i64;
-    // espeak-ng pads its speech with a little silence: the voiced part.
+    // The voice pads its speech with a little silence: the voiced part.
     let spoken = *voiced(&question, 8000, 400)
         .first()
         .expect("voiced question");

@@ -1,8 +1,5 @@
-//! Transfer on request: the caller asks for a human ("I would like to talk
-//! to a human." — whisper tiny hears espeak's "Can I speak to a person,
-//! please?" as "clappers", and "Can I speak to a real person?" sends the
-//! node's whisper into a decoding loop that never returns; reported to the
-//! providers engineer); the demo agent has
+//! Transfer on request: the caller asks for a person in their own words
+//! ("Can I speak to a person, please?", Piper voice); the demo agent has
 //! `transfer_to` (+15555550199) and escalation policy `transfer`, so the
 //! node sends a blind-transfer REFER to the caller's side, which accepts it
 //! (202, NOTIFY sipfrag 200) and gets the BYE. The call is `transferred`,
@@ -31,7 +28,7 @@ async fn asking_for_a_person_transfers_the_call_by_refer() {
     assert_eq!(transfer_to, "+15555550199", "seed changed");
     let node = start_node(&db.url, &db.pool, 39600, &[]).await;
     let dir = tempfile::tempdir().expect("tmp");
-    let question = speech_8k(dir.path(), "q", "I would like to talk to a human.");
+    let question = speech_8k(dir.path(), "q", "Can I speak to a person, please?");
 
     let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     let asked = caller.say_and_wait(&question).await;

@@ -1,6 +1,6 @@
-//! Shared helpers for end-to-end tests: speech fixtures made with espeak-ng
-//! and sox, a scripted baresip caller, and whisper to understand what the
-//! agent said. Every external tool is required: a missing one fails the test.
+//! Shared helpers for end-to-end tests: callers' speech (a Piper voice, see
+//! `caller_voice`) and sox, a scripted baresip caller, and a caller-side
+//! whisper to understand what the agent said. Every external tool is required: a missing one fails the test.
 
 #![allow(dead_code)]
 
@@ -22,30 +22,12 @@ pub fn run(cmd: &mut Command) {
     );
 }
 
-/// Speaks `text` with espeak-ng into an 8 kHz mono 16-bit WAV with `lead_ms`
-/// of silence before and `tail_ms` after (baresip ends the call when its
-/// audio file ends, so the tail is how long the caller listens).
+/// Speaks `text` in the caller's voice (Piper, see `caller_voice`) into an
+/// 8 kHz mono 16-bit WAV with `lead_ms` of silence before and `tail_ms`
+/// after (baresip ends the call when its audio file ends, so the tail is how
+/// long the caller listens).
 pub fn speech_wav(dir: &Path, name: &str, text: &str, lead_ms: u32, tail_ms: u32) -> PathBuf {
-    let raw = dir.join(format!("{name}-raw.wav"));
-    let out = dir.join(format!("{name}.wav"));
-    run(Command::new("espeak-ng")
-        .arg("-v")
-        .arg("en-us")
-        .arg("-s")
-        .arg("150")
-        .arg("-w")
-        .arg(&raw)
-        .arg(text));
-    run(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
-        .arg(&out)
-        .args([
-            "pad",
-            &format!("{:.3}", lead_ms as f64 / 1000.0),
-            &format!("{:.3}", tail_ms as f64 / 1000.0),
-        ]));
-    out
+    caller_voice::speech_wav(dir, name, text, lead_ms, tail_ms)
 }
 
 /// Concatenates WAV files (same format) with sox.
@@ -150,6 +132,7 @@ impl BaresipCall {
 pub fn short_timeout() -> Duration {
     Duration::from_secs(20)
 }
+pub mod caller_voice;
 pub mod mock_openai;
 pub mod node;
 pub mod pgcluster;

@@ -53,7 +53,7 @@ pub async fn start_node(
         .expect("node starts")
 }
 
-/// espeak-ng speech as 8 kHz samples (no padding).
+/// The caller's speech (Piper voice) as 8 kHz samples (no padding).
 pub fn speech_8k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
     let wav = super::speech_wav(dir, name, text, 0, 0);
     let (pcm, rate) = super::read_wav(&wav);
@@ -61,18 +61,10 @@ pub fn speech_8k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
     pcm
 }
 
-/// What whisper (the node's own model) hears in an 8 kHz WAV, lower-cased.
+/// What the caller's recognizer (whisper base, not the node's model) hears
+/// in an 8 kHz WAV, lower-cased.
 pub async fn transcribe_wav(path: &Path) -> String {
-    let heard = super::wav_16k(path);
-    let stt = switchboard::agent_runtime::stt::WhisperStt::from_config(
-        &Config::load_from(None, &[]).expect("cfg").stt,
-    )
-    .expect("whisper model");
-    switchboard::agent_runtime::stt::SpeechToText::transcribe(&stt, &heard, None)
-        .await
-        .expect("transcribe")
-        .text
-        .to_lowercase()
+    super::caller_voice::hear_16k(&super::wav_16k(path)).await
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for up to `limit`.

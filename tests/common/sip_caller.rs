@@ -258,6 +258,11 @@ impl SipCaller {
         caller
     }
 
+    /// The dialog's Call-ID (`call_logs.sip_call_id` on the node's side).
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     /// Queues 8 kHz speech to send (after anything still queued).
     pub fn say(&self, pcm_8k: &[i16]) {
         self.media

@@ -1,23 +1,11 @@
-//! Shared helpers of the provider tests: real speech made with espeak-ng and
-//! sox, the whisper model found the way the runtime finds it.
+//! Shared helpers of the provider tests: callers' speech in a Piper voice
+//! (`caller_voice`), the whisper model found the way the runtime finds it.
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use switchboard::agent_runtime::stt::{resolve_model_path, WhisperOptions, WhisperStt};
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (espeak-ng and sox are required)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Whisper tests of one binary take turns: two whisper.cpp runs on this
 /// 2-core machine oversubscribe it (its threads spin at barriers), and a
@@ -28,21 +16,12 @@ pub async fn whisper_turn() -> tokio::sync::MutexGuard<'static, ()> {
     TURN.lock().await
 }
 
-/// `text` spoken by espeak-ng, resampled by sox to 16 kHz mono 16-bit.
-pub fn espeak_16k(dir: &Path, text: &str) -> Vec<i16> {
-    let raw = dir.join("espeak.wav");
-    let out = dir.join("speech16k.wav");
-    run(Command::new("espeak-ng")
-        .arg("-v")
-        .arg("en-us")
-        .arg("-w")
-        .arg(&raw)
-        .arg(text));
-    run(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "16000", "-c", "1", "-b", "16"])
-        .arg(&out));
-    read_wav(&out).0
+#[path = "../common/caller_voice.rs"]
+pub mod caller_voice;
+
+/// `text` in the test caller's voice (Piper), 16 kHz mono 16-bit.
+pub fn speech_16k(dir: &Path, text: &str) -> Vec<i16> {
+    caller_voice::speech_16k(dir, "speech", text)
 }
 
 pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {

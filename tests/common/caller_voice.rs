@@ -1,0 +1,298 @@
+//! The test caller's mouth and ears, independent of the node: questions are
+//! spoken by a Piper neural voice (the reference implementation, PyPI
+//! `piper-tts` in `data/venv`), cached by content under `data/cache`, and
+//! what the agent says back is heard by whisper base, not the agent's model.
+//! espeak-ng remains only for the one robustness case that asks for it.
+//! Self-contained, so any test support module can include it by path.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+use switchboard::agent_runtime::stt::{SpeechToText, WhisperOptions, WhisperStt};
+
+/// The voice every test caller speaks with.
+pub const VOICE: &str = "data/models/piper/en_US-joe-medium.onnx";
+/// The caller-side recognizer: multilingual whisper base (the agent runs
+/// tiny.en), so a test's ears do not share the agent's mistakes.
+pub const EARS: &str = "data/models/ggml-base.bin";
+
+/// Runs a command to completion, failing the test with its stderr on error.
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (sox and espeak-ng: scripts/setup)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn missing(what: &str, path: &Path) -> ! {
+    panic!(
+        "{what} {} is missing: run scripts/setup (it installs data/venv with PyPI piper-tts \
+         and puts the models in data/models)",
+        path.display()
+    )
+}
+
+/// Piper's own output (22.05 kHz mono WAV) for `text`, synthesized once and
+/// kept at `data/cache/caller-voice/<sha256 of voice and text>.wav`.
+pub fn piper_wav(text: &str) -> PathBuf {
+    let python = root().join("data/venv/bin/python");
+    let model = root().join(VOICE);
+    if !python.is_file() {
+        missing("the Piper venv", &python);
+    }
+    if !model.is_file() {
+        missing("the Piper voice", &model);
+    }
+    let key = hex::encode(Sha256::digest(format!("{VOICE}\n{text}").as_bytes()));
+    let dir = root().join("data/cache/caller-voice");
+    let out = dir.join(format!("{key}.wav"));
+    if out.is_file() {
+        return out;
+    }
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    // Written beside, then renamed: tests running at once never read half a file.
+    let tmp = dir.join(format!("{key}.{}.tmp.wav", uuid::Uuid::new_v4().simple()));
+    let result = Command::new(&python)
+        .args(["-m", "piper", "-m"])
+        .arg(&model)
+        .arg("-f")
+        .arg(&tmp)
+        .arg("--")
+        .arg(text)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (run scripts/setup)", python.display()));
+    assert!(
+        result.status.success() && tmp.is_file(),
+        "Piper failed for {text:?} (run scripts/setup): {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("cache the caller's voice");
+    out
+}
+
+/// `text` in the caller's voice as an 8 kHz mono 16-bit WAV in `dir`, with
+/// `lead_ms` of silence before and `tail_ms` after.
+pub fn speech_wav(dir: &Path, name: &str, text: &str, lead_ms: u32, tail_ms: u32) -> PathBuf {
+    to_8k(
+        &piper_wav(text),
+        &dir.join(format!("{name}.wav")),
+        lead_ms,
+        tail_ms,
+    )
+}
+
+/// `text` in the caller's voice as 16 kHz mono samples (no padding).
+pub fn speech_16k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
+    let out = dir.join(format!("{name}-16k.wav"));
+    run(Command::new("sox")
+        .arg(piper_wav(text))
+        .args(["-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+        .arg(&out));
+    let mut r = hound::WavReader::open(&out).expect("open wav");
+    r.samples::<i16>().map(|s| s.unwrap_or(0)).collect()
+}
+
+/// The robustness case only: `text` spoken by espeak-ng (a robotic voice
+/// whisper often mishears), same format as [`speech_wav`].
+pub fn espeak_speech_wav(
+    dir: &Path,
+    name: &str,
+    text: &str,
+    lead_ms: u32,
+    tail_ms: u32,
+) -> PathBuf {
+    let raw = dir.join(format!("{name}-espeak.wav"));
+    run(Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&raw)
+        .arg(text));
+    to_8k(&raw, &dir.join(format!("{name}.wav")), lead_ms, tail_ms)
+}
+
+fn to_8k(src: &Path, out: &Path, lead_ms: u32, tail_ms: u32) -> PathBuf {
+    run(Command::new("sox")
+        .arg(src)
+        .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+        .arg(out)
+        .args([
+            "pad",
+            &format!("{:.3}", lead_ms as f64 / 1000.0),
+            &format!("{:.3}", tail_ms as f64 / 1000.0),
+        ]));
+    out.to_path_buf()
+}
+
+/// The caller's recognizer (whisper base), loaded once.
+pub fn ears() -> &'static WhisperStt {
+    static EARS_STT: std::sync::OnceLock<WhisperStt> = std::sync::OnceLock::new();
+    EARS_STT.get_or_init(|| {
+        let path = root().join(EARS);
+        if !path.is_file() {
+            missing("the caller-side whisper model", &path);
+        }
+        WhisperStt::load(
+            &path,
+            WhisperOptions {
+                threads: 2,
+                workers: 1,
+                sized_audio_ctx: true,
+            },
+        )
+        .expect("load whisper base")
+    })
+}
+
+/// What the caller's recognizer hears in 16 kHz samples, lower-cased.
+pub async fn hear_16k(pcm16k: &[i16]) -> String {
+    try_hear_16k(pcm16k).await.expect("the caller's recognizer")
+}
+
+/// [`hear_16k`], with the recognizer's error as a value (a benchmark on a
+/// busy machine records it and goes on).
+pub async fn try_hear_16k(pcm16k: &[i16]) -> Result<String, String> {
+    ears()
+        .transcribe(pcm16k, Some("en"))
+        .await
+        .map(|t| t.text.to_lowercase())
+        .map_err(|e| e.to_string())
+}
+
+/// Lower-case words only (punctuation and hyphens become spaces).
+pub fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '\'' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .map(|w| w.trim_matches('\'').to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// A word sequence repeated back to back ("can i pay by card can i pay"):
+/// the first run of `min_len` or more words that reappears at once, or a
+/// transcript that starts over with its own opening words.
+pub fn repeated_run(text: &str, min_len: usize) -> Option<String> {
+    let w = words(text);
+    for len in min_len..=w.len() / 2 {
+        for start in 0..=w.len() - 2 * len {
+            if w[start..start + len] == w[start + len..start + 2 * len] {
+                return Some(w[start..start + len].join(" "));
+            }
+        }
+    }
+    // "Can I pay by card? Can I pay": the opening words come back at the end.
+    for len in (min_len..=w.len() / 2).rev() {
+        if w[..len] == w[w.len() - len..] {
+            return Some(w[..len].join(" "));
+        }
+    }
+    None
+}
+
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "of", "to", "in", "on", "at", "for", "is", "are", "we", "you",
+    "your", "our", "us", "it", "its", "be", "can", "do", "does", "with", "by", "as", "that",
+    "this", "i", "if", "from", "will", "have", "has", "so", "all", "also", "please", "just",
+];
+
+/// Words normalised for comparing meaning: numbers as digits, "9am" as
+/// "9 am", compounds the recognizers split or join ("check up") as one.
+pub fn norm_words(text: &str) -> Vec<String> {
+    let spaced: String = text
+        .to_lowercase()
+        .replace("check up", "checkup")
+        .replace("check-up", "checkup")
+        .replace("e-mail", "email")
+        .replace("a.m.", "am")
+        .replace("p.m.", "pm");
+    let mut out = Vec::new();
+    for w in words(&spaced) {
+        let digits: String = w.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if !digits.is_empty() && digits.len() < w.len() {
+            out.push(digits.clone());
+            out.push(w[digits.len()..].to_string());
+            continue;
+        }
+        let n = match w.as_str() {
+            "zero" => "0",
+            "one" => "1",
+            "two" => "2",
+            "three" => "3",
+            "four" => "4",
+            "five" => "5",
+            "six" => "6",
+            "seven" => "7",
+            "eight" => "8",
+            "nine" => "9",
+            "ten" => "10",
+            "eleven" => "11",
+            "twelve" => "12",
+            "fifteen" => "15",
+            "twenty" => "20",
+            "thirty" => "30",
+            "forty" => "40",
+            "fifty" => "50",
+            other => other,
+        };
+        out.push(n.to_string());
+    }
+    out
+}
+
+/// The content words of `text` (stop words dropped), normalised.
+pub fn key_words(text: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for w in norm_words(text) {
+        if !STOP_WORDS.contains(&w.as_str()) && !seen.contains(&w) {
+            seen.push(w);
+        }
+    }
+    seen
+}
+
+/// The share of `expected`'s key words found in `heard` (1.0 = all).
+pub fn key_word_recall(expected: &str, heard: &str) -> f64 {
+    let want = key_words(expected);
+    if want.is_empty() {
+        return 1.0;
+    }
+    let got = norm_words(heard);
+    let found = want.iter().filter(|w| got.contains(w)).count();
+    found as f64 / want.len() as f64
+}
+
+/// Word error rate of `hypothesis` against `reference` (normalised words;
+/// substitutions + deletions + insertions over the reference's length) and
+/// the reference's length.
+pub fn wer(reference: &str, hypothesis: &str) -> (usize, usize) {
+    let r = norm_words(reference);
+    let h = norm_words(hypothesis);
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    (prev[h.len()], r.len())
+}
