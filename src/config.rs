@@ -67,6 +67,10 @@ pub struct RtpConfig {
     pub port_max: u16,
     pub clock_threads: u16,
     pub clock_realtime: bool,
+    /// When a call's media may latch to a source other than its SDP
+    /// address (only ever one on the signalling IP).
+    #[serde(default)]
+    pub latch: crate::media::receiver::Latch,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         telephone_event_pt: Some(101),
         remote: "127.0.0.1:4000".parse().unwrap(),
         symmetric_rtp: true,
+        sources: Default::default(),
         jitter: JitterConfig::default(),
     };
     let mut rx = Receiver::new(cfg, t0).unwrap();

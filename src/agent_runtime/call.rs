@@ -106,6 +106,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         media.telephone_event_pt,
     );
     session_config.record_path = recording_path.clone();
+    session_config.sources = media.sources;
     let (session, mut media_rx) = match MediaSession::start(rtp_socket, session_config) {
         Ok(s) => s,
         Err(err) => {

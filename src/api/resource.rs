@@ -424,6 +424,7 @@ pub async fn create(
     st.require(p, ws, r.write_role).await?;
     let values = check_body(r.fields, body, true, st.encryption_key())?;
     let mut tx = st.begin(p).await?;
+    super::resources::check_row_rules(r, &mut tx, ws, None, &values).await?;
     let row = insert_row(&mut tx, r.table, r.fields, ws, values).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(present(r.fields, r.hidden, row))))
@@ -465,6 +466,7 @@ pub async fn patch(
     let values = check_body(r.fields, body, false, st.encryption_key())?;
     let mut tx = st.begin(p).await?;
     check_refs(&mut tx, r.fields, &values, ws).await?;
+    super::resources::check_row_rules(r, &mut tx, ws, Some(id), &values).await?;
     let row: Option<Value> = if values.is_empty() {
         sqlx::query_scalar(&format!(
             "select to_jsonb(t) from {} t where t.workspace_id = $1 and t.id = $2",

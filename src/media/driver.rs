@@ -278,6 +278,12 @@ impl Driver {
     }
 
     pub(crate) fn on_rtcp(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        // RTCP from a stranger could end the call (BYE) or, answered
+        // where it came from, redirect our reports: same rule as RTP.
+        if !self.receiver.ip_allowed(from.ip()) {
+            self.receiver.count_foreign();
+            return;
+        }
         let Some(rtcp) = self.rtcp.as_mut() else {
             return;
         };

@@ -1,11 +1,12 @@
 //! The receive side of an RTP session, sans-IO: datagrams in (with source
 //! address and `now`), one 16 kHz 20 ms frame out per playout tick.
-//! It parses RTP with the `rtp` crate, latches to the address media really
-//! comes from (symmetric RTP, for callers behind NAT), drops other payload
-//! types with a counter, detects RFC 4733 digits, runs the jitter buffer,
-//! decodes, conceals losses and resamples to 16 kHz.
+//! It accepts media only by [`SourcePolicy`] (the SDP address, or a NAT'd
+//! caller's port on the signalling IP, latched before the first packet),
+//! counts and drops everything else, drops other payload types with a
+//! counter, detects RFC 4733 digits, runs the jitter buffer, decodes,
+//! conceals losses and resamples to 16 kHz.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::codec::Decoder;
@@ -18,9 +19,35 @@ use super::Codec;
 
 /// Samples in the 16 kHz frames handed to the owner.
 pub const FRAME_SAMPLES_16K: usize = 320;
-/// After this long without packets from the latched address, another
-/// source may take over (the caller's NAT mapping changed).
+/// Under [`Latch::AfterSilence`], after this long without packets from the
+/// latched address another allowed source may take over (the caller's NAT
+/// mapping changed).
 const RELATCH_AFTER: Duration = Duration::from_secs(2);
+
+/// When media may latch to a source other than the SDP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Latch {
+    /// Only until the first accepted packet (from the SDP address or an
+    /// allowed one): then the source is fixed for the call.
+    #[default]
+    FirstPacket,
+    /// Also later, after 2 s of silence from the latched source (NATs
+    /// that remap mid-call); still only from an allowed IP.
+    AfterSilence,
+}
+
+/// Which sources the media of a call may come from. Media is always
+/// accepted from the SDP address; another source only from the SDP IP or
+/// the IP the call's signalling came from (a caller behind NAT whose SDP
+/// names a private or wrong port), and only as `latch` allows. Anything
+/// else is counted (`dropped_foreign_source`) and dropped: a stranger can
+/// neither inject audio nor redirect the agent's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SourcePolicy {
+    pub signalling_ip: Option<IpAddr>,
+    pub latch: Latch,
+}
 /// A digit whose end packets never came is reported after this idle time.
 const DTMF_IDLE_MS: u64 = 300;
 
@@ -79,8 +106,10 @@ pub struct ReceiverConfig {
     pub telephone_event_pt: Option<u8>,
     /// Where the SDP said the peer is.
     pub remote: SocketAddr,
-    /// Follow the real source address of the media (symmetric RTP).
+    /// Follow the real source address of the media (symmetric RTP),
+    /// within `sources`.
     pub symmetric_rtp: bool,
+    pub sources: SourcePolicy,
     pub jitter: JitterConfig,
 }
 
@@ -209,6 +238,10 @@ impl Receiver {
         }
         // RFC 5761 §4: RTCP packet types 200–204 sit where RTP has M+PT.
         if (200..=204).contains(&data[1]) {
+            if !self.source_allowed(from) {
+                self.stats.dropped_foreign_source += 1;
+                return Received::Nothing;
+            }
             self.stats.rtcp_packets += 1;
             return Received::Rtcp;
         }
@@ -266,23 +299,31 @@ impl Receiver {
         Received::Nothing
     }
 
+    /// May media from `from` come in (and, latched, receive ours)?
+    pub fn source_allowed(&self, from: SocketAddr) -> bool {
+        from == self.cfg.remote || Some(from) == self.latched || self.ip_allowed(from.ip())
+    }
+
+    /// Is `ip` the SDP's, the signalling's or the latched source's?
+    pub fn ip_allowed(&self, ip: IpAddr) -> bool {
+        ip == self.cfg.remote.ip()
+            || Some(ip) == self.cfg.sources.signalling_ip
+            || Some(ip) == self.latched.map(|a| a.ip())
+    }
+
+    /// Counts a datagram the owner dropped for its source (RTCP port).
+    pub fn count_foreign(&mut self) {
+        self.stats.dropped_foreign_source += 1;
+    }
+
     fn accept_source(&mut self, from: SocketAddr, now: Instant) -> bool {
+        if !self.source_allowed(from) {
+            return false;
+        }
         match self.latched {
             Some(addr) if addr == from => {
                 self.last_from_latched = Some(now);
                 true
-            }
-            Some(_) => {
-                let stale = self
-                    .last_from_latched
-                    .is_none_or(|t| now.saturating_duration_since(t) >= RELATCH_AFTER);
-                if stale {
-                    tracing::info!(%from, "RTP source changed; re-latching");
-                    self.stats.relatches += 1;
-                    self.latched = Some(from);
-                    self.last_from_latched = Some(now);
-                }
-                stale
             }
             None => {
                 if from != self.cfg.remote {
@@ -291,6 +332,19 @@ impl Receiver {
                 self.latched = Some(from);
                 self.last_from_latched = Some(now);
                 true
+            }
+            Some(_) => {
+                let stale = self.cfg.sources.latch == Latch::AfterSilence
+                    && self
+                        .last_from_latched
+                        .is_none_or(|t| now.saturating_duration_since(t) >= RELATCH_AFTER);
+                if stale {
+                    tracing::info!(%from, "RTP source changed; re-latching");
+                    self.stats.relatches += 1;
+                    self.latched = Some(from);
+                    self.last_from_latched = Some(now);
+                }
+                stale
             }
         }
     }
@@ -353,6 +407,98 @@ impl Receiver {
 mod tests {
     use super::*;
     use webrtc_util::marshal::Marshal;
+
+    fn receiver(latch: Latch, now: Instant) -> Receiver {
+        Receiver::new(
+            ReceiverConfig {
+                codec: Codec::Pcmu,
+                payload_type: 0,
+                telephone_event_pt: None,
+                remote: "127.0.0.1:4000".parse().unwrap(),
+                symmetric_rtp: true,
+                sources: SourcePolicy {
+                    signalling_ip: Some("127.0.0.1".parse().unwrap()),
+                    latch,
+                },
+                jitter: JitterConfig::default(),
+            },
+            now,
+        )
+        .unwrap()
+    }
+
+    fn packet(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&7u32.to_be_bytes());
+        p.extend(std::iter::repeat(0xFF).take(160));
+        p
+    }
+
+    const STRANGER: &str = "127.0.0.2:5000";
+    const NAT_PORT: &str = "127.0.0.1:6000";
+    const RR: [u8; 12] = [0x80, 201, 0, 2, 0, 0, 0, 9, 0, 0, 0, 0];
+
+    #[test]
+    fn a_stranger_is_dropped_before_and_after_the_callers_first_packet() {
+        let t0 = Instant::now();
+        let mut rx = receiver(Latch::AfterSilence, t0);
+        let stranger = STRANGER.parse().unwrap();
+        for i in 0..5 {
+            rx.handle_datagram(&packet(i), stranger, t0);
+        }
+        assert_eq!(rx.handle_datagram(&RR, stranger, t0), Received::Nothing);
+        assert_eq!(rx.stats().dropped_foreign_source, 6);
+        assert_eq!(rx.stats().packets, 0);
+        assert_eq!(rx.send_to(), "127.0.0.1:4000".parse().unwrap());
+        // The caller speaks, falls silent for 5 s; the stranger still loses.
+        rx.handle_datagram(&packet(10), "127.0.0.1:4000".parse().unwrap(), t0);
+        let later = t0 + Duration::from_secs(5);
+        rx.handle_datagram(&packet(11), stranger, later);
+        assert_eq!(rx.send_to(), "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(rx.stats().dropped_foreign_source, 7);
+        assert!(!rx.ip_allowed(stranger.ip()));
+    }
+
+    #[test]
+    fn a_natted_caller_latches_once_from_the_signalling_ip() {
+        let t0 = Instant::now();
+        let mut rx = receiver(Latch::FirstPacket, t0);
+        let nat = NAT_PORT.parse().unwrap();
+        rx.handle_datagram(&packet(1), nat, t0);
+        assert_eq!(rx.send_to(), nat);
+        // Fixed for the call: neither the SDP port nor another port moves it.
+        let later = t0 + Duration::from_secs(5);
+        rx.handle_datagram(&packet(2), "127.0.0.1:4000".parse().unwrap(), later);
+        rx.handle_datagram(&packet(3), "127.0.0.1:7000".parse().unwrap(), later);
+        assert_eq!(rx.send_to(), nat);
+        assert_eq!(rx.stats().dropped_foreign_source, 2);
+        assert_eq!(rx.stats().relatches, 0);
+    }
+
+    #[test]
+    fn after_silence_relatches_only_within_the_allowed_ips() {
+        let t0 = Instant::now();
+        let mut rx = receiver(Latch::AfterSilence, t0);
+        rx.handle_datagram(&packet(1), "127.0.0.1:4000".parse().unwrap(), t0);
+        let moved = "127.0.0.1:7000".parse().unwrap();
+        rx.handle_datagram(&packet(2), moved, t0 + Duration::from_secs(1));
+        assert_eq!(
+            rx.send_to(),
+            "127.0.0.1:4000".parse().unwrap(),
+            "not yet silent"
+        );
+        rx.handle_datagram(&packet(3), moved, t0 + Duration::from_secs(3));
+        assert_eq!(rx.send_to(), moved);
+        assert_eq!(rx.stats().relatches, 1);
+        rx.handle_datagram(
+            &packet(4),
+            STRANGER.parse().unwrap(),
+            t0 + Duration::from_secs(9),
+        );
+        assert_eq!(rx.send_to(), moved);
+    }
 
     #[test]
     fn parser_agrees_with_the_rtp_crate_and_rejects_overruns() {

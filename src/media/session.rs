@@ -22,7 +22,7 @@ use super::error::MediaError;
 use super::jitter::JitterConfig;
 use super::playout::FRAME_MS;
 use super::playout::{Pacer, PacerConfig};
-use super::receiver::{Receiver, ReceiverConfig};
+use super::receiver::{Receiver, ReceiverConfig, SourcePolicy};
 use super::record::{Recorder, RecordingInfo};
 use super::record_writer::{Finished, RecordingFeed};
 use super::resample::resample_all;
@@ -37,6 +37,8 @@ pub struct SessionConfig {
     pub payload_type: u8,
     pub telephone_event_pt: Option<u8>,
     pub symmetric_rtp: bool,
+    /// Which sources media may come from (and so where ours may go).
+    pub sources: SourcePolicy,
     pub jitter: JitterConfig,
     /// Capacity of the event channel to the owner (50 audio frames = 1 s).
     pub event_capacity: usize,
@@ -62,6 +64,7 @@ impl SessionConfig {
             payload_type,
             telephone_event_pt,
             symmetric_rtp: true,
+            sources: SourcePolicy::default(),
             jitter: JitterConfig {
                 clock_rate: codec.rtp_clock_rate(),
                 ..JitterConfig::default()
@@ -267,6 +270,7 @@ impl MediaSession {
                 telephone_event_pt: cfg.telephone_event_pt,
                 remote: cfg.remote,
                 symmetric_rtp: cfg.symmetric_rtp,
+                sources: cfg.sources,
                 jitter: cfg.jitter,
             },
             now,

@@ -23,6 +23,9 @@ pub struct NegotiatedMedia {
     /// RFC 4733 `telephone-event` payload type, when both sides have it.
     pub telephone_event_pt: Option<u8>,
     pub ptime_ms: u32,
+    /// Which sources the call's media may come from: the SDP address, or
+    /// (latched as `rtp.latch` says) the IP the INVITE came from.
+    pub sources: crate::media::receiver::SourcePolicy,
 }
 
 /// Who ended a call (`call_logs.hangup_by`).

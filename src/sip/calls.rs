@@ -21,6 +21,7 @@ use super::routing::TrunkSlot;
 use super::sdp::{self, Negotiated, SessionDescription};
 use super::transport::{Target, Transport};
 use crate::media::ports::PortLease;
+use crate::media::receiver::SourcePolicy;
 use crate::media::Codec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,14 @@ impl Core {
         }
     }
 
+    /// Media may latch only to the IP the call's signalling came from.
+    pub(super) fn media_sources(&self, call: &Call) -> SourcePolicy {
+        SourcePolicy {
+            signalling_ip: Some(call.source.addr.ip()),
+            latch: self.env.latch,
+        }
+    }
+
     pub(super) fn via_sent_by(&self) -> String {
         host_port(
             &self.env.advertised_ip.to_string(),
@@ -120,8 +129,11 @@ impl Core {
             self.respond(key, resp, now);
             return;
         }
-        let trying = self.response(&invite, 100, "Trying", None);
-        self.respond(key, trying, now);
+        // Optional (§8.2.6.1), and a stranger's flood must not buy answers.
+        if self.stranger_may_hear(source.addr.ip(), now) {
+            let trying = self.response(&invite, 100, "Trying", None);
+            self.respond(key, trying, now);
+        }
         let tag = random_token(16);
         let to_uri = invite.to().map(|t| t.uri).unwrap_or_default();
         let facts = InviteFacts {
@@ -192,6 +204,7 @@ impl Core {
                     reason: "Service Unavailable",
                     headers: vec![("Retry-After".into(), "5".into())],
                     facts: None,
+                    trusted: true,
                 },
             };
             let _ = internal.send(Internal::Routed { key: tag, decision }).await;
@@ -252,13 +265,21 @@ impl Core {
             self.remove_call(key);
             return;
         }
+        let invite_key = call.invite_key.clone();
         match decision {
             Decision::Reject {
                 code,
                 reason,
                 headers,
                 facts,
+                trusted,
             } => {
+                if !trusted && !self.answer_stranger_rejection(key, code, now) {
+                    return;
+                }
+                let Some(call) = self.calls.get(key) else {
+                    return;
+                };
                 if let Some(f) = &facts {
                     let end = CallEnd {
                         status: status_for(code),
@@ -274,7 +295,6 @@ impl Core {
                 for (n, v) in headers {
                     resp.add_header(&n, v);
                 }
-                let invite_key = call.invite_key.clone();
                 self.respond(&invite_key, resp, now);
                 self.remove_call(key);
             }
@@ -283,7 +303,10 @@ impl Core {
                 slot,
                 codecs,
                 offer,
-            } => self.accept(key, facts, slot, codecs, offer, now),
+            } => {
+                self.trust_server_tx(&invite_key);
+                self.accept(key, facts, slot, codecs, offer, now)
+            }
         }
     }
 
@@ -323,7 +346,7 @@ impl Core {
         let local = std::net::SocketAddr::new(self.env.advertised_ip, lease.port());
         let (media, answer_sdp) = match &offer {
             Some((parsed, n)) => (
-                Some(to_media(n, local)),
+                Some(to_media(n, local, self.media_sources(call))),
                 sdp::build_answer(parsed, n, local, call_session_id(call), 1),
             ),
             None => (
@@ -527,6 +550,10 @@ impl Core {
             a.acked();
         }
         call.answer = None;
+        let sources = SourcePolicy {
+            signalling_ip: Some(call.source.addr.ip()),
+            latch: self.env.latch,
+        };
         // Offerless INVITE: the ACK carries the answer to our offer.
         let needs_answer = call.pending.as_ref().is_some_and(|p| p.media.is_none());
         if needs_answer {
@@ -537,7 +564,7 @@ impl Core {
             match negotiated {
                 Some(n) => {
                     if let Some(p) = call.pending.as_mut() {
-                        p.media = Some(to_media(&n, local));
+                        p.media = Some(to_media(&n, local, sources));
                     }
                     self.hand_over(key);
                 }
@@ -557,8 +584,13 @@ pub(super) fn call_session_id(call: &Call) -> u64 {
     call.log_id.as_u64_pair().0 >> 1
 }
 
-pub(super) fn to_media(n: &Negotiated, local: std::net::SocketAddr) -> NegotiatedMedia {
+pub(super) fn to_media(
+    n: &Negotiated,
+    local: std::net::SocketAddr,
+    sources: SourcePolicy,
+) -> NegotiatedMedia {
     NegotiatedMedia {
+        sources,
         local_addr: local,
         remote_addr: n.remote,
         codec: n.codec,

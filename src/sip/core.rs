@@ -18,9 +18,11 @@ use tokio::sync::mpsc;
 use super::call::{CallCommand, SharedCallHandler};
 use super::calls::Call;
 use super::decide::{Decider, Decision};
-use super::message::{split_list, Message, Method};
+use super::guard::{Guard, GuardLimits};
+use super::message::{Message, Method};
+use super::strangers::{stamp_via, udp_response_target};
 use super::transaction::{ClientTx, ServerTx, Timers, TxOutput};
-use super::transport::{response_addr, Inbound, Target, Transports};
+use super::transport::{Inbound, Target, Transports};
 use crate::media::ports::PortAllocator;
 
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, UPDATE";
@@ -53,6 +55,9 @@ pub enum Internal {
 pub struct Shared {
     pub live_calls: AtomicUsize,
     pub draining: AtomicBool,
+    /// Size of the server-transaction map, for the handle.
+    pub server_txs: AtomicUsize,
+    pub counters: super::guard::Counters,
 }
 
 /// Everything the core needs from outside, fixed at start.
@@ -70,6 +75,9 @@ pub struct Env {
     pub node_id: String,
     pub max_calls: usize,
     pub answer_delay: Duration,
+    pub limits: GuardLimits,
+    /// When a call's media may latch to another source (`rtp.latch`).
+    pub latch: crate::media::receiver::Latch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +94,9 @@ pub struct ServerEntry {
     /// Call-ID|From-tag|CSeq of an INVITE, to match an ACK that (against
     /// §17.1.1.3) carries a new branch for a non-2xx response.
     pub merge: Option<String>,
+    /// The source this transaction is charged to while its request is
+    /// not known to be authenticated (see [`Guard`]).
+    pub stranger: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +145,7 @@ pub struct Core {
     pub invite_txs: HashMap<String, String>,
     wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
     bucket: Bucket,
+    pub guard: Guard,
 }
 
 /// The server transaction key (§17.2.3); ACK maps to its INVITE.
@@ -169,6 +181,7 @@ pub fn client_key(msg: &Message) -> Option<String> {
 impl Core {
     pub fn new(env: Env) -> Core {
         let now = Instant::now();
+        let guard = Guard::new(env.limits);
         Core {
             env,
             server_txs: HashMap::new(),
@@ -177,6 +190,7 @@ impl Core {
             invites: HashMap::new(),
             invite_txs: HashMap::new(),
             wakeups: BinaryHeap::new(),
+            guard,
             bucket: Bucket {
                 tokens: 200.0,
                 rate: 500.0,
@@ -256,11 +270,7 @@ impl Core {
             return;
         };
         if entry.tx.is_terminated() {
-            if let Some(e) = self.server_txs.remove(key) {
-                if let Some(m) = e.merge {
-                    self.invite_txs.remove(&m);
-                }
-            }
+            self.forget_server_tx(key);
         } else {
             let at = entry.tx.next_wake();
             self.schedule(at, Wake::Server(key.to_string()));
@@ -299,20 +309,11 @@ impl Core {
     }
 
     /// Creates the server transaction for a new request; `None` if it exists.
-    fn new_server_tx(&mut self, key: &str, req: &Message, source: Target) -> bool {
+    pub(super) fn new_server_tx(&mut self, key: &str, req: &Message, source: Target) -> bool {
         if self.server_txs.contains_key(key) {
             return false;
         }
-        let target = match source.transport {
-            super::transport::Transport::Udp => match req.top_via() {
-                Some(via) => Target {
-                    addr: response_addr(&via, source.addr),
-                    ..source
-                },
-                None => source,
-            },
-            super::transport::Transport::Tcp => source,
-        };
+        let target = udp_response_target(req, source);
         let tx = ServerTx::new(req, source.transport.reliable(), self.env.timers);
         let merge = (req.method() == Some(&Method::Invite))
             .then(|| merge_key(req))
@@ -327,12 +328,19 @@ impl Core {
                 target,
                 call: None,
                 merge,
+                stranger: None,
             },
         );
+        self.env
+            .shared
+            .server_txs
+            .store(self.server_txs.len(), Ordering::Relaxed);
         true
     }
 
-    /// Stateless-ish reply in a fresh transaction (absorbs retransmissions).
+    /// Stateless-ish reply to a request outside any call, in a fresh
+    /// transaction (absorbs retransmissions) charged to its source; silent
+    /// when the source has used its answer budget.
     pub fn reply(
         &mut self,
         key: &str,
@@ -343,7 +351,10 @@ impl Core {
         headers: Vec<(String, String)>,
         now: Instant,
     ) {
-        if !self.new_server_tx(key, req, source) {
+        if self.server_txs.contains_key(key) || !self.stranger_may_hear(source.addr.ip(), now) {
+            return;
+        }
+        if !self.open_stranger_tx(key, req, source, now) {
             return;
         }
         let tag = (req.to().and_then(|t| t.tag().map(str::to_string)).is_none() && code > 100)
@@ -372,17 +383,10 @@ impl Core {
             if msg.top_via().is_some()
                 && msg.method() != Some(&Method::Ack)
                 && self.bucket.take(now)
+                && self.stranger_may_hear(inbound.source.addr.ip(), now)
             {
                 let resp = Message::response_to(&msg, 400, "Bad Request");
-                let target = match msg.top_via() {
-                    Some(via) if inbound.source.transport == super::transport::Transport::Udp => {
-                        Target {
-                            addr: response_addr(&via, inbound.source.addr),
-                            ..inbound.source
-                        }
-                    }
-                    _ => inbound.source,
-                };
+                let target = udp_response_target(&msg, inbound.source);
                 self.env.transports.send(&target, resp.to_bytes());
             }
             tracing::trace!(from = %inbound.source.addr, "bad request: {e}");
@@ -457,7 +461,7 @@ impl Core {
                         return;
                     }
                 }
-                if !self.new_server_tx(&key, &msg, inbound.source) {
+                if !self.open_stranger_tx(&key, &msg, inbound.source, now) {
                     return;
                 }
                 self.on_invite(&key, merged, msg, inbound.source, now);
@@ -620,39 +624,6 @@ impl Core {
                 }
             }
         }
-    }
-}
-
-/// RFC 3261 §18.2.1 + RFC 3581: note where the request really came from.
-fn stamp_via(msg: &mut Message, source: std::net::SocketAddr) {
-    let Some(pos) = msg
-        .headers
-        .iter()
-        .position(|(n, _)| n.eq_ignore_ascii_case("Via"))
-    else {
-        return;
-    };
-    let values: Vec<String> = split_list(&msg.headers[pos].1)
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    let Some(mut via) = values.first().and_then(|v| super::message::Via::parse(v)) else {
-        return;
-    };
-    let ip = source.ip().to_string();
-    let mut changed = false;
-    if via.host != ip {
-        via.set_param("received", Some(ip));
-        changed = true;
-    }
-    if via.rport() == Some(None) {
-        via.set_param("rport", Some(source.port().to_string()));
-        changed = true;
-    }
-    if changed {
-        let mut all = vec![via.to_header()];
-        all.extend(values.into_iter().skip(1));
-        msg.headers[pos].1 = all.join(", ");
     }
 }
 

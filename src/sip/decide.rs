@@ -1,14 +1,17 @@
 //! The answer to a new INVITE, in DESIGN.md's order: source/trunk (403,
 //! digest 401), dialed number (404), agent and plan (480), trunk capacity
 //! (486), codecs (488) — or accept. Runs as its own task (it may query the
-//! database) and posts the decision back to the SIP core.
+//! database) and posts the decision back to the SIP core. A trunk with a
+//! username and no usable password refuses (403) rather than checking a
+//! digest against an empty one; refusals of sources that passed no check
+//! are marked untrusted (counted, not logged as calls).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::digest::{DigestServer, Verdict};
+use super::digest::{DigestRequest, DigestServer, Verdict};
 use super::number::{self, NumberingPlan};
 use super::routing::{Router, TrunkSlot, TrunkSlots};
 use super::sdp::{self, Negotiated, SessionDescription};
@@ -29,8 +32,13 @@ pub enum Decision {
         code: u16,
         reason: &'static str,
         headers: Vec<(String, String)>,
-        /// Known when the INVITE got far enough to belong to a workspace.
+        /// Known when the INVITE got far enough to belong to a workspace
+        /// and its source is trusted.
         facts: Option<RouteFacts>,
+        /// The source passed a check (a trunk's address list or its
+        /// digest): the refusal is a call attempt worth a call_logs row.
+        /// Otherwise it is a stranger's, answered within its budget.
+        trusted: bool,
     },
     Accept {
         facts: RouteFacts,
@@ -64,6 +72,18 @@ fn reject(code: u16, reason: &'static str, facts: Option<RouteFacts>) -> Decisio
         reason,
         headers: Vec::new(),
         facts,
+        trusted: true,
+    }
+}
+
+/// A refusal of a source that passed no check: no row, no workspace.
+fn refuse_stranger(code: u16, reason: &'static str) -> Decision {
+    Decision::Reject {
+        code,
+        reason,
+        headers: Vec::new(),
+        facts: None,
+        trusted: false,
     }
 }
 
@@ -78,6 +98,7 @@ impl Decider {
                     reason: "Service Unavailable",
                     headers: vec![("Retry-After".into(), "5".into())],
                     facts: None,
+                    trusted: true,
                 }
             }
         }
@@ -92,8 +113,10 @@ impl Decider {
             .filter(|t| t.allows_source(f.source_ip) || (t.cidrs.is_empty() && t.has_credentials()))
             .collect();
         if allowed.is_empty() {
-            return Ok(reject(403, "Forbidden", None));
+            return Ok(refuse_stranger(403, "Forbidden"));
         }
+        // Admitted by address, not merely allowed to try a password.
+        let listed = allowed.iter().any(|t| t.allows_source(f.source_ip));
         let plan = NumberingPlan::default();
         let dialed =
             number::from_uri(&f.request_uri, &plan).or_else(|| number::from_uri(&f.to_uri, &plan));
@@ -102,6 +125,9 @@ impl Decider {
             None => None,
         };
         let Some(route) = route.filter(|r| r.enabled) else {
+            if !listed {
+                return Ok(refuse_stranger(404, "Not Found"));
+            }
             let ws = allowed[0].workspace_id;
             let single = allowed.iter().all(|t| t.workspace_id == ws);
             let facts = single.then(|| RouteFacts {
@@ -121,8 +147,9 @@ impl Decider {
                 .find(|t| t.workspace_id == route.workspace_id),
         };
         let Some(trunk) = trunk.copied() else {
-            return Ok(reject(403, "Forbidden", None));
+            return Ok(refuse_stranger(403, "Forbidden"));
         };
+        let listed = trunk.allows_source(f.source_ip);
         let facts = RouteFacts {
             workspace_id: route.workspace_id,
             agent_id: route.agent_id,
@@ -131,19 +158,36 @@ impl Decider {
         };
         if trunk.has_credentials() {
             let username = trunk.username.as_deref().unwrap_or_default();
-            let password = trunk.password.as_deref().unwrap_or_default();
+            // Fail closed: no password, an empty one or one that could not
+            // be decrypted is a broken trunk, never an open one.
+            let Some(password) = trunk.password.as_deref().filter(|p| !p.is_empty()) else {
+                tracing::warn!(trunk = %trunk.id, "trunk has a username but no usable password; refusing");
+                return Ok(if listed {
+                    reject(403, "Forbidden", Some(facts))
+                } else {
+                    refuse_stranger(403, "Forbidden")
+                });
+            };
+            let request = DigestRequest {
+                method: "INVITE",
+                request_uri: &f.request_uri,
+                source: f.source_ip,
+            };
             let verdict = f.authorization.as_deref().map(|a| {
                 self.digest
-                    .verify(a, "INVITE", username, password, f.now_unix)
+                    .verify(a, request, username, password, f.now_unix)
             });
             match verdict {
                 Some(Verdict::Valid) => {}
-                Some(Verdict::Invalid) => return Ok(reject(403, "Forbidden", Some(facts))),
-                stale_or_missing => {
-                    let stale = stale_or_missing == Some(Verdict::Stale);
+                Some(Verdict::Invalid) if listed => {
+                    return Ok(reject(403, "Forbidden", Some(facts)))
+                }
+                Some(Verdict::Invalid) => return Ok(refuse_stranger(403, "Forbidden")),
+                stale_replayed_or_missing => {
+                    let stale = stale_replayed_or_missing == Some(Verdict::Stale);
                     let headers = self
                         .digest
-                        .challenges(f.now_unix, stale)
+                        .challenges(f.now_unix, f.source_ip, stale)
                         .into_iter()
                         .map(|c| ("WWW-Authenticate".to_string(), c))
                         .collect();
@@ -153,6 +197,7 @@ impl Decider {
                         reason: "Unauthorized",
                         headers,
                         facts: None,
+                        trusted: listed,
                     });
                 }
             }
@@ -180,6 +225,7 @@ impl Decider {
                                 "304 switchboard \"Media type not available\"".into(),
                             )],
                             facts: Some(facts),
+                            trusted: true,
                         })
                     }
                 }

@@ -420,7 +420,8 @@ From: <sip:+15555550100@127.0.0.1>;tag=me\r\nTo: <sip:+15551230000@trunk.example
         .unwrap();
         let server = crate::sip::digest::DigestServer::new("trunk", [1; 32], 300);
         let mut challenge = Message::response_to(&invite, 407, "Proxy Authentication Required");
-        for c in server.challenges(1000, false) {
+        let us: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        for c in server.challenges(1000, us, false) {
             challenge.add_header("Proxy-Authenticate", c);
         }
         let retry = authorize_retry(&invite, &challenge, "acct", "pw").unwrap();
@@ -432,7 +433,17 @@ From: <sip:+15555550100@127.0.0.1>;tag=me\r\nTo: <sip:+15551230000@trunk.example
         let auth = retry.header("Proxy-Authorization").unwrap();
         assert!(auth.contains("SHA-256"), "{auth}");
         assert_eq!(
-            server.verify(auth, "INVITE", "acct", "pw", 1001),
+            server.verify(
+                auth,
+                crate::sip::digest::DigestRequest {
+                    method: "INVITE",
+                    request_uri: invite.request_uri().unwrap(),
+                    source: us,
+                },
+                "acct",
+                "pw",
+                1001
+            ),
             crate::sip::digest::Verdict::Valid
         );
 

@@ -1,7 +1,14 @@
 //! HTTP digest authentication for SIP (RFC 2617 MD5, RFC 8760 SHA-256,
-//! qop=auth): stateless nonces that carry their issue time under an HMAC,
-//! so expiry needs no table and an expired nonce is answered `stale=true`.
-//! Also the client side (answering a trunk's 401/407) for outbound calls.
+//! qop=auth), failing closed: nonces carry their issue time and the address
+//! they were issued to under an HMAC (an expired one is answered
+//! `stale=true`), the digest `uri` must be the Request-URI, and each
+//! nonce's count only goes up ([`NonceCounts`], sans-IO), so a captured
+//! header cannot be replayed. Also the client side (answering a trunk's
+//! 401/407) for outbound calls.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 
 use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
@@ -45,16 +52,83 @@ pub enum Verdict {
     Valid,
     /// A nonce we issued, correctly signed, but expired: challenge again with `stale=true`.
     Stale,
-    /// Wrong user or password (or a nonce we never issued): 403.
+    /// The right password over a nonce count already used (a replayed
+    /// header, or a client that reuses counts): challenge again.
+    Replayed,
+    /// Wrong user, password or uri, a nonce we never issued or issued to
+    /// another address, no password to check against: 403.
     Invalid,
 }
 
-/// Server-side digest state: a random key for nonces and the realm.
-#[derive(Clone)]
+/// What the request itself says, to check the digest against.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestRequest<'a> {
+    pub method: &'a str,
+    pub request_uri: &'a str,
+    pub source: IpAddr,
+}
+
+/// Nonces remembered at most. When full of live nonces the oldest is
+/// dropped and every nonce issued up to it becomes stale, so forgetting a
+/// nonce can never make its counts usable again.
+const MAX_TRACKED_NONCES: usize = 65_536;
+
+/// The highest nonce count seen per nonce, sans-IO (time passed in).
+#[derive(Debug, Default)]
+pub struct NonceCounts {
+    seen: HashMap<String, (u64, u32)>,
+    /// Nonces issued at or before this second are stale (see above).
+    floor: Option<u64>,
+}
+
+impl NonceCounts {
+    /// Records count `nc` of `nonce` (issued at `issued`); `false` if that
+    /// count, or a higher one, was already used.
+    pub fn advance(&mut self, nonce: &str, issued: u64, nc: u32, now: u64, ttl: u64) -> bool {
+        if let Some((_, last)) = self.seen.get_mut(nonce) {
+            if nc <= *last {
+                return false;
+            }
+            *last = nc;
+            return true;
+        }
+        if self.floor.is_some_and(|f| issued <= f) {
+            return false;
+        }
+        if self.seen.len() >= MAX_TRACKED_NONCES {
+            self.seen
+                .retain(|_, (at, _)| now.saturating_sub(*at) <= ttl);
+        }
+        if self.seen.len() >= MAX_TRACKED_NONCES {
+            let oldest = self
+                .seen
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, (at, _))| (k.clone(), *at));
+            if let Some((k, at)) = oldest {
+                self.seen.remove(&k);
+                self.floor = Some(self.floor.map_or(at, |f| f.max(at)));
+                if issued <= at {
+                    return false;
+                }
+            }
+        }
+        self.seen.insert(nonce.to_string(), (issued, nc));
+        true
+    }
+
+    pub fn is_stale(&self, issued: u64) -> bool {
+        self.floor.is_some_and(|f| issued <= f)
+    }
+}
+
+/// Server-side digest state: a random key for nonces, the realm, and the
+/// counts used per nonce.
 pub struct DigestServer {
     key: [u8; 32],
     realm: String,
     nonce_ttl_secs: u64,
+    counts: Mutex<NonceCounts>,
 }
 
 /// Parsed `Digest k=v, ...` parameters.
@@ -104,6 +178,10 @@ fn response_hash(
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -114,6 +192,7 @@ impl DigestServer {
             key,
             realm: realm.to_string(),
             nonce_ttl_secs,
+            counts: Mutex::new(NonceCounts::default()),
         }
     }
 
@@ -130,27 +209,32 @@ impl DigestServer {
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
-    /// A nonce issued at `now_secs` (Unix time).
-    pub fn nonce(&self, now_secs: u64) -> String {
+    /// A nonce issued at `now_secs` (Unix time) to `source`.
+    pub fn nonce(&self, now_secs: u64, source: IpAddr) -> String {
         let stamp = format!("{now_secs:x}");
-        format!("{stamp}.{}", self.sign(&stamp))
+        format!("{stamp}.{}", self.sign(&format!("{stamp}|{source}")))
     }
 
-    /// `None`: not ours (forged/garbled); `Some(false)`: ours but expired.
-    fn check_nonce(&self, nonce: &str, now_secs: u64) -> Option<bool> {
+    /// `None`: not ours, or issued to another address; else its issue time
+    /// and whether it is still fresh.
+    fn check_nonce(&self, nonce: &str, source: IpAddr, now_secs: u64) -> Option<(u64, bool)> {
         let (stamp, sig) = nonce.split_once('.')?;
-        if !constant_time_eq(sig.as_bytes(), self.sign(stamp).as_bytes()) {
+        let expected = self.sign(&format!("{stamp}|{source}"));
+        if !constant_time_eq(sig.as_bytes(), expected.as_bytes()) {
             return None;
         }
         let issued = u64::from_str_radix(stamp, 16).ok()?;
-        Some(now_secs.saturating_sub(issued) <= self.nonce_ttl_secs && issued <= now_secs + 5)
+        let fresh = now_secs.saturating_sub(issued) <= self.nonce_ttl_secs
+            && issued <= now_secs + 5
+            && !lock(&self.counts).is_stale(issued);
+        Some((issued, fresh))
     }
 
     /// `WWW-Authenticate` values, most preferred first. MD5 goes first on
     /// purpose: many trunks (and SIPp) only read the first challenge and only
     /// know MD5; RFC 8760 clients pick the SHA-256 one.
-    pub fn challenges(&self, now_secs: u64, stale: bool) -> Vec<String> {
-        let nonce = self.nonce(now_secs);
+    pub fn challenges(&self, now_secs: u64, source: IpAddr, stale: bool) -> Vec<String> {
+        let nonce = self.nonce(now_secs, source);
         [Algorithm::Md5, Algorithm::Sha256]
             .iter()
             .map(|alg| {
@@ -167,15 +251,19 @@ impl DigestServer {
             .collect()
     }
 
-    /// Checks an `Authorization` value against the trunk's credentials.
+    /// Checks an `Authorization` value of `req` against the trunk's
+    /// credentials. No password (empty) is never a match.
     pub fn verify(
         &self,
         authorization: &str,
-        method: &str,
+        req: DigestRequest<'_>,
         username: &str,
         password: &str,
         now_secs: u64,
     ) -> Verdict {
+        if username.is_empty() || password.is_empty() {
+            return Verdict::Invalid;
+        }
         let Some(p) = DigestParams::parse(authorization) else {
             return Verdict::Invalid;
         };
@@ -194,23 +282,29 @@ impl DigestServer {
         ) else {
             return Verdict::Invalid;
         };
-        if user != username || p.get("realm") != Some(self.realm.as_str()) {
+        if !constant_time_eq(user.as_bytes(), username.as_bytes())
+            || p.get("realm") != Some(self.realm.as_str())
+            || uri.trim() != req.request_uri.trim()
+        {
             return Verdict::Invalid;
         }
-        let fresh = match self.check_nonce(nonce, now_secs) {
-            None => return Verdict::Invalid,
-            Some(fresh) => fresh,
+        let Some((issued, fresh)) = self.check_nonce(nonce, req.source, now_secs) else {
+            return Verdict::Invalid;
         };
-        let qop = match p.get("qop") {
+        // Without qop a nonce is good for one request (count 0).
+        let (qop, count) = match p.get("qop") {
             Some(q) if q.eq_ignore_ascii_case("auth") => match (p.get("nc"), p.get("cnonce")) {
-                (Some(nc), Some(cnonce)) => Some((nc, cnonce)),
+                (Some(nc), Some(cnonce)) => match u32::from_str_radix(nc, 16) {
+                    Ok(n) if nc.len() == 8 && n > 0 => (Some((nc, cnonce)), n),
+                    _ => return Verdict::Invalid,
+                },
                 _ => return Verdict::Invalid,
             },
             Some(_) => return Verdict::Invalid,
-            None => None,
+            None => (None, 0),
         };
         let ha1 = alg.hash(&format!("{username}:{}:{password}", self.realm));
-        let expected = response_hash(alg, &ha1, method, uri, nonce, qop);
+        let expected = response_hash(alg, &ha1, req.method, uri, nonce, qop);
         if !constant_time_eq(
             expected.as_bytes(),
             response.to_ascii_lowercase().as_bytes(),
@@ -218,10 +312,16 @@ impl DigestServer {
             return Verdict::Invalid;
         }
         // The password was right: an old nonce only needs a fresh challenge.
-        if fresh {
+        if !fresh {
+            return Verdict::Stale;
+        }
+        // Counted only now, so a wrong password cannot use up a count.
+        let advanced =
+            lock(&self.counts).advance(nonce, issued, count, now_secs, self.nonce_ttl_secs);
+        if advanced {
             Verdict::Valid
         } else {
-            Verdict::Stale
+            Verdict::Replayed
         }
     }
 }
@@ -294,51 +394,139 @@ mod tests {
         assert_eq!(r, "6629fae49393a05397450978507c4ef1");
     }
 
+    const URI: &str = "sip:+1@127.0.0.1";
+
+    fn req(source: &str) -> DigestRequest<'static> {
+        DigestRequest {
+            method: "INVITE",
+            request_uri: URI,
+            source: source.parse().unwrap(),
+        }
+    }
+
+    fn answer(challenge: &str, uri: &str, password: &str, nc: u32) -> String {
+        answer_challenge(challenge, "INVITE", uri, "trunk", password, "abc", nc).unwrap()
+    }
+
     #[test]
     fn round_trip_md5_and_sha256_wrong_password_and_stale() {
         let s = server();
         let now = 1_700_000_000;
-        for challenge in s.challenges(now, false) {
-            let auth = answer_challenge(
-                &challenge,
-                "INVITE",
-                "sip:+1@127.0.0.1",
-                "trunk",
-                "secret",
-                "abc",
-                1,
-            )
-            .unwrap();
+        let src = req("192.0.2.1");
+        // Both challenges carry one nonce: each use takes the next count.
+        for (i, challenge) in s.challenges(now, src.source, false).iter().enumerate() {
+            let auth = answer(challenge, URI, "secret", i as u32 + 1);
             assert_eq!(
-                s.verify(&auth, "INVITE", "trunk", "secret", now + 10),
+                s.verify(&auth, src, "trunk", "other", now + 10),
+                Verdict::Invalid
+            );
+            assert_eq!(
+                s.verify(&auth, src, "bob", "secret", now + 10),
+                Verdict::Invalid
+            );
+            assert_eq!(
+                s.verify(&auth, src, "trunk", "secret", now + 301),
+                Verdict::Stale
+            );
+            assert_eq!(
+                s.verify(&auth, src, "trunk", "secret", now + 10),
                 Verdict::Valid,
                 "{challenge}"
             );
-            assert_eq!(
-                s.verify(&auth, "INVITE", "trunk", "other", now + 10),
-                Verdict::Invalid
-            );
-            assert_eq!(
-                s.verify(&auth, "INVITE", "bob", "secret", now + 10),
-                Verdict::Invalid
-            );
-            assert_eq!(
-                s.verify(&auth, "INVITE", "trunk", "secret", now + 301),
-                Verdict::Stale
-            );
         }
-        assert!(s.challenges(now, true)[0].contains("stale=true"));
+        assert!(s.challenges(now, src.source, true)[0].contains("stale=true"));
+    }
+
+    #[test]
+    fn no_password_never_matches() {
+        let s = server();
+        let src = req("192.0.2.1");
+        let challenge = &s.challenges(100, src.source, false)[0];
+        let auth = answer(challenge, URI, "", 1);
+        assert_eq!(s.verify(&auth, src, "trunk", "", 100), Verdict::Invalid);
+        assert_eq!(s.verify(&auth, src, "", "", 100), Verdict::Invalid);
+    }
+
+    #[test]
+    fn counts_only_go_up_and_a_replay_is_refused() {
+        let s = server();
+        let src = req("192.0.2.1");
+        let challenge = &s.challenges(100, src.source, false)[0];
+        let first = answer(challenge, URI, "secret", 1);
+        assert_eq!(
+            s.verify(&first, src, "trunk", "secret", 100),
+            Verdict::Valid
+        );
+        assert_eq!(
+            s.verify(&first, src, "trunk", "secret", 101),
+            Verdict::Replayed
+        );
+        let third = answer(challenge, URI, "secret", 3);
+        assert_eq!(
+            s.verify(&third, src, "trunk", "secret", 102),
+            Verdict::Valid
+        );
+        let second = answer(challenge, URI, "secret", 2);
+        assert_eq!(
+            s.verify(&second, src, "trunk", "secret", 103),
+            Verdict::Replayed,
+            "a lower count after a higher one"
+        );
+        // A wrong password does not use up a count.
+        let other = &s.challenges(200, src.source, false)[0];
+        let wrong = answer(other, URI, "guess", 1);
+        assert_eq!(
+            s.verify(&wrong, src, "trunk", "secret", 200),
+            Verdict::Invalid
+        );
+        let right = answer(other, URI, "secret", 1);
+        assert_eq!(
+            s.verify(&right, src, "trunk", "secret", 200),
+            Verdict::Valid
+        );
+    }
+
+    #[test]
+    fn the_uri_and_the_source_address_are_bound() {
+        let s = server();
+        let src = req("192.0.2.1");
+        let challenge = &s.challenges(100, src.source, false)[0];
+        let elsewhere = answer(challenge, "sip:+1@198.51.100.1", "secret", 1);
+        assert_eq!(
+            s.verify(&elsewhere, src, "trunk", "secret", 100),
+            Verdict::Invalid
+        );
+        let auth = answer(challenge, URI, "secret", 1);
+        assert_eq!(
+            s.verify(&auth, req("192.0.2.2"), "trunk", "secret", 100),
+            Verdict::Invalid,
+            "a nonce issued to another address"
+        );
+        assert_eq!(s.verify(&auth, src, "trunk", "secret", 100), Verdict::Valid);
+    }
+
+    #[test]
+    fn a_full_count_table_makes_forgotten_nonces_stale() {
+        let mut c = NonceCounts::default();
+        for i in 0..MAX_TRACKED_NONCES as u64 {
+            assert!(c.advance(&format!("n{i}"), 1000 + i, 1, 1000 + i, 1_000_000));
+        }
+        // The next new nonce pushes out the oldest (issued at 1000).
+        assert!(c.advance("late", 5_000_000, 1, 5_000_000 - 10, 100_000_000));
+        assert!(c.is_stale(1000));
+        assert!(!c.advance("n0", 1000, 2, 5_000_000, 100_000_000));
+        assert!(c.seen.len() <= MAX_TRACKED_NONCES);
     }
 
     #[test]
     fn forged_nonce_and_garbage_are_invalid() {
         let s = server();
+        let src = req("192.0.2.1");
         let other = DigestServer::new("switchboard", [8; 32], 300);
-        let challenge = &other.challenges(100, false)[0];
-        let auth =
-            answer_challenge(challenge, "INVITE", "sip:x@y", "trunk", "secret", "c", 1).unwrap();
+        let challenge = &other.challenges(100, src.source, false)[0];
+        let auth = answer(challenge, URI, "secret", 1);
         assert_eq!(
-            s.verify(&auth, "INVITE", "trunk", "secret", 100),
+            s.verify(&auth, src, "trunk", "secret", 100),
             Verdict::Invalid
         );
         for garbage in [
@@ -349,7 +537,7 @@ mod tests {
             "Digest nonce=\"zz.zz\"",
         ] {
             assert_eq!(
-                s.verify(garbage, "INVITE", "trunk", "secret", 100),
+                s.verify(garbage, src, "trunk", "secret", 100),
                 Verdict::Invalid
             );
         }

@@ -94,6 +94,10 @@ impl Core {
             return;
         };
         let local = std::net::SocketAddr::new(self.env.advertised_ip, call.local_port);
+        let sources = crate::media::receiver::SourcePolicy {
+            signalling_ip: Some(call.source.addr.ip()),
+            latch: self.env.latch,
+        };
         call.sdp_version += 1;
         let (sid, version) = (call_session_id(call), call.sdp_version);
         let refreshed = call.session_timer.as_mut().map(|(se, deadline)| {
@@ -112,7 +116,7 @@ impl Core {
                     "application/sdp",
                     sdp::build_answer(&o, &n, local, sid, version).into_bytes(),
                 );
-                let media = to_media(&n, local);
+                let media = to_media(&n, local, sources);
                 self.event(
                     key,
                     CallEvent::MediaChanged {

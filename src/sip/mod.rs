@@ -8,6 +8,7 @@ pub mod decide;
 pub mod dialog;
 pub mod digest;
 mod error;
+pub mod guard;
 pub mod header;
 mod in_dialog;
 pub mod message;
@@ -16,6 +17,7 @@ pub mod records;
 pub mod routing;
 pub mod sdp;
 pub mod server;
+mod strangers;
 pub mod transaction;
 pub mod transport;
 

@@ -40,6 +40,15 @@ pub struct SipOptions {
     pub codecs: Vec<Codec>,
     /// Digest nonce lifetime.
     pub nonce_ttl_secs: u64,
+    /// Server transactions one source may hold outside accepted calls
+    /// (answers to strangers live 32 s on UDP); more get 503.
+    pub max_server_txs_per_source: usize,
+    /// Server transactions the node holds at most; more get 503.
+    pub max_server_txs: usize,
+    /// Answers per second (and burst) to one source's unauthenticated
+    /// requests: 400, OPTIONS, 481, 405, 401/403/404 to strangers, 503.
+    pub stranger_answers_per_sec: f64,
+    pub stranger_answer_burst: f64,
 }
 
 impl Default for SipOptions {
@@ -49,6 +58,10 @@ impl Default for SipOptions {
             answer_delay: Duration::from_millis(100),
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             nonce_ttl_secs: 300,
+            max_server_txs_per_source: 256,
+            max_server_txs: 65_536,
+            stranger_answers_per_sec: 50.0,
+            stranger_answer_burst: 100.0,
         }
     }
 }
@@ -126,6 +139,13 @@ impl SipServer {
             node_id: config.node_name(),
             max_calls: config.sip.max_calls,
             answer_delay: options.answer_delay,
+            limits: super::guard::GuardLimits {
+                per_source_txs: options.max_server_txs_per_source,
+                max_txs: options.max_server_txs,
+                answers_per_sec: options.stranger_answers_per_sec,
+                answer_burst: options.stranger_answer_burst,
+            },
+            latch: config.rtp.latch,
         };
         let cancel = CancellationToken::new();
         tokio::spawn(cancel_on(cancel.clone(), transports.clone().run_udp()));
@@ -194,6 +214,16 @@ impl SipServerHandle {
     /// RTP ports leased by calls of this node (freed when a call ends).
     pub fn rtp_ports_in_use(&self) -> usize {
         self.ports.in_use()
+    }
+
+    /// Server transactions held right now.
+    pub fn server_transactions(&self) -> usize {
+        self.shared.server_txs.load(Ordering::Relaxed)
+    }
+
+    /// What the node refused or withheld from strangers so far.
+    pub fn counters(&self) -> super::guard::SipCounters {
+        self.shared.counters.snapshot()
     }
 
     pub fn tcp_connections(&self) -> usize {

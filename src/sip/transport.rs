@@ -5,7 +5,7 @@
 //! Sending never blocks the caller: UDP uses `try_send_to`, TCP a bounded
 //! per-connection queue.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,18 +283,15 @@ fn is_keepalive(data: &[u8]) -> bool {
 }
 
 /// The address a response goes to over UDP (RFC 3261 §18.2.2, RFC 3581):
-/// `received` (or the source IP) and `rport` (or the Via port, or 5060).
+/// always the request's source IP (its `received`, which only we write);
+/// with `rport` the port it came from, else the Via's port or 5060. Nothing
+/// in the Via can aim a response at another host.
 pub fn response_addr(via: &super::message::Via, source: SocketAddr) -> SocketAddr {
-    let ip: IpAddr = via
-        .received()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(source.ip());
     let port = match via.rport() {
-        Some(Some(p)) => p,
-        Some(None) => source.port(),
+        Some(_) => source.port(),
         None => via.port.unwrap_or(5060),
     };
-    SocketAddr::new(ip, port)
+    SocketAddr::new(source.ip(), port)
 }
 
 #[cfg(test)]
@@ -303,14 +300,20 @@ mod tests {
     use crate::sip::message::Via;
 
     #[test]
-    fn responses_follow_received_and_rport() {
+    fn responses_go_to_the_source_ip_whatever_the_via_says() {
         let src: SocketAddr = "192.0.2.7:40000".parse().unwrap();
         let via = Via::parse("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK1;rport").unwrap();
         assert_eq!(response_addr(&via, src), src);
         let via =
             Via::parse("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK1;received=192.0.2.7").unwrap();
         assert_eq!(response_addr(&via, src), "192.0.2.7:5062".parse().unwrap());
-        let via = Via::parse("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;received=192.0.2.7").unwrap();
+        let via = Via::parse("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1").unwrap();
         assert_eq!(response_addr(&via, src), "192.0.2.7:5060".parse().unwrap());
+        // The reflection: a claimed received and rport are ignored.
+        let via = Via::parse(
+            "SIP/2.0/UDP 192.0.2.7:40000;branch=z9hG4bK1;received=198.51.100.3;rport=9999",
+        )
+        .unwrap();
+        assert_eq!(response_addr(&via, src), src);
     }
 }

@@ -13,6 +13,21 @@ pub mod telephony;
 
 use super::resource::Resource;
 
+/// Rules that span fields of one row, checked in the write's transaction
+/// before it runs (`id` is the patched row's).
+pub async fn check_row_rules(
+    r: &Resource,
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ws: uuid::Uuid,
+    id: Option<uuid::Uuid>,
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), super::error::ApiError> {
+    if r.table == telephony::SIP_TRUNKS.table {
+        telephony::check_trunk_credentials(tx, ws, id, values).await?;
+    }
+    Ok(())
+}
+
 /// Every generic resource, in the order the OpenAPI document lists them.
 pub static ALL: &[&Resource] = &[
     &personas::PERSONAS,

@@ -1,8 +1,52 @@
 //! `sip_trunks` (inbound allow-list and credentials, outbound proxy) and
-//! `phone_numbers` (E.164, routed to an agent of the same workspace).
+//! `phone_numbers` (E.164, routed to an agent of the same workspace). An
+//! inbound username needs a password: the SIP node refuses such a trunk's
+//! calls, and the API refuses to write one.
 
+use serde_json::{Map, Value};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
 use crate::api::resource::{dflt, eq, opt, req, Kind, Resource, READ_WRITE};
 use crate::api::types::{Role, Transport};
+
+/// Refuses a trunk row that would end up with `inbound_username` and no
+/// `inbound_password` (on create, or after a patch of `id`).
+pub async fn check_trunk_credentials(
+    tx: &mut Transaction<'static, Postgres>,
+    ws: Uuid,
+    id: Option<Uuid>,
+    values: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    let (mut username, mut password_set) = (None::<String>, false);
+    if let Some(id) = id {
+        let row: Option<(Option<String>, bool)> = sqlx::query_as(
+            "select inbound_username, inbound_password is not null from sip_trunks
+              where workspace_id = $1 and id = $2",
+        )
+        .bind(ws)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((u, p)) = row {
+            (username, password_set) = (u, p);
+        }
+    }
+    if let Some(v) = values.get("inbound_username") {
+        username = v.as_str().map(str::to_string);
+    }
+    if let Some(v) = values.get("inbound_password") {
+        password_set = !v.is_null();
+    }
+    if username.is_some_and(|u| !u.is_empty()) && !password_set {
+        return Err(ApiError::Unprocessable {
+            message: "inbound_username needs inbound_password: a trunk without one would refuse every call".into(),
+            field: Some("inbound_password".into()),
+        });
+    }
+    Ok(())
+}
 
 const TRUNK_PROVIDERS: &[&str] = &["twilio", "telnyx", "generic"];
 const DIRECTIONS: &[&str] = &["inbound", "outbound", "both"];
