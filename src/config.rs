@@ -101,7 +101,24 @@ pub struct SttConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TtsConfig {
     pub provider: String,
+    /// espeak-ng's voice (the fallback engine).
     pub voice: String,
+    /// Piper: the default voice, the folder of `<voice>.onnx` + `.json`, and
+    /// ONNX Runtime's shared library (loaded at start-up).
+    pub piper_voice: String,
+    pub piper_dir: PathBuf,
+    pub onnxruntime_path: PathBuf,
+    /// Threads per Piper inference, and inferences run at once.
+    pub piper_threads: usize,
+    pub piper_workers: usize,
+    /// Folder holding `espeak-ng-data` for Piper's phonemes; empty = the
+    /// system library's own.
+    pub espeak_data_dir: PathBuf,
+    /// Pre-rendered fixed lines and FAQ answers (content-addressed WAVs);
+    /// empty = no pre-rendering.
+    pub cache_dir: PathBuf,
+    /// Seconds between checks for changed agents and knowledge.
+    pub prerender_poll_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

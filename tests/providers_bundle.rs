@@ -52,7 +52,8 @@ async fn agent_llm_comes_from_the_workspace_credentials() {
     let config = Config::load_from(None, &[]).unwrap();
     let base = Providers::from_config(&config).expect("offline defaults (whisper model present)");
     assert_eq!(base.llm.name(), "offline");
-    assert_eq!(base.tts.name(), "espeak-ng");
+    assert_eq!(base.tts.name(), "piper");
+    assert_eq!(base.espeak.name(), "espeak-ng");
 
     sqlx::query("update agents set llm_model_id = (select id from llm_models where model_id = 'gpt-4o-mini') where id = $1")
         .bind(agent)

@@ -229,6 +229,9 @@ impl CallLedger {
                 "query_embedded": r.query_embedded,
                 "llm_first_token_ms": r.first_token_ms,
                 "tts_first_audio_ms": r.tts_first_byte_ms,
+                // When the answer was decided (its first token), on the wall
+                // clock, so a caller can measure first audio against it.
+                "decided_at_unix_ms": decided_at_unix_ms(r.started, r.first_token_ms),
             }));
         }
     }
@@ -530,4 +533,14 @@ fn played_text(r: &Reply) -> String {
 
 fn now_utc() -> DateTime<Utc> {
     Utc::now()
+}
+
+/// `started + first_token_ms` as milliseconds since the Unix epoch.
+fn decided_at_unix_ms(started: Option<Instant>, first_token_ms: Option<u32>) -> Option<f64> {
+    let decided = started? + std::time::Duration::from_millis(first_token_ms? as u64);
+    let ago = Instant::now().saturating_duration_since(decided);
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(unix.saturating_sub(ago).as_secs_f64() * 1000.0)
 }

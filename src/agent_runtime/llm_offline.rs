@@ -171,6 +171,16 @@ fn answer_from_passage(p: &RetrievedChunk, question: &str) -> Option<String> {
     (!spoken.is_empty()).then_some(spoken)
 }
 
+/// Every answer a FAQ chunk can make the answerer say, as it says it
+/// (what pre-rendering synthesises).
+pub fn spoken_faq_answers(content: &str) -> Vec<String> {
+    parse_faq(content)
+        .into_iter()
+        .map(|(_, answer)| for_speech(&answer))
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
 /// "Q: ...\nA: ..." entries as (question, answer).
 fn parse_faq(content: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();

@@ -54,7 +54,7 @@ impl AgentProfile {
                     coalesce(a.recording_enabled, false) as recording_enabled,
                     coalesce(a.stt_provider, 'whisper') as stt_provider,
                     a.stt_language,
-                    coalesce(a.tts_provider, 'espeak') as tts_provider,
+                    coalesce(a.tts_provider, 'piper') as tts_provider,
                     coalesce(nullif(a.tts_voice, ''), 'en-us') as tts_voice,
                     coalesce(a.tts_speed, 1.0)::float8 as tts_speed,
                     coalesce(m.provider, 'offline') as llm_provider,

@@ -1,9 +1,10 @@
 //! The provider bundle a call uses: offline defaults from the configuration
-//! (whisper, the retrieval answerer, espeak-ng, the local embedder), and the
+//! (whisper, the retrieval answerer, a Piper voice with espeak-ng as its
+//! fallback, the local embedder), and the
 //! per-agent choice of networked providers with the workspace's credentials
 //! from `workspace_llm_config` (keys decrypted only in memory).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -16,7 +17,9 @@ use super::profile::AgentProfile;
 pub use super::provider_error::ProviderError;
 use super::stt::{OpenAiStt, SpeechToText, WhisperStt};
 use super::tts::{ElevenLabsTts, EspeakTts, OpenAiTts, PiperHttpTts, TextToSpeech};
-use crate::config::{Config, EmbeddingsConfig};
+use super::tts_cache::{CachedTts, TtsCache};
+use super::tts_piper::PiperTts;
+use crate::config::{Config, EmbeddingsConfig, TtsConfig};
 
 #[derive(Clone)]
 pub struct Providers {
@@ -24,6 +27,8 @@ pub struct Providers {
     pub llm: Arc<dyn LanguageModel>,
     pub tts: Arc<dyn TextToSpeech>,
     pub embedder: Arc<dyn Embedder>,
+    /// espeak-ng, for agents that choose it (`tts_provider = 'espeak'`).
+    pub espeak: Arc<dyn TextToSpeech>,
 }
 
 /// One active `workspace_llm_config` row, key decrypted.
@@ -77,11 +82,28 @@ impl Providers {
     /// The offline defaults: loads the whisper model (once per process).
     pub fn from_config(config: &Config) -> Result<Providers, ProviderError> {
         let stt = WhisperStt::from_config(&config.stt)?;
+        let espeak: Arc<dyn TextToSpeech> = Arc::new(EspeakTts::new(&config.tts.voice));
+        let tts = match config.tts.provider.as_str() {
+            "espeak" => espeak.clone(),
+            _ => match shared_piper(&config.tts) {
+                Ok(piper) => piper,
+                Err(err) => {
+                    tracing::warn!(
+                        error = %err,
+                        voice = %config.tts.piper_voice,
+                        onnxruntime = %config.tts.onnxruntime_path.display(),
+                        "Piper voice unavailable: every agent on the offline voice speaks with espeak-ng (fallback)"
+                    );
+                    espeak.clone()
+                }
+            },
+        };
         Ok(Providers {
             stt: Arc::new(stt),
             llm: Arc::new(OfflineAnswerer::new()),
-            tts: Arc::new(EspeakTts::new(&config.tts.voice)),
+            tts: with_cache(&config.tts, tts),
             embedder: embedder_from_config(&config.embeddings),
+            espeak: with_cache(&config.tts, espeak),
         })
     }
 
@@ -185,18 +207,68 @@ impl Providers {
             }
         }
         let tts_provider = profile.tts_provider.to_lowercase();
-        if tts_provider != "espeak" {
-            match (tts_provider.as_str(), find(&tts_provider)) {
+        match tts_provider.as_str() {
+            "espeak" => out.tts = self.espeak.clone(),
+            // In-process unless the workspace names a Piper HTTP server.
+            "piper" if find("piper").is_none() => {}
+            _ => match (tts_provider.as_str(), find(&tts_provider)) {
                 ("elevenlabs", Some((base, key))) => {
                     out.tts = Arc::new(ElevenLabsTts::new(&base, &key, "eleven_flash_v2_5"))
                 }
                 ("piper", Some((base, _))) => out.tts = Arc::new(PiperHttpTts::new(&base)),
                 (_, Some((base, key))) => out.tts = Arc::new(OpenAiTts::new(&base, &key, "tts-1")),
                 (_, None) => {
-                    tracing::warn!(provider = %tts_provider, "no credentials for the agent's TTS; using espeak-ng")
+                    tracing::warn!(provider = %tts_provider, "no credentials for the agent's TTS; using the offline voice")
                 }
-            }
+            },
         }
         out
+    }
+}
+
+/// The process's Piper engine for `config` (loaded once: a model and its
+/// ONNX session are large, and every bundle built from the same
+/// configuration shares them).
+fn shared_piper(config: &TtsConfig) -> Result<Arc<dyn TextToSpeech>, ProviderError> {
+    type Loaded = (String, Arc<PiperTts>);
+    static PIPER: Mutex<Option<Loaded>> = Mutex::new(None);
+    let id = format!(
+        "{}|{}|{}|{}|{}",
+        config.onnxruntime_path.display(),
+        config.piper_dir.display(),
+        config.piper_voice,
+        config.piper_threads,
+        config.piper_workers
+    );
+    let mut slot = PIPER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((loaded_id, piper)) = slot.as_ref() {
+        if *loaded_id == id {
+            return Ok(piper.clone());
+        }
+    }
+    super::phonemize::use_data_dir(&config.espeak_data_dir);
+    let piper = Arc::new(PiperTts::new(
+        &config.onnxruntime_path,
+        &config.piper_dir,
+        &config.piper_voice,
+        config.piper_threads,
+        config.piper_workers,
+    )?);
+    tracing::info!(voice = %config.piper_voice, "Piper voice loaded");
+    *slot = Some((id, piper.clone()));
+    Ok(piper)
+}
+
+/// `engine` answering pre-rendered texts from the cache, when one is set.
+fn with_cache(config: &TtsConfig, engine: Arc<dyn TextToSpeech>) -> Arc<dyn TextToSpeech> {
+    if config.cache_dir.as_os_str().is_empty() {
+        return engine;
+    }
+    match TtsCache::open(&config.cache_dir) {
+        Ok(cache) => Arc::new(CachedTts::new(engine, cache)),
+        Err(err) => {
+            tracing::warn!(dir = %config.cache_dir.display(), error = %err, "no pre-rendered audio: the cache folder cannot be created");
+            engine
+        }
     }
 }

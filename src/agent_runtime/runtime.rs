@@ -21,17 +21,31 @@ pub struct Runtime {
     pub registry: Registry,
     /// The process-wide defaults; each call picks its agent's providers.
     pub providers: Providers,
+    /// The background pre-renderer (stopped with the runtime).
+    prerender: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(task) = &self.prerender {
+            task.abort();
+        }
+    }
 }
 
 impl Runtime {
     pub fn new(pool: PgPool, config: Arc<Config>, providers: Providers) -> Arc<Runtime> {
         let records = RecordWriter::start(pool.clone(), RECORD_QUEUE);
+        let prerender =
+            super::tts_prerender::spawn(pool.clone(), config.clone(), providers.clone())
+                .map(|t| t.abort_handle());
         Arc::new(Runtime {
             pool,
             config,
             records,
             registry: Registry::new(),
             providers,
+            prerender,
         })
     }
 }

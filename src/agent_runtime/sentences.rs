@@ -93,6 +93,23 @@ impl SentenceSplitter {
     }
 }
 
+/// The sentences a reply of `text` is spoken in when it streams word by
+/// word (as the offline answerer streams it): what reaches TTS, one by one.
+pub fn spoken_sentences(text: &str) -> Vec<String> {
+    let mut splitter = SentenceSplitter::new();
+    let mut out = Vec::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        let token = if i == 0 {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        };
+        out.extend(splitter.push(&token));
+    }
+    out.extend(splitter.finish());
+    out
+}
+
 /// Byte index just past the first complete sentence, or None if the text
 /// seen so far does not yet say where it ends.
 fn boundary(buf: &str, at_end: bool) -> Option<usize> {

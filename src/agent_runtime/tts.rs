@@ -1,7 +1,8 @@
 //! The text-to-speech stage: a sentence in, 16-bit mono PCM out as a stream
 //! (first audio before the whole sentence is synthesised where the engine
 //! allows). Dropping the stream stops the work: espeak-ng is killed, HTTP
-//! responses are closed. Default: espeak-ng (Debian), no network.
+//! responses are closed. Default: a Piper voice (`tts_piper`); espeak-ng
+//! (Debian) here is the fallback.
 
 use std::process::Stdio;
 
@@ -37,6 +38,25 @@ pub trait TextToSpeech: Send + Sync {
     ) -> Result<AudioStream, ProviderError>;
     /// Provider name for usage records.
     fn name(&self) -> String;
+    /// The voice `voice` really is with this engine (an engine that maps
+    /// unknown names to its default says so), for pre-rendered audio keys.
+    async fn voice_id(&self, voice: &str) -> String {
+        voice.trim().to_string()
+    }
+    /// Synthesis for pre-rendering: an engine that can keep it out of live
+    /// calls' way (its own session, waiting while calls synthesise) does.
+    async fn synthesize_background(
+        &self,
+        text: &str,
+        voice: &str,
+        speed: f32,
+    ) -> Result<AudioStream, ProviderError> {
+        self.synthesize(text, voice, speed).await
+    }
+    /// The pre-rendered-audio layer, when this engine has one.
+    fn prerendered(&self) -> Option<&super::tts_cache::CachedTts> {
+        None
+    }
 }
 
 /// Text cut to [`MAX_TTS_CHARS`] on a character boundary.
@@ -234,6 +254,12 @@ impl TextToSpeech for EspeakTts {
 
     fn name(&self) -> String {
         "espeak-ng".into()
+    }
+
+    async fn voice_id(&self, voice: &str) -> String {
+        sanitize_voice(voice)
+            .unwrap_or(&self.default_voice)
+            .to_string()
     }
 }
 

@@ -272,7 +272,7 @@ async fn upsert_agent(
                  'healthcare', 'live', $4,
                  '{answer questions,book appointments,transfer emergencies}', '{phone,web}',
                  (select id from llm_models where is_default limit 1), $5, 0.3, 200, 4096,
-                 'whisper', 'en', 'espeak', 'en-us', 1.0, true,
+                 'whisper', 'en', 'piper', 'en_US-joe-medium', 1.0, true,
                  8000, 600, false, $6, '{\"seeded_by\": \"seed-demo\"}')
          on conflict (id) do update set
              description = excluded.description, domain = excluded.domain, status = excluded.status,

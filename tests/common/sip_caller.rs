@@ -294,6 +294,16 @@ impl SipCaller {
         None
     }
 
+    /// Arrival of the first packet of agent audio with any sound in it
+    /// (above −50 dBFS) at or after `after`.
+    pub fn first_sound_after(&self, after: Instant) -> Option<Instant> {
+        let m = self.media.lock().expect("media log");
+        m.received
+            .iter()
+            .find(|p| p.at >= after && p.rms > ONSET_RMS)
+            .map(|p| p.at)
+    }
+
     pub fn first_voice_after(&self, after: Instant) -> Option<Instant> {
         let m = self.media.lock().expect("media log");
         m.received

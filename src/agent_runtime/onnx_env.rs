@@ -1,0 +1,37 @@
+//! The process's one ONNX Runtime environment (ort allows one), loaded from
+//! the shared library given in the configuration, for every in-process model.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+
+use super::provider_error::ProviderError;
+
+static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// Loads ONNX Runtime from `library` (first call wins; later calls return
+/// the first outcome).
+pub fn init(library: &Path) -> Result<&'static Environment, ProviderError> {
+    ENV.get_or_init(|| {
+        if !library.is_file() {
+            return Err(format!("ONNX Runtime not found at {}", library.display()));
+        }
+        ort::init_from(library)
+            .map_err(|e| format!("{}: {e}", library.display()))?
+            .with_name("switchboard")
+            .build()
+            .map_err(|e| format!("ONNX Runtime environment: {e}"))
+    })
+    .as_ref()
+    .map_err(|e| ProviderError::Engine(e.clone()))
+}
+
+/// The environment [`init`] created.
+pub fn environment() -> Result<&'static Environment, ProviderError> {
+    match ENV.get() {
+        Some(Ok(env)) => Ok(env),
+        Some(Err(e)) => Err(ProviderError::Engine(e.clone())),
+        None => Err(ProviderError::Engine("ONNX Runtime not loaded".into())),
+    }
+}

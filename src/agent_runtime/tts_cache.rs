@@ -1,0 +1,214 @@
+//! Pre-rendered speech, content-addressed on disk: one WAV per (engine,
+//! voice, speed, text) named by the SHA-256 of the four, so a text or voice
+//! change is a different file and the old one is dropped by [`TtsCache::retain_with`].
+//! [`CachedTts`] answers from it before asking the engine.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::tts::{AudioChunk, AudioStream, ProviderError, TextToSpeech};
+use super::wav::{encode_wav, WavReader};
+
+/// Largest file read back (a sentence is at most a few hundred kB).
+const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct TtsCache {
+    dir: PathBuf,
+}
+
+impl TtsCache {
+    /// The cache in `dir`, created if missing.
+    pub fn open(dir: &Path) -> std::io::Result<TtsCache> {
+        std::fs::create_dir_all(dir)?;
+        Ok(TtsCache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key of one rendering. Speed is rounded to what changes the audio.
+    pub fn key(engine: &str, voice: &str, speed: f32, text: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [engine, voice, &format!("{speed:.2}"), text.trim()] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        hex::encode(h.finalize())
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.wav"))
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.path(key).is_file()
+    }
+
+    /// The audio stored under `key`, if any (a damaged file counts as none).
+    pub async fn get(&self, key: &str) -> Option<AudioChunk> {
+        let path = self.path(key);
+        let meta = tokio::fs::metadata(&path).await.ok()?;
+        if meta.len() > MAX_FILE_BYTES {
+            return None;
+        }
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        let mut reader = WavReader::new();
+        let pcm = reader.push(&bytes).ok()?;
+        let rate = reader.format()?.sample_rate;
+        (!pcm.is_empty()).then_some(AudioChunk {
+            pcm,
+            sample_rate: rate,
+        })
+    }
+
+    /// Stores audio under `key`: written beside, then renamed, so a reader
+    /// never sees half a file.
+    pub async fn put(&self, key: &str, pcm: &[i16], sample_rate: u32) -> std::io::Result<()> {
+        let tmp = self.dir.join(format!(".{key}.tmp"));
+        tokio::fs::write(&tmp, encode_wav(pcm, sample_rate)).await?;
+        tokio::fs::rename(&tmp, self.path(key)).await
+    }
+
+    /// Drops renderings not in `keep` that were `mine` (made or needed by
+    /// this process before) or that nobody touched for `foreign_age`
+    /// (another process sharing the folder keeps its own fresh); touches
+    /// those kept. Returns how many were dropped.
+    pub async fn retain_with(
+        &self,
+        keep: &HashSet<String>,
+        mine: &HashSet<String>,
+        foreign_age: std::time::Duration,
+    ) -> std::io::Result<usize> {
+        let mut removed = 0;
+        let mut dir = tokio::fs::read_dir(&self.dir).await?;
+        let now = std::time::SystemTime::now();
+        while let Some(entry) = dir.next_entry().await? {
+            let name = entry.file_name();
+            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".wav")) else {
+                continue;
+            };
+            if !is_key(key) {
+                continue;
+            }
+            let path = entry.path();
+            if keep.contains(key) {
+                if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+                    let _ = f.set_modified(now);
+                }
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() >= foreign_age)
+                .unwrap_or(false);
+            if mine.contains(key) || old {
+                tokio::fs::remove_file(&path).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn is_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// An engine with its pre-rendered texts: a hit is one chunk at once, with
+/// no synthesis; a miss is the engine's own stream.
+pub struct CachedTts {
+    inner: Arc<dyn TextToSpeech>,
+    cache: TtsCache,
+}
+
+impl CachedTts {
+    pub fn new(inner: Arc<dyn TextToSpeech>, cache: TtsCache) -> CachedTts {
+        CachedTts { inner, cache }
+    }
+
+    pub fn cache(&self) -> &TtsCache {
+        &self.cache
+    }
+
+    pub fn engine(&self) -> &Arc<dyn TextToSpeech> {
+        &self.inner
+    }
+
+    /// The cache key `text` has with this engine, voice and speed.
+    pub async fn key(&self, text: &str, voice: &str, speed: f32) -> String {
+        let voice = self.inner.voice_id(voice).await;
+        TtsCache::key(&self.inner.name(), &voice, speed, text)
+    }
+}
+
+#[async_trait]
+impl TextToSpeech for CachedTts {
+    async fn synthesize(
+        &self,
+        text: &str,
+        voice: &str,
+        speed: f32,
+    ) -> Result<AudioStream, ProviderError> {
+        let key = self.key(text, voice, speed).await;
+        if let Some(chunk) = self.cache.get(&key).await {
+            return Ok(futures::stream::iter([Ok(chunk)]).boxed());
+        }
+        self.inner.synthesize(text, voice, speed).await
+    }
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    async fn voice_id(&self, voice: &str) -> String {
+        self.inner.voice_id(voice).await
+    }
+
+    fn prerendered(&self) -> Option<&CachedTts> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_reads_and_drops_stale_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TtsCache::open(dir.path()).unwrap();
+        let a = TtsCache::key("piper", "v", 1.0, "Hello.");
+        let b = TtsCache::key("piper", "v", 1.0, "Goodbye.");
+        assert_ne!(a, TtsCache::key("piper", "w", 1.0, "Hello."));
+        assert_ne!(a, TtsCache::key("piper", "v", 1.2, "Hello."));
+        cache.put(&a, &[1, 2, 3], 22050).await.unwrap();
+        cache.put(&b, &[4, 5], 22050).await.unwrap();
+        let got = cache.get(&a).await.unwrap();
+        assert_eq!((got.pcm, got.sample_rate), (vec![1, 2, 3], 22050));
+        let keep = HashSet::from([b.clone()]);
+        let day = std::time::Duration::from_secs(86400);
+        // Someone else's fresh rendering stays; a stale one of ours goes.
+        assert_eq!(
+            cache
+                .retain_with(&keep, &HashSet::new(), day)
+                .await
+                .unwrap(),
+            0
+        );
+        let mine = HashSet::from([a.clone()]);
+        assert_eq!(cache.retain_with(&keep, &mine, day).await.unwrap(), 1);
+        assert!(cache.get(&a).await.is_none());
+        assert!(cache.contains(&b));
+    }
+}
