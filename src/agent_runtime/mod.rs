@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod llm;
 pub mod llm_http;
 pub mod llm_offline;
+pub mod minilm;
 pub mod profile;
 pub mod provider_error;
 pub mod providers;

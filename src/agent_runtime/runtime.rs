@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use super::providers::Providers;
 use super::records::RecordWriter;
 use super::registry::Registry;
+use super::retrieval::KnowledgeIndex;
 use crate::config::Config;
 use crate::sip::call::{CallHandler, IncomingCall};
 
@@ -21,12 +22,17 @@ pub struct Runtime {
     pub registry: Registry,
     /// The process-wide defaults; each call picks its agent's providers.
     pub providers: Providers,
+    /// Every agent's knowledge in memory, kept current by PostgreSQL.
+    pub knowledge: Arc<KnowledgeIndex>,
 }
 
 impl Runtime {
     pub fn new(pool: PgPool, config: Arc<Config>, providers: Providers) -> Arc<Runtime> {
         let records = RecordWriter::start(pool.clone(), RECORD_QUEUE);
+        let knowledge = KnowledgeIndex::new(pool.clone(), &providers.embedder.name());
+        knowledge.spawn_listener();
         Arc::new(Runtime {
+            knowledge,
             pool,
             config,
             records,
