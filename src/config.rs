@@ -146,9 +146,10 @@ pub struct RecordingConfig {
 /// callers' questions at each turn, so the vectors stay comparable.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EmbeddingsConfig {
-    /// `local` (deterministic hashed features, offline) or `openai`
-    /// (any OpenAI-compatible `/v1/embeddings`).
+    /// `local` (all-MiniLM-L6-v2 in-process, from `local_model_dir`) or
+    /// `openai` (any OpenAI-compatible `/v1/embeddings`).
     pub provider: String,
+    pub local_model_dir: PathBuf,
     pub base_url: String,
     pub api_key: String,
     pub model: String,

@@ -53,7 +53,9 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     let api_state = ApiState::new(pool, config.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>)
-        .with_embedder(embedder);
+        .with_embedder(embedder.clone())
+        .with_knowledge(runtime.knowledge.clone());
+    spawn_knowledge_start(runtime.clone(), embedder);
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the API on {}", config.api.listen))?;
@@ -75,6 +77,37 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
         api_stop,
         api_task,
     })
+}
+
+/// In the background: the live agents' knowledge into memory, then every
+/// chunk whose vector is missing or from another model embedded with the
+/// configured model (each write refreshes the indexes through the trigger).
+fn spawn_knowledge_start(
+    runtime: Arc<Runtime>,
+    embedder: Arc<dyn crate::agent_runtime::embeddings::Embedder>,
+) {
+    tokio::spawn(async move {
+        match runtime.knowledge.warm_live_agents().await {
+            Ok(n) => tracing::info!(agents = n, "knowledge of live agents in memory"),
+            Err(err) => tracing::warn!(error = %err, "live agents' knowledge not loaded"),
+        }
+        let started = std::time::Instant::now();
+        match crate::agent_runtime::embeddings::embed_all_missing_chunks(
+            &runtime.pool,
+            embedder.as_ref(),
+            1_000_000,
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(chunks = n, model = %embedder.name(), ms = started.elapsed().as_millis() as u64, "knowledge re-embedded")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "re-embedding knowledge failed; full-text only for those chunks")
+            }
+        }
+    });
 }
 
 impl Services {

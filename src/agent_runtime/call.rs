@@ -76,6 +76,9 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         }
     };
     let providers = agent_providers(&rt, &profile).await;
+    // The first question then retrieves from memory, database or not.
+    rt.knowledge
+        .warm((profile.workspace_id, Some(profile.agent_id)));
     let session_id = Uuid::new_v4();
     let started_wall = Utc::now();
     let started = Instant::now();
@@ -437,7 +440,7 @@ fn reply_context(
     ReplyContext {
         turn,
         profile: profile.clone(),
-        pool: rt.pool.clone(),
+        knowledge: rt.knowledge.clone(),
         llm: providers.llm.clone(),
         tts: providers.tts.clone(),
         playout: playout.clone(),

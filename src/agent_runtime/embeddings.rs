@@ -1,6 +1,7 @@
-//! Text embeddings for retrieval: a trait, a local deterministic embedder
-//! (hashed word and character-trigram features, no model, no network) and an
-//! OpenAI-compatible `/v1/embeddings` client.
+//! Text embeddings for retrieval: the trait, an OpenAI-compatible
+//! `/v1/embeddings` client (the in-process model is `minilm`), and the
+//! (re-)embedding of stored chunks whose vector is missing or comes from
+//! another model.
 
 use std::time::Duration;
 
@@ -8,9 +9,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::provider_error::{status_error, ProviderError};
+use super::retrieval::index::faq_question;
 
-/// Dimensions of [`LocalHashEmbedder`] vectors.
-pub const LOCAL_DIMS: usize = 256;
 /// Most texts embedded in one call (requests stay bounded).
 pub const MAX_BATCH: usize = 256;
 
@@ -19,78 +19,26 @@ pub trait Embedder: Send + Sync {
     /// One L2-normalised vector per text, in order.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
     fn dims(&self) -> usize;
+    /// The model's id, stored with each vector (`embedding_model`).
     fn name(&self) -> String;
 }
 
-/// Feature hashing of words (weight 1) and character trigrams (weight 0.5)
-/// into 256 signed buckets. Deterministic across processes and versions, so
-/// stored chunk vectors stay comparable with query vectors.
-#[derive(Debug, Clone, Default)]
-pub struct LocalHashEmbedder;
-
-impl LocalHashEmbedder {
-    pub fn embed_one(text: &str) -> Vec<f32> {
-        let mut v = vec![0f32; LOCAL_DIMS];
-        let lower = text.to_lowercase();
-        for word in lower
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-        {
-            let word = crude_stem(word);
-            add_feature(&mut v, word.as_bytes(), 1.0);
-            let padded: Vec<char> = format!(" {word} ").chars().collect();
-            for tri in padded.windows(3) {
-                let s: String = tri.iter().collect();
-                add_feature(&mut v, s.as_bytes(), 0.5);
-            }
-        }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
-        v
-    }
-}
-
-/// Folds plural/-ing forms so "opening" and "open" share a feature.
-fn crude_stem(word: &str) -> &str {
-    for suffix in ["ing", "es", "s", "ed"] {
-        if word.len() > suffix.len() + 2 {
-            if let Some(stem) = word.strip_suffix(suffix) {
-                return stem;
-            }
-        }
-    }
-    word
-}
-
-fn add_feature(v: &mut [f32], bytes: &[u8], weight: f32) {
-    // FNV-1a: tiny, stable, good enough spread for feature hashing.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let idx = (h % LOCAL_DIMS as u64) as usize;
-    let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
-    v[idx] += sign * weight;
+/// Stands in when the configured embedder cannot load (its model files are
+/// missing): every call fails, so retrieval runs on full text alone.
+pub struct UnavailableEmbedder {
+    pub reason: String,
 }
 
 #[async_trait]
-impl Embedder for LocalHashEmbedder {
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        if texts.len() > MAX_BATCH {
-            return Err(ProviderError::Config(format!(
-                "at most {MAX_BATCH} texts per call"
-            )));
-        }
-        Ok(texts.iter().map(|t| Self::embed_one(t)).collect())
+impl Embedder for UnavailableEmbedder {
+    async fn embed(&self, _texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        Err(ProviderError::Config(self.reason.clone()))
     }
     fn dims(&self) -> usize {
-        LOCAL_DIMS
+        0
     }
     fn name(&self) -> String {
-        "local-hash-256".into()
+        "unavailable".into()
     }
 }
 
@@ -218,63 +166,84 @@ pub async fn embed_query(
     }
 }
 
-/// Embeds up to `max` chunks of a workspace that have no vector yet (after
-/// ingest, or after switching embedders); returns how many were written.
+/// Embeds up to `max` chunks of a workspace whose vector is missing or was
+/// made by another model than `embedder` (after ingest, or after switching
+/// models): the whole chunk, and a FAQ chunk's question on its own. Returns
+/// how many chunks were written; each write notifies the in-memory indexes.
 pub async fn embed_missing_chunks(
     pool: &sqlx::PgPool,
     embedder: &dyn Embedder,
     workspace_id: uuid::Uuid,
     max: usize,
 ) -> Result<usize, ProviderError> {
+    let model = embedder.name();
     let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
         "select id, content from knowledge_chunks
-         where workspace_id = $1 and embedding is null order by id limit $2",
+         where workspace_id = $1 and (embedding is null or embedding_model is distinct from $2)
+         order by id limit $3",
     )
     .bind(workspace_id)
+    .bind(&model)
     .bind(max.min(1_000_000) as i64)
     .fetch_all(pool)
     .await?;
     let mut written = 0;
     for batch in rows.chunks(64) {
-        let texts: Vec<String> = batch.iter().map(|(_, c)| c.clone()).collect();
+        let mut texts: Vec<String> = batch.iter().map(|(_, c)| c.clone()).collect();
+        // (chunk, position of its question's text in `texts`)
+        let mut questions: Vec<(usize, usize)> = Vec::new();
+        for (i, (_, content)) in batch.iter().enumerate() {
+            if let Some(q) = faq_question(content) {
+                questions.push((i, texts.len()));
+                texts.push(q.to_string());
+            }
+        }
         let vectors = embedder.embed(&texts).await?;
-        let ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| *id).collect();
+        if vectors.len() != texts.len() {
+            return Err(ProviderError::Protocol(
+                "embedder returned a wrong count".into(),
+            ));
+        }
         let mut tx = pool.begin().await?;
-        for (id, v) in ids.iter().zip(vectors) {
-            sqlx::query("update knowledge_chunks set embedding = $2 where id = $1")
-                .bind(id)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?;
+        for (i, (id, _)) in batch.iter().enumerate() {
+            let question = questions
+                .iter()
+                .find(|(c, _)| *c == i)
+                .map(|(_, at)| &vectors[*at]);
+            sqlx::query(
+                "update knowledge_chunks set embedding = $2, question_embedding = $3, embedding_model = $4
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(&vectors[i])
+            .bind(question)
+            .bind(&model)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        written += ids.len();
+        written += batch.len();
     }
     Ok(written)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_embedder_is_deterministic_normalised_and_meaningful() {
-        let a = LocalHashEmbedder::embed_one("What are your opening hours on Saturday?");
-        let b = LocalHashEmbedder::embed_one("When do you open on Saturdays");
-        let c = LocalHashEmbedder::embed_one("Refund policy for damaged parcels");
-        assert_eq!(a.len(), LOCAL_DIMS);
-        assert_eq!(
-            a,
-            LocalHashEmbedder::embed_one("What are your opening hours on Saturday?")
-        );
-        let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4);
-        assert!(
-            cosine(&a, &b) > cosine(&a, &c) + 0.1,
-            "{} vs {}",
-            cosine(&a, &b),
-            cosine(&a, &c)
-        );
-        assert_eq!(LocalHashEmbedder::embed_one(""), vec![0.0; LOCAL_DIMS]);
+/// [`embed_missing_chunks`] for every workspace (start-up, in the
+/// background): at most `max` chunks per workspace.
+pub async fn embed_all_missing_chunks(
+    pool: &sqlx::PgPool,
+    embedder: &dyn Embedder,
+    max: usize,
+) -> Result<usize, ProviderError> {
+    let workspaces: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "select distinct workspace_id from knowledge_chunks
+         where embedding is null or embedding_model is distinct from $1",
+    )
+    .bind(embedder.name())
+    .fetch_all(pool)
+    .await?;
+    let mut written = 0;
+    for ws in workspaces {
+        written += embed_missing_chunks(pool, embedder, ws, max).await?;
     }
+    Ok(written)
 }

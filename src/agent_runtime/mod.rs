@@ -10,6 +10,7 @@ pub mod llm_http;
 pub mod llm_offline;
 pub mod onnx_env;
 pub mod phonemize;
+pub mod minilm;
 pub mod profile;
 pub mod provider_error;
 pub mod providers;

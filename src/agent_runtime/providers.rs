@@ -1,6 +1,6 @@
 //! The provider bundle a call uses: offline defaults from the configuration
 //! (whisper, the retrieval answerer, a Piper voice with espeak-ng as its
-//! fallback, the local embedder), and the
+//! fallback, MiniLM embeddings), and the
 //! per-agent choice of networked providers with the workspace's credentials
 //! from `workspace_llm_config` (keys decrypted only in memory).
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::embeddings::{Embedder, LocalHashEmbedder, OpenAiEmbeddings};
+use super::embeddings::{Embedder, OpenAiEmbeddings, UnavailableEmbedder};
 use super::llm::{AnthropicMessages, LanguageModel, OfflineAnswerer, OpenAiChat};
 use super::llm_http::HttpLlmSettings;
 use super::profile::AgentProfile;
@@ -74,7 +74,15 @@ pub fn embedder_from_config(config: &EmbeddingsConfig) -> Arc<dyn Embedder> {
             &config.model,
             config.dims,
         )),
-        _ => Arc::new(LocalHashEmbedder),
+        _ => match super::minilm::shared(&config.local_model_dir) {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::error!(error = %err, "the embedding model did not load; retrieval is full-text only");
+                Arc::new(UnavailableEmbedder {
+                    reason: err.to_string(),
+                })
+            }
+        },
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::embeddings::{embed_query, Embedder};
 use super::llm::{ChatMessage, LanguageModel, LlmDelta, LlmRequest};
 use super::profile::AgentProfile;
-use super::retrieval::{self, RetrievedChunk, SearchOptions};
+use super::retrieval::{self, KnowledgeIndex, RetrievedChunk, SearchOptions};
 use super::sentences::SentenceSplitter;
 use super::tts::TextToSpeech;
 use crate::media::session::Playout;
@@ -62,7 +62,8 @@ pub enum ReplyEvent {
 pub struct ReplyContext {
     pub turn: u64,
     pub profile: Arc<AgentProfile>,
-    pub pool: sqlx::PgPool,
+    /// The agent's knowledge, in memory.
+    pub knowledge: Arc<KnowledgeIndex>,
     pub llm: Arc<dyn LanguageModel>,
     pub tts: Arc<dyn TextToSpeech>,
     pub playout: Playout,
@@ -137,9 +138,10 @@ impl ReplyContext {
         }
     }
 
-    /// The passages for `question`: full-text fused with the question's
-    /// embedding when it arrives within the budget (the two run together).
-    /// Knowledge unavailable (database down) means no passages, not no answer.
+    /// The passages for `question`, from the agent's in-memory index: full
+    /// text fused with the question's embedding when it arrives within the
+    /// budget. Knowledge never loaded and the database down means no
+    /// passages, not no answer.
     async fn retrieve(&self, question: &str) -> (Vec<RetrievedChunk>, bool) {
         let p = &self.profile;
         let embedding = async {
@@ -152,10 +154,9 @@ impl ReplyContext {
             limit: PASSAGES,
             floor: retrieval::DEFAULT_FLOOR,
         };
-        match retrieval::search_while_embedding(
-            &self.pool,
-            p.workspace_id,
-            Some(p.agent_id),
+        match retrieval::search(
+            &self.knowledge,
+            (p.workspace_id, Some(p.agent_id)),
             question,
             embedding,
             opts,

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use super::providers::Providers;
 use super::records::RecordWriter;
 use super::registry::Registry;
+use super::retrieval::KnowledgeIndex;
 use crate::config::Config;
 use crate::sip::call::{CallHandler, IncomingCall};
 
@@ -21,6 +22,8 @@ pub struct Runtime {
     pub registry: Registry,
     /// The process-wide defaults; each call picks its agent's providers.
     pub providers: Providers,
+    /// Every agent's knowledge in memory, kept current by PostgreSQL.
+    pub knowledge: Arc<KnowledgeIndex>,
     /// The background pre-renderer (stopped with the runtime).
     prerender: Option<tokio::task::AbortHandle>,
 }
@@ -39,7 +42,10 @@ impl Runtime {
         let prerender =
             super::tts_prerender::spawn(pool.clone(), config.clone(), providers.clone())
                 .map(|t| t.abort_handle());
+        let knowledge = KnowledgeIndex::new(pool.clone(), &providers.embedder.name());
+        knowledge.spawn_listener();
         Arc::new(Runtime {
+            knowledge,
             pool,
             config,
             records,

@@ -33,7 +33,8 @@ use dashmap::DashMap;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::agent_runtime::embeddings::{Embedder, LocalHashEmbedder};
+use crate::agent_runtime::embeddings::Embedder;
+use crate::agent_runtime::retrieval::KnowledgeIndex;
 use crate::config::{Config, DEMO_ENCRYPTION_KEY};
 
 pub use auth::Principal;
@@ -50,6 +51,9 @@ pub struct ApiState {
     pub live: Option<Arc<dyn LiveCalls>>,
     /// Embeds knowledge chunks and search queries; the runtime's default.
     pub embedder: Arc<dyn Embedder>,
+    /// The in-memory knowledge the runtime retrieves from (shared with it
+    /// in `serve`), so a search here ranks as a call would.
+    pub knowledge: Arc<KnowledgeIndex>,
     /// URL knowledge sources may fetch loopback/private addresses (tests).
     pub fetch_private: bool,
     pub(crate) shared: Arc<Shared>,
@@ -112,7 +116,13 @@ impl ApiState {
             .user_agent("switchboard-knowledge/0.1")
             .build()
             .map_err(ApiError::internal)?;
+        let embedder = crate::agent_runtime::providers::embedder_from_config(&config.embeddings);
+        let knowledge = KnowledgeIndex::new(pool.clone(), &embedder.name());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            knowledge.spawn_listener();
+        }
         Ok(ApiState {
+            knowledge,
             pool,
             shared: Arc::new(Shared {
                 encryption_key: config.encryption_key_bytes(),
@@ -123,7 +133,7 @@ impl ApiState {
             }),
             config,
             live: None,
-            embedder: Arc::new(LocalHashEmbedder),
+            embedder,
             fetch_private: false,
         })
     }
@@ -136,7 +146,17 @@ impl ApiState {
 
     /// The embedder the runtime queries with (vectors must be comparable).
     pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> ApiState {
+        self.knowledge = KnowledgeIndex::new(self.pool.clone(), &embedder.name());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.knowledge.spawn_listener();
+        }
         self.embedder = embedder;
+        self
+    }
+
+    /// The runtime's knowledge index (after [`ApiState::with_embedder`]).
+    pub fn with_knowledge(mut self, knowledge: Arc<KnowledgeIndex>) -> ApiState {
+        self.knowledge = knowledge;
         self
     }
 

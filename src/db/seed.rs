@@ -339,7 +339,9 @@ async fn upsert_knowledge(
              on conflict (source_id, chunk_index) do update set
                  content = excluded.content, token_count = excluded.token_count,
                  embedding = case when knowledge_chunks.content = excluded.content
-                                  then knowledge_chunks.embedding end",
+                                  then knowledge_chunks.embedding end,
+                 question_embedding = case when knowledge_chunks.content = excluded.content
+                                  then knowledge_chunks.question_embedding end",
         )
         .bind(workspace_id)
         .bind(source_id)

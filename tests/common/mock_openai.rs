@@ -346,11 +346,35 @@ async fn embeddings(
         .enumerate()
         .map(|(i, t)| {
             serde_json::json!({ "object": "embedding", "index": i,
-                "embedding": switchboard::agent_runtime::embeddings::LocalHashEmbedder::embed_one(t) })
+                "embedding": mock_vector(t) })
         })
         .collect();
     Json(serde_json::json!({ "object": "list", "data": data, "model": req["model"] }))
         .into_response()
+}
+
+/// The mock service's vector of a text: hashed words into 256 signed
+/// buckets, unit length (deterministic, so tests can predict it; texts
+/// sharing words get similar vectors).
+pub fn mock_vector(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 256];
+    for word in text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in word.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        v[(h % 256) as usize] += if h >> 63 == 0 { 1.0 } else { -1.0 };
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
 }
 
 /// espeak-ng → raw signed 16-bit little-endian mono 24 kHz.

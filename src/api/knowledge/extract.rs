@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::agent_runtime::embeddings::MAX_BATCH;
+use crate::agent_runtime::embeddings::embed_missing_chunks;
+
+/// Most chunks embedded right after one ingest (the rest at start-up).
+const MAX_EMBED_PER_INGEST: usize = 100_000;
 use crate::agent_runtime::retrieval;
 
 use super::super::error::ApiError;
@@ -146,26 +149,18 @@ pub async fn pdf_text(bytes: Vec<u8>) -> Result<String, String> {
     }
 }
 
-/// Embeddings of the chunks with the state's embedder (the runtime's local
-/// embedder unless the lead configured another), so stored vectors match the
-/// query vectors the runtime computes. `None` (logged) leaves the chunks to
-/// full-text retrieval only.
-pub async fn embed(st: &ApiState, ws: Uuid, chunks: &[String]) -> Option<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(chunks.len());
-    for batch in chunks.chunks(MAX_BATCH) {
-        match st.embedder.embed(batch).await {
-            Ok(vectors) if vectors.len() == batch.len() => out.extend(vectors),
-            Ok(_) => {
-                tracing::warn!(workspace_id = %ws, "embedder returned a wrong count; full-text only");
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(workspace_id = %ws, error = %e, "embedding failed; full-text only");
-                return None;
-            }
+/// Embeds the workspace's new chunks (whole chunk and FAQ question) with
+/// the process's embedder, so stored vectors match the runtime's query
+/// vectors, and brings the in-memory index up to date. A failure (logged)
+/// leaves those chunks to full-text retrieval until the next start-up.
+pub async fn embed_source(st: &ApiState, ws: Uuid) {
+    match embed_missing_chunks(&st.pool, st.embedder.as_ref(), ws, MAX_EMBED_PER_INGEST).await {
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(workspace_id = %ws, error = %e, "embedding failed; full-text only")
         }
     }
-    Some(out)
+    st.knowledge.refresh(Some(ws)).await;
 }
 
 /// The chunks the runtime would put into the prompt for `query`: the same
@@ -179,22 +174,20 @@ pub async fn rank(
     query: &str,
     limit: i64,
 ) -> Result<Vec<Value>, ApiError> {
-    let query_vector = st
-        .embedder
-        .embed(&[query.to_string()])
+    let embedding = async {
+        st.embedder
+            .embed(&[query.to_string()])
+            .await
+            .ok()
+            .and_then(|mut v| v.pop())
+    };
+    let opts = retrieval::SearchOptions {
+        limit: limit.clamp(1, 50) as usize,
+        floor: retrieval::DEFAULT_FLOOR,
+    };
+    let (found, _) = retrieval::search(&st.knowledge, (ws, Some(agent_id)), query, embedding, opts)
         .await
-        .ok()
-        .and_then(|mut v| v.pop());
-    let found = retrieval::search(
-        &st.pool,
-        ws,
-        agent_id,
-        query,
-        query_vector.as_deref(),
-        limit.clamp(1, 50) as usize,
-    )
-    .await
-    .map_err(|e| ApiError::internal(format!("retrieval: {e}")))?;
+        .map_err(|e| ApiError::internal(format!("retrieval: {e}")))?;
     Ok(found
         .into_iter()
         .map(|c| {

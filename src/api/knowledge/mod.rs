@@ -291,7 +291,6 @@ async fn store_chunks(
     text: &str,
     chunks: &[String],
 ) -> Result<(), ApiError> {
-    let embeddings = extract::embed(st, ws, chunks).await;
     let mut tx = st.begin(p).await?;
     sqlx::query("delete from knowledge_chunks where workspace_id = $1 and source_id = $2")
         .bind(ws)
@@ -299,17 +298,15 @@ async fn store_chunks(
         .execute(&mut *tx)
         .await?;
     for (i, content) in chunks.iter().enumerate() {
-        let embedding: Option<&Vec<f32>> = embeddings.as_ref().and_then(|e| e.get(i));
         sqlx::query(
-            "insert into knowledge_chunks (source_id, workspace_id, content, chunk_index, token_count, embedding)
-             values ($1, $2, $3, $4, $5, $6)",
+            "insert into knowledge_chunks (source_id, workspace_id, content, chunk_index, token_count)
+             values ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(ws)
         .bind(content)
         .bind(i as i32)
         .bind(chunk::token_estimate(content))
-        .bind(embedding)
         .execute(&mut *tx)
         .await?;
     }
@@ -324,6 +321,7 @@ async fn store_chunks(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    extract::embed_source(st, ws).await;
     Ok(())
 }
 

@@ -1,19 +1,17 @@
-//! Hybrid retrieval over an agent's (and its workspace-wide) knowledge chunks:
-//! PostgreSQL full-text matching with OR semantics (a spoken question rarely
+//! Retrieval in PostgreSQL, the path before the in-memory index (kept as the
+//! benchmark's reference): full-text matching with OR semantics (a spoken question rarely
 //! contains every word of the passage), an absolute relevance score (the
 //! IDF-weighted share of the question's words a chunk contains), cosine
 //! similarity over `embedding real[]` when vectors exist, and reciprocal-rank
-//! fusion of the two orders. The API's knowledge search calls the same code.
+//! fusion of the two orders.
 
-use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::embeddings::cosine;
-use super::provider_error::ProviderError;
+use super::{RetrievedChunk, SearchOptions, DEFAULT_FLOOR};
+use crate::agent_runtime::embeddings::cosine;
+use crate::agent_runtime::provider_error::ProviderError;
 
-/// Chunks below this relevance are not returned by [`search`].
-pub const DEFAULT_FLOOR: f32 = 0.2;
 /// Most words of a query that are looked up (a question, not a document).
 const MAX_QUERY_WORDS: usize = 32;
 const MAX_WORD_LEN: usize = 40;
@@ -35,27 +33,6 @@ const GENERIC_WORDS: &str = "time get go need want make take see know like tell 
     come call ask say look find way day today tomorrow yesterday question guy right okay ok well just \
     really also much many lot something anything someone anyone somewhere anywhere use try give think \
     sure good great hello hi thanks thank wonder maybe kind";
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RetrievedChunk {
-    pub chunk_id: Uuid,
-    pub source_id: Uuid,
-    pub agent_id: Option<Uuid>,
-    pub chunk_index: i32,
-    pub content: String,
-    /// Absolute relevance in 0..=1 (what the floor is applied to).
-    pub score: f32,
-    /// IDF-weighted share of the query's words found in the chunk.
-    pub text_score: f32,
-    /// Cosine similarity with the query embedding, when both exist.
-    pub vector_score: Option<f32>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct SearchOptions {
-    pub limit: usize,
-    pub floor: f32,
-}
 
 /// Top `limit` chunks for `query` with the default relevance floor.
 pub async fn search(

@@ -1,0 +1,419 @@
+//! One agent's knowledge in memory: its chunks (its own and the workspace-wide
+//! ones), an inverted index for BM25-style full-text scoring, each chunk's
+//! vector and, for FAQ chunks, each question's vector. A search touches no
+//! database, so it takes about a millisecond and works during an outage.
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use super::normalize::{query_terms, terms, Term};
+use super::RetrievedChunk;
+
+/// BM25 term-frequency saturation and length normalisation (the usual values).
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+/// Most words of a chunk that are indexed (chunks hold about 200).
+const MAX_CHUNK_WORDS: usize = 2000;
+/// Weights of the full-text and the vector part of the absolute score.
+const TEXT_WEIGHT: f32 = 0.4;
+const VECTOR_WEIGHT: f32 = 0.6;
+/// A FAQ question with (nearly) the caller's words: its score is lifted to
+/// at least this, above any paraphrase's.
+const NEAR_EXACT_SCORE: f32 = 0.95;
+/// Share of words two questions must have in common to count as the same
+/// question (Jaccard over their terms), or the cosine of their vectors.
+const NEAR_EXACT_JACCARD: f32 = 0.8;
+const NEAR_EXACT_COSINE: f32 = 0.93;
+
+/// One chunk as loaded from `knowledge_chunks`.
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    pub id: Uuid,
+    pub source_id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub chunk_index: i32,
+    pub content: String,
+    pub embedding: Option<Vec<f32>>,
+    pub question_embedding: Option<Vec<f32>>,
+}
+
+struct Doc {
+    row: ChunkRow,
+    len: f32,
+    question_len: f32,
+    /// The term sets of each question of a FAQ chunk ("Are you open on
+    /// Tuesday? What are your hours on Tuesday?" is two questions).
+    questions: Vec<HashSet<String>>,
+}
+
+/// A posting: document number and term frequency.
+type Postings = HashMap<String, Vec<(u32, u16)>>;
+
+pub struct AgentIndex {
+    docs: Vec<Doc>,
+    /// Terms of whole chunks, and of their FAQ questions alone.
+    postings: Postings,
+    question_postings: Postings,
+    avg_len: f32,
+    avg_question_len: f32,
+    dims: usize,
+    /// `docs.len() × dims`, zeros where a chunk has no vector.
+    vectors: Vec<f32>,
+    question_vectors: Vec<f32>,
+    has_vector: Vec<bool>,
+    has_question_vector: Vec<bool>,
+}
+
+/// The question lines of a `Q: …\nA: …` chunk, if it is one.
+pub fn faq_question(content: &str) -> Option<&str> {
+    let first = content.lines().next()?.trim();
+    first
+        .strip_prefix("Q:")
+        .or_else(|| first.strip_prefix("Question:"))
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+}
+
+fn count(terms: &[Term]) -> HashMap<&str, u16> {
+    let mut tf: HashMap<&str, u16> = HashMap::new();
+    for t in terms {
+        let e = tf.entry(t.stem.as_str()).or_insert(0);
+        *e = e.saturating_add(1);
+    }
+    tf
+}
+
+fn stem_set(text: &str) -> HashSet<String> {
+    terms(text, MAX_CHUNK_WORDS)
+        .into_iter()
+        .map(|t| t.stem)
+        .collect()
+}
+
+impl AgentIndex {
+    /// Builds the index; vectors of a length other than the first one seen
+    /// (another model) are left out.
+    pub fn build(rows: Vec<ChunkRow>) -> AgentIndex {
+        let dims = rows
+            .iter()
+            .find_map(|r| r.embedding.as_ref().map(Vec::len))
+            .unwrap_or(0);
+        let n = rows.len();
+        let mut idx = AgentIndex {
+            docs: Vec::with_capacity(n),
+            postings: HashMap::new(),
+            question_postings: HashMap::new(),
+            avg_len: 1.0,
+            avg_question_len: 1.0,
+            dims,
+            vectors: vec![0.0; n * dims],
+            question_vectors: vec![0.0; n * dims],
+            has_vector: vec![false; n],
+            has_question_vector: vec![false; n],
+        };
+        let (mut total_len, mut total_qlen, mut questions_seen) = (0f32, 0f32, 0f32);
+        for (i, row) in rows.into_iter().enumerate() {
+            let doc_terms = terms(&row.content, MAX_CHUNK_WORDS);
+            for (stem, tf) in count(&doc_terms) {
+                idx.postings
+                    .entry(stem.to_string())
+                    .or_default()
+                    .push((i as u32, tf));
+            }
+            let question = faq_question(&row.content);
+            let question_terms = question
+                .map(|q| terms(q, MAX_CHUNK_WORDS))
+                .unwrap_or_default();
+            for (stem, tf) in count(&question_terms) {
+                idx.question_postings
+                    .entry(stem.to_string())
+                    .or_default()
+                    .push((i as u32, tf));
+            }
+            let questions = question
+                .map(|q| {
+                    q.split_inclusive(['?', '.', '!'])
+                        .map(stem_set)
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let put = |flag: &mut bool, dst: &mut [f32], v: &Option<Vec<f32>>| {
+                if let Some(v) = v.as_ref().filter(|v| v.len() == dims && dims > 0) {
+                    dst.copy_from_slice(v);
+                    *flag = true;
+                }
+            };
+            let span = i * dims..(i + 1) * dims;
+            put(
+                &mut idx.has_vector[i],
+                &mut idx.vectors[span.clone()],
+                &row.embedding,
+            );
+            put(
+                &mut idx.has_question_vector[i],
+                &mut idx.question_vectors[span],
+                &row.question_embedding,
+            );
+            total_len += doc_terms.len() as f32;
+            if question.is_some() {
+                total_qlen += question_terms.len() as f32;
+                questions_seen += 1.0;
+            }
+            idx.docs.push(Doc {
+                len: doc_terms.len() as f32,
+                question_len: question_terms.len() as f32,
+                questions,
+                row,
+            });
+        }
+        if n > 0 {
+            idx.avg_len = (total_len / n as f32).max(1.0);
+        }
+        if questions_seen > 0.0 {
+            idx.avg_question_len = (total_qlen / questions_seen).max(1.0);
+        }
+        idx
+    }
+
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Vector length of the chunks (0 when none has a vector).
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Chunks whose vector is missing (not yet embedded, or embedded with
+    /// another model and cleared).
+    pub fn missing_vectors(&self) -> usize {
+        self.has_vector.iter().filter(|h| !**h).count()
+    }
+
+    /// The best `limit` chunks for `query` whose score reaches `floor`.
+    /// `query_vector` must come from the model the chunks were embedded
+    /// with; without it (or with another length) scores are full-text only.
+    pub fn search(
+        &self,
+        query: &str,
+        query_vector: Option<&[f32]>,
+        limit: usize,
+        floor: f32,
+    ) -> Vec<RetrievedChunk> {
+        let n = self.docs.len();
+        if n == 0 || limit == 0 {
+            return Vec::new();
+        }
+        let known = |s: &str| self.postings.contains_key(s);
+        let qterms = query_terms(query, &known);
+        let mut weights: HashMap<&str, f32> = HashMap::new();
+        for t in &qterms {
+            let w = weights.entry(t.stem.as_str()).or_insert(0.0);
+            *w = w.max(t.weight);
+        }
+        // IDF in the agent's scope; a word the knowledge never uses counts
+        // half, so an off-topic question does not look covered.
+        let idf = |df: usize| ((n as f32 - df as f32 + 0.5) / (df as f32 + 0.5)).ln_1p();
+        let mut total = 0f32;
+        let mut text = vec![0f32; n];
+        let mut question_text = vec![0f32; n];
+        for (stem, w) in &weights {
+            let postings = self.postings.get(*stem);
+            let df = postings.map_or(0, Vec::len);
+            let weight = w * if df == 0 { 0.5 * idf(0) } else { idf(df) };
+            total += weight;
+            let saturate = |tf: u16, len: f32, avg: f32| {
+                let tf = tf as f32;
+                (tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avg))).min(1.0)
+            };
+            for &(d, tf) in postings.into_iter().flatten() {
+                let doc = &self.docs[d as usize];
+                text[d as usize] += weight * saturate(tf, doc.len, self.avg_len);
+            }
+            for &(d, tf) in self.question_postings.get(*stem).into_iter().flatten() {
+                let doc = &self.docs[d as usize];
+                question_text[d as usize] +=
+                    weight * saturate(tf, doc.question_len, self.avg_question_len);
+            }
+        }
+        let qset: HashSet<&str> = weights.keys().copied().collect();
+        let qv = query_vector.filter(|v| v.len() == self.dims && self.dims > 0);
+        let mut scored: Vec<(f32, usize, f32, Option<f32>)> = Vec::with_capacity(n);
+        for (i, doc) in self.docs.iter().enumerate() {
+            let text_score = if total > 0.0 {
+                (text[i].max(question_text[i]) / total).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let span = i * self.dims..(i + 1) * self.dims;
+            let chunk_cos = qv
+                .filter(|_| self.has_vector[i])
+                .map(|q| dot(q, &self.vectors[span.clone()]));
+            let question_cos = qv
+                .filter(|_| self.has_question_vector[i])
+                .map(|q| dot(q, &self.question_vectors[span]));
+            let vector_score = match (chunk_cos, question_cos) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let mut score = match vector_score {
+                Some(v) => TEXT_WEIGHT * text_score + VECTOR_WEIGHT * v.max(0.0),
+                None => text_score,
+            };
+            let same_words = question_text[i] > 0.0
+                && doc
+                    .questions
+                    .iter()
+                    .any(|q| jaccard(&qset, q) >= NEAR_EXACT_JACCARD);
+            if same_words || question_cos.is_some_and(|c| c >= NEAR_EXACT_COSINE) {
+                score = score.max(NEAR_EXACT_SCORE + 0.05 * question_cos.unwrap_or(0.0));
+            }
+            if score >= floor {
+                scored.push((score, i, text_score, vector_score));
+            }
+        }
+        let by_score = |a: &(f32, usize, f32, Option<f32>), b: &(f32, usize, f32, Option<f32>)| {
+            b.0.total_cmp(&a.0)
+                .then(b.2.total_cmp(&a.2))
+                .then(a.1.cmp(&b.1))
+        };
+        if scored.len() > limit {
+            scored.select_nth_unstable_by(limit - 1, by_score);
+            scored.truncate(limit);
+        }
+        scored.sort_by(by_score);
+        scored
+            .into_iter()
+            .map(|(score, i, text_score, vector_score)| {
+                let r = &self.docs[i].row;
+                RetrievedChunk {
+                    chunk_id: r.id,
+                    source_id: r.source_id,
+                    agent_id: r.agent_id,
+                    chunk_index: r.chunk_index,
+                    content: r.content.clone(),
+                    score,
+                    text_score,
+                    vector_score,
+                }
+            })
+            .collect()
+    }
+}
+
+fn jaccard(a: &HashSet<&str>, b: &HashSet<String>) -> f32 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let common = b.iter().filter(|t| a.contains(t.as_str())).count();
+    common as f32 / (a.len() + b.len() - common) as f32
+}
+
+/// Dot product of unit vectors (their cosine), in eight lanes so the
+/// compiler vectorises it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(content: &str, v: Option<Vec<f32>>) -> ChunkRow {
+        ChunkRow {
+            id: Uuid::new_v4(),
+            source_id: Uuid::nil(),
+            agent_id: None,
+            chunk_index: 0,
+            content: content.into(),
+            embedding: v,
+            question_embedding: None,
+        }
+    }
+
+    #[test]
+    fn full_text_finds_compounds_and_ranks_by_coverage() {
+        let idx = AgentIndex::build(vec![
+            row(
+                "Q: How much does a routine checkup cost?\nA: A checkup is 60 dollars.",
+                None,
+            ),
+            row(
+                "Q: Do you offer vaccines?\nA: Yes, all core vaccines.",
+                None,
+            ),
+            row(
+                "Q: Do you do dental cleaning?\nA: Yes, under anaesthesia.",
+                None,
+            ),
+        ]);
+        let found = idx.search("What do you charge for a normal check up?", None, 3, 0.1);
+        assert!(found[0].content.contains("routine checkup"), "{found:?}");
+        assert!(idx
+            .search("pizza delivery downtown", None, 3, 0.1)
+            .is_empty());
+        assert!(idx.search("", None, 3, 0.0).is_empty());
+    }
+
+    #[test]
+    fn the_faq_with_the_callers_question_wins() {
+        let idx = AgentIndex::build(vec![
+            row("Q: Are you open on Tuesday? What are your hours on Tuesday?\nA: On Tuesday we open at 8.", None),
+            row("Q: What are your opening hours?\nA: Monday to Friday, 8 to 6.", None),
+        ]);
+        let found = idx.search("What are your opening hours?", None, 2, 0.0);
+        assert!(found[0].content.contains("Monday to Friday"), "{found:?}");
+        assert!(found[0].score >= NEAR_EXACT_SCORE);
+        let found = idx.search("what are your hours on tuesday", None, 2, 0.0);
+        assert!(found[0].content.contains("On Tuesday"), "{found:?}");
+    }
+
+    #[test]
+    fn vectors_fuse_with_text_and_other_lengths_are_ignored() {
+        let idx = AgentIndex::build(vec![
+            row(
+                "Q: Do you make house calls?\nA: Yes, within town.",
+                Some(vec![1.0, 0.0]),
+            ),
+            row(
+                "Q: Where is the clinic located?\nA: On Main Street.",
+                Some(vec![0.0, 1.0]),
+            ),
+        ]);
+        let found = idx.search("Can the vet come to my home?", Some(&[0.9, 0.1]), 2, 0.0);
+        assert!(found[0].content.contains("house calls"), "{found:?}");
+        assert!(found[0].vector_score.unwrap() > 0.8);
+        // A query vector of another model's length: full-text only.
+        let found = idx.search("Where is the clinic?", Some(&[1.0, 0.0, 0.0]), 2, 0.0);
+        assert!(found[0].content.contains("Main Street"));
+        assert_eq!(found[0].vector_score, None);
+        assert_eq!(idx.missing_vectors(), 0);
+    }
+
+    #[test]
+    fn dot_matches_the_naive_sum() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.05).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-4);
+    }
+}
