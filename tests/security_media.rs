@@ -76,6 +76,7 @@ async fn rtp_from_a_stranger_before_the_caller_does_not_take_the_agents_audio() 
         count_for(&stranger, Duration::from_secs(3))
     );
     hang_up(&call).await;
+    eprintln!("before the caller's first packet, 3 s: caller {to_caller}, stranger {to_stranger}");
     assert_eq!(
         to_stranger, 0,
         "the stranger received {to_stranger} packets of the agent's audio (caller {to_caller})"
@@ -106,6 +107,7 @@ async fn rtp_from_a_stranger_mid_call_does_not_take_the_agents_audio() {
     );
     let _ = flood.await;
     hang_up(&call).await;
+    eprintln!("mid-call, 3 s: caller {to_caller}, stranger {to_stranger}");
     assert_eq!(
         to_stranger, 0,
         "mid-call, the stranger received {to_stranger} packets (caller {to_caller})"
@@ -147,6 +149,7 @@ async fn media_ports_are_random_and_even() {
         ports.push(call.media.port());
         hang_up(&call).await;
     }
+    eprintln!("media ports of six calls: {ports:?}");
     assert!(ports.iter().all(|p| p % 2 == 0), "odd RTP port: {ports:?}");
     assert!(
         ports.iter().all(|p| (48200..=48400).contains(p)),

@@ -117,6 +117,7 @@ async fn a_flood_of_stray_requests_gets_rate_limited_answers_and_a_bounded_map()
     options.method = "OPTIONS".into();
     other.send(&options.text()).await;
     let other_answer = other.final_response(Duration::from_secs(3)).await;
+    eprintln!("{flood} stray requests in {secs:.1} s: {answers} answers, {txs} transactions held");
     assert!(
         answers <= 200 + (secs * 60.0) as usize,
         "{answers} answers to {flood} stray requests in {secs:.1} s"
@@ -158,6 +159,11 @@ async fn the_transaction_map_is_capped_per_source_with_503_and_retry_after() {
     let txs = node.server.server_transactions();
     assert!(txs <= 64, "{txs} transactions held for one source");
     let busy: Vec<&String> = answers.iter().filter(|m| status(m) == Some(503)).collect();
+    eprintln!(
+        "300 INVITEs: {} answers, {} of them 503, {txs} transactions held",
+        answers.len(),
+        busy.len()
+    );
     assert!(!busy.is_empty(), "no 503 once the source's share was full");
     assert!(
         busy.iter().all(|m| header(m, "Retry-After").is_some()),

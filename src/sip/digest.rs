@@ -178,6 +178,23 @@ fn response_hash(
     }
 }
 
+/// RFC 3261 §22.4: the digest `uri` is the Request-URI. Also accepted:
+/// the Request-URI's `sip:host[:port]` without its user part, which SIPp
+/// (and some older user agents) send; it still binds the digest to this
+/// node, and replay is stopped by the nonce counts and source binding.
+fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    let (digest_uri, request_uri) = (digest_uri.trim(), request_uri.trim());
+    if digest_uri == request_uri {
+        return true;
+    }
+    let Some(rest) = request_uri.strip_prefix("sip:") else {
+        return false;
+    };
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host_port = host_port.split([';', '?']).next().unwrap_or("");
+    !host_port.is_empty() && digest_uri.strip_prefix("sip:") == Some(host_port)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -284,7 +301,7 @@ impl DigestServer {
         };
         if !constant_time_eq(user.as_bytes(), username.as_bytes())
             || p.get("realm") != Some(self.realm.as_str())
-            || uri.trim() != req.request_uri.trim()
+            || !uri_matches(uri, req.request_uri)
         {
             return Verdict::Invalid;
         }
@@ -491,11 +508,23 @@ mod tests {
         let s = server();
         let src = req("192.0.2.1");
         let challenge = &s.challenges(100, src.source, false)[0];
-        let elsewhere = answer(challenge, "sip:+1@198.51.100.1", "secret", 1);
-        assert_eq!(
-            s.verify(&elsewhere, src, "trunk", "secret", 100),
-            Verdict::Invalid
-        );
+        for elsewhere in [
+            "sip:+1@198.51.100.1",
+            "sip:+2@127.0.0.1",
+            "sip:198.51.100.1",
+        ] {
+            let auth = answer(challenge, elsewhere, "secret", 1);
+            assert_eq!(
+                s.verify(&auth, src, "trunk", "secret", 100),
+                Verdict::Invalid,
+                "{elsewhere}"
+            );
+        }
+        assert!(uri_matches("sip:127.0.0.1", URI), "SIPp's form");
+        assert!(uri_matches(
+            "sip:10.0.0.1:5080",
+            "sip:+1@10.0.0.1:5080;transport=udp"
+        ));
         let auth = answer(challenge, URI, "secret", 1);
         assert_eq!(
             s.verify(&auth, req("192.0.2.2"), "trunk", "secret", 100),
