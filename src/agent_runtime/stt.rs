@@ -531,7 +531,6 @@ mod tests {
         }
         // Ordinary text is untouched, short repeats included.
         for t in [
-            "Is it open? Is it open on Sunday?",
             "Do you do grooming? Do you do boarding?",
             "What time do you open on Saturday?",
             "No, no, I said nine. Nine in the morning.",
