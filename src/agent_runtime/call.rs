@@ -3,7 +3,7 @@
 //! transcriptions and replies as abortable tasks, tracks what was actually
 //! played, and writes the call's records when it ends — on every path.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,11 +23,6 @@ use super::Runtime;
 use crate::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 use crate::media::session::{MediaEvent, MediaSession, SessionConfig};
 use crate::sip::call::{CallCommand, CallEvent, HangupBy, IncomingCall};
-
-/// Frames of audio kept from before speech onset so the first word is whole.
-const PRE_ROLL_FRAMES: usize = 12;
-/// Longest utterance kept for transcription (whisper's window is 30 s).
-const MAX_UTTERANCE_SAMPLES: usize = 16_000 * 28;
 
 enum Ending {
     Caller(String),
@@ -172,7 +167,6 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
     let (stt_tx, mut stt_rx) = mpsc::channel::<(u64, Result<super::stt::Transcript, String>)>(8);
     let mut stt_tasks: HashMap<u64, JoinHandle<()>> = HashMap::new();
     let mut next_utt_base: u64 = 1 << 20;
-    let mut utterance = UtteranceBuffer::default();
     let mut pending_hangup: Option<&'static str> = None;
     let mut transfer_pending = false;
     // Asked for, sent once the announcement ("I will transfer you…") has
@@ -200,14 +194,13 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
             ev = media_rx.recv() => match ev {
                 Some(MediaEvent::Audio(frame)) => {
                     let now = Instant::now();
-                    utterance.push(&frame.samples);
                     for ev in endpointer.push(&frame.samples, now) {
                         let input = match ev {
                             EndpointEvent::VoiceDetected { at } => Input::VoiceDetected { at },
-                            EndpointEvent::SpeechStarted { at } => { utterance.start(); Input::SpeechStarted { at } }
-                            EndpointEvent::PauseStarted { at } => Input::PauseStarted { at, audio: Arc::new(utterance.snapshot()) },
+                            EndpointEvent::SpeechStarted { at } => Input::SpeechStarted { at },
+                            EndpointEvent::PauseStarted { at, audio } => Input::PauseStarted { at, audio },
                             EndpointEvent::SpeechResumed { at } => Input::SpeechResumed { at },
-                            EndpointEvent::SpeechEnded { at, audio, .. } => { utterance.stop(); Input::SpeechEnded { at, audio: Arc::new(audio) } }
+                            EndpointEvent::SpeechEnded { at, audio, .. } => Input::SpeechEnded { at, audio: Arc::new(audio) },
                         };
                         actions.extend(turns.handle(input, now));
                     }
@@ -464,41 +457,4 @@ fn spawn_say(
 ) -> JoinHandle<()> {
     let ctx = reply_context(rt, providers, profile, playout, tx, turn, next_utt_base);
     tokio::spawn(ctx.say(text))
-}
-
-/// The caller's audio since speech onset, with pre-roll, bounded.
-#[derive(Default)]
-struct UtteranceBuffer {
-    pre_roll: VecDeque<Vec<i16>>,
-    active: bool,
-    samples: Vec<i16>,
-}
-
-impl UtteranceBuffer {
-    fn push(&mut self, frame: &[i16]) {
-        if self.active {
-            if self.samples.len() + frame.len() <= MAX_UTTERANCE_SAMPLES {
-                self.samples.extend_from_slice(frame);
-            }
-        } else {
-            self.pre_roll.push_back(frame.to_vec());
-            while self.pre_roll.len() > PRE_ROLL_FRAMES {
-                self.pre_roll.pop_front();
-            }
-        }
-    }
-
-    fn start(&mut self) {
-        self.active = true;
-        self.samples = self.pre_roll.drain(..).flatten().collect();
-    }
-
-    fn snapshot(&self) -> Vec<i16> {
-        self.samples.clone()
-    }
-
-    fn stop(&mut self) {
-        self.active = false;
-        self.samples.clear();
-    }
 }

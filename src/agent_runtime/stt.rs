@@ -93,11 +93,21 @@ pub fn audio_ctx_for(samples: usize) -> i32 {
     ((2.0 * seconds * 50.0).ceil() as i32).clamp(64, 1500)
 }
 
-/// Upper bound on tokens for an utterance of `samples` (16 kHz).
+/// Upper bound on tokens for an utterance of `samples` (16 kHz): a fast
+/// talker says about 4 words (6 tokens, punctuation included) a second, so
+/// the bound sits just above what the audio can hold. whisper.cpp without
+/// timestamps has no other end than its end-of-text token, and a decode
+/// that loops (re-reading the same audio) is cut here rather than at 224.
 pub fn max_tokens_for(samples: usize) -> i32 {
     let seconds = samples as f64 / STT_SAMPLE_RATE as f64;
-    ((seconds * 8.0).ceil() as i32 + 16).clamp(24, 224)
+    ((seconds * 6.0).ceil() as i32 + 8).clamp(16, 224)
 }
+
+/// A segment whisper itself judges probably silent (its no-speech token)
+/// and whose words it is unsure of is dropped: on noise or breath, tiny
+/// models write plausible sentences ("Thank you.") that are not speech.
+const NO_SPEECH_PROB: f32 = 0.6;
+const NO_SPEECH_MEAN_LOGPROB: f32 = -1.0;
 
 /// Process-wide cache: each model file is loaded once and shared.
 fn context_cache() -> &'static Mutex<Vec<(PathBuf, Arc<WhisperContext>)>> {
@@ -322,6 +332,16 @@ fn run_whisper(
     result.map_err(|e| ProviderError::Engine(format!("whisper: {e}")))?;
     let mut text = String::new();
     for segment in state.as_iter() {
+        let n = segment.n_tokens();
+        let mean_logprob = (0..n)
+            .filter_map(|i| segment.get_token(i))
+            .map(|t| t.token_probability().max(1e-6).ln())
+            .sum::<f32>()
+            / n.max(1) as f32;
+        if segment.no_speech_probability() > NO_SPEECH_PROB && mean_logprob < NO_SPEECH_MEAN_LOGPROB
+        {
+            continue;
+        }
         match segment.to_str_lossy() {
             Ok(s) => text.push_str(&s),
             Err(e) => return Err(ProviderError::Engine(format!("whisper segment: {e}"))),
@@ -332,14 +352,47 @@ fn run_whisper(
             pool.push(state);
         }
     }
-    Ok(collapse_repeats(text.trim()))
+    let raw = text.trim();
+    let clean = collapse_repeats(raw);
+    if clean != raw {
+        tracing::debug!(raw, clean = %clean, "whisper repeated itself; repeats dropped");
+    }
+    Ok(clean)
 }
 
 /// Tiny models sometimes loop, writing the same sentence (or the same few
-/// words) again and again until the token bound. A caller who really said
-/// a sentence twice in a row loses nothing the agent needs, so consecutive
-/// repeats are kept once: whole sentences, and runs of 3 or more words.
+/// words) again and again until the token bound, or start reading the
+/// audio over again after its last sentence ("Can I pay by card? Can I
+/// pay"). A caller who really said a sentence twice in a row loses nothing
+/// the agent needs, so consecutive repeats are kept once: whole sentences,
+/// runs of 3 or more words, and a restart: everything after a sentence end
+/// that only repeats the transcript's own beginning.
 pub fn collapse_repeats(text: &str) -> String {
+    drop_restart(&collapse_runs(text))
+}
+
+/// "Do you do grooming? Do" → "Do you do grooming?": the words after a
+/// sentence end, when they are all a prefix of the text's first words.
+fn drop_restart(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keys: Vec<String> = words.iter().map(|w| norm_word(w)).collect();
+    for p in 1..words.len() {
+        let ends_sentence = words[p - 1].ends_with(['.', '?', '!']);
+        if ends_sentence && (p..words.len()).all(|i| keys[i] == keys[i - p]) {
+            return words[..p].join(" ");
+        }
+    }
+    text.to_string()
+}
+
+fn norm_word(w: &str) -> String {
+    w.chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase()
+}
+
+fn collapse_runs(text: &str) -> String {
     fn norm(s: &str) -> String {
         s.chars()
             .filter(|c| c.is_alphanumeric() || c.is_whitespace())
@@ -382,8 +435,11 @@ pub fn collapse_repeats(text: &str) -> String {
     let mut out: Vec<usize> = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {
-        let repeat = (3..=8).rev().find(|&n| {
-            out.len() >= n
+        // Shorter runs only as the text's last words: a decode stuck on its
+        // final word ("…wheelchair accessible, accessible").
+        let repeat = (1..=8).rev().find(|&n| {
+            (n >= 3 || i + n == words.len())
+                && out.len() >= n
                 && i + n <= words.len()
                 && out[out.len() - n..]
                     .iter()
@@ -391,7 +447,16 @@ pub fn collapse_repeats(text: &str) -> String {
                     .all(|(&a, b)| keys[a] == keys[b])
         });
         match repeat {
-            Some(n) => i += n,
+            Some(n) => {
+                if i + n == words.len() {
+                    // The last copy keeps its punctuation ("accessible?").
+                    let from = out.len() - n;
+                    for (k, slot) in out[from..].iter_mut().enumerate() {
+                        *slot = i + k;
+                    }
+                }
+                i += n;
+            }
             None => {
                 out.push(i);
                 i += 1;
@@ -425,19 +490,50 @@ mod tests {
     }
 
     #[test]
+    fn token_budget_follows_the_audio_length() {
+        // About 6 tokens a second of audio, plus a little: a loop stops early.
+        assert_eq!(max_tokens_for(16_000 * 12 / 10), 16);
+        assert_eq!(max_tokens_for(3 * 16_000), 26);
+        assert_eq!(max_tokens_for(10 * 16_000), 68);
+        assert_eq!(max_tokens_for(60 * 16_000), 224);
+    }
+
+    #[test]
     fn repeated_sentences_and_word_runs_are_kept_once() {
         assert_eq!(
             collapse_repeats(
                 "My name is Mary Smith. My name is Mary Smith. my name is Mary Smith! My name is"
             ),
-            "My name is Mary Smith. My name is"
+            "My name is Mary Smith."
         );
         assert_eq!(
             collapse_repeats("I want to I want to I want to book a table"),
             "I want to book a table"
         );
+        // Whisper reading the audio again after the sentence: the tails
+        // callers' transcripts showed.
+        for (heard, meant) in [
+            ("Can I pay by card? Can I pay", "Can I pay by card?"),
+            ("Do you do grooming? Do", "Do you do grooming?"),
+            (
+                "I need to cancel my appointment, how does that work? I need to cancel my appointment, how does that work? I need to",
+                "I need to cancel my appointment, how does that work?",
+            ),
+            (
+                "I need to cancel my appointment. How does that work? I need to cancel",
+                "I need to cancel my appointment. How does that work?",
+            ),
+            (
+                "Is the office wheelchair accessible, accessible",
+                "Is the office wheelchair accessible",
+            ),
+            ("Where are you located? Where are", "Where are you located?"),
+        ] {
+            assert_eq!(collapse_repeats(heard), meant);
+        }
         // Ordinary text is untouched, short repeats included.
         for t in [
+            "Do you do grooming? Do you do boarding?",
             "What time do you open on Saturday?",
             "No, no, I said nine. Nine in the morning.",
             "It costs 3.50 dollars. Thank you.",

@@ -1,15 +1,19 @@
 //! Endpointing, sans-IO: 20 ms frames of 16 kHz audio and `now` in, turn
 //! events out. Speech starts after `onset_ms` of voice, a pause begins at
-//! the first silent frame (the runtime may start transcribing then), and the
-//! turn ends after `end_of_turn_silence_ms` of silence, handing over the
-//! utterance with `pre_roll_ms` of audio before the onset so the first word
-//! is whole. [`Endpointer::speech_ms`] serves barge-in decisions.
+//! the first silent frame (handing over the utterance so far, which the
+//! runtime may transcribe speculatively), and the turn ends after
+//! `end_of_turn_silence_ms` of silence, handing over the whole utterance.
+//! This is the one buffer of the caller's utterance: both hand-overs start
+//! `pre_roll_ms` before the onset, so the first word is whole and the
+//! speculative audio is a prefix of the final one. [`Endpointer::speech_ms`]
+//! serves barge-in decisions.
 //!
 //! Time convention: a frame pushed with `now` covers `[now − 20 ms, now]`.
 //! Event `at` fields are audio times: `SpeechStarted.at` is the start of the
 //! first voiced frame, `SpeechEnded.at` the end of the last voiced frame.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::vad::Vad;
@@ -62,9 +66,13 @@ pub enum EndpointEvent {
     SpeechStarted {
         at: Instant,
     },
-    /// First silent frame after speech.
+    /// First silent frame after speech; `at` is the end of the caller's
+    /// voice (the last loud voiced frame). `audio`: the utterance so far
+    /// (pre-roll + speech + this frame), what a speculative transcription
+    /// takes; the same samples begin `SpeechEnded.audio`.
     PauseStarted {
         at: Instant,
+        audio: Arc<Vec<i16>>,
     },
     /// Voice again before the turn ended (discard speculative work).
     SpeechResumed {
@@ -235,7 +243,15 @@ impl Endpointer {
                     self.state = State::Paused;
                     self.voiced_run_ms = 0;
                     self.run_start = None;
-                    events.push(EndpointEvent::PauseStarted { at: start });
+                    // The pause is timed from the end of the caller's voice
+                    // as the end of turn is (the detector lingers over
+                    // trailing quiet frames), so an early answer's silence
+                    // and the full one are counted from the same moment.
+                    let (_, end) = self.refined_end();
+                    events.push(EndpointEvent::PauseStarted {
+                        at: end.min(start),
+                        audio: Arc::new(self.utterance.clone()),
+                    });
                 }
             }
             State::Paused => {
@@ -463,7 +479,13 @@ mod tests {
             ev[1],
             (24, EndpointEvent::SpeechStarted { at: t0 + F * 20 })
         );
-        assert_eq!(ev[2].1, EndpointEvent::PauseStarted { at: t0 + F * 35 });
+        let EndpointEvent::PauseStarted { at, audio: so_far } = &ev[2].1 else {
+            panic!("not a pause")
+        };
+        assert_eq!(*at, t0 + F * 35);
+        // The utterance so far: pre-roll (frames 10..20), speech and the
+        // first silent frame, from the same buffer as the final audio.
+        assert_eq!(so_far.len(), (10 + 15 + 1) * 320);
         assert_eq!(ev[3].1, EndpointEvent::SpeechResumed { at: t0 + F * 40 });
         let (
             idx,
