@@ -148,6 +148,10 @@ fn a_voice_that_cannot_load_falls_back_to_espeak() {
                 "no-such-voice".into(),
             ),
             (
+                "SWITCHBOARD_TTS__ESPEAK_DATA_DIR".into(),
+                REFERENCE_ESPEAK_DATA.into(),
+            ),
+            (
                 "SWITCHBOARD_TTS__CACHE_DIR".into(),
                 cache.display().to_string(),
             ),
@@ -159,10 +163,16 @@ fn a_voice_that_cannot_load_falls_back_to_espeak() {
     // The good voice still loads in the same process.
     let config = Config::load_from(
         None,
-        &[(
-            "SWITCHBOARD_TTS__CACHE_DIR".into(),
-            cache.display().to_string(),
-        )],
+        &[
+            (
+                "SWITCHBOARD_TTS__CACHE_DIR".into(),
+                cache.display().to_string(),
+            ),
+            (
+                "SWITCHBOARD_TTS__ESPEAK_DATA_DIR".into(),
+                REFERENCE_ESPEAK_DATA.into(),
+            ),
+        ],
     )
     .unwrap();
     assert_eq!(Providers::from_config(&config).unwrap().tts.name(), "piper");
@@ -202,17 +212,26 @@ async fn piper_over_g711_is_understood_by_whisper() {
     for s in sentences {
         let (pcm, rate) = speak(&tts, s).await;
         // The phone line: 8 kHz µ-law there and back, then whisper's 16 kHz.
-        let narrow = resample_all(&pcm, rate, 8000).unwrap();
+        let mut narrow = resample_all(&pcm, rate, 8000).unwrap();
+        // The line goes quiet after a sentence, as on a call (an abrupt end
+        // makes tiny.en repeat the clip's tail).
+        narrow.extend(std::iter::repeat_n(0i16, 4000));
         let mut codes = Vec::new();
         encode_ulaw(&narrow, &mut codes);
         let mut line = Vec::new();
         decode_ulaw(&codes, &mut line);
         let wide = resample_all(&line, 8000, 16000).unwrap();
-        let heard = stt.transcribe(&wide, Some("en")).await.expect("transcribe");
-        let (said_w, heard_w) = (
-            words(&normalise_numbers(s)),
-            words(&normalise_numbers(&heard.text)),
-        );
+        // A machine busy with other work can push whisper past its own
+        // time limit; that says nothing about the voice, so try again.
+        let mut heard = stt.transcribe(&wide, Some("en")).await;
+        for _ in 0..2 {
+            if heard.is_ok() {
+                break;
+            }
+            heard = stt.transcribe(&wide, Some("en")).await;
+        }
+        let heard = heard.expect("transcribe");
+        let (said_w, heard_w) = (normalise_numbers(s), normalise_numbers(&heard.text));
         let (e, n) = wer(&said_w, &heard_w);
         println!("said {said_w:?}\nheard {heard_w:?} ({e}/{n})");
         errors += e;
@@ -226,18 +245,26 @@ async fn piper_over_g711_is_understood_by_whisper() {
     assert!(rate <= 0.10, "WER {:.1} %", rate * 100.0);
 }
 
-/// Whisper writes numbers as digits; compare words either way.
+/// Lower-case words, with numbers as words: whisper writes "$50" or "24"
+/// where the agent said "fifty dollars" or "twenty four".
 fn normalise_numbers(text: &str) -> String {
-    let mut t = format!(" {} ", text.to_lowercase().replace(['-', ','], " "));
+    let mut t = String::new();
+    for w in text.split_whitespace() {
+        let w = w.trim_matches(|c: char| !c.is_alphanumeric() && c != '$');
+        match w.strip_prefix('$') {
+            Some(amount) => t.push_str(&format!(" {amount} dollars")),
+            None => t.push_str(&format!(" {w}")),
+        }
+    }
+    let mut t = format!(" {} ", words(&t.replace('-', " ")));
     for (digits, spoken) in [
         ("24", "twenty four"),
         ("50", "fifty"),
-        ("$50", "fifty dollars"),
         ("9", "nine"),
         ("6", "six"),
+        ("check up", "checkup"),
     ] {
         t = t.replace(&format!(" {digits} "), &format!(" {spoken} "));
     }
-    t = t.replace(" check up ", " checkup ");
     t.trim().to_string()
 }
