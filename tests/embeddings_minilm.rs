@@ -74,7 +74,7 @@ async fn paraphrases_are_close_and_unrelated_questions_are_not() {
         let v = m.embed(&texts(&[a, b])).await.unwrap();
         let c = cosine(&v[0], &v[1]);
         println!("{c:.3} {a:?} ~ {b:?}");
-        assert!(c > 0.35, "{a:?} ~ {b:?}: {c}");
+        assert!(c > 0.3, "{a:?} ~ {b:?}: {c}");
     }
     for (a, b) in unrelated {
         let v = m.embed(&texts(&[a, b])).await.unwrap();
@@ -121,4 +121,36 @@ async fn one_question_and_a_batch_are_timed() {
     // a generous bound that still catches a model run unoptimised or padded
     // to 128 tokens.
     assert!(ms[10] < 60.0, "one question took {:.1} ms", ms[10]);
+}
+
+/// The same vectors as an independent implementation of the model
+/// (`tests/fixtures/knowledge/minilm_reference.py`, numpy).
+#[tokio::test]
+async fn vectors_match_the_reference_implementation() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/knowledge/minilm_reference.json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+    let texts: Vec<String> = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let ours = model().embed(&texts).await.expect("embed");
+    for (i, expected) in reference["vectors"].as_array().unwrap().iter().enumerate() {
+        let expected: Vec<f32> = expected
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let worst = ours[i]
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "text {i}: largest difference {worst}");
+        assert!(cosine(&ours[i], &expected) > 0.99999);
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::normalize::{query_terms, terms, Term};
+use super::normalize::{query_terms, terms, Term, Vocabulary};
 use super::RetrievedChunk;
 
 /// BM25 term-frequency saturation and length normalisation (the usual values).
@@ -15,9 +15,16 @@ const K1: f32 = 1.2;
 const B: f32 = 0.75;
 /// Most words of a chunk that are indexed (chunks hold about 200).
 const MAX_CHUNK_WORDS: usize = 2000;
-/// Weights of the full-text and the vector part of the absolute score.
-const TEXT_WEIGHT: f32 = 0.4;
-const VECTOR_WEIGHT: f32 = 0.6;
+/// Weights of the vector and the full-text part of the absolute score. The
+/// text part counts in proportion to the vector's evidence (nothing below
+/// a cosine of `GATE_LOW`, all above `GATE_HIGH`): a shared word in an
+/// unrelated entry ("file my taxes" / "file the claim") is not relevance.
+const VECTOR_WEIGHT: f32 = 0.7;
+const TEXT_WEIGHT: f32 = 0.3;
+const GATE_LOW: f32 = 0.1;
+const GATE_HIGH: f32 = 0.4;
+/// Longest vocabulary scanned for a compound ending with a question's word.
+const MAX_SUFFIX_SCAN: usize = 50_000;
 /// A FAQ question with (nearly) the caller's words: its score is lifted to
 /// at least this, above any paraphrase's.
 const NEAR_EXACT_SCORE: f32 = 0.95;
@@ -210,8 +217,7 @@ impl AgentIndex {
         if n == 0 || limit == 0 {
             return Vec::new();
         }
-        let known = |s: &str| self.postings.contains_key(s);
-        let qterms = query_terms(query, &known);
+        let qterms = query_terms(query, self);
         let mut weights: HashMap<&str, f32> = HashMap::new();
         for t in &qterms {
             let w = weights.entry(t.stem.as_str()).or_insert(0.0);
@@ -263,7 +269,10 @@ impl AgentIndex {
                 (a, b) => a.or(b),
             };
             let mut score = match vector_score {
-                Some(v) => TEXT_WEIGHT * text_score + VECTOR_WEIGHT * v.max(0.0),
+                Some(v) => {
+                    let gate = ((v - GATE_LOW) / (GATE_HIGH - GATE_LOW)).clamp(0.0, 1.0);
+                    VECTOR_WEIGHT * v.max(0.0) + TEXT_WEIGHT * text_score * gate
+                }
                 None => text_score,
             };
             let same_words = question_text[i] > 0.0
@@ -304,6 +313,22 @@ impl AgentIndex {
                 }
             })
             .collect()
+    }
+}
+
+impl Vocabulary for AgentIndex {
+    fn contains(&self, stem: &str) -> bool {
+        self.postings.contains_key(stem)
+    }
+    fn ending_with(&self, stem: &str) -> Option<String> {
+        if self.postings.len() > MAX_SUFFIX_SCAN {
+            return None;
+        }
+        self.postings
+            .keys()
+            .filter(|k| k.len() > stem.len() + 2 && k.ends_with(stem))
+            .min_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)))
+            .cloned()
     }
 }
 

@@ -18,9 +18,10 @@ pub use index::AgentIndex;
 pub use store::{KnowledgeIndex, Scope};
 
 /// Chunks below this relevance are not returned (nor put into a prompt).
-/// Below the offline answerer's `ANSWER_FLOOR`, so a networked model still
-/// sees passages the answerer would not read out.
-pub const DEFAULT_FLOOR: f32 = 0.3;
+/// Below the offline answerer's `ANSWER_FLOOR` (which decides between an
+/// answer and the fallback), so a networked model still sees passages the
+/// answerer would not read out.
+pub const DEFAULT_FLOOR: f32 = 0.2;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetrievedChunk {

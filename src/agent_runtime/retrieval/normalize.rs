@@ -45,6 +45,14 @@ const COMPOUNDS: &[(&str, &str)] = &[
     ("zip", "code"),
 ];
 
+/// Words callers use for what a knowledge base names otherwise, mapped to
+/// one word before stemming.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("address", "location"),
+    ("located", "location"),
+    ("locate", "location"),
+];
+
 const UNITS: &[&str] = &[
     "zero",
     "one",
@@ -154,7 +162,10 @@ pub fn words(text: &str, max: usize) -> Vec<String> {
         match UNITS.iter().position(|u| *u == w) {
             // "one" is as often a pronoun as a number.
             Some(n) if w != "one" => out.push(n.to_string()),
-            _ => out.push(w.to_string()),
+            _ => match SYNONYMS.iter().find(|(from, _)| *from == w) {
+                Some((_, to)) => out.push(to.to_string()),
+                None => out.push(w.to_string()),
+            },
         }
         i += 1;
     }
@@ -188,11 +199,26 @@ pub fn terms(text: &str, max_words: usize) -> Vec<Term> {
         .collect()
 }
 
+/// The words (stems) a knowledge base uses, for matching a question's
+/// compounds against it.
+pub trait Vocabulary {
+    fn contains(&self, stem: &str) -> bool;
+    /// A known stem that ends with `stem` ("chip" → "microchip"), if any.
+    fn ending_with(&self, stem: &str) -> Option<String>;
+}
+
+/// Shortest stem of a compound the vocabulary may end with ("chip" in
+/// "microchip"); shorter ones end too many words by chance.
+const MIN_COMPOUND_TAIL: usize = 4;
+
 /// The terms of a caller's question, with adjacent words joined where the
-/// joined word is one the knowledge uses (`known`): "drop in" finds
-/// "dropin", "care taker" finds "caretaker", with no table needed.
-pub fn query_terms(text: &str, known: &dyn Fn(&str) -> bool) -> Vec<Term> {
+/// joined word is one the knowledge uses ("drop in" finds "dropin", "care
+/// taker" finds "caretaker", with no table needed), and a word the
+/// knowledge does not use matched to a known compound ending with it ("can
+/// you chip my kitten" finds "microchip").
+pub fn query_terms(text: &str, vocabulary: &dyn Vocabulary) -> Vec<Term> {
     let t = tables();
+    let known = |s: &str| vocabulary.contains(s);
     let ws = words(text, MAX_QUERY_WORDS);
     let mut joined: Vec<String> = Vec::with_capacity(ws.len());
     let mut i = 0;
@@ -208,7 +234,15 @@ pub fn query_terms(text: &str, known: &dyn Fn(&str) -> bool) -> Vec<Term> {
         joined.push(ws[i].clone());
         i += 1;
     }
-    terms(&joined.join(" "), MAX_QUERY_WORDS)
+    let mut out = terms(&joined.join(" "), MAX_QUERY_WORDS);
+    for term in out.iter_mut() {
+        if term.stem.len() >= MIN_COMPOUND_TAIL && !vocabulary.contains(&term.stem) {
+            if let Some(compound) = vocabulary.ending_with(&term.stem) {
+                term.stem = compound;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -259,20 +293,44 @@ mod tests {
         assert_eq!(t.iter().find(|t| t.stem == "clean").unwrap().weight, 1.0);
     }
 
+    struct Known(&'static [&'static str]);
+    impl Vocabulary for Known {
+        fn contains(&self, stem: &str) -> bool {
+            self.0.contains(&stem)
+        }
+        fn ending_with(&self, stem: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|k| k.len() > stem.len() && k.ends_with(stem))
+                .map(|k| k.to_string())
+        }
+    }
+
+    fn query(text: &str, known: &'static [&'static str]) -> Vec<String> {
+        query_terms(text, &Known(known))
+            .into_iter()
+            .map(|t| t.stem)
+            .collect()
+    }
+
     #[test]
-    fn query_words_join_when_the_knowledge_knows_the_compound() {
-        let known = |s: &str| s == "dropin";
-        let q: Vec<String> = query_terms("Can I drop in today?", &known)
-            .into_iter()
-            .map(|t| t.stem)
-            .collect();
+    fn query_words_meet_the_compounds_the_knowledge_uses() {
+        let q = query("Can I drop in today?", &["dropin"]);
         assert!(q.contains(&"dropin".to_string()), "{q:?}");
-        let none = |_: &str| false;
-        let q: Vec<String> = query_terms("Can I drop in today?", &none)
-            .into_iter()
-            .map(|t| t.stem)
-            .collect();
+        let q = query("Can I drop in today?", &[]);
         assert!(q.contains(&"drop".to_string()), "{q:?}");
+        assert_eq!(
+            query("Can you chip my kitten?", &["microchip", "kitten"]),
+            vec!["microchip", "kitten"]
+        );
+        // A known word is kept, a short one is not stretched.
+        assert_eq!(query("chip", &["chip", "microchip"]), vec!["chip"]);
+        assert_eq!(query("pet", &["carpet"]), vec!["pet"]);
+        assert_eq!(query("What's your address?", &[]), vec!["locat"]);
+        assert_eq!(
+            stems("Where is the clinic located?"),
+            vec!["clinic", "locat"]
+        );
     }
 
     #[test]
