@@ -51,7 +51,9 @@ async fn stream_and_compare(codec: Codec, pt: u8, loss_percent: usize) {
     let wav = common::speech_wav(
         dir.path(),
         "fox",
-        "The quick brown fox jumps over the lazy dog. Please call me back tomorrow morning.",
+        // Long enough (about 8 s) for the loss schedule to average its 2 %.
+        "The quick brown fox jumps over the lazy dog. Please call me back tomorrow morning. \
+         I would like to move my appointment to Thursday afternoon, if that still works for you.",
         300,
         400,
     );
@@ -235,10 +237,13 @@ async fn stream_and_compare(codec: Codec, pt: u8, loss_percent: usize) {
     // G.722 is ADPCM: after each lost packet the receiver's decoder state
     // differs from the reference decoder (which saw every packet) until it
     // re-converges, so fewer frames are bit-faithful than with G.711.
+    // A natural voice has energy in nearly every frame, so each concealed
+    // frame costs the overall SNR more than a robotic voice's gappy speech
+    // did; the bit-faithful share is the stricter check.
     let (min_snr, min_good) = if codec == Codec::G722 {
         (14.0, 0.70)
     } else {
-        (18.0, 0.85)
+        (17.0, 0.85)
     };
     assert!(snr >= min_snr, "overall SNR {snr:.1} dB with 2–3 % loss");
     assert!(

@@ -125,9 +125,10 @@ async fn caller_speech_stops_the_agent_and_keeps_only_the_words_played() {
     node.stop(Duration::from_secs(1)).await;
 }
 
-/// "mm hm" in the caller's voice, leading silence removed, cut to 300 ms.
+/// "Uh-huh" in the caller's voice, leading silence removed, cut to 300 ms
+/// (the voice's closed-mouth "mm hm" is a hum the VAD does not take for speech).
 fn backchannel_8k(dir: &std::path::Path) -> Vec<i16> {
-    let raw = common::speech_wav(dir, "mmhm-raw", "mm hm", 0, 0);
+    let raw = common::speech_wav(dir, "mmhm-raw", "Uh-huh.", 0, 0);
     let out = dir.join("mmhm.wav");
     common::run(
         Command::new("sox")

@@ -78,7 +78,7 @@ async fn a_caller_who_gives_contact_details_becomes_one_lead() {
             // "My name is Mary Smith." alone makes whisper tiny repeat it
             // until its token limit in a call; the greeting word does not.
             speech(dir.path(), "name", "Hello, my name is Mary Smith."),
-            speech(dir.path(), "email", "My email is mary at mail dot com."),
+            speech(dir.path(), "email", "My email is mary at example dot com."),
             speech(
                 dir.path(),
                 "phone",
@@ -133,7 +133,11 @@ async fn a_caller_who_gives_contact_details_becomes_one_lead() {
     assert_eq!(session, Some(gave), "the lead belongs to the second call");
     assert_ne!(session, Some(asked));
     assert_eq!(name.as_deref(), Some("Mary Smith"), "heard {heard:?}");
-    assert_eq!(email.as_deref(), Some("mary@mail.com"), "heard {heard:?}");
+    assert_eq!(
+        email.as_deref(),
+        Some("mary@example.com"),
+        "heard {heard:?}"
+    );
     assert_eq!(phone.as_deref(), Some("+16174923041"), "heard {heard:?}");
     assert_eq!(channel.as_deref(), Some("phone"));
     let call_log: Uuid = sqlx::query_scalar("select id from call_logs where session_id = $1")

@@ -154,8 +154,17 @@ pub fn ears() -> &'static WhisperStt {
 }
 
 /// What the caller's recognizer hears in 16 kHz samples, lower-cased.
+/// A run that outlasts whisper's own time guard (a machine busy with other
+/// work) is tried again, up to three times in all.
 pub async fn hear_16k(pcm16k: &[i16]) -> String {
-    try_hear_16k(pcm16k).await.expect("the caller's recognizer")
+    let mut last = String::new();
+    for _ in 0..3 {
+        match try_hear_16k(pcm16k).await {
+            Ok(text) => return text,
+            Err(e) => last = e,
+        }
+    }
+    panic!("the caller's recognizer failed three times: {last}")
 }
 
 /// [`hear_16k`], with the recognizer's error as a value (a benchmark on a
