@@ -250,6 +250,9 @@ impl AgentIndex {
         }
         let qset: HashSet<&str> = weights.keys().copied().collect();
         let qv = query_vector.filter(|v| v.len() == self.dims && self.dims > 0);
+        if qset.is_empty() && qv.is_none() {
+            return Vec::new(); // nothing to match (empty, or stop words only)
+        }
         let mut scored: Vec<(f32, usize, f32, Option<f32>)> = Vec::with_capacity(n);
         for (i, doc) in self.docs.iter().enumerate() {
             let text_score = if total > 0.0 {
