@@ -271,7 +271,8 @@ async fn text_faq_url_and_pdf_sources_are_ingested() {
             .fetch_all(&api.db.pool)
             .await
             .unwrap();
-    assert!(dims.iter().all(|d| *d == Some(256)), "{dims:?}");
+    // all-MiniLM-L6-v2 vectors.
+    assert!(dims.iter().all(|d| *d == Some(384)), "{dims:?}");
     assert_eq!(
         api.delete(&format!("{path}/{pdf_id}"), &t).await.status,
         204

@@ -38,6 +38,10 @@ struct Reply {
     first_token_ms: Option<u32>,
     tts_first_byte_ms: Option<u32>,
     first_packet_at: Option<Instant>,
+    /// Playout of a sentence that started before its `Queued` event was
+    /// seen: media and reply events arrive on different channels, and a
+    /// pre-rendered sentence starts within one 20 ms slot of being queued.
+    early_start: Option<(u64, Instant)>,
     utterances: BTreeMap<u64, Utterance>,
     done: bool,
     interrupted: bool,
@@ -178,6 +182,10 @@ impl CallLedger {
                         done: false,
                     },
                 );
+                if let Some((_, at)) = r.early_start.filter(|(u, _)| *u == utt) {
+                    r.early_start = None;
+                    self.playout_started(utt, at);
+                }
             }
             ReplyEvent::TransferRequested { turn } if turn == r.turn => {
                 self.transfer_requested = true
@@ -212,7 +220,15 @@ impl CallLedger {
 
     pub fn playout_started(&mut self, utt: u64, at: Instant) {
         let Some(r) = self.reply.as_mut() else { return };
-        if !r.utterances.contains_key(&utt) || r.first_packet_at.is_some() {
+        if r.first_packet_at.is_some() {
+            return;
+        }
+        if !r.utterances.contains_key(&utt) {
+            // Its `Queued` event may still be on its way. Utterance ids only
+            // grow, so a late start of an older reply's sentence is replaced.
+            if r.early_start.is_none_or(|(u, _)| utt > u) {
+                r.early_start = Some((utt, at));
+            }
             return;
         }
         r.first_packet_at = Some(at);
