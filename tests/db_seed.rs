@@ -213,5 +213,8 @@ async fn seed_demo_twice_changes_nothing_that_matters() {
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert_eq!((status.as_str(), voice.as_str()), ("live", "en_US-joe-medium"));
+    assert_eq!(
+        (status.as_str(), voice.as_str()),
+        ("live", "en_US-joe-medium")
+    );
 }

@@ -143,6 +143,7 @@ impl PiperVoice {
             };
             pcm.extend(to_i16(&audio));
         }
+        trim_leading_silence(&mut pcm);
         Ok(pcm)
     }
 
@@ -192,6 +193,20 @@ fn infer(
         .map_err(err)?;
     let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
     Ok(audio.to_vec())
+}
+
+/// Samples kept before the first audible one (5 ms at 22,050 Hz), so the
+/// onset is not clipped.
+const ONSET_MARGIN: usize = 110;
+/// -40 dBFS: below this the voice's 30-50 ms lead-in is silence to a caller.
+const AUDIBLE: i16 = 328;
+
+/// Drops the model's silent lead-in: every millisecond of it is a
+/// millisecond the caller waits for the answer.
+fn trim_leading_silence(pcm: &mut Vec<i16>) {
+    let first = pcm.iter().position(|s| s.unsigned_abs() > AUDIBLE as u16);
+    let cut = first.map_or(0, |i| i.saturating_sub(ONSET_MARGIN));
+    pcm.drain(..cut);
 }
 
 /// Float audio to 16-bit, peak-normalised per sentence as piper does.
@@ -385,5 +400,27 @@ impl TextToSpeech for PiperTts {
         }
         let (pcm, sample_rate) = self.render_background(text, voice, speed).await?;
         Ok(futures::stream::iter([Ok(AudioChunk { pcm, sample_rate })]).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_silent_lead_in_is_dropped_and_the_onset_kept() {
+        let mut pcm = vec![0i16; 1000];
+        pcm.extend([5, -7, 3]);
+        pcm.extend([2000, -3000, 2500]);
+        trim_leading_silence(&mut pcm);
+        assert_eq!(pcm.len(), ONSET_MARGIN + 3);
+        assert_eq!(pcm[ONSET_MARGIN], 2000);
+        // Audio that starts at once, and silence alone, stay as they are.
+        let mut loud = vec![4000i16, 0, 0];
+        trim_leading_silence(&mut loud);
+        assert_eq!(loud, vec![4000, 0, 0]);
+        let mut quiet = vec![0i16; 50];
+        trim_leading_silence(&mut quiet);
+        assert_eq!(quiet.len(), 50);
     }
 }
