@@ -71,6 +71,22 @@ pub(crate) fn bounded_text(text: &str) -> &str {
     &text[..cut]
 }
 
+/// The text a provider synthesises: trimmed and bounded; `None` when
+/// nothing is left to say.
+pub(crate) fn speakable(text: &str) -> Option<&str> {
+    Some(bounded_text(text.trim())).filter(|t| !t.is_empty())
+}
+
+/// The stream of an empty text.
+pub(crate) fn no_audio() -> AudioStream {
+    futures::stream::empty().boxed()
+}
+
+/// A whole sentence rendered at once (Piper, a cache hit) as a stream.
+pub(crate) fn one_chunk(chunk: AudioChunk) -> AudioStream {
+    futures::stream::iter([Ok(chunk)]).boxed()
+}
+
 /// espeak-ng as a child process per sentence; its WAV on stdout is parsed
 /// and streamed as it is written (22050 Hz for the standard voices).
 #[derive(Debug, Clone)]
@@ -195,10 +211,9 @@ impl TextToSpeech for EspeakTts {
         voice: &str,
         speed: f32,
     ) -> Result<AudioStream, ProviderError> {
-        let text = bounded_text(text.trim());
-        if text.is_empty() {
-            return Ok(futures::stream::empty().boxed());
-        }
+        let Some(text) = speakable(text) else {
+            return Ok(no_audio());
+        };
         let wanted = sanitize_voice(voice).unwrap_or(&self.default_voice);
         let started = match self.start(text, wanted, speed).await {
             Err(ProviderError::Engine(msg)) if wanted != self.default_voice => {

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::tts::{AudioChunk, AudioStream, ProviderError, TextToSpeech};
+use super::tts::{one_chunk, AudioChunk, AudioStream, ProviderError, TextToSpeech};
 use super::wav::{encode_wav, WavReader};
 
 /// Largest file read back (a sentence is at most a few hundred kB).
@@ -162,7 +161,7 @@ impl TextToSpeech for CachedTts {
     ) -> Result<AudioStream, ProviderError> {
         let key = self.key(text, voice, speed).await;
         if let Some(chunk) = self.cache.get(&key).await {
-            return Ok(futures::stream::iter([Ok(chunk)]).boxed());
+            return Ok(one_chunk(chunk));
         }
         self.inner.synthesize(text, voice, speed).await
     }

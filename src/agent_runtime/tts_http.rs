@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::provider_error::status_error;
-use super::tts::{bounded_text, AudioChunk, AudioStream, ProviderError, TextToSpeech};
+use super::tts::{no_audio, speakable, AudioChunk, AudioStream, ProviderError, TextToSpeech};
 use super::wav::{pcm_from_le_bytes, WavReader};
 
 /// Time to the response headers, and longest gap between body pieces.
@@ -155,10 +155,9 @@ impl TextToSpeech for OpenAiTts {
         voice: &str,
         speed: f32,
     ) -> Result<AudioStream, ProviderError> {
-        let text = bounded_text(text.trim());
-        if text.is_empty() {
-            return Ok(futures::stream::empty().boxed());
-        }
+        let Some(text) = speakable(text) else {
+            return Ok(no_audio());
+        };
         let mut req = self
             .client
             .post(format!("{}/audio/speech", self.base_url))
@@ -208,10 +207,9 @@ impl TextToSpeech for ElevenLabsTts {
         voice: &str,
         speed: f32,
     ) -> Result<AudioStream, ProviderError> {
-        let text = bounded_text(text.trim());
-        if text.is_empty() {
-            return Ok(futures::stream::empty().boxed());
-        }
+        let Some(text) = speakable(text) else {
+            return Ok(no_audio());
+        };
         // The voice id goes into the path: only id characters are allowed.
         if voice.is_empty()
             || !voice
@@ -266,10 +264,9 @@ impl TextToSpeech for PiperHttpTts {
         voice: &str,
         speed: f32,
     ) -> Result<AudioStream, ProviderError> {
-        let text = bounded_text(text.trim());
-        if text.is_empty() {
-            return Ok(futures::stream::empty().boxed());
-        }
+        let Some(text) = speakable(text) else {
+            return Ok(no_audio());
+        };
         let mut body = json!({ "text": text, "length_scale": 1.0 / clamp_speed(speed, 0.25, 4.0) });
         if !voice.is_empty() {
             body["voice"] = json!(voice);

@@ -11,14 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use ort::session::Session;
 use ort::value::Tensor;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::phonemize::{self, PhonemeIdMap};
-use super::tts::{bounded_text, AudioChunk, AudioStream, ProviderError, TextToSpeech};
+use super::tts::{
+    no_audio, one_chunk, speakable, AudioChunk, AudioStream, ProviderError, TextToSpeech,
+};
 
 /// Voices one process keeps loaded (each holds a model of ~60 MB).
 const MAX_VOICES: usize = 8;
@@ -370,14 +371,13 @@ impl TextToSpeech for PiperTts {
         voice: &str,
         speed: f32,
     ) -> Result<AudioStream, ProviderError> {
-        let text = bounded_text(text.trim());
-        if text.is_empty() {
-            return Ok(futures::stream::empty().boxed());
-        }
+        let Some(text) = speakable(text) else {
+            return Ok(no_audio());
+        };
         // Dropping the returned future (barge-in) lets the current inference
         // finish on its thread but starts no further sentence.
         let (pcm, sample_rate) = self.render(text, voice, speed).await?;
-        Ok(futures::stream::iter([Ok(AudioChunk { pcm, sample_rate })]).boxed())
+        Ok(one_chunk(AudioChunk { pcm, sample_rate }))
     }
 
     fn name(&self) -> String {
@@ -394,12 +394,11 @@ impl TextToSpeech for PiperTts {
         voice: &str,
         speed: f32,
     ) -> Result<AudioStream, ProviderError> {
-        let text = bounded_text(text.trim());
-        if text.is_empty() {
-            return Ok(futures::stream::empty().boxed());
-        }
+        let Some(text) = speakable(text) else {
+            return Ok(no_audio());
+        };
         let (pcm, sample_rate) = self.render_background(text, voice, speed).await?;
-        Ok(futures::stream::iter([Ok(AudioChunk { pcm, sample_rate })]).boxed())
+        Ok(one_chunk(AudioChunk { pcm, sample_rate }))
     }
 }
 
