@@ -98,7 +98,7 @@ async fn run() {
     let mut outside_ms: Vec<f64> = Vec::new();
     let mut transcripts: Vec<serde_json::Value> = Vec::new();
     for (i, q) in QUESTIONS.iter().enumerate() {
-        let wav = piper_wav(dir.path(), &format!("q{i}"), q, LEAD_MS, TAIL_MS);
+        let wav = common::caller_voice::speech_wav(dir.path(), &format!("q{i}"), q, LEAD_MS, TAIL_MS);
         let (played, rate) = common::read_wav(&wav);
         let speech_end_ms = last_loud_ms(&played, rate);
         let caller_port = common::node::free_port();
@@ -183,42 +183,6 @@ async fn run() {
     println!("{text}");
     let _ = std::fs::create_dir_all("bench/results");
     let _ = std::fs::write("bench/results/latency.json", format!("{text}\n"));
-}
-
-/// Speaks `text` with the reference Piper voice into an 8 kHz mono WAV with
-/// `lead_ms` of silence before and `tail_ms` after: a caller that sounds like
-/// a person, so the figures measure the product rather than the test voice.
-fn piper_wav(
-    dir: &std::path::Path,
-    name: &str,
-    text: &str,
-    lead_ms: u32,
-    tail_ms: u32,
-) -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let raw = dir.join(format!("{name}-piper.wav"));
-    let out = dir.join(format!("{name}.wav"));
-    common::run(
-        std::process::Command::new(root.join("data/venv/bin/python"))
-            .args(["-m", "piper", "-m"])
-            .arg(root.join("data/models/piper/en_US-joe-medium.onnx"))
-            .arg("-f")
-            .arg(&raw)
-            .arg("--")
-            .arg(text),
-    );
-    common::run(
-        std::process::Command::new("sox")
-            .arg(&raw)
-            .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
-            .arg(&out)
-            .args([
-                "pad",
-                &format!("{:.3}", lead_ms as f64 / 1000.0),
-                &format!("{:.3}", tail_ms as f64 / 1000.0),
-            ]),
-    );
-    out
 }
 
 /// RMS over 10 ms windows; "loud" is well above espeak's silence and G.711 idle noise.

@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,27 +24,9 @@ const OUTAGE: Duration = Duration::from_secs(30);
 /// Longest silence allowed between the end of a question and the answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
-/// `text` spoken by the Piper voice (like a person), as 8 kHz samples.
+/// `text` in the caller's Piper voice, as 8 kHz samples.
 fn piper_8k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
-    let raw = dir.join(format!("{name}-22k.wav"));
-    let out = dir.join(format!("{name}.wav"));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    common::run(
-        Command::new(root.join("data/venv/bin/python"))
-            .args(["-m", "piper", "-m"])
-            .arg(root.join("data/models/piper/en_US-joe-medium.onnx"))
-            .arg("-f")
-            .arg(&raw)
-            .arg("--")
-            .arg(text),
-    );
-    common::run(
-        Command::new("sox")
-            .arg(&raw)
-            .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
-            .arg(&out),
-    );
-    let (pcm, rate) = common::read_wav(&out);
+    let (pcm, rate) = common::read_wav(&common::caller_voice::speech_wav(dir, name, text, 0, 0));
     assert_eq!(rate, 8000);
     pcm
 }

@@ -292,12 +292,13 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                     turn,
                     text,
                     speech_ended_at,
+                    repeats,
                 } => {
                     if let Some(task) = reply_task.take() {
                         task.abort();
                     }
                     let history = ledger.history(profile.context_window_size);
-                    ledger.user_turn(turn, &text, speech_ended_at);
+                    ledger.user_turn(turn, &text, repeats.as_deref(), speech_ended_at);
                     let ctx = reply_context(
                         &rt,
                         &providers,

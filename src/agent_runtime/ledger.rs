@@ -15,6 +15,7 @@ use super::llm::ChatMessage;
 use super::profile::AgentProfile;
 use super::records::{MessageRecord, RecordOp, RecordWriter, UsageRecord};
 use super::reply::ReplyEvent;
+use super::turn::continuation_after;
 
 /// One sentence queued for playout.
 #[derive(Debug)]
@@ -127,10 +128,22 @@ impl CallLedger {
     }
 
     /// The caller's turn, committed: stored at once, and a reply begins.
-    pub fn user_turn(&mut self, turn: u64, text: &str, speech_ended_at: Instant) {
+    /// `repeats`: the transcript of this utterance's opening, already a turn
+    /// of its own (answered early); only the words after it are stored, so
+    /// the conversation holds each thing the caller said once.
+    pub fn user_turn(
+        &mut self,
+        turn: u64,
+        text: &str,
+        repeats: Option<&str>,
+        speech_ended_at: Instant,
+    ) {
         // The agent's previous reply is written first, so the conversation
         // reads in order (it was stamped after the caller's turn before).
         self.close_reply();
+        let text = repeats
+            .and_then(|early| continuation_after(early, text))
+            .unwrap_or(text);
         let stt_ms = self.stt_ms.get(&turn).copied();
         self.push_message(
             "user",

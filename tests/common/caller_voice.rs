@@ -43,8 +43,14 @@ fn missing(what: &str, path: &Path) -> ! {
     )
 }
 
+/// Piper's sampling noise, off: the same text gives the same samples on every
+/// machine and every run, so a test's audio (its onsets, pauses and levels)
+/// is fixed and a threshold means the same thing in CI as here. The voice
+/// is still the neural one, with its prosody a little flatter.
+const PIPER_ARGS: [&str; 4] = ["--noise-scale", "0", "--noise-w-scale", "0"];
+
 /// Piper's own output (22.05 kHz mono WAV) for `text`, synthesized once and
-/// kept at `data/cache/caller-voice/<sha256 of voice and text>.wav`.
+/// kept at `data/cache/caller-voice/<sha256 of voice, settings and text>.wav`.
 pub fn piper_wav(text: &str) -> PathBuf {
     let python = root().join("data/venv/bin/python");
     let model = root().join(VOICE);
@@ -54,7 +60,7 @@ pub fn piper_wav(text: &str) -> PathBuf {
     if !model.is_file() {
         missing("the Piper voice", &model);
     }
-    let key = hex::encode(Sha256::digest(format!("{VOICE}\n{text}").as_bytes()));
+    let key = hex::encode(Sha256::digest(format!("{VOICE}\n{}\n{text}", PIPER_ARGS.join(" ")).as_bytes()));
     let dir = root().join("data/cache/caller-voice");
     let out = dir.join(format!("{key}.wav"));
     if out.is_file() {
@@ -66,6 +72,7 @@ pub fn piper_wav(text: &str) -> PathBuf {
     let result = Command::new(&python)
         .args(["-m", "piper", "-m"])
         .arg(&model)
+        .args(PIPER_ARGS)
         .arg("-f")
         .arg(&tmp)
         .arg("--")

@@ -86,10 +86,14 @@ pub enum Action {
     CancelTranscription { turn: u64 },
     /// The caller's turn `turn` is over and this is what they said:
     /// answer it. `speech_ended_at` is the end of the caller's voice.
+    /// `repeats`: the caller went on after an early answer, so `text` (the
+    /// whole utterance) begins with this transcript, already a turn of its
+    /// own; the record keeps only the words that follow it.
     Respond {
         turn: u64,
         text: String,
         speech_ended_at: Instant,
+        repeats: Option<String>,
     },
     /// Stop the agent now: flush playout, cancel LLM/TTS, mark interrupted.
     BargeIn,
@@ -146,9 +150,14 @@ pub struct TurnMachine {
     last_activity: Instant,
     reprompted: bool,
     hanging_up: bool,
-    /// The turn was answered early from the speculative transcript; the
+    /// The turn was answered early from this speculative transcript; the
     /// endpointer's own end of turn for the same speech is to be ignored.
-    answered_early: bool,
+    answered_early: Option<String>,
+    /// The caller went on speaking after the early answer to this
+    /// transcript: the utterance being heard continues it.
+    continues: Option<String>,
+    /// `continues`, for the committed turn still waiting for its transcript.
+    repeats_for: Option<(u64, String)>,
 }
 
 impl TurnMachine {
@@ -169,7 +178,9 @@ impl TurnMachine {
             last_activity: now,
             reprompted: false,
             hanging_up: false,
-            answered_early: false,
+            answered_early: None,
+            continues: None,
+            repeats_for: None,
         }
     }
 
@@ -230,6 +241,7 @@ impl TurnMachine {
             Input::SpeechStarted { at } => {
                 self.caller_speech_since = Some(at);
                 self.utterance_onset = Some(at);
+                self.continues = None;
                 self.last_activity = now;
                 self.backchannel = self.agent_speaking;
                 self.pause = None;
@@ -239,10 +251,12 @@ impl TurnMachine {
                 }
             }
             Input::SpeechResumed { at } => {
-                if std::mem::take(&mut self.answered_early) {
+                if let Some(early) = self.answered_early.take() {
                     // The caller went on after an early answer: this is new
                     // speech over the agent (barge-in rules apply), and its
-                    // end of turn is a turn of its own.
+                    // end of turn is a turn of its own, whose transcript
+                    // (the whole utterance) repeats the early one.
+                    self.continues = Some(early);
                     self.backchannel = self.agent_speaking;
                     self.utterance_onset = Some(at);
                 }
@@ -272,7 +286,7 @@ impl TurnMachine {
                 self.last_activity = now;
                 self.caller_speech_since = None;
                 self.utterance_onset = None;
-                if std::mem::take(&mut self.answered_early) {
+                if self.answered_early.take().is_some() {
                     self.pause = None;
                     self.backchannel = false;
                     return out;
@@ -293,7 +307,12 @@ impl TurnMachine {
                         if committed_turn == Some(turn) {
                             self.speculation = None;
                             let (_, ended) = self.committed.take().unwrap_or((turn, now));
-                            self.respond(turn, text, ended, now, &mut out);
+                            let repeats = self
+                                .repeats_for
+                                .take()
+                                .filter(|(t, _)| *t == turn)
+                                .map(|(_, r)| r);
+                            self.respond(turn, text, repeats, ended, now, &mut out);
                         } else {
                             spec.text = Some(text);
                             self.answer_early_if_complete(now, &mut out);
@@ -326,6 +345,7 @@ impl TurnMachine {
                 self.respond(
                     turn,
                     format!("The caller pressed {digit}."),
+                    None,
                     now,
                     now,
                     &mut out,
@@ -423,26 +443,29 @@ impl TurnMachine {
         else {
             return;
         };
-        self.answered_early = true;
-        self.respond(turn, text, paused, now, out);
+        self.answered_early = Some(text.clone());
+        self.respond(turn, text, None, paused, now, out);
     }
 
     fn commit(&mut self, speech_ended_at: Instant, audio: Arc<Vec<i16>>, out: &mut Vec<Action>) {
+        let repeats = self.continues.take();
         match self.speculation.take() {
             Some(Speculation {
                 turn,
                 text: Some(text),
-            }) => self.respond(turn, text, speech_ended_at, speech_ended_at, out),
+            }) => self.respond(turn, text, repeats, speech_ended_at, speech_ended_at, out),
             Some(Speculation { turn, text: None }) => {
                 // Whisper is still working on exactly this audio: wait for it.
                 self.speculation = Some(Speculation { turn, text: None });
                 self.committed = Some((turn, speech_ended_at));
+                self.repeats_for = repeats.map(|r| (turn, r));
             }
             None => {
                 let turn = self.take_turn();
                 out.push(Action::Transcribe { turn, audio });
                 self.speculation = Some(Speculation { turn, text: None });
                 self.committed = Some((turn, speech_ended_at));
+                self.repeats_for = repeats.map(|r| (turn, r));
             }
         }
     }
@@ -451,6 +474,7 @@ impl TurnMachine {
         &mut self,
         turn: u64,
         text: String,
+        repeats: Option<String>,
         speech_ended_at: Instant,
         now: Instant,
         out: &mut Vec<Action>,
@@ -475,6 +499,7 @@ impl TurnMachine {
             turn,
             text,
             speech_ended_at,
+            repeats,
         });
     }
 
@@ -529,6 +554,57 @@ impl TurnMachine {
 fn reads_complete(text: &str) -> bool {
     let t = text.trim_end();
     t.ends_with(['?', '.', '!']) && !t.ends_with("...") && t.split_whitespace().count() >= 2
+}
+
+/// What `full` (the transcript of a whole utterance) says after `early`
+/// (the transcript of its opening, already answered), in `full`'s own
+/// words and punctuation. The two transcripts come from different audio
+/// lengths and may differ in a word or two ("My sea is blowing warm air."
+/// against "My AC is blowing warm air, can you fix it?"), so the opening is
+/// the prefix of `full` closest to `early` by word edit distance, accepted
+/// within a third of its words. `None`: `full` does not start with `early`,
+/// or adds nothing to it.
+pub fn continuation_after<'a>(early: &str, full: &'a str) -> Option<&'a str> {
+    fn norm(w: &str) -> String {
+        w.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+    let early: Vec<String> = early.split_whitespace().map(norm).filter(|w| !w.is_empty()).collect();
+    // (normalized word, byte offset just past it) for each word of `full`.
+    let mut words: Vec<(String, usize)> = Vec::new();
+    let mut pos = 0;
+    for token in full.split_whitespace() {
+        let start = pos + full[pos..].find(token)?;
+        pos = start + token.len();
+        let w = norm(token);
+        if !w.is_empty() {
+            words.push((w, pos));
+        }
+    }
+    if early.is_empty() || words.len() <= 1 {
+        return None;
+    }
+    // Edit distance of `early` against every prefix of `full`: one row of
+    // the table per word of `early`, the last row read at each prefix.
+    let mut row: Vec<usize> = (0..=words.len()).collect();
+    for (i, e) in early.iter().enumerate() {
+        let mut next = vec![i + 1; words.len() + 1];
+        for (j, (w, _)) in words.iter().enumerate() {
+            let substitute = row[j] + usize::from(e != w);
+            next[j + 1] = substitute.min(row[j + 1] + 1).min(next[j] + 1);
+        }
+        row = next;
+    }
+    let (cut, distance) = (1..=words.len())
+        .map(|c| (c, row[c]))
+        .min_by_key(|&(c, d)| (d, c.abs_diff(early.len())))?;
+    if distance * 3 > early.len() || cut >= words.len() {
+        return None;
+    }
+    let rest = full[words[cut - 1].1..].trim_start_matches(|c: char| !c.is_alphanumeric());
+    (!rest.is_empty()).then_some(rest)
 }
 
 /// Whisper's renderings of non-speech ("[BLANK_AUDIO]", "(coughs)") are not a turn.

@@ -77,7 +77,8 @@ fn speculative_transcript_is_used_when_the_turn_really_ends() {
         vec![Action::Respond {
             turn,
             text: "What time do you open?".into(),
-            speech_ended_at: ms(t0, 3000)
+            speech_ended_at: ms(t0, 3000),
+            repeats: None
         }]
     );
     assert!(m.agent_speaking());
@@ -440,7 +441,8 @@ fn a_finished_sentence_is_answered_before_the_full_end_of_turn_silence() {
         vec![Action::Respond {
             turn,
             text: "What time do you open?".into(),
-            speech_ended_at: ms(t0, 2000)
+            speech_ended_at: ms(t0, 2000),
+            repeats: None
         }]
     );
     // The endpointer's later end of turn for the same speech is not a second turn.
@@ -530,4 +532,126 @@ fn speech_with_gaps_between_words_still_barges_in_from_its_onset() {
     m.handle(Input::SpeechResumed { at: ms(t0, 1380) }, ms(t0, 1380));
     let acts = run_until(&mut m, ms(t0, 1380), ms(t0, 1420));
     assert_eq!(acts, vec![Action::BargeIn], "400 ms after the onset");
+}
+
+#[test]
+fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(
+        TurnSettings {
+            complete_turn_silence: Duration::from_millis(250),
+            ..settings()
+        },
+        t0,
+    );
+    // "I broke a tooth and it really hurts." — pause — answered early.
+    m.handle(Input::SpeechStarted { at: t0 }, t0);
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, 2000),
+            audio: audio(),
+        },
+        ms(t0, 2000),
+    );
+    let acts = run_until(&mut m, ms(t0, 2000), ms(t0, 2160));
+    let Action::Transcribe { turn, .. } = acts[0].clone() else {
+        panic!("{acts:?}")
+    };
+    let early = "I broke a tooth and it really hurts.";
+    m.handle(
+        Input::Transcript {
+            turn,
+            text: early.into(),
+        },
+        ms(t0, 2200),
+    );
+    let acts = run_until(&mut m, ms(t0, 2200), ms(t0, 2260));
+    assert!(
+        matches!(&acts[..], [Action::Respond { repeats: None, .. }]),
+        "{acts:?}"
+    );
+    // "What do I do?": the same utterance goes on over the early answer.
+    m.handle(Input::SpeechResumed { at: ms(t0, 2400) }, ms(t0, 2400));
+    let acts = run_until(&mut m, ms(t0, 2400), ms(t0, 3180));
+    assert!(acts.contains(&Action::BargeIn), "{acts:?}");
+    let acts = m.handle(
+        Input::SpeechEnded {
+            at: ms(t0, 3200),
+            audio: audio(),
+        },
+        ms(t0, 3200),
+    );
+    let Some(Action::Transcribe { turn, .. }) = acts.last().cloned() else {
+        panic!("{acts:?}")
+    };
+    let acts = m.handle(
+        Input::Transcript {
+            turn,
+            text: "I broke a tooth and it really hurts. What do I do?".into(),
+        },
+        ms(t0, 3400),
+    );
+    let Some(Action::Respond {
+        text,
+        repeats: Some(r),
+        ..
+    }) = acts.last()
+    else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(text, "I broke a tooth and it really hurts. What do I do?");
+    assert_eq!(continuation_after(r, text), Some("What do I do?"));
+    // A fresh utterance after a real end of turn repeats nothing.
+    m.handle(Input::ReplyFinished, ms(t0, 5000));
+    m.handle(Input::SpeechStarted { at: ms(t0, 6000) }, ms(t0, 6000));
+    let acts = m.handle(
+        Input::SpeechEnded {
+            at: ms(t0, 7000),
+            audio: audio(),
+        },
+        ms(t0, 7000),
+    );
+    let Some(Action::Transcribe { turn, .. }) = acts.last().cloned() else {
+        panic!("{acts:?}")
+    };
+    let acts = m.handle(
+        Input::Transcript {
+            turn,
+            text: "Thanks.".into(),
+        },
+        ms(t0, 7200),
+    );
+    assert!(
+        matches!(&acts[..], [Action::Respond { repeats: None, .. }]),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn the_continuation_is_what_follows_the_early_transcript() {
+    assert_eq!(
+        continuation_after(
+            "My sea is blowing warm air.",
+            "My AC is blowing warm air, can you fix it?"
+        ),
+        Some("can you fix it?")
+    );
+    assert_eq!(
+        continuation_after(
+            "The engine warning light came on.",
+            "The engine warning light came on. What should I do?"
+        ),
+        Some("What should I do?")
+    );
+    // Whisper heard the opening differently: nothing is cut.
+    assert_eq!(
+        continuation_after("Can I pay by card?", "Do you take cash or checks?"),
+        None
+    );
+    // Nothing new after the opening.
+    assert_eq!(
+        continuation_after("Can I pay by card?", "Can I pay by card?"),
+        None
+    );
+    assert_eq!(continuation_after("", "Hello there."), None);
 }
