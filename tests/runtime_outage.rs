@@ -1,5 +1,5 @@
 //! A database outage during a call: the node runs on a throw-away cluster;
-//! after the greeting the cluster is stopped for 30 s, during which the
+//! after the greeting the cluster is stopped for at least 30 s, during which the
 //! caller (a Piper voice) asks several questions; each gets its real FAQ
 //! answer (retrieval runs from the agent's in-memory index), its first audio
 //! within 1 s of the end of the question. Then the cluster comes back, the
@@ -128,12 +128,14 @@ async fn a_database_outage_mid_call_still_answers_every_question_and_loses_no_re
         );
         delays.push(delay);
         let _ = end;
-        assert!(
-            stopped.elapsed() < OUTAGE,
-            "the questions took longer than the outage"
-        );
     }
+    // Down for at least the outage, and for as long as the questions took
+    // (a slow machine speaks and answers no faster).
     tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
+    println!(
+        "PostgreSQL was down {:.1} s",
+        stopped.elapsed().as_secs_f64()
+    );
     cluster.resume();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(caller.hangup().await, "BYE answered: the call was still up");

@@ -26,7 +26,10 @@ use uuid::Uuid;
 
 const VOICE: &str = "en_US-joe-medium";
 
-/// `text` in the Piper voice at 8 kHz, with 300 ms of silence after it.
+/// Silence after each question.
+const TRAILING_SILENCE: Duration = Duration::from_millis(300);
+
+/// `text` in the Piper voice at 8 kHz, with [`TRAILING_SILENCE`] after it.
 async fn piper_8k(text: &str) -> Vec<i16> {
     let c = Config::load_from(None, &[]).unwrap().tts;
     let tts = PiperTts::new(&c.onnxruntime_path, &c.piper_dir, VOICE, 1, 1).expect("piper");
@@ -38,7 +41,7 @@ async fn piper_8k(text: &str) -> Vec<i16> {
         pcm.extend(c.pcm);
     }
     let mut out = resample_all(&pcm, rate, 8000).unwrap();
-    out.extend(std::iter::repeat_n(0, 2400));
+    out.extend(std::iter::repeat_n(0, TRAILING_SILENCE.as_millis() as usize * 8));
     out
 }
 
@@ -123,7 +126,13 @@ async fn prerendered_faq_answer_reaches_the_caller_within_50_ms_of_the_decision(
         .wait_agent_speech(asked, Duration::from_millis(900), Duration::from_secs(20))
         .await
         .expect("the agent answered");
-    let first_audio = caller.first_sound_after(asked).expect("answer audio");
+    // The question ends with 300 ms of silence, and an answer to a
+    // finished sentence may start before that silence has all been sent:
+    // the answer's first sound is the first after the end of the speech.
+    let speech_end = asked - TRAILING_SILENCE;
+    let first_audio = caller
+        .first_sound_after(speech_end)
+        .expect("answer audio");
     // The caller's clock (Instant) on the wall clock, as the node records it.
     let first_audio_unix_ms = {
         let ago = Instant::now().saturating_duration_since(first_audio);
@@ -147,6 +156,19 @@ async fn prerendered_faq_answer_reaches_the_caller_within_50_ms_of_the_decision(
         .as_f64()
         .unwrap_or_else(|| panic!("no decision time in {latency}"));
     let after_ms = first_audio_unix_ms - decided;
+    let around: Vec<String> = caller
+        .packets_between(
+            first_audio - Duration::from_millis(120),
+            first_audio + Duration::from_millis(40),
+        )
+        .iter()
+        .map(|(at, rms)| {
+            let ms = at.saturating_duration_since(first_audio).as_secs_f64() * 1000.0
+                - first_audio.saturating_duration_since(*at).as_secs_f64() * 1000.0;
+            format!("{ms:+.0} ms rms {rms:.0}")
+        })
+        .collect();
+    println!("packets around the first sound: {around:?}");
     println!("first answer audio at the caller {after_ms:.1} ms after the decision (turn: {turn})");
     // The answer spoken is one of the pre-rendered FAQ answers.
     let spoken: String = sqlx::query_scalar(
@@ -169,16 +191,22 @@ async fn prerendered_faq_answer_reaches_the_caller_within_50_ms_of_the_decision(
     );
 
     // A changed answer: its new text is rendered, the old one dropped.
-    sqlx::query(
-        "update knowledge_chunks set content = replace(content, 'We are closed on Sunday.', 'On Sunday we rest.')
+    let changed = sqlx::query(
+        "update knowledge_chunks set content = replace(content, 'on Saturday from 9 am to 1 pm.', 'on Saturday from 9 am to noon.')
          where content like 'Q: What are your opening hours?%'",
     )
     .execute(&db.pool)
     .await
     .unwrap();
+    assert_eq!(changed.rows_affected(), 1, "the FAQ answer was changed");
     let after = wait_rendered(&db, agent, cache.path(), Duration::from_secs(60)).await;
     let stale: HashSet<String> = before.difference(&after).cloned().collect();
-    assert!(!stale.is_empty(), "the change made a new text");
+    assert!(
+        !stale.is_empty(),
+        "the change made a new text ({} texts before, {} after)",
+        before.len(),
+        after.len()
+    );
     let dir = cache.path().to_path_buf();
     poll(Duration::from_secs(20), || {
         let (stale, dir) = (stale.clone(), dir.clone());

@@ -176,9 +176,20 @@ fn email(text: &str) -> Option<String> {
     // Spoken: "mary dot smith at mail dot com", or half-written by the
     // transcriber: "Mary at Mail.com".
     let tokens = spoken_email_tokens(&lower);
+    // Recognizers hear a spoken "at" before a vowel as "had" or "add"
+    // ("Mary had example.com"); those count when the caller is giving an
+    // email address.
+    let about_email = tokens
+        .iter()
+        .any(|t| matches!(t.as_str(), "email" | "e-mail" | "mail" | "address"));
     let mut found = None;
     for i in 1..tokens.len().saturating_sub(1) {
-        if tokens[i] != "at" {
+        let at = match tokens[i].as_str() {
+            "at" => true,
+            "had" | "add" => about_email,
+            _ => false,
+        };
+        if !at {
             continue;
         }
         let local = tokens[i - 1].as_str();
@@ -454,6 +465,12 @@ mod tests {
         assert_eq!(e("We are at 214 Maple Avenue."), None);
         assert_eq!(e("I'll be there at five."), None);
         assert_eq!(e("my email is at mail.com"), None);
+        // "at" misheard, in an email address only.
+        assert_eq!(
+            e("My email is Mary had example.com"),
+            Some("mary@example.com".into())
+        );
+        assert_eq!(e("Mary had example.com"), None);
         assert_eq!(e("reach me at home dot 42"), None);
         assert_eq!(e("a@b"), None);
     }

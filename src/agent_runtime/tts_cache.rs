@@ -21,6 +21,10 @@ pub struct TtsCache {
     dir: PathBuf,
 }
 
+/// How audio is made from a voice's output (lead-in trimming, levels): a
+/// change here makes every earlier rendering stale.
+const RENDERING: &str = "2";
+
 impl TtsCache {
     /// The cache in `dir`, created if missing.
     pub fn open(dir: &Path) -> std::io::Result<TtsCache> {
@@ -37,7 +41,7 @@ impl TtsCache {
     /// The key of one rendering. Speed is rounded to what changes the audio.
     pub fn key(engine: &str, voice: &str, speed: f32, text: &str) -> String {
         let mut h = Sha256::new();
-        for part in [engine, voice, &format!("{speed:.2}"), text.trim()] {
+        for part in [RENDERING, engine, voice, &format!("{speed:.2}"), text.trim()] {
             h.update(part.as_bytes());
             h.update([0u8]);
         }

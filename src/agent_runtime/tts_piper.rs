@@ -196,17 +196,25 @@ fn infer(
     Ok(audio.to_vec())
 }
 
-/// Samples kept before the first audible one (5 ms at 22,050 Hz), so the
+/// Samples kept before the first audible window (5 ms at 22,050 Hz), so the
 /// onset is not clipped.
 const ONSET_MARGIN: usize = 110;
-/// -40 dBFS: below this the voice's 30-50 ms lead-in is silence to a caller.
-const AUDIBLE: i16 = 328;
+/// Windows of 5 ms; one is audible when its RMS is above -50 dBFS, the
+/// level at which a caller's ear (and a recorder's onset detector) first
+/// hears sound on a phone line. Piper's voices rise out of silence over
+/// 30-60 ms: a single sample above the floor comes tens of milliseconds
+/// before anything can be heard.
+const WINDOW: usize = 110;
+const AUDIBLE_RMS: f64 = 104.0;
 
 /// Drops the model's silent lead-in: every millisecond of it is a
 /// millisecond the caller waits for the answer.
 fn trim_leading_silence(pcm: &mut Vec<i16>) {
-    let first = pcm.iter().position(|s| s.unsigned_abs() > AUDIBLE as u16);
-    let cut = first.map_or(0, |i| i.saturating_sub(ONSET_MARGIN));
+    let first = pcm.chunks(WINDOW).position(|w| {
+        let energy: f64 = w.iter().map(|&s| (s as f64) * (s as f64)).sum();
+        (energy / w.len() as f64).sqrt() > AUDIBLE_RMS
+    });
+    let cut = first.map_or(0, |i| (i * WINDOW).saturating_sub(ONSET_MARGIN));
     pcm.drain(..cut);
 }
 
@@ -408,12 +416,15 @@ mod tests {
 
     #[test]
     fn the_silent_lead_in_is_dropped_and_the_onset_kept() {
-        let mut pcm = vec![0i16; 1000];
-        pcm.extend([5, -7, 3]);
-        pcm.extend([2000, -3000, 2500]);
+        // 1,100 samples of silence, a faint rise no one hears (-60 dBFS),
+        // then the voice.
+        let mut pcm = vec![0i16; 1100];
+        pcm.extend(std::iter::repeat_n(30i16, 220));
+        pcm.extend(std::iter::repeat_n(2000i16, 220));
         trim_leading_silence(&mut pcm);
-        assert_eq!(pcm.len(), ONSET_MARGIN + 3);
+        assert_eq!(pcm.len(), ONSET_MARGIN + 220);
         assert_eq!(pcm[ONSET_MARGIN], 2000);
+        assert_eq!(pcm[ONSET_MARGIN - 1], 30);
         // Audio that starts at once, and silence alone, stay as they are.
         let mut loud = vec![4000i16, 0, 0];
         trim_leading_silence(&mut loud);

@@ -294,6 +294,16 @@ impl SipCaller {
         None
     }
 
+    /// Arrival time and RMS of each packet of agent audio in `[from, to]`.
+    pub fn packets_between(&self, from: Instant, to: Instant) -> Vec<(Instant, f64)> {
+        let m = self.media.lock().expect("media log");
+        m.received
+            .iter()
+            .filter(|p| p.at >= from && p.at <= to)
+            .map(|p| (p.at, p.rms))
+            .collect()
+    }
+
     /// Arrival of the first packet of agent audio with any sound in it
     /// (above −50 dBFS) at or after `after`.
     pub fn first_sound_after(&self, after: Instant) -> Option<Instant> {

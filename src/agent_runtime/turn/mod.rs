@@ -444,7 +444,8 @@ impl TurnMachine {
             return;
         };
         self.answered_early = Some(text.clone());
-        self.respond(turn, text, None, paused, now, out);
+        let repeats = self.continues.take();
+        self.respond(turn, text, repeats, paused, now, out);
     }
 
     fn commit(&mut self, speech_ended_at: Instant, audio: Arc<Vec<i16>>, out: &mut Vec<Action>) {

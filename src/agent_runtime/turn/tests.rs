@@ -628,6 +628,55 @@ fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
 }
 
 #[test]
+fn a_continuation_answered_early_also_names_what_it_repeats() {
+    let t0 = Instant::now();
+    let mut m = TurnMachine::new(
+        TurnSettings {
+            complete_turn_silence: Duration::from_millis(250),
+            ..settings()
+        },
+        t0,
+    );
+    let mut early = |m: &mut TurnMachine, paused: u64, text: &str| {
+        m.handle(
+            Input::PauseStarted {
+                at: ms(t0, paused),
+                audio: audio(),
+            },
+            ms(t0, paused),
+        );
+        let acts = run_until(m, ms(t0, paused), ms(t0, paused + 160));
+        let Some(Action::Transcribe { turn, .. }) = acts.last().cloned() else {
+            panic!("{acts:?}")
+        };
+        m.handle(
+            Input::Transcript {
+                turn,
+                text: text.into(),
+            },
+            ms(t0, paused + 200),
+        );
+        run_until(m, ms(t0, paused + 200), ms(t0, paused + 260))
+    };
+    m.handle(Input::SpeechStarted { at: t0 }, t0);
+    let acts = early(&mut m, 1000, "Sorry to interrupt.");
+    assert!(matches!(&acts[..], [Action::Respond { repeats: None, .. }]), "{acts:?}");
+    m.handle(Input::SpeechResumed { at: ms(t0, 1400) }, ms(t0, 1400));
+    let acts = run_until(&mut m, ms(t0, 1400), ms(t0, 1900));
+    assert!(acts.contains(&Action::BargeIn), "{acts:?}");
+    // The whole utterance is a finished sentence too: answered early again.
+    let acts = early(
+        &mut m,
+        3000,
+        "Sorry to interrupt, what time do you open on Saturday?",
+    );
+    assert!(
+        matches!(&acts[..], [Action::Respond { repeats: Some(r), .. }] if r == "Sorry to interrupt."),
+        "{acts:?}"
+    );
+}
+
+#[test]
 fn the_continuation_is_what_follows_the_early_transcript() {
     assert_eq!(
         continuation_after(
@@ -654,4 +703,11 @@ fn the_continuation_is_what_follows_the_early_transcript() {
         None
     );
     assert_eq!(continuation_after("", "Hello there."), None);
+    assert_eq!(
+        continuation_after(
+            "Sorry to interrupt.",
+            "Sorry to interrupt, what time do you open on Saturday?"
+        ),
+        Some("what time do you open on Saturday?")
+    );
 }
