@@ -559,6 +559,16 @@ mod tests {
         assert_eq!(at, vec![2, 6, 14]);
     }
 
+    /// (frame index, `at`) of each `SpeechStarted`.
+    fn speech_starts(ev: &[(usize, EndpointEvent)]) -> Vec<(usize, Instant)> {
+        ev.iter()
+            .filter_map(|(i, e)| match e {
+                EndpointEvent::SpeechStarted { at } => Some((*i, *at)),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn one_stop_closure_inside_the_first_word_keeps_the_onset() {
         let t0 = Instant::now();
@@ -566,24 +576,12 @@ mod tests {
         // "tually": speech from frame 2.
         let mut ep = Endpointer::new(EndpointConfig::default());
         let ev = run(&mut ep, "..####....#####", t0);
-        let started: Vec<_> = ev
-            .iter()
-            .filter_map(|(i, e)| match e {
-                EndpointEvent::SpeechStarted { at } => Some((*i, *at)),
-                _ => None,
-            })
-            .collect();
+        let started = speech_starts(&ev);
         assert_eq!(started, vec![(10, t0 + F * 2)], "{ev:?}");
         // A longer quiet stretch is not a closure: the onset starts over.
         let mut ep = Endpointer::new(EndpointConfig::default());
         let ev = run(&mut ep, "..####.....#####", t0);
-        let started: Vec<_> = ev
-            .iter()
-            .filter_map(|(i, e)| match e {
-                EndpointEvent::SpeechStarted { at } => Some((*i, *at)),
-                _ => None,
-            })
-            .collect();
+        let started = speech_starts(&ev);
         assert_eq!(started, vec![(15, t0 + F * 11)], "{ev:?}");
     }
 

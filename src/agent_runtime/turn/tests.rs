@@ -534,6 +534,56 @@ fn speech_with_gaps_between_words_still_barges_in_from_its_onset() {
     assert_eq!(acts, vec![Action::BargeIn], "400 ms after the onset");
 }
 
+/// The caller pauses at `paused` ms; whisper returns `text` (a finished
+/// sentence) 200 ms later; what the machine does up to 60 ms after that.
+fn pause_with_a_finished_sentence(
+    m: &mut TurnMachine,
+    t0: Instant,
+    paused: u64,
+    text: &str,
+) -> Vec<Action> {
+    m.handle(
+        Input::PauseStarted {
+            at: ms(t0, paused),
+            audio: audio(),
+        },
+        ms(t0, paused),
+    );
+    let acts = run_until(m, ms(t0, paused), ms(t0, paused + 160));
+    let Some(Action::Transcribe { turn, .. }) = acts.last().cloned() else {
+        panic!("{acts:?}")
+    };
+    m.handle(
+        Input::Transcript {
+            turn,
+            text: text.into(),
+        },
+        ms(t0, paused + 200),
+    );
+    run_until(m, ms(t0, paused + 200), ms(t0, paused + 260))
+}
+
+/// The turn ends at `ended` ms and whisper returns `text` 200 ms later.
+fn end_and_transcribe(m: &mut TurnMachine, t0: Instant, ended: u64, text: &str) -> Vec<Action> {
+    let acts = m.handle(
+        Input::SpeechEnded {
+            at: ms(t0, ended),
+            audio: audio(),
+        },
+        ms(t0, ended),
+    );
+    let Some(Action::Transcribe { turn, .. }) = acts.last().cloned() else {
+        panic!("{acts:?}")
+    };
+    m.handle(
+        Input::Transcript {
+            turn,
+            text: text.into(),
+        },
+        ms(t0, ended + 200),
+    )
+}
+
 #[test]
 fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
     let t0 = Instant::now();
@@ -546,26 +596,8 @@ fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
     );
     // "I broke a tooth and it really hurts." — pause — answered early.
     m.handle(Input::SpeechStarted { at: t0 }, t0);
-    m.handle(
-        Input::PauseStarted {
-            at: ms(t0, 2000),
-            audio: audio(),
-        },
-        ms(t0, 2000),
-    );
-    let acts = run_until(&mut m, ms(t0, 2000), ms(t0, 2160));
-    let Action::Transcribe { turn, .. } = acts[0].clone() else {
-        panic!("{acts:?}")
-    };
-    let early = "I broke a tooth and it really hurts.";
-    m.handle(
-        Input::Transcript {
-            turn,
-            text: early.into(),
-        },
-        ms(t0, 2200),
-    );
-    let acts = run_until(&mut m, ms(t0, 2200), ms(t0, 2260));
+    let acts =
+        pause_with_a_finished_sentence(&mut m, t0, 2000, "I broke a tooth and it really hurts.");
     assert!(
         matches!(&acts[..], [Action::Respond { repeats: None, .. }]),
         "{acts:?}"
@@ -574,22 +606,11 @@ fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
     m.handle(Input::SpeechResumed { at: ms(t0, 2400) }, ms(t0, 2400));
     let acts = run_until(&mut m, ms(t0, 2400), ms(t0, 3180));
     assert!(acts.contains(&Action::BargeIn), "{acts:?}");
-    let acts = m.handle(
-        Input::SpeechEnded {
-            at: ms(t0, 3200),
-            audio: audio(),
-        },
-        ms(t0, 3200),
-    );
-    let Some(Action::Transcribe { turn, .. }) = acts.last().cloned() else {
-        panic!("{acts:?}")
-    };
-    let acts = m.handle(
-        Input::Transcript {
-            turn,
-            text: "I broke a tooth and it really hurts. What do I do?".into(),
-        },
-        ms(t0, 3400),
+    let acts = end_and_transcribe(
+        &mut m,
+        t0,
+        3200,
+        "I broke a tooth and it really hurts. What do I do?",
     );
     let Some(Action::Respond {
         text,
@@ -604,23 +625,7 @@ fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
     // A fresh utterance after a real end of turn repeats nothing.
     m.handle(Input::ReplyFinished, ms(t0, 5000));
     m.handle(Input::SpeechStarted { at: ms(t0, 6000) }, ms(t0, 6000));
-    let acts = m.handle(
-        Input::SpeechEnded {
-            at: ms(t0, 7000),
-            audio: audio(),
-        },
-        ms(t0, 7000),
-    );
-    let Some(Action::Transcribe { turn, .. }) = acts.last().cloned() else {
-        panic!("{acts:?}")
-    };
-    let acts = m.handle(
-        Input::Transcript {
-            turn,
-            text: "Thanks.".into(),
-        },
-        ms(t0, 7200),
-    );
+    let acts = end_and_transcribe(&mut m, t0, 7000, "Thanks.");
     assert!(
         matches!(&acts[..], [Action::Respond { repeats: None, .. }]),
         "{acts:?}"
@@ -637,36 +642,16 @@ fn a_continuation_answered_early_also_names_what_it_repeats() {
         },
         t0,
     );
-    let mut early = |m: &mut TurnMachine, paused: u64, text: &str| {
-        m.handle(
-            Input::PauseStarted {
-                at: ms(t0, paused),
-                audio: audio(),
-            },
-            ms(t0, paused),
-        );
-        let acts = run_until(m, ms(t0, paused), ms(t0, paused + 160));
-        let Some(Action::Transcribe { turn, .. }) = acts.last().cloned() else {
-            panic!("{acts:?}")
-        };
-        m.handle(
-            Input::Transcript {
-                turn,
-                text: text.into(),
-            },
-            ms(t0, paused + 200),
-        );
-        run_until(m, ms(t0, paused + 200), ms(t0, paused + 260))
-    };
     m.handle(Input::SpeechStarted { at: t0 }, t0);
-    let acts = early(&mut m, 1000, "Sorry to interrupt.");
+    let acts = pause_with_a_finished_sentence(&mut m, t0, 1000, "Sorry to interrupt.");
     assert!(matches!(&acts[..], [Action::Respond { repeats: None, .. }]), "{acts:?}");
     m.handle(Input::SpeechResumed { at: ms(t0, 1400) }, ms(t0, 1400));
     let acts = run_until(&mut m, ms(t0, 1400), ms(t0, 1900));
     assert!(acts.contains(&Action::BargeIn), "{acts:?}");
     // The whole utterance is a finished sentence too: answered early again.
-    let acts = early(
+    let acts = pause_with_a_finished_sentence(
         &mut m,
+        t0,
         3000,
         "Sorry to interrupt, what time do you open on Saturday?",
     );
