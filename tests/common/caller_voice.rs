@@ -229,18 +229,115 @@ const STOP_WORDS: &[&str] = &[
     "this", "i", "if", "from", "will", "have", "has", "so", "all", "also", "please", "just",
 ];
 
-/// Words normalised for comparing meaning: numbers as digits, "9am" as
-/// "9 am", compounds the recognizers split or join ("check up") as one.
-pub fn norm_words(text: &str) -> Vec<String> {
-    let spaced: String = text
+/// Spellings of the same spoken words, as a recognizer writes them and as
+/// a text does (the kind of normalisation Whisper's own evaluation applies):
+/// contractions, titles, "$120" for "120 dollars", "12,000" for "12000".
+fn spoken_form(text: &str) -> String {
+    let mut t = text
         .to_lowercase()
+        .replace('\u{2019}', "'")
         .replace("check up", "checkup")
         .replace("check-up", "checkup")
         .replace("e-mail", "email")
         .replace("a.m.", "am")
-        .replace("p.m.", "pm");
-    let mut out = Vec::new();
+        .replace("p.m.", "pm")
+        .replace("dr.", "doctor")
+        .replace("mrs.", "missus")
+        .replace("mr.", "mister");
+    for (short, long) in [
+        ("there's", "there is"),
+        ("it's", "it is"),
+        ("that's", "that is"),
+        ("what's", "what is"),
+        ("here's", "here is"),
+        ("i'm", "i am"),
+        ("we're", "we are"),
+        ("you're", "you are"),
+        ("they're", "they are"),
+        ("we'll", "we will"),
+        ("i'll", "i will"),
+        ("you'll", "you will"),
+        ("we've", "we have"),
+        ("i've", "i have"),
+        ("don't", "do not"),
+        ("doesn't", "does not"),
+        ("isn't", "is not"),
+        ("aren't", "are not"),
+        ("won't", "will not"),
+        ("can't", "can not"),
+        ("cannot", "can not"),
+    ] {
+        t = t.replace(short, long);
+    }
+    // "$120" → "120 dollars"; "12,000" → "12000".
+    let chars: Vec<char> = t.chars().collect();
+    let digit_at = |k: usize| chars.get(k).is_some_and(|c| c.is_ascii_digit());
+    let mut out = String::with_capacity(t.len() + 16);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '$' && digit_at(i + 1) {
+            let mut j = i + 1;
+            while j < chars.len() && (chars[j].is_ascii_digit() || (chars[j] == ',' && digit_at(j + 1))) {
+                if chars[j] != ',' {
+                    out.push(chars[j]);
+                }
+                j += 1;
+            }
+            out.push_str(" dollars");
+            i = j;
+            continue;
+        }
+        if c == ',' && i > 0 && chars[i - 1].is_ascii_digit() && digit_at(i + 1) {
+            i += 1;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// `a` with each pair of neighbours joined where `b` writes them as one
+/// word ("audio books" against "audiobooks", "wi fi" against "wifi").
+fn join_compounds(a: Vec<String>, b: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(a.len());
+    let mut i = 0;
+    while i < a.len() {
+        if let Some(next) = a.get(i + 1) {
+            let joined = format!("{}{next}", a[i]);
+            if b.contains(&joined) && !b.contains(&a[i]) {
+                out.push(joined);
+                i += 2;
+                continue;
+            }
+        }
+        out.push(a[i].clone());
+        i += 1;
+    }
+    out
+}
+
+/// Words normalised for comparing meaning: numbers as digits ("one" and
+/// "twelve thousand" as "1" and "12000"), "9am" as "9 am", the spellings of
+/// [`spoken_form`].
+pub fn norm_words(text: &str) -> Vec<String> {
+    let spaced = spoken_form(text);
+    let mut out: Vec<String> = Vec::new();
+    // Whether the last word pushed was a spelled-out tens ("twenty").
+    let mut after_tens: Option<bool> = None;
     for w in words(&spaced) {
+        let scale = match w.as_str() {
+            "hundred" => Some(100u64),
+            "thousand" => Some(1000),
+            _ => None,
+        };
+        if let (Some(scale), Some(n)) = (scale, out.last().and_then(|p| p.parse::<u64>().ok())) {
+            if let Some(last) = out.last_mut() {
+                *last = (n * scale).to_string();
+            }
+            continue;
+        }
         let digits: String = w.chars().take_while(|c| c.is_ascii_digit()).collect();
         if !digits.is_empty() && digits.len() < w.len() {
             out.push(digits.clone());
@@ -266,8 +363,22 @@ pub fn norm_words(text: &str) -> Vec<String> {
             "thirty" => "30",
             "forty" => "40",
             "fifty" => "50",
+            "sixty" => "60",
+            "seventy" => "70",
+            "eighty" => "80",
+            "ninety" => "90",
             other => other,
         };
+        // "twenty four" is 24.
+        let unit = n.len() == 1 && n != "0" && n != w;
+        if let (true, Some(true)) = (unit, after_tens) {
+            if let Some(last) = out.last_mut() {
+                *last = format!("{}{n}", &last[..1]);
+            }
+            after_tens = None;
+            continue;
+        }
+        after_tens = Some(n.len() == 2 && n.ends_with('0') && n != w && n != "10");
         out.push(n.to_string());
     }
     out
@@ -299,8 +410,9 @@ pub fn key_word_recall(expected: &str, heard: &str) -> f64 {
 /// substitutions + deletions + insertions over the reference's length) and
 /// the reference's length.
 pub fn wer(reference: &str, hypothesis: &str) -> (usize, usize) {
-    let r = norm_words(reference);
-    let h = norm_words(hypothesis);
+    let (r, h) = (norm_words(reference), norm_words(hypothesis));
+    let r = join_compounds(r, &h);
+    let h = join_compounds(h, &r);
     let mut prev: Vec<usize> = (0..=h.len()).collect();
     for (i, rw) in r.iter().enumerate() {
         let mut cur = vec![i + 1; h.len() + 1];
