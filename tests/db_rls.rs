@@ -598,3 +598,57 @@ async fn read_policies_evaluate_membership_once_per_query() {
     assert!(plan.contains("InitPlan"), "{plan}");
     assert!(!plan.contains("user_has_workspace_access"), "{plan}");
 }
+
+#[tokio::test]
+async fn billing_is_not_writable_by_any_tenant_role() {
+    let w = world().await;
+    let starter = "select id from pricing_plans where name = 'Starter'";
+    // The owner, the strongest tenant role: no subscription, no invoice.
+    let mut tx = as_user(&w.db.pool, w.owner_a).await;
+    let r = sqlx::query(&format!(
+        "insert into workspace_subscriptions (workspace_id, plan_id, status)
+         select $1, id, 'active' from ({starter}) p"
+    ))
+    .bind(w.a)
+    .execute(&mut *tx)
+    .await;
+    assert!(is_denied(r), "an owner subscribed its own workspace");
+    drop(tx);
+    let mut tx = as_user(&w.db.pool, w.owner_a).await;
+    let r = sqlx::query("insert into billing_invoices (workspace_id, amount, status) values ($1, 0, 'paid')")
+        .bind(w.a)
+        .execute(&mut *tx)
+        .await;
+    assert!(is_denied(r), "an owner wrote an invoice");
+    drop(tx);
+    // Nor an API key of the workspace.
+    let mut tx = request(
+        &w.db.pool,
+        "authenticated",
+        json!({ "sub": null, "role": "authenticated", "workspace_id": w.a,
+                "workspace_role": "MANAGER", "api_key_id": w.key_a }),
+    )
+    .await;
+    let r = sqlx::query("update workspace_subscriptions set status = 'active'")
+        .execute(&mut *tx)
+        .await;
+    assert!(is_denied(r), "a key updated a subscription");
+    drop(tx);
+    // The operator's side (service role) writes; members then read it.
+    let mut tx = request(&w.db.pool, "service_role", json!({ "role": "service_role" })).await;
+    sqlx::query(&format!(
+        "insert into workspace_subscriptions (workspace_id, plan_id, status)
+         select $1, id, 'active' from ({starter}) p"
+    ))
+    .bind(w.a)
+    .execute(&mut *tx)
+    .await
+    .expect("the service role subscribes a workspace");
+    tx.commit().await.unwrap();
+    let mut tx = as_user(&w.db.pool, w.viewer_a).await;
+    assert_eq!(
+        count(&mut tx, "select count(*) from workspace_subscriptions").await,
+        1,
+        "members read their subscription"
+    );
+}

@@ -45,12 +45,35 @@ impl ProviderError {
     }
 }
 
-/// Reads an error response's body (bounded) into a `Status` error.
-pub(crate) async fn status_error(resp: reqwest::Response) -> ProviderError {
+/// Most of an error response's body that is read: a provider (or anything
+/// behind a tenant's `base_url`) that answers an error with an endless body
+/// costs at most this much memory and the time it takes to send it.
+pub(crate) const ERROR_BODY_MAX: usize = 8 * 1024;
+/// Of which this much is kept in the error message.
+const ERROR_MESSAGE_MAX: usize = 500;
+/// Longest time spent reading an error body.
+const ERROR_BODY_TIME: Duration = Duration::from_secs(2);
+
+/// Reads an error response's body (bounded in size and time) into a
+/// `Status` error.
+pub(crate) async fn status_error(mut resp: reqwest::Response) -> ProviderError {
     let status = resp.status().as_u16();
-    let mut body = resp.text().await.unwrap_or_default();
-    if body.len() > 500 {
-        let mut cut = 500;
+    let mut buf: Vec<u8> = Vec::new();
+    let read = async {
+        while buf.len() < ERROR_BODY_MAX {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = ERROR_BODY_MAX - buf.len();
+                    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(ERROR_BODY_TIME, read).await;
+    let mut body = String::from_utf8_lossy(&buf).into_owned();
+    if body.len() > ERROR_MESSAGE_MAX {
+        let mut cut = ERROR_MESSAGE_MAX;
         while !body.is_char_boundary(cut) {
             cut -= 1;
         }
