@@ -80,6 +80,8 @@ pub struct ApiConfig {
     pub supabase_jwt_secret: String,
     pub token_ttl_secs: u64,
     pub encryption_key: String,
+    /// Where `jwt_secret` and `encryption_key` are generated when empty.
+    pub secrets_dir: PathBuf,
     pub demo_mode: bool,
     pub max_body_bytes: usize,
 }
@@ -169,6 +171,53 @@ pub struct LogConfig {
 pub const DEMO_ENCRYPTION_KEY: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The secret `name` in `dir` (64 hex characters), created when missing.
+/// Processes starting at once agree on one value: each writes its own
+/// candidate beside the file and links it into place only if no file is
+/// there yet, then everyone reads what is there.
+fn installation_secret(dir: &Path, name: &str) -> Result<String, ConfigError> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let read = |p: &Path| -> Option<String> {
+        let s = std::fs::read_to_string(p).ok()?;
+        let s = s.trim().to_string();
+        decode_key(&s).map(|_| s)
+    };
+    if let Some(s) = read(&path) {
+        return Ok(s);
+    }
+    let fail = |e: std::io::Error| {
+        ConfigError::Invalid(format!("cannot keep the generated {name} in {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let mut bytes = [0u8; 32];
+    rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut bytes)
+        .map_err(|e| ConfigError::Invalid(format!("no randomness for {name}: {e}")))?;
+    let candidate = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&candidate).map_err(fail)?;
+        f.write_all(hex::encode(bytes).as_bytes()).map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+    }
+    let linked = std::fs::hard_link(&candidate, &path);
+    let _ = std::fs::remove_file(&candidate);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(e)),
+    }
+    read(&path).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "{} does not hold 64 hex characters: remove it to generate a new one",
+            path.display()
+        ))
+    })
+}
+
 impl Config {
     /// Loads the layered configuration from the process environment.
     /// `file` replaces `config/local.toml` when given.
@@ -215,9 +264,25 @@ impl Config {
                     figment.merge(figment::providers::Serialized::default("database.url", url));
             }
         }
-        let config: Config = figment.extract()?;
+        let mut config: Config = figment.extract()?;
+        config.installation_secrets()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Fills an empty `jwt_secret` or `encryption_key` with this
+    /// installation's own, generated once (random, 32 bytes) into
+    /// `api.secrets_dir` and read from there ever after: no two
+    /// installations share a key, and none is a constant in the repository.
+    fn installation_secrets(&mut self) -> Result<(), ConfigError> {
+        let dir = self.api.secrets_dir.clone();
+        if self.api.jwt_secret.is_empty() {
+            self.api.jwt_secret = installation_secret(&dir, "jwt_secret")?;
+        }
+        if self.api.encryption_key.is_empty() {
+            self.api.encryption_key = installation_secret(&dir, "encryption_key")?;
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -381,6 +446,57 @@ mod tests {
         assert_eq!(c.rtp.port_min, 20000);
         assert_eq!(c.rtp.port_max, 30000);
         assert_eq!(c.api.listen.port(), 8080);
+        // Nothing listens beyond this machine until configured to.
+        assert!(c.sip.listen.ip().is_loopback(), "{}", c.sip.listen);
+        assert!(c.api.listen.ip().is_loopback(), "{}", c.api.listen);
+    }
+
+    #[test]
+    fn each_installation_generates_its_own_secrets_once() {
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        let load = |dir: &Path| {
+            let d = dir.join("secrets").display().to_string();
+            Config::load_from(None, &env(&[("SWITCHBOARD_API__SECRETS_DIR", d.as_str())])).unwrap()
+        };
+        let a = load(one.path());
+        assert_ne!(a.api.encryption_key, DEMO_ENCRYPTION_KEY);
+        assert!(decode_key(&a.api.encryption_key).is_some());
+        assert_eq!(a.api.jwt_secret.len(), 64);
+        // Kept: the next start reads the same ones.
+        let again = load(one.path());
+        assert_eq!(again.api.encryption_key, a.api.encryption_key);
+        assert_eq!(again.api.jwt_secret, a.api.jwt_secret);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(one.path().join("secrets/encryption_key")).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o077, 0, "readable by its owner only");
+        }
+        // Another installation has others.
+        let b = load(two.path());
+        assert_ne!(b.api.encryption_key, a.api.encryption_key);
+        assert_ne!(b.api.jwt_secret, a.api.jwt_secret);
+        // Many processes starting at once agree on one key.
+        let three = tempfile::tempdir().unwrap();
+        let dir = three.path().to_path_buf();
+        let keys: Vec<String> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || load(&dir).api.encryption_key)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+        // A configured key is used as it is.
+        let c = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_API__ENCRYPTION_KEY", &"ab".repeat(32))]),
+        )
+        .unwrap();
+        assert_eq!(c.api.encryption_key, "ab".repeat(32));
     }
 
     #[test]
@@ -429,10 +545,8 @@ mod tests {
     fn secrets_are_redacted() {
         let c = Config::load_from(None, &[]).unwrap();
         let printed = c.redacted();
-        assert!(
-            !printed.contains("switchboard-demo-jwt-secret"),
-            "{printed}"
-        );
+        assert!(!printed.contains(&c.api.jwt_secret), "{printed}");
+        assert!(!printed.contains(&c.api.encryption_key), "{printed}");
         assert!(printed.contains("***"));
     }
 
@@ -462,8 +576,17 @@ mod tests {
 
     #[test]
     fn demo_key_refused_outside_demo_mode() {
-        let err =
-            Config::load_from(None, &env(&[("SWITCHBOARD_API__DEMO_MODE", "false")])).unwrap_err();
-        assert!(err.to_string().contains("api."), "{err}");
+        let err = Config::load_from(
+            None,
+            &env(&[
+                ("SWITCHBOARD_API__DEMO_MODE", "false"),
+                ("SWITCHBOARD_API__ENCRYPTION_KEY", DEMO_ENCRYPTION_KEY),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("api.encryption_key"), "{err}");
+        // The generated secrets are fine outside demo mode.
+        Config::load_from(None, &env(&[("SWITCHBOARD_API__DEMO_MODE", "false")]))
+            .expect("generated secrets");
     }
 }
