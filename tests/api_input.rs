@@ -372,10 +372,24 @@ async fn login_attempts_are_rate_limited() {
             401
         );
     }
-    // the email is locked, even with the right password
+    // the email is locked from this address, even with the right password
     let r = login("victim@example.com", "password-123").await;
     assert_eq!((r.status, r.code()), (429, "rate_limited"));
     assert!(r.headers.contains_key("retry-after"));
+    // ...but not from the victim's own address: the guesser cannot lock
+    // the owner out
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = elsewhere
+        .post(format!("{}/v1/auth/token", api.base))
+        .json(&json!({"email": "victim@example.com", "password": "password-123"}))
+        .send()
+        .await
+        .expect("login from another address");
+    assert_eq!(r.status().as_u16(), 200, "the owner logs in from elsewhere");
     // other emails go on until the address limit
     let mut statuses = Vec::new();
     for _ in 0..4 {

@@ -128,10 +128,13 @@ async fn token(
     let limited = |s| ApiError::TooManyRequests {
         retry_after_secs: s,
     };
+    // Failures lock an email out from the address they came from only:
+    // a stranger guessing a victim's password does not lock the victim out.
+    let email_here = format!("{email}\n{addr}");
     st.shared.login_per_addr.hit(&addr, now).map_err(limited)?;
     st.shared
         .login_per_email
-        .hit(&email, now)
+        .hit(&email_here, now)
         .map_err(limited)?;
 
     let row: Option<(Uuid, Option<String>)> =
@@ -152,7 +155,7 @@ async fn token(
         tracing::info!(%addr, "failed login");
         return Err(ApiError::Unauthorized);
     };
-    st.shared.login_per_email.reset(&email);
+    st.shared.login_per_email.reset(&email_here);
     sqlx::query("update auth.users set last_sign_in_at = now() where id = $1")
         .bind(user_id)
         .execute(&st.pool)

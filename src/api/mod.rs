@@ -67,7 +67,8 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
 }
 
-/// Login attempts allowed per window, per email and per source address.
+/// Login attempts allowed per window: per email from one source address,
+/// and per source address.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
     pub per_email: Limit,
