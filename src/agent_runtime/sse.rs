@@ -1,9 +1,12 @@
 //! A sans-IO Server-Sent Events reader: bytes in (as the HTTP body arrives,
-//! split anywhere), complete events out. Lines are bounded so a provider
-//! that never sends a newline cannot grow memory without limit.
+//! split anywhere), complete events out. Lines and events are bounded so a
+//! provider that never sends a newline, or sends data lines and never ends
+//! the event, cannot grow memory without limit.
 
 /// Longest SSE line accepted.
 const MAX_LINE: usize = 1 << 20;
+/// Most data one event may carry (all its `data:` lines together).
+const MAX_EVENT: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
@@ -18,6 +21,7 @@ pub struct SseReader {
     line: Vec<u8>,
     event: Option<String>,
     data: Vec<String>,
+    data_bytes: usize,
     saw_cr: bool,
 }
 
@@ -41,6 +45,9 @@ impl SseReader {
                 if let Some(ev) = self.line_done(&line) {
                     out.push(ev);
                 }
+                if self.data_bytes > MAX_EVENT {
+                    return Err("SSE event too long".into());
+                }
             } else {
                 if self.line.len() >= MAX_LINE {
                     return Err("SSE line too long".into());
@@ -56,6 +63,7 @@ impl SseReader {
             if self.data.is_empty() && self.event.is_none() {
                 return None;
             }
+            self.data_bytes = 0;
             let ev = SseEvent {
                 event: self.event.take(),
                 data: std::mem::take(&mut self.data).join("\n"),
@@ -74,7 +82,10 @@ impl SseReader {
             None => (&text[..], ""),
         };
         match field {
-            "data" => self.data.push(value.to_string()),
+            "data" => {
+                self.data_bytes += value.len() + 1;
+                self.data.push(value.to_string());
+            }
             "event" => self.event = Some(value.to_string()),
             _ => {}
         }
@@ -103,6 +114,25 @@ mod tests {
             );
             assert_eq!(got[1].data, "x\ny");
             assert_eq!(got[2].data, "[DONE]");
+        }
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_refused() {
+        let mut r = SseReader::new();
+        let line = format!("data: {}\n", "a".repeat(1000));
+        let mut result = Ok(Vec::new());
+        for _ in 0..(MAX_EVENT / 1000 + 2) {
+            result = r.push(line.as_bytes());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.is_err(), "data lines without an event end were kept");
+        // Events of ordinary size go on being read.
+        let mut r = SseReader::new();
+        for _ in 0..3000 {
+            assert_eq!(r.push(b"data: x\n\n").unwrap().len(), 1);
         }
     }
 

@@ -251,19 +251,40 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A port free for both UDP and TCP right now, for SIPp's -p / -mp.
-pub fn free_port() -> u16 {
+/// A port (a multiple of four) with `span` consecutive UDP ports free (and TCP on the
+/// first) right now, above the RTP ranges the tests' nodes draw from
+/// (36000–47200), so a node started by a test running beside this one does
+/// not take it before SIPp binds it.
+/// Blocks of four handed out in this process: SIPp runs started at once
+/// never get overlapping ports (SIPp binds them only once it runs).
+fn free_ports(span: u16) -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..200 {
-        let p = 30000 + (rand::random::<u16>() % 15000) * 2 % 15000;
-        let p = p - p % 2;
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", p));
-        let udp2 = std::net::UdpSocket::bind(("127.0.0.1", p + 1));
+        let p = 50_000 + (rand::random::<u16>() % 2500) * 4;
+        if handed.contains(&p) {
+            continue;
+        }
+        let udp: Vec<_> = (p..p + span.min(4))
+            .map(|q| std::net::UdpSocket::bind(("127.0.0.1", q)))
+            .collect();
         let tcp = std::net::TcpListener::bind(("127.0.0.1", p));
-        if udp.is_ok() && udp2.is_ok() && tcp.is_ok() {
+        if udp.iter().all(Result::is_ok) && tcp.is_ok() {
+            handed.push(p);
             return p;
         }
     }
     panic!("no free port");
+}
+
+/// A port free for both UDP and TCP right now, for SIPp's -p.
+pub fn free_port() -> u16 {
+    free_ports(2)
+}
+
+/// SIPp's -mp: it binds audio RTP/RTCP there and video RTP/RTCP at +2, +3.
+pub fn free_media_port() -> u16 {
+    free_ports(4)
 }
 
 #[derive(Debug)]
@@ -302,7 +323,7 @@ pub async fn sipp(
     let errors = dir.path().join("errors.log");
     let messages = dir.path().join("messages.log");
     let port = free_port().to_string();
-    let media_port = free_port().to_string();
+    let media_port = free_media_port().to_string();
     let mut cmd = tokio::process::Command::new("sipp");
     cmd.arg(server.to_string())
         .arg("-sf")
