@@ -46,6 +46,7 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     .context("loading providers")?
     .context("loading the offline providers (whisper model, espeak-ng)")?;
     let embedder = providers.embedder.clone();
+    spawn_stt_warm_up(providers.stt.clone());
     let runtime = Runtime::new(pool.clone(), config.clone(), providers);
     let sip = SipServer::start(&config, pool.clone(), Arc::new(AgentCalls(runtime.clone())))
         .await
@@ -77,6 +78,23 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
         api_stop,
         api_task,
     })
+}
+
+/// In the background: one transcription of a quiet second, so the model's
+/// pages are in memory and a decoder state is made before the first caller
+/// speaks (cold, the first turn of the first call waited about a second).
+fn spawn_stt_warm_up(stt: Arc<dyn crate::agent_runtime::stt::SpeechToText>) {
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        // Faint noise rather than digital silence, so the decoder runs.
+        let quiet: Vec<i16> = (0..24_000u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 24) as i16 - 128) / 4)
+            .collect();
+        match stt.transcribe(&quiet, Some("en")).await {
+            Ok(_) => tracing::info!(ms = started.elapsed().as_millis() as u64, "speech-to-text warmed up"),
+            Err(err) => tracing::warn!(error = %err, "speech-to-text warm-up failed"),
+        }
+    });
 }
 
 /// In the background: the live agents' knowledge into memory, then every
