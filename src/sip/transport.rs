@@ -5,7 +5,7 @@
 //! Sending never blocks the caller: UDP uses `try_send_to`, TCP a bounded
 //! per-connection queue.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,12 @@ use super::message::{frame, Message, ParseError};
 const MAX_TCP_CONNECTIONS: usize = 1024;
 /// A TCP connection that sends no complete message for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(120);
+/// Connections held at once from one source address (a trunk or a proxy
+/// needs a handful; one host cannot take every slot).
+const MAX_TCP_PER_SOURCE: usize = 64;
+/// A message whose first byte has arrived must be whole within this long,
+/// however slowly its bytes trickle in (a trickle resets no timer).
+const TCP_MESSAGE_DEADLINE: Duration = Duration::from_secs(10);
 const TCP_SEND_QUEUE: usize = 64;
 
 pub type ConnId = u64;
@@ -187,6 +193,7 @@ impl Transports {
     /// Accepts TCP connections until the listener fails.
     pub async fn run_tcp(self, listener: TcpListener) {
         let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        let per_source: Arc<DashMap<IpAddr, usize>> = Arc::new(DashMap::new());
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(s) => s,
@@ -196,11 +203,16 @@ impl Transports {
                     continue;
                 }
             };
+            let Some(slot) = SourceSlot::take(&per_source, peer.ip()) else {
+                tracing::debug!(%peer, "TCP connection refused: too many from this source");
+                drop(stream);
+                continue;
+            };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 drop(stream);
                 continue;
             };
-            let id = self.register_with_permit(stream, peer, Some(permit));
+            let id = self.register_with_permit(stream, peer, Some((permit, slot)));
             tracing::trace!(conn = id, %peer, "TCP connection");
         }
     }
@@ -213,7 +225,7 @@ impl Transports {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        permit: Option<(tokio::sync::OwnedSemaphorePermit, SourceSlot)>,
     ) -> ConnId {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
@@ -236,6 +248,8 @@ impl Transports {
                 conn: Some(id),
             };
             let mut buf = BytesMut::with_capacity(4096);
+            // When the first byte of the message in `buf` arrived.
+            let mut partial_since: Option<tokio::time::Instant> = None;
             'conn: loop {
                 // Drain every complete message already buffered.
                 loop {
@@ -249,6 +263,9 @@ impl Transports {
                     }
                     match frame(&buf, this.max_message) {
                         Ok(Some(n)) => {
+                            // A whole message: the next one's time starts
+                            // with its own first byte.
+                            partial_since = None;
                             let msg = buf.split_to(n).freeze();
                             let inbound = Inbound {
                                 source,
@@ -267,14 +284,62 @@ impl Transports {
                 if buf.capacity() - buf.len() < 2048 {
                     buf.reserve(4096);
                 }
-                match tokio::time::timeout(TCP_IDLE, reader.read_buf(&mut buf)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                let now = tokio::time::Instant::now();
+                let deadline = if buf.is_empty() {
+                    partial_since = None;
+                    now + TCP_IDLE
+                } else {
+                    *partial_since.get_or_insert(now) + TCP_MESSAGE_DEADLINE
+                };
+                match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Err(_) => {
+                        if !buf.is_empty() {
+                            tracing::debug!(conn = id, %peer, "closing TCP connection: message not whole in time");
+                        }
+                        break;
+                    }
                     Ok(Ok(_)) => {}
                 }
             }
             this.tcp.remove(&id);
         });
         id
+    }
+}
+
+/// One connection's place in its source's count, given back on drop.
+struct SourceSlot {
+    counts: Arc<DashMap<IpAddr, usize>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(counts: &Arc<DashMap<IpAddr, usize>>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut n = counts.entry(ip).or_insert(0);
+        if *n >= MAX_TCP_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let gone = match self.counts.get_mut(&self.ip) {
+            Some(mut n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        };
+        if gone {
+            self.counts.remove_if(&self.ip, |_, n| *n == 0);
+        }
     }
 }
 
