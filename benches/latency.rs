@@ -98,7 +98,8 @@ async fn run() {
     let mut outside_ms: Vec<f64> = Vec::new();
     let mut transcripts: Vec<serde_json::Value> = Vec::new();
     for (i, q) in QUESTIONS.iter().enumerate() {
-        let wav = common::caller_voice::speech_wav(dir.path(), &format!("q{i}"), q, LEAD_MS, TAIL_MS);
+        let wav =
+            common::caller_voice::speech_wav(dir.path(), &format!("q{i}"), q, LEAD_MS, TAIL_MS);
         let (played, rate) = common::read_wav(&wav);
         let speech_end_ms = last_loud_ms(&played, rate);
         let caller_port = common::node::free_port();

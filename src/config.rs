@@ -187,7 +187,10 @@ fn installation_secret(dir: &Path, name: &str) -> Result<String, ConfigError> {
         return Ok(s);
     }
     let fail = |e: std::io::Error| {
-        ConfigError::Invalid(format!("cannot keep the generated {name} in {}: {e}", dir.display()))
+        ConfigError::Invalid(format!(
+            "cannot keep the generated {name} in {}: {e}",
+            dir.display()
+        ))
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let mut bytes = [0u8; 32];
@@ -471,7 +474,11 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let meta = std::fs::metadata(one.path().join("secrets/encryption_key")).unwrap();
-            assert_eq!(meta.permissions().mode() & 0o077, 0, "readable by its owner only");
+            assert_eq!(
+                meta.permissions().mode() & 0o077,
+                0,
+                "readable by its owner only"
+            );
         }
         // Another installation has others.
         let b = load(two.path());

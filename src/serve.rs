@@ -91,7 +91,10 @@ fn spawn_stt_warm_up(stt: Arc<dyn crate::agent_runtime::stt::SpeechToText>) {
             .map(|i| ((i.wrapping_mul(2_654_435_761) >> 24) as i16 - 128) / 4)
             .collect();
         match stt.transcribe(&quiet, Some("en")).await {
-            Ok(_) => tracing::info!(ms = started.elapsed().as_millis() as u64, "speech-to-text warmed up"),
+            Ok(_) => tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "speech-to-text warmed up"
+            ),
             Err(err) => tracing::warn!(error = %err, "speech-to-text warm-up failed"),
         }
     });

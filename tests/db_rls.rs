@@ -615,10 +615,12 @@ async fn billing_is_not_writable_by_any_tenant_role() {
     assert!(is_denied(r), "an owner subscribed its own workspace");
     drop(tx);
     let mut tx = as_user(&w.db.pool, w.owner_a).await;
-    let r = sqlx::query("insert into billing_invoices (workspace_id, amount, status) values ($1, 0, 'paid')")
-        .bind(w.a)
-        .execute(&mut *tx)
-        .await;
+    let r = sqlx::query(
+        "insert into billing_invoices (workspace_id, amount, status) values ($1, 0, 'paid')",
+    )
+    .bind(w.a)
+    .execute(&mut *tx)
+    .await;
     assert!(is_denied(r), "an owner wrote an invoice");
     drop(tx);
     // Nor an API key of the workspace.
@@ -635,7 +637,12 @@ async fn billing_is_not_writable_by_any_tenant_role() {
     assert!(is_denied(r), "a key updated a subscription");
     drop(tx);
     // The operator's side (service role) writes; members then read it.
-    let mut tx = request(&w.db.pool, "service_role", json!({ "role": "service_role" })).await;
+    let mut tx = request(
+        &w.db.pool,
+        "service_role",
+        json!({ "role": "service_role" }),
+    )
+    .await;
     sqlx::query(&format!(
         "insert into workspace_subscriptions (workspace_id, plan_id, status)
          select $1, id, 'active' from ({starter}) p"

@@ -118,10 +118,7 @@ async fn caller_speech_stops_the_agent_and_keeps_only_the_words_played() {
         .map(|m| m.1.as_str())
         .collect();
     let heard = words(&user.join(" "));
-    assert!(
-        heard.iter().any(|w| w == "saturday"),
-        "transcript {user:?}"
-    );
+    assert!(heard.iter().any(|w| w == "saturday"), "transcript {user:?}");
     assert_eq!(
         heard.iter().filter(|w| *w == "interrupt").count(),
         1,

@@ -24,7 +24,12 @@ async fn endless_error_server() -> std::net::SocketAddr {
                     return;
                 }
                 let chunk = vec![b'x'; 1 << 20];
-                let frame = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+                let frame = [
+                    format!("{:x}\r\n", chunk.len()).into_bytes(),
+                    chunk,
+                    b"\r\n".to_vec(),
+                ]
+                .concat();
                 let until = Instant::now() + Duration::from_secs(30);
                 while Instant::now() < until {
                     if sock.write_all(&frame).await.is_err() {

@@ -3,11 +3,13 @@
 //! message trickled in a byte at a time is cut off at its deadline while a
 //! quiet connection stays open.
 
+mod security_support;
 mod sip_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use security_support::Request;
 use sip_support::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -24,23 +26,11 @@ async fn connect_from(ip: [u8; 4], server: SocketAddr) -> TcpStream {
         .expect("connect")
 }
 
-fn options(server: SocketAddr, local: SocketAddr, tag: &str) -> String {
-    format!(
-        "OPTIONS sip:{server} SIP/2.0\r\n\
-         Via: SIP/2.0/TCP {local};branch=z9hG4bK-{tag}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:probe@{local}>;tag={tag}\r\n\
-         To: <sip:{server}>\r\n\
-         Call-ID: {tag}@security-tcp\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n"
-    )
-}
-
 /// Sends OPTIONS on `conn` and returns the status line of the answer.
-async fn ask(conn: &mut TcpStream, server: SocketAddr, tag: &str) -> Option<String> {
+async fn ask(conn: &mut TcpStream, server: SocketAddr) -> Option<String> {
     let local = conn.local_addr().ok()?;
-    conn.write_all(options(server, local, tag).as_bytes()).await.ok()?;
+    let options = Request::options(server, local, "TCP").text();
+    conn.write_all(options.as_bytes()).await.ok()?;
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
         .await
@@ -68,7 +58,7 @@ async fn one_source_cannot_hold_every_connection() {
         held.push(connect_from([127, 0, 0, 1], server).await);
     }
     // Every held connection is served.
-    let status = ask(&mut held[0], server, "held-0").await;
+    let status = ask(&mut held[0], server).await;
     assert_eq!(status.as_deref(), Some("SIP/2.0 200 OK"), "{status:?}");
     // One more from the same source is closed at once.
     let mut extra = connect_from([127, 0, 0, 1], server).await;
@@ -79,7 +69,7 @@ async fn one_source_cannot_hold_every_connection() {
     );
     // Another source still gets in.
     let mut other = connect_from([127, 0, 0, 2], server).await;
-    let status = ask(&mut other, server, "other").await;
+    let status = ask(&mut other, server).await;
     assert_eq!(status.as_deref(), Some("SIP/2.0 200 OK"), "{status:?}");
     // A slot given back can be taken again.
     held.pop();
@@ -87,7 +77,7 @@ async fn one_source_cannot_hold_every_connection() {
     let mut again = None;
     while Instant::now() < deadline {
         let mut c = connect_from([127, 0, 0, 1], server).await;
-        if let Some(s) = ask(&mut c, server, "again").await {
+        if let Some(s) = ask(&mut c, server).await {
             again = Some(s);
             break;
         }
@@ -103,7 +93,7 @@ async fn a_trickled_message_is_cut_off_and_a_quiet_connection_is_not() {
     let mut quiet = connect_from([127, 0, 0, 1], server).await;
     let mut slow = connect_from([127, 0, 0, 1], server).await;
     let local = slow.local_addr().unwrap();
-    let message = options(server, local, "slow");
+    let message = Request::options(server, local, "TCP").text();
     let started = Instant::now();
     // One byte a second: every read resets a per-read timer, never this one.
     let mut cut_after = None;
@@ -124,6 +114,6 @@ async fn a_trickled_message_is_cut_off_and_a_quiet_connection_is_not() {
         "cut off after {cut_after:?} (deadline 10 s)"
     );
     // The quiet connection, open as long, is still served.
-    let status = ask(&mut quiet, server, "quiet").await;
+    let status = ask(&mut quiet, server).await;
     assert_eq!(status.as_deref(), Some("SIP/2.0 200 OK"), "{status:?}");
 }

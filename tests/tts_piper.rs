@@ -4,9 +4,9 @@
 //! espeak-ng; and what it says survives G.711 well enough for whisper to
 //! write the sentence back (WER ≤ 10 %).
 
-mod providers_support;
 #[path = "common/caller_voice.rs"]
 mod caller_voice;
+mod providers_support;
 
 use std::path::Path;
 use std::process::Command;
@@ -234,16 +234,31 @@ fn word_errors_count_words_not_spellings() {
     let same = [
         ("A cleaning costs 120 dollars.", "a cleaning costs $120."),
         ("It takes one hour.", "It takes 1 hour."),
-        ("Please cancel twenty four hours ahead.", "Please cancel 24 hours ahead."),
+        (
+            "Please cancel twenty four hours ahead.",
+            "Please cancel 24 hours ahead.",
+        ),
         ("A 12 thousand mile warranty.", "A 12,000 mile warranty."),
-        ("There is a lift, Doctor Patel.", "There's a lift, Dr. Patel."),
-        ("Free coffee and wifi, e-books and audiobooks.", "free coffee and wi-fi, ebooks and audio books"),
+        (
+            "There is a lift, Doctor Patel.",
+            "There's a lift, Dr. Patel.",
+        ),
+        (
+            "Free coffee and wifi, e-books and audiobooks.",
+            "free coffee and wi-fi, ebooks and audio books",
+        ),
         ("Open from 7 am to 6 pm.", "open from 7 a.m. to 6 p.m."),
     ];
     for (said, heard) in same {
         assert_eq!(caller_voice::wer(said, heard).0, 0, "{said:?} vs {heard:?}");
     }
     // Different words still count.
-    assert_eq!(caller_voice::wer("Call us right away.", "Paulus right away.").0, 2);
-    assert_eq!(caller_voice::wer("It costs 35 dollars.", "It costs $53.").0, 1);
+    assert_eq!(
+        caller_voice::wer("Call us right away.", "Paulus right away.").0,
+        2
+    );
+    assert_eq!(
+        caller_voice::wer("It costs 35 dollars.", "It costs $53.").0,
+        1
+    );
 }

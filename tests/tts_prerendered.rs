@@ -41,7 +41,10 @@ async fn piper_8k(text: &str) -> Vec<i16> {
         pcm.extend(c.pcm);
     }
     let mut out = resample_all(&pcm, rate, 8000).unwrap();
-    out.extend(std::iter::repeat_n(0, TRAILING_SILENCE.as_millis() as usize * 8));
+    out.extend(std::iter::repeat_n(
+        0,
+        TRAILING_SILENCE.as_millis() as usize * 8,
+    ));
     out
 }
 
@@ -130,9 +133,7 @@ async fn prerendered_faq_answer_reaches_the_caller_within_50_ms_of_the_decision(
     // finished sentence may start before that silence has all been sent:
     // the answer's first sound is the first after the end of the speech.
     let speech_end = asked - TRAILING_SILENCE;
-    let first_audio = caller
-        .first_sound_after(speech_end)
-        .expect("answer audio");
+    let first_audio = caller.first_sound_after(speech_end).expect("answer audio");
     // The caller's clock (Instant) on the wall clock, as the node records it.
     let first_audio_unix_ms = {
         let ago = Instant::now().saturating_duration_since(first_audio);

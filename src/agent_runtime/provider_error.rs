@@ -48,7 +48,7 @@ impl ProviderError {
 /// Most of an error response's body that is read: a provider (or anything
 /// behind a tenant's `base_url`) that answers an error with an endless body
 /// costs at most this much memory and the time it takes to send it.
-pub(crate) const ERROR_BODY_MAX: usize = 8 * 1024;
+const ERROR_BODY_MAX: usize = 8 * 1024;
 /// Of which this much is kept in the error message.
 const ERROR_MESSAGE_MAX: usize = 500;
 /// Longest time spent reading an error body.

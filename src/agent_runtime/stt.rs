@@ -385,7 +385,8 @@ fn drop_restart(text: &str) -> String {
     text.to_string()
 }
 
-fn norm_word(w: &str) -> String {
+/// A transcript's word for comparing: letters and digits, lower case.
+pub(crate) fn norm_word(w: &str) -> String {
     w.chars()
         .filter(|c| c.is_alphanumeric())
         .collect::<String>()

@@ -41,7 +41,13 @@ impl TtsCache {
     /// The key of one rendering. Speed is rounded to what changes the audio.
     pub fn key(engine: &str, voice: &str, speed: f32, text: &str) -> String {
         let mut h = Sha256::new();
-        for part in [RENDERING, engine, voice, &format!("{speed:.2}"), text.trim()] {
+        for part in [
+            RENDERING,
+            engine,
+            voice,
+            &format!("{speed:.2}"),
+            text.trim(),
+        ] {
             h.update(part.as_bytes());
             h.update([0u8]);
         }

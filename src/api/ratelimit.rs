@@ -63,20 +63,15 @@ impl RateLimiter {
             strikes: 0,
             locked_until: None,
         });
-        if let Some(until) = entry.locked_until {
-            if now < until {
-                return Err(secs_until(now, until));
-            }
-            entry.locked_until = None;
-            if now.saturating_duration_since(until) >= window * 4 {
-                entry.strikes = 0;
-            }
-            entry.start = now;
-            entry.count = 0;
+        if let Some(until) = entry.locked_until.filter(|u| now < *u) {
+            return Err(secs_until(now, until));
         }
-        let idle = now.saturating_duration_since(entry.start);
-        if idle >= window {
-            if idle >= window * 4 {
+        // Quiet since the lockout ended, or since the window began; a
+        // lockout over, or a window gone by, starts a new window.
+        let was_locked = entry.locked_until.is_some();
+        let quiet = now.saturating_duration_since(entry.locked_until.take().unwrap_or(entry.start));
+        if was_locked || quiet >= window {
+            if quiet >= window * 4 {
                 entry.strikes = 0;
             }
             entry.start = now;
@@ -201,7 +196,8 @@ mod tests {
         // A flood of distinct keys, all within one window.
         for i in 0..1000 {
             assert!(
-                rl.hit(&format!("flood-{i}"), t0 + Duration::from_millis(i)).is_ok(),
+                rl.hit(&format!("flood-{i}"), t0 + Duration::from_millis(i))
+                    .is_ok(),
                 "key {i} refused"
             );
         }

@@ -60,7 +60,9 @@ pub fn piper_wav(text: &str) -> PathBuf {
     if !model.is_file() {
         missing("the Piper voice", &model);
     }
-    let key = hex::encode(Sha256::digest(format!("{VOICE}\n{}\n{text}", PIPER_ARGS.join(" ")).as_bytes()));
+    let key = hex::encode(Sha256::digest(
+        format!("{VOICE}\n{}\n{text}", PIPER_ARGS.join(" ")).as_bytes(),
+    ));
     let dir = root().join("data/cache/caller-voice");
     let out = dir.join(format!("{key}.wav"));
     if out.is_file() {
@@ -278,7 +280,9 @@ fn spoken_form(text: &str) -> String {
         let c = chars[i];
         if c == '$' && digit_at(i + 1) {
             let mut j = i + 1;
-            while j < chars.len() && (chars[j].is_ascii_digit() || (chars[j] == ',' && digit_at(j + 1))) {
+            while j < chars.len()
+                && (chars[j].is_ascii_digit() || (chars[j] == ',' && digit_at(j + 1)))
+            {
                 if chars[j] != ',' {
                     out.push(chars[j]);
                 }

@@ -192,6 +192,21 @@ impl Request {
         }
     }
 
+    /// An OPTIONS to the node from `local` over `transport` ("UDP", "TCP").
+    pub fn options(server: SocketAddr, local: SocketAddr, transport: &str) -> Request {
+        Request {
+            method: "OPTIONS".into(),
+            uri: format!("sip:{server}"),
+            via: format!("SIP/2.0/{transport} {local};branch={}", branch()),
+            from: format!("<sip:probe@{local}>;tag={}", token()),
+            to: format!("<sip:{server}>"),
+            call_id: format!("{}@sec", token()),
+            cseq: 1,
+            extra: Vec::new(),
+            body: String::new(),
+        }
+    }
+
     pub fn text(&self) -> String {
         let mut s = format!(
             "{} {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {}\r\nMax-Forwards: 70\r\n",

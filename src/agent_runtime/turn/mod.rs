@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::stt::norm_word;
+
 /// Timing rules for one call (agent columns and `[turn]` configuration).
 #[derive(Debug, Clone)]
 pub struct TurnSettings {
@@ -114,6 +116,16 @@ pub enum SayKind {
     Goodbye,
 }
 
+/// The end of the caller's turn, decided while its transcript is pending.
+#[derive(Debug)]
+struct Committed {
+    turn: u64,
+    /// End of the caller's voice.
+    ended: Instant,
+    /// The early-answered transcript this turn's repeats (see `continues`).
+    repeats: Option<String>,
+}
+
 #[derive(Debug)]
 struct Speculation {
     turn: u64,
@@ -145,7 +157,7 @@ pub struct TurnMachine {
     pause: Option<(Instant, Arc<Vec<i16>>)>,
     speculation: Option<Speculation>,
     /// End of turn decided; waiting for the transcript of this turn.
-    committed: Option<(u64, Instant)>,
+    committed: Option<Committed>,
     /// Last moment something happened in the conversation (silence timer).
     last_activity: Instant,
     reprompted: bool,
@@ -156,8 +168,6 @@ pub struct TurnMachine {
     /// The caller went on speaking after the early answer to this
     /// transcript: the utterance being heard continues it.
     continues: Option<String>,
-    /// `continues`, for the committed turn still waiting for its transcript.
-    repeats_for: Option<(u64, String)>,
 }
 
 impl TurnMachine {
@@ -180,7 +190,6 @@ impl TurnMachine {
             hanging_up: false,
             answered_early: None,
             continues: None,
-            repeats_for: None,
         }
     }
 
@@ -301,17 +310,15 @@ impl TurnMachine {
                 }
             }
             Input::Transcript { turn, text } => {
-                let committed_turn = self.committed.map(|(t, _)| t);
+                let committed_turn = self.committed.as_ref().map(|c| c.turn);
                 match &mut self.speculation {
                     Some(spec) if spec.turn == turn => {
                         if committed_turn == Some(turn) {
                             self.speculation = None;
-                            let (_, ended) = self.committed.take().unwrap_or((turn, now));
-                            let repeats = self
-                                .repeats_for
-                                .take()
-                                .filter(|(t, _)| *t == turn)
-                                .map(|(_, r)| r);
+                            let (ended, repeats) = match self.committed.take() {
+                                Some(c) => (c.ended, c.repeats),
+                                None => (now, None),
+                            };
                             self.respond(turn, text, repeats, ended, now, &mut out);
                         } else {
                             spec.text = Some(text);
@@ -325,7 +332,7 @@ impl TurnMachine {
                 if self.speculation.as_ref().is_some_and(|s| s.turn == turn) {
                     self.speculation = None;
                 }
-                if self.committed.is_some_and(|(t, _)| t == turn) {
+                if self.committed.as_ref().is_some_and(|c| c.turn == turn) {
                     self.committed = None;
                     self.last_activity = now;
                 }
@@ -458,15 +465,21 @@ impl TurnMachine {
             Some(Speculation { turn, text: None }) => {
                 // Whisper is still working on exactly this audio: wait for it.
                 self.speculation = Some(Speculation { turn, text: None });
-                self.committed = Some((turn, speech_ended_at));
-                self.repeats_for = repeats.map(|r| (turn, r));
+                self.committed = Some(Committed {
+                    turn,
+                    ended: speech_ended_at,
+                    repeats,
+                });
             }
             None => {
                 let turn = self.take_turn();
                 out.push(Action::Transcribe { turn, audio });
                 self.speculation = Some(Speculation { turn, text: None });
-                self.committed = Some((turn, speech_ended_at));
-                self.repeats_for = repeats.map(|r| (turn, r));
+                self.committed = Some(Committed {
+                    turn,
+                    ended: speech_ended_at,
+                    repeats,
+                });
             }
         }
     }
@@ -533,7 +546,7 @@ impl TurnMachine {
 
     fn drop_speculation(&mut self, out: &mut Vec<Action>) {
         if let Some(spec) = self.speculation.take() {
-            if self.committed.is_some_and(|(t, _)| t == spec.turn) {
+            if self.committed.as_ref().is_some_and(|c| c.turn == spec.turn) {
                 // Already committed: the caller spoke again after the end of
                 // turn; the committed transcript still gets its answer.
                 self.speculation = Some(spec);
@@ -566,20 +579,18 @@ fn reads_complete(text: &str) -> bool {
 /// within a third of its words. `None`: `full` does not start with `early`,
 /// or adds nothing to it.
 pub fn continuation_after<'a>(early: &str, full: &'a str) -> Option<&'a str> {
-    fn norm(w: &str) -> String {
-        w.chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-            .collect()
-    }
-    let early: Vec<String> = early.split_whitespace().map(norm).filter(|w| !w.is_empty()).collect();
+    let early: Vec<String> = early
+        .split_whitespace()
+        .map(norm_word)
+        .filter(|w| !w.is_empty())
+        .collect();
     // (normalized word, byte offset just past it) for each word of `full`.
     let mut words: Vec<(String, usize)> = Vec::new();
     let mut pos = 0;
     for token in full.split_whitespace() {
         let start = pos + full[pos..].find(token)?;
         pos = start + token.len();
-        let w = norm(token);
+        let w = norm_word(token);
         if !w.is_empty() {
             words.push((w, pos));
         }

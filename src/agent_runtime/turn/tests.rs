@@ -22,6 +22,17 @@ fn audio() -> Arc<Vec<i16>> {
     Arc::new(vec![1; 16000])
 }
 
+/// A machine that answers a finished sentence after 250 ms of pause.
+fn answering_early(t0: Instant) -> TurnMachine {
+    TurnMachine::new(
+        TurnSettings {
+            complete_turn_silence: Duration::from_millis(250),
+            ..settings()
+        },
+        t0,
+    )
+}
+
 /// Drives ticks every 20 ms of simulated time up to `until`.
 fn run_until(m: &mut TurnMachine, from: Instant, until: Instant) -> Vec<Action> {
     let mut out = Vec::new();
@@ -406,13 +417,7 @@ fn blank_transcripts_are_not_turns() {
 #[test]
 fn a_finished_sentence_is_answered_before_the_full_end_of_turn_silence() {
     let t0 = Instant::now();
-    let mut m = TurnMachine::new(
-        TurnSettings {
-            complete_turn_silence: Duration::from_millis(250),
-            ..settings()
-        },
-        t0,
-    );
+    let mut m = answering_early(t0);
     m.handle(Input::SpeechStarted { at: t0 }, t0);
     m.handle(
         Input::PauseStarted {
@@ -460,13 +465,7 @@ fn a_finished_sentence_is_answered_before_the_full_end_of_turn_silence() {
 #[test]
 fn an_unfinished_sentence_waits_for_the_endpointer() {
     let t0 = Instant::now();
-    let mut m = TurnMachine::new(
-        TurnSettings {
-            complete_turn_silence: Duration::from_millis(250),
-            ..settings()
-        },
-        t0,
-    );
+    let mut m = answering_early(t0);
     m.handle(Input::SpeechStarted { at: t0 }, t0);
     m.handle(
         Input::PauseStarted {
@@ -587,13 +586,7 @@ fn end_and_transcribe(m: &mut TurnMachine, t0: Instant, ended: u64, text: &str) 
 #[test]
 fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
     let t0 = Instant::now();
-    let mut m = TurnMachine::new(
-        TurnSettings {
-            complete_turn_silence: Duration::from_millis(250),
-            ..settings()
-        },
-        t0,
-    );
+    let mut m = answering_early(t0);
     // "I broke a tooth and it really hurts." — pause — answered early.
     m.handle(Input::SpeechStarted { at: t0 }, t0);
     let acts =
@@ -635,16 +628,13 @@ fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
 #[test]
 fn a_continuation_answered_early_also_names_what_it_repeats() {
     let t0 = Instant::now();
-    let mut m = TurnMachine::new(
-        TurnSettings {
-            complete_turn_silence: Duration::from_millis(250),
-            ..settings()
-        },
-        t0,
-    );
+    let mut m = answering_early(t0);
     m.handle(Input::SpeechStarted { at: t0 }, t0);
     let acts = pause_with_a_finished_sentence(&mut m, t0, 1000, "Sorry to interrupt.");
-    assert!(matches!(&acts[..], [Action::Respond { repeats: None, .. }]), "{acts:?}");
+    assert!(
+        matches!(&acts[..], [Action::Respond { repeats: None, .. }]),
+        "{acts:?}"
+    );
     m.handle(Input::SpeechResumed { at: ms(t0, 1400) }, ms(t0, 1400));
     let acts = run_until(&mut m, ms(t0, 1400), ms(t0, 1900));
     assert!(acts.contains(&Action::BargeIn), "{acts:?}");
