@@ -1,4 +1,4 @@
-//! Loopback RTP over 127.0.0.1: a test peer streams espeak-ng speech as
+//! Loopback RTP over 127.0.0.1: a test peer streams Piper speech as
 //! PCMU/PCMA into a real `MediaSession` with loss, reordering and jitter,
 //! plus an RFC 4733 digit; the 16 kHz frames that come out must match the
 //! original within the stated SNR, and the jitter buffer must stay bounded.

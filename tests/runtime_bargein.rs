@@ -17,7 +17,7 @@ use common::sip_caller::SipCaller;
 use switchboard::db::testing::TestDb;
 use switchboard::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 
-/// One long sentence (about 9 s with espeak-ng), so the agent is surely
+/// One long sentence (several seconds in the agent's voice), so the agent is surely
 /// still speaking 1 s in and its own pauses are short comma pauses.
 const LONG_GREETING: &str =
     "Thanks for calling Bluebird Dental, where our friendly team has cared \
