@@ -148,7 +148,8 @@ pub struct RecordingConfig {
 /// callers' questions at each turn, so the vectors stay comparable.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EmbeddingsConfig {
-    /// `local` (all-MiniLM-L6-v2 in-process, from `local_model_dir`) or
+    /// `local` (a sentence-transformers model in-process, from
+    /// `local_model_dir`: all-mpnet-base-v2 or all-MiniLM-L6-v2) or
     /// `openai` (any OpenAI-compatible `/v1/embeddings`).
     pub provider: String,
     pub local_model_dir: PathBuf,

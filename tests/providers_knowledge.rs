@@ -1,7 +1,7 @@
 //! Retrieval and the offline answerer on the seeded demo knowledge base,
 //! from the in-memory index loaded out of real PostgreSQL: spoken,
 //! paraphrased questions find the right FAQ entry (full text alone, and
-//! fused with all-MiniLM-L6-v2 embeddings), the answerer speaks that
+//! fused with the default sentence embeddings, all-mpnet-base-v2), the answerer speaks that
 //! entry's answer, off-topic questions fall below the floor to the persona's
 //! fallback line, and the index follows changes of the knowledge (and keeps
 //! its last state when the database is gone).
@@ -15,16 +15,19 @@ use switchboard::agent_runtime::embeddings::{embed_missing_chunks, Embedder};
 use switchboard::agent_runtime::llm::{
     ChatMessage, LanguageModel, LlmDelta, LlmRequest, OfflineAnswerer,
 };
-use switchboard::agent_runtime::minilm::MiniLmEmbedder;
+use switchboard::agent_runtime::sentence_embedder::SentenceEmbedder;
 use switchboard::agent_runtime::retrieval::{self, KnowledgeIndex, RetrievedChunk, SearchOptions};
 use switchboard::db::seed::{seed_demo, DEMO_AGENT, DEMO_FAQ};
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;
 
-fn minilm() -> Arc<MiniLmEmbedder> {
+fn local_embedder() -> Arc<SentenceEmbedder> {
     let config = switchboard::config::Config::load_from(None, &[]).expect("config");
-    switchboard::agent_runtime::minilm::shared(&config.embeddings.local_model_dir)
-        .expect("the MiniLM model in data/models")
+    switchboard::agent_runtime::sentence_embedder::shared(
+        &config.embeddings.local_model_dir,
+        &config.tts.onnxruntime_path,
+    )
+        .expect("the embedding model in data/models")
 }
 
 /// `limit` chunks for `q` from memory, with `embedder`'s vector of `q` when given.
@@ -33,7 +36,7 @@ async fn search(
     ws: Uuid,
     agent: Option<Uuid>,
     q: &str,
-    embedder: Option<&MiniLmEmbedder>,
+    embedder: Option<&SentenceEmbedder>,
     opts: SearchOptions,
 ) -> Vec<RetrievedChunk> {
     let v = match embedder {
@@ -165,10 +168,10 @@ async fn full_text_ranks_the_right_faq_for_spoken_paraphrases() {
 }
 
 #[tokio::test]
-async fn minilm_embeddings_fuse_with_full_text() {
+async fn sentence_embeddings_fuse_with_full_text() {
     let db = TestDb::new().await;
     let (ws, agent) = demo(&db.pool).await;
-    let e = minilm();
+    let e = local_embedder();
     let written = embed_missing_chunks(&db.pool, e.as_ref(), ws, 10_000)
         .await
         .unwrap();
@@ -178,7 +181,7 @@ async fn minilm_embeddings_fuse_with_full_text() {
             .fetch_all(&db.pool)
             .await
             .unwrap();
-    assert_eq!(models, vec![Some("all-MiniLM-L6-v2".to_string())]);
+    assert_eq!(models, vec![Some("all-mpnet-base-v2".to_string())]);
     // Nothing left to embed with the same model; another model re-embeds all.
     assert_eq!(
         embed_missing_chunks(&db.pool, e.as_ref(), ws, 10_000)

@@ -2,7 +2,7 @@
 //! (`tests/fixtures/knowledge/`: a vet clinic and a day care, FAQ entries
 //! asked in callers' words, and off-topic questions). Through the real path:
 //! FAQ sources ingested by the API into PostgreSQL and embedded with
-//! all-MiniLM-L6-v2, then the runtime's in-memory retrieval and the offline
+//! the default embedder (all-mpnet-base-v2), then the runtime's in-memory retrieval and the offline
 //! answerer. Each fixture has a tuning split (`questions`: the floor and the
 //! weights were chosen on it; its results are printed) and an untouched
 //! split (`untouched`: written before tuning and never looked at question by
@@ -166,15 +166,18 @@ async fn paraphrased_questions_find_their_faq_and_off_topic_ones_get_the_fallbac
         ingest(&api, &token, ws, "daycare.json").await,
     ];
     let embedded: i64 = api
-        .count("select id from knowledge_chunks where embedding_model = 'all-MiniLM-L6-v2' and question_embedding is not null")
+        .count("select id from knowledge_chunks where embedding_model = 'all-mpnet-base-v2' and question_embedding is not null")
         .await;
     assert_eq!(
         embedded, 36,
         "every FAQ chunk and its question embedded at ingest"
     );
     let embedder =
-        switchboard::agent_runtime::minilm::shared(&api.config.embeddings.local_model_dir)
-            .expect("MiniLM loads");
+        switchboard::agent_runtime::sentence_embedder::shared(
+            &api.config.embeddings.local_model_dir,
+            &api.config.tts.onnxruntime_path,
+        )
+            .expect("the embedding model loads");
     let knowledge = KnowledgeIndex::new(api.db.pool.clone(), &embedder.name());
 
     let mut splits = [Tally::default(), Tally::default()]; // tuning, untouched

@@ -270,6 +270,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                 Action::Transcribe { turn, audio } => {
                     tracing::debug!(turn, samples = audio.len(), "transcribing");
                     let stt = providers.stt.clone();
+                    let embedder = providers.embedder.clone();
                     let tx = stt_tx.clone();
                     let language = profile.stt_language.clone();
                     stt_tasks.insert(
@@ -279,6 +280,11 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                                 .transcribe(&audio, language.as_deref())
                                 .await
                                 .map_err(|e| e.to_string());
+                            // The question's vector is computed while the
+                            // turn waits for its end; the reply finds it ready.
+                            if let Ok(t) = &result {
+                                embedder.prefetch(&t.text);
+                            }
                             let _ = tx.send((turn, result)).await;
                         }),
                     );
@@ -441,7 +447,7 @@ fn reply_context(
         events: tx.clone(),
         first_token_timeout: Duration::from_secs(rt.config.llm.first_token_timeout_secs),
         utt_base,
-        embedder: Some(providers.embedder.clone()),
+        embedder: Some(providers.embedder.clone() as Arc<dyn super::embeddings::Embedder>),
         embed_budget: Duration::from_millis(rt.config.embeddings.query_budget_ms),
     }
 }

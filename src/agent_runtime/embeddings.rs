@@ -1,11 +1,14 @@
 //! Text embeddings for retrieval: the trait, an OpenAI-compatible
-//! `/v1/embeddings` client (the in-process model is `minilm`), and the
+//! `/v1/embeddings` client (the in-process model is `sentence_embedder`), and the
 //! (re-)embedding of stored chunks whose vector is missing or comes from
 //! another model.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use serde::Deserialize;
 
 use super::provider_error::{status_error, ProviderError};
@@ -137,6 +140,90 @@ impl Embedder for OpenAiEmbeddings {
     }
     fn name(&self) -> String {
         self.model.clone()
+    }
+}
+
+/// Questions whose vectors are remembered (a call's turns, a few calls').
+const QUERY_CACHE: usize = 64;
+
+type SharedVector = Shared<BoxFuture<'static, Result<Vec<f32>, String>>>;
+
+/// The process's embedder with a memory of the last few single texts: a
+/// caller's question is embedded as soon as its transcript arrives (while
+/// the turn still waits for the end-of-turn pause) and again when the reply
+/// retrieves; the second call gets the first one's vector, or waits for it
+/// if it is still being computed. Batches (ingest) pass straight through.
+pub struct QueryCache {
+    inner: Arc<dyn Embedder>,
+    recent: Mutex<VecDeque<(String, SharedVector)>>,
+}
+
+impl QueryCache {
+    pub fn new(inner: Arc<dyn Embedder>) -> QueryCache {
+        QueryCache {
+            inner,
+            recent: Mutex::new(VecDeque::with_capacity(QUERY_CACHE)),
+        }
+    }
+
+    fn vector_of(&self, text: &str) -> SharedVector {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, v)) = recent.iter().find(|(t, _)| t == text) {
+            return v.clone();
+        }
+        let inner = self.inner.clone();
+        let texts = [text.to_string()];
+        let v: SharedVector = async move {
+            match inner.embed(&texts).await {
+                Ok(mut v) if v.len() == 1 => Ok(v.pop().unwrap_or_default()),
+                Ok(_) => Err("the embedder returned no vector".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        .boxed()
+        .shared();
+        if recent.len() == QUERY_CACHE {
+            recent.pop_front();
+        }
+        recent.push_back((text.to_string(), v.clone()));
+        v
+    }
+
+    fn forget(&self, text: &str) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|(t, _)| t != text);
+    }
+
+    /// Starts embedding `text` in the background, for a later `embed`.
+    pub fn prefetch(self: &Arc<Self>, text: &str) {
+        if text.trim().is_empty() {
+            return;
+        }
+        let v = self.vector_of(text);
+        tokio::spawn(v);
+    }
+}
+
+#[async_trait]
+impl Embedder for QueryCache {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let [text] = texts else {
+            return self.inner.embed(texts).await;
+        };
+        match self.vector_of(text).await {
+            Ok(v) => Ok(vec![v]),
+            Err(e) => {
+                // A failure is not remembered: the next turn tries again.
+                self.forget(text);
+                Err(ProviderError::Protocol(e))
+            }
+        }
+    }
+    fn dims(&self) -> usize {
+        self.inner.dims()
+    }
+    fn name(&self) -> String {
+        self.inner.name()
     }
 }
 

@@ -1,6 +1,6 @@
 //! The provider bundle a call uses: offline defaults from the configuration
 //! (whisper, the retrieval answerer, a Piper voice with espeak-ng as its
-//! fallback, MiniLM embeddings), and the
+//! fallback, sentence embeddings), and the
 //! per-agent choice of networked providers with the workspace's credentials
 //! from `workspace_llm_config` (keys decrypted only in memory).
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::embeddings::{Embedder, OpenAiEmbeddings, UnavailableEmbedder};
+use super::embeddings::{Embedder, OpenAiEmbeddings, QueryCache, UnavailableEmbedder};
 use super::llm::{AnthropicMessages, LanguageModel, OfflineAnswerer, OpenAiChat};
 use super::llm_http::HttpLlmSettings;
 use super::profile::AgentProfile;
@@ -19,14 +19,15 @@ use super::stt::{OpenAiStt, SpeechToText, WhisperStt};
 use super::tts::{ElevenLabsTts, EspeakTts, OpenAiTts, PiperHttpTts, TextToSpeech};
 use super::tts_cache::{CachedTts, TtsCache};
 use super::tts_piper::PiperTts;
-use crate::config::{Config, EmbeddingsConfig, TtsConfig};
+use crate::config::{Config, TtsConfig};
 
 #[derive(Clone)]
 pub struct Providers {
     pub stt: Arc<dyn SpeechToText>,
     pub llm: Arc<dyn LanguageModel>,
     pub tts: Arc<dyn TextToSpeech>,
-    pub embedder: Arc<dyn Embedder>,
+    /// The process's embedder, remembering recent questions' vectors.
+    pub embedder: Arc<QueryCache>,
     /// espeak-ng, for agents that choose it (`tts_provider = 'espeak'`).
     pub espeak: Arc<dyn TextToSpeech>,
 }
@@ -66,7 +67,9 @@ pub fn default_base_url(provider: &str) -> Option<&'static str> {
 
 /// The process's embedder (`[embeddings]`): the API embeds knowledge with
 /// it and every call its questions, so stored and query vectors compare.
-pub fn embedder_from_config(config: &EmbeddingsConfig) -> Arc<dyn Embedder> {
+pub fn embedder_from_config(config: &Config) -> Arc<dyn Embedder> {
+    let onnxruntime = &config.tts.onnxruntime_path;
+    let config = &config.embeddings;
     match config.provider.as_str() {
         "openai" => Arc::new(OpenAiEmbeddings::new(
             &config.base_url,
@@ -74,7 +77,7 @@ pub fn embedder_from_config(config: &EmbeddingsConfig) -> Arc<dyn Embedder> {
             &config.model,
             config.dims,
         )),
-        _ => match super::minilm::shared(&config.local_model_dir) {
+        _ => match super::sentence_embedder::shared(&config.local_model_dir, onnxruntime) {
             Ok(e) => e,
             Err(err) => {
                 tracing::error!(error = %err, "the embedding model did not load; retrieval is full-text only");
@@ -110,7 +113,7 @@ impl Providers {
             stt: Arc::new(stt),
             llm: Arc::new(OfflineAnswerer::new()),
             tts: with_cache(&config.tts, tts),
-            embedder: embedder_from_config(&config.embeddings),
+            embedder: Arc::new(QueryCache::new(embedder_from_config(config))),
             espeak: with_cache(&config.tts, espeak),
         })
     }

@@ -42,7 +42,10 @@ impl Runtime {
         let prerender =
             super::tts_prerender::spawn(pool.clone(), config.clone(), providers.clone())
                 .map(|t| t.abort_handle());
-        let knowledge = KnowledgeIndex::new(pool.clone(), &providers.embedder.name());
+        let knowledge = KnowledgeIndex::new(
+            pool.clone(),
+            &super::embeddings::Embedder::name(providers.embedder.as_ref()),
+        );
         knowledge.spawn_listener();
         Arc::new(Runtime {
             knowledge,

@@ -117,7 +117,7 @@ impl ApiState {
             .user_agent("switchboard-knowledge/0.1")
             .build()
             .map_err(ApiError::internal)?;
-        let embedder = crate::agent_runtime::providers::embedder_from_config(&config.embeddings);
+        let embedder = crate::agent_runtime::providers::embedder_from_config(&config);
         let knowledge = KnowledgeIndex::new(pool.clone(), &embedder.name());
         if tokio::runtime::Handle::try_current().is_ok() {
             knowledge.spawn_listener();

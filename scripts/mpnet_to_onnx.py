@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Writes an MPNet sentence encoder (sentence-transformers' all-mpnet-base-v2)
+as an ONNX graph for ONNX Runtime, from the model's own safetensors file.
+
+The graph takes input_ids and attention_mask (int64, batch x tokens) and
+returns sentence_embedding (batch x hidden): the encoder as Hugging Face's
+MPNetModel computes it (no token types, positions counted after the padding
+id, T5-style relative position buckets shared by every layer), mean pooling
+over the real tokens and unit length, as sentence-transformers does.
+With --int8 the matrices are quantized per channel to 8 bits (dynamic
+quantization: activations stay float), which AVX-512 VNNI runs several
+times faster.
+
+usage: mpnet_to_onnx.py MODEL_DIR OUT.onnx [--int8]
+"""
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = {"F32": np.float32, "I64": np.int64}[meta["dtype"]]
+        a, b = meta["data_offsets"]
+        out[name] = np.frombuffer(data[a:b], dtype=dtype).reshape(meta["shape"])
+    return out
+
+
+def bucket(rel, num_buckets, max_distance=128):
+    n = -rel
+    half = num_buckets // 2
+    ret = (n < 0) * half
+    n = np.abs(n)
+    exact = half // 2
+    large = exact + (np.log(np.maximum(n, 1) / exact) / math.log(max_distance / exact) * (half - exact)).astype(np.int64)
+    return ret + np.where(n < exact, n, np.minimum(large, half - 1))
+
+
+def build(model_dir):
+    W = load_safetensors(os.path.join(model_dir, "model.safetensors"))
+    cfg = json.load(open(os.path.join(model_dir, "config.json")))
+    assert cfg["model_type"] == "mpnet", cfg["model_type"]
+
+    def p(k):
+        return W[k] if k in W else W["mpnet." + k]
+
+    H, heads, layers = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_hidden_layers"]
+    D, eps, pad = H // heads, cfg["layer_norm_eps"], cfg["pad_token_id"]
+    maxpos = cfg["max_position_embeddings"] - pad - 1
+    nodes, inits = [], []
+    count = [0]
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(op, ins, **attrs):
+        count[0] += 1
+        out = f"{op.lower()}_{count[0]}"
+        nodes.append(helper.make_node(op, ins, [out], **attrs))
+        return out
+
+    def linear(x, prefix):
+        w = const(prefix + ".wt", np.ascontiguousarray(p(prefix + ".weight").T))
+        b = const(prefix + ".b", p(prefix + ".bias"))
+        return node("Add", [node("MatMul", [x, w]), b])
+
+    def layer_norm(x, prefix):
+        g = const(prefix + ".g", p(prefix + ".weight"))
+        b = const(prefix + ".beta", p(prefix + ".bias"))
+        return node("LayerNormalization", [x, g, b], axis=-1, epsilon=eps)
+
+    # Positions: the i-th real token is at pad + i (i from 1), padding at pad.
+    mask_f = node("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    cum = node("CumSum", ["attention_mask", const("one_axis", np.array(1, np.int64))])
+    pos = node("Add", [node("Mul", [cum, "attention_mask"]), const("pad", np.array(pad, np.int64))])
+    words = node("Gather", [const("word_embeddings", p("embeddings.word_embeddings.weight")), "input_ids"])
+    positions = node("Gather", [const("position_embeddings", p("embeddings.position_embeddings.weight")), pos])
+    x = layer_norm(node("Add", [words, positions]), "embeddings.LayerNorm")
+
+    # Relative position bias (1, heads, L, L) from a table of every distance.
+    shape = node("Shape", ["input_ids"])
+    length = node("Gather", [shape, const("one", np.array(1, np.int64))], axis=0)
+    r = node("Range", [const("zero", np.array(0, np.int64)), length, const("step", np.array(1, np.int64))])
+    rel = node("Sub", [node("Unsqueeze", [r, const("ax0", np.array([0], np.int64))]),
+                       node("Unsqueeze", [r, const("ax1", np.array([1], np.int64))])])
+    table = bucket(np.arange(-maxpos, maxpos + 1, dtype=np.int64), cfg.get("relative_attention_num_buckets", 32))
+    buckets = node("Gather", [const("bucket_table", table), node("Add", [rel, const("maxpos", np.array(maxpos, np.int64))])])
+    bias = node("Gather", [const("relative_bias", p("encoder.relative_attention_bias.weight")), buckets])  # L, L, heads
+    bias = node("Unsqueeze", [node("Transpose", [bias], perm=[2, 0, 1]), const("ax0b", np.array([0], np.int64))])
+    # Padding: -1e9 on the keys that are padding, (B, 1, 1, L).
+    mask_bias = node("Mul", [node("Sub", [mask_f, const("f1", np.array(1.0, np.float32))]), const("big", np.array(1e9, np.float32))])
+    mask_bias = node("Unsqueeze", [mask_bias, const("ax12", np.array([1, 2], np.int64))])
+    bias = node("Add", [bias, mask_bias])
+
+    split_shape = const("split_shape", np.array([0, 0, heads, D], np.int64))
+    merge_shape = const("merge_shape", np.array([0, 0, H], np.int64))
+    scale = const("scale", np.array(1.0 / math.sqrt(D), np.float32))
+    half, sqrt2 = const("half", np.array(0.5, np.float32)), const("sqrt2", np.array(math.sqrt(2.0), np.float32))
+    for l in range(layers):
+        k = f"encoder.layer.{l}."
+        q = node("Transpose", [node("Reshape", [linear(x, k + "attention.attn.q"), split_shape])], perm=[0, 2, 1, 3])
+        kt = node("Transpose", [node("Reshape", [linear(x, k + "attention.attn.k"), split_shape])], perm=[0, 2, 3, 1])
+        v = node("Transpose", [node("Reshape", [linear(x, k + "attention.attn.v"), split_shape])], perm=[0, 2, 1, 3])
+        scores = node("Add", [node("Mul", [node("MatMul", [q, kt]), scale]), bias])
+        probs = node("Softmax", [scores], axis=-1)
+        ctx = node("Reshape", [node("Transpose", [node("MatMul", [probs, v])], perm=[0, 2, 1, 3]), merge_shape])
+        a = layer_norm(node("Add", [linear(ctx, k + "attention.attn.o"), x]), k + "attention.LayerNorm")
+        i = linear(a, k + "intermediate.dense")
+        i = node("Mul", [node("Mul", [i, half]), node("Add", [node("Erf", [node("Div", [i, sqrt2])]), const(f"one_f{l}", np.array(1.0, np.float32))])])
+        x = layer_norm(node("Add", [linear(i, k + "output.dense"), a]), k + "output.LayerNorm")
+
+    # Mean over the real tokens, then unit length.
+    m = node("Unsqueeze", [mask_f, const("ax2", np.array([2], np.int64))])
+    summed = node("ReduceSum", [node("Mul", [x, m]), const("ax1r", np.array([1], np.int64))], keepdims=0)
+    counts = node("Max", [node("ReduceSum", [m, const("ax1c", np.array([1], np.int64))], keepdims=0), const("tiny", np.array(1e-9, np.float32))])
+    mean = node("Div", [summed, counts])
+    norm = node("Max", [node("Sqrt", [node("ReduceSum", [node("Mul", [mean, mean]), const("axl", np.array([1], np.int64))], keepdims=1)]), const("tiny2", np.array(1e-12, np.float32))])
+    nodes.append(helper.make_node("Div", [mean, norm], ["sentence_embedding"]))
+
+    graph = helper.make_graph(
+        nodes, "mpnet_sentence_encoder",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", H])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="switchboard")
+    model.ir_version = 8
+    return model
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    model_dir, out = sys.argv[1], sys.argv[2]
+    model = build(model_dir)
+    tmp = out + ".fp32.tmp" if "--int8" in sys.argv else out + ".tmp"
+    onnx.save(model, tmp)
+    if "--int8" in sys.argv:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        quantize_dynamic(tmp, out + ".tmp", weight_type=QuantType.QInt8, per_channel=True)
+        os.unlink(tmp)
+    os.replace(out + ".tmp", out)
+
+
+if __name__ == "__main__":
+    main()
