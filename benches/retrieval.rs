@@ -19,8 +19,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use switchboard::agent_runtime::embeddings::{embed_missing_chunks, Embedder};
-use switchboard::agent_runtime::sentence_embedder::SentenceEmbedder;
 use switchboard::agent_runtime::retrieval::{self, KnowledgeIndex, SearchOptions};
+use switchboard::agent_runtime::sentence_embedder::SentenceEmbedder;
 use switchboard::db::seed::{seed_demo, DEMO_AGENT};
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;
@@ -179,8 +179,11 @@ async fn main() {
         .unwrap();
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/all-MiniLM-L6-v2");
-    let model = SentenceEmbedder::load(&dir, std::path::Path::new("data/models/onnxruntime/libonnxruntime.so"))
-        .expect("MiniLM model");
+    let model = SentenceEmbedder::load(
+        &dir,
+        std::path::Path::new("data/models/onnxruntime/libonnxruntime.so"),
+    )
+    .expect("MiniLM model");
     // One question at a time, as a turn does (after a warm-up).
     let mut one = Vec::new();
     for i in 0..60 {

@@ -10,5 +10,6 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod media;
+pub mod outbound;
 pub mod serve;
 pub mod sip;

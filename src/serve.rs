@@ -45,7 +45,8 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     .await
     .context("loading providers")?
     .context("loading the offline providers (whisper model, espeak-ng)")?;
-    let embedder = providers.embedder.clone() as Arc<dyn crate::agent_runtime::embeddings::Embedder>;
+    let embedder =
+        providers.embedder.clone() as Arc<dyn crate::agent_runtime::embeddings::Embedder>;
     spawn_stt_warm_up(providers.stt.clone());
     let runtime = Runtime::new(pool.clone(), config.clone(), providers);
     let sip = SipServer::start(&config, pool.clone(), Arc::new(AgentCalls(runtime.clone())))

@@ -394,6 +394,119 @@ async fn private_addresses_are_refused_by_default() {
     );
 }
 
+/// A page server on 127.0.0.2 (the one address the node is told it may
+/// fetch, standing for a public site) whose pages redirect to the node's
+/// own network: by IP literal, by a name that resolves to loopback, and
+/// through the IPv4-mapped form. The secret page on 127.0.0.1 must never
+/// be read, and each refusal says why.
+#[tokio::test]
+async fn redirects_and_names_cannot_reach_internal_addresses() {
+    use axum::response::Redirect;
+    use switchboard::api::ApiState;
+    use switchboard::outbound::Allowed;
+    let api = Api::start().await;
+    let (_, t) = api.user("owner@example.com").await;
+    let ws = api.workspace(&t, "Acme").await;
+    let secret = page_server().await; // on 127.0.0.1
+    let secret_port = secret.rsplit(':').next().unwrap().to_string();
+    let to_literal = format!("{secret}/notes.txt");
+    let to_name = format!("http://localhost:{secret_port}/notes.txt");
+    let to_mapped = format!("http://[::ffff:127.0.0.1]:{secret_port}/notes.txt");
+    let app = axum::Router::new()
+        .route(
+            "/ok.txt",
+            get(|| async { ([(header::CONTENT_TYPE, "text/plain")], "We open at nine.") }),
+        )
+        .route(
+            "/literal",
+            get(move || async move { Redirect::temporary(&to_literal) }),
+        )
+        .route(
+            "/name",
+            get(move || async move { Redirect::temporary(&to_name) }),
+        )
+        .route(
+            "/mapped",
+            get(move || async move { Redirect::temporary(&to_mapped) }),
+        )
+        .route("/loop", get(|| async { Redirect::temporary("/loop") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let public = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let state = ApiState::new(api.db.pool.clone(), api.config.clone())
+        .unwrap()
+        .allow_url_ranges(Allowed::ranges(vec!["127.0.0.2/32".parse().unwrap()]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(switchboard::api::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    let ingest = |url: String| {
+        let (client, base, t) = (api.client.clone(), base.clone(), t.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/v1/workspaces/{ws}/knowledge"))
+                .bearer_auth(&t)
+                .json(&json!({"name": "Site", "type": "URL", "url": url}))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // The allowed server itself is fetched.
+    let ok = ingest(format!("{public}/ok.txt")).await;
+    assert_eq!(ok["status"], "ready", "{ok}");
+    for (case, url, says) in [
+        (
+            "redirect to an IP literal",
+            format!("{public}/literal"),
+            "internal address",
+        ),
+        (
+            "redirect to a name",
+            format!("{public}/name"),
+            "internal address",
+        ),
+        (
+            "redirect to a mapped address",
+            format!("{public}/mapped"),
+            "internal address",
+        ),
+        (
+            "a name, directly",
+            format!("http://localhost:{secret_port}/notes.txt"),
+            "internal address",
+        ),
+        (
+            "a mapped address, directly",
+            format!("http://[::ffff:7f00:1]:{secret_port}/notes.txt"),
+            "internal address",
+        ),
+        ("endless redirects", format!("{public}/loop"), "redirects"),
+    ] {
+        let body = ingest(url).await;
+        println!("{case}: {}", body["error"]);
+        assert_eq!(body["status"], "failed", "{case}: {body}");
+        assert!(
+            body["error"].as_str().unwrap_or("").contains(says),
+            "{case}: {body}"
+        );
+    }
+    let leaked: i64 = sqlx::query_scalar(
+        "select count(*) from knowledge_chunks where content like '%Parking is free%'",
+    )
+    .fetch_one(&api.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0, "the internal page was stored");
+}
+
 #[tokio::test]
 async fn search_ranks_the_agents_chunks() {
     let api = Api::start().await;

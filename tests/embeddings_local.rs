@@ -186,7 +186,11 @@ async fn matches_reference(m: &SentenceEmbedder, fixture: &str) {
             .zip(&expected)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(worst < 1e-4, "{} text {i}: largest difference {worst}", m.name());
+        assert!(
+            worst < 1e-4,
+            "{} text {i}: largest difference {worst}",
+            m.name()
+        );
         assert!(cosine(&ours[i], &expected) > 0.99999);
     }
 }

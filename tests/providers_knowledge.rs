@@ -15,8 +15,8 @@ use switchboard::agent_runtime::embeddings::{embed_missing_chunks, Embedder};
 use switchboard::agent_runtime::llm::{
     ChatMessage, LanguageModel, LlmDelta, LlmRequest, OfflineAnswerer,
 };
-use switchboard::agent_runtime::sentence_embedder::SentenceEmbedder;
 use switchboard::agent_runtime::retrieval::{self, KnowledgeIndex, RetrievedChunk, SearchOptions};
+use switchboard::agent_runtime::sentence_embedder::SentenceEmbedder;
 use switchboard::db::seed::{seed_demo, DEMO_AGENT, DEMO_FAQ};
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;
@@ -27,7 +27,7 @@ fn local_embedder() -> Arc<SentenceEmbedder> {
         &config.embeddings.local_model_dir,
         &config.tts.onnxruntime_path,
     )
-        .expect("the embedding model in data/models")
+    .expect("the embedding model in data/models")
 }
 
 /// `limit` chunks for `q` from memory, with `embedder`'s vector of `q` when given.

@@ -179,12 +179,11 @@ async fn paraphrased_questions_find_their_faq_and_off_topic_ones_get_the_fallbac
         embedded, 36,
         "every FAQ chunk and its question embedded at ingest"
     );
-    let embedder =
-        switchboard::agent_runtime::sentence_embedder::shared(
-            &api.config.embeddings.local_model_dir,
-            &api.config.tts.onnxruntime_path,
-        )
-            .expect("the embedding model loads");
+    let embedder = switchboard::agent_runtime::sentence_embedder::shared(
+        &api.config.embeddings.local_model_dir,
+        &api.config.tts.onnxruntime_path,
+    )
+    .expect("the embedding model loads");
     let knowledge = KnowledgeIndex::new(api.db.pool.clone(), &embedder.name());
 
     let mut splits = [Tally::default(), Tally::default()]; // tuning, untouched

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::embeddings::{Embedder, MAX_BATCH};
-use ort::session::Session;
 use super::provider_error::ProviderError;
+use ort::session::Session;
 
 /// sentence-transformers' `max_seq_length` when the folder does not say
 /// (longer texts are cut, as the reference does).
@@ -209,7 +209,8 @@ fn onnx_forward(
     dims: usize,
 ) -> Result<Vec<Vec<f32>>, ProviderError> {
     let wide = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
-    let ids = ort::value::Tensor::from_array(([shape.0, shape.1], wide(ids))).map_err(model_error)?;
+    let ids =
+        ort::value::Tensor::from_array(([shape.0, shape.1], wide(ids))).map_err(model_error)?;
     let mask =
         ort::value::Tensor::from_array(([shape.0, shape.1], wide(mask))).map_err(model_error)?;
     let mut session = session.lock().unwrap_or_else(|p| p.into_inner());

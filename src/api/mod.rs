@@ -54,8 +54,8 @@ pub struct ApiState {
     /// The in-memory knowledge the runtime retrieves from (shared with it
     /// in `serve`), so a search here ranks as a call would.
     pub knowledge: Arc<KnowledgeIndex>,
-    /// URL knowledge sources may fetch loopback/private addresses (tests).
-    pub fetch_private: bool,
+    /// Internal addresses URL knowledge sources may still fetch.
+    pub fetch_allowed: crate::outbound::Allowed,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -90,6 +90,16 @@ impl Default for LoginLimits {
     }
 }
 
+/// The client URL knowledge sources are fetched with (`outbound`).
+fn knowledge_client(allowed: &crate::outbound::Allowed) -> Result<reqwest::Client, ApiError> {
+    crate::outbound::client(
+        allowed.clone(),
+        knowledge::FETCH_TIMEOUT,
+        "switchboard-knowledge/0.1",
+    )
+    .map_err(ApiError::internal)
+}
+
 impl ApiState {
     /// Refuses the demo encryption key outside demo mode (the configuration
     /// loader checks this too; a hand-built `Config` must not slip past).
@@ -110,13 +120,8 @@ impl ApiState {
         if config.api.jwt_secret.is_empty() {
             return Err(ApiError::internal("api.jwt_secret is empty"));
         }
-        let http = reqwest::Client::builder()
-            .timeout(knowledge::FETCH_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent("switchboard-knowledge/0.1")
-            .build()
-            .map_err(ApiError::internal)?;
+        let fetch_allowed = crate::outbound::Allowed::none();
+        let http = knowledge_client(&fetch_allowed)?;
         let embedder = crate::agent_runtime::providers::embedder_from_config(&config);
         let knowledge = KnowledgeIndex::new(pool.clone(), &embedder.name());
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -135,7 +140,7 @@ impl ApiState {
             config,
             live: None,
             embedder,
-            fetch_private: false,
+            fetch_allowed,
         })
     }
 
@@ -163,8 +168,26 @@ impl ApiState {
 
     /// Lets URL sources reach loopback and private addresses (tests, or a
     /// deployment whose documents live on its own network).
-    pub fn allow_private_urls(mut self) -> ApiState {
-        self.fetch_private = true;
+    pub fn allow_private_urls(self) -> ApiState {
+        self.allow_url_ranges(crate::outbound::Allowed::all())
+    }
+
+    /// Lets URL sources reach these internal addresses (and no others).
+    pub fn allow_url_ranges(mut self, allowed: crate::outbound::Allowed) -> ApiState {
+        match knowledge_client(&allowed) {
+            Ok(http) => {
+                let shared = Arc::get_mut(&mut self.shared);
+                match shared {
+                    Some(shared) => shared.http = http,
+                    None => {
+                        tracing::error!("allow_url_ranges on a shared state; unchanged");
+                        return self;
+                    }
+                }
+                self.fetch_allowed = allowed;
+            }
+            Err(e) => tracing::error!(error = %e, "knowledge client; URL ranges unchanged"),
+        }
         self
     }
 

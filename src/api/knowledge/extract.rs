@@ -2,7 +2,6 @@
 //! private-address guard, PDF extraction off the async threads), embeddings
 //! when a provider is configured, and ranking chunks for a query.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -22,53 +21,13 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_FETCH_BYTES: usize = 5 * 1024 * 1024;
 const PDF_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Loopback, private, link-local, unique-local, unspecified: addresses a
-/// URL source must not reach (the server's own network), unless the state
-/// allows it (tests serve pages on 127.0.0.1).
-fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_internal(IpAddr::V4(v4)))
-        }
-    }
-}
-
-async fn guard(st: &ApiState, url: &reqwest::Url) -> Result<(), String> {
-    if st.fetch_private {
-        return Ok(());
-    }
-    let host = url.host_str().ok_or("the URL has no host")?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let addrs = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    for addr in addrs {
-        if is_internal(addr.ip()) {
-            return Err(format!("{host} resolves to an internal address; refused"));
-        }
-    }
-    Ok(())
-}
-
 /// Fetches a URL and returns its text: HTML is converted, plain text kept,
 /// PDF extracted; anything else fails the source.
 pub async fn fetch_text(st: &ApiState, url: &str) -> Result<String, String> {
     let parsed = reqwest::Url::parse(url).map_err(|_| "not a valid URL".to_string())?;
-    guard(st, &parsed).await?;
+    // Names are checked where they are resolved, for the first hop and
+    // every redirect (`outbound`); literal addresses and schemes here.
+    crate::outbound::check_url(&parsed, &st.fetch_allowed)?;
     let mut response = st
         .shared
         .http
@@ -125,7 +84,16 @@ pub async fn fetch_text(st: &ApiState, url: &str) -> Result<String, String> {
 }
 
 fn without_url(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    if let Some(refused) = crate::outbound::refusal(e) {
+        refused
+    } else if e.is_redirect() {
+        // The policy's own words ("more than 5 redirects") are the last source.
+        let mut last: &dyn std::error::Error = e;
+        while let Some(next) = last.source() {
+            last = next;
+        }
+        last.to_string()
+    } else if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "could not connect".into()
@@ -201,26 +169,6 @@ pub async fn rank(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn internal_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "169.254.169.254",
-            "::1",
-            "fd00::1",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "2606:4700::1111"] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[tokio::test]
     async fn corrupt_pdf_fails_cleanly() {
