@@ -8,15 +8,16 @@
 //! are printed) and an untouched split (`untouched`: written before tuning
 //! and never looked at question by question while tuning). An untouched
 //! split whose misses have been read joins the tuning split, and a new one
-//! is written before the next round of tuning (the second was written on
-//! 2026-12-04; its misses were printed by the run of 2026-12-04 20:45, so it
-//! joins tuning before the next round).
+//! is written before the next round of tuning. The third split was written
+//! on 2026-12-04 (after the weights for all-mpnet-base-v2 were chosen; the
+//! second, whose misses were read, joined tuning) and only its totals have
+//! been read.
 //!
 //! The goal is ≥ 90 % of the untouched split right, off-topic questions
-//! included. Measured with all-mpnet-base-v2: 89 % of its paraphrases but
-//! only 10 of 16 off-topic questions ("What time does the bank close?" gets
-//! the opening hours), 42 of 52 in all. The test holds that level (a
-//! regression fails it); the README lists the goal as not met.
+//! included. Measured with all-mpnet-base-v2 on the third split: 31 of 36
+//! paraphrases (86 %) and 10 of 16 off-topic questions, 41 of 52 in all
+//! (79 %). The test holds that level (a regression fails it); the README
+//! lists the goal as not met.
 
 mod api_support;
 
@@ -287,14 +288,14 @@ async fn paraphrased_questions_find_their_faq_and_off_topic_ones_get_the_fallbac
     };
     assert!(splits[1].total >= 30 && off_topic[1].total >= 5);
     assert!(
-        splits[1].share() >= 0.88,
+        splits[1].share() >= 0.85,
         "untouched paraphrases {}/{} right; misses: {:#?}",
         splits[1].right,
         splits[1].total,
         misses[1]
     );
     assert!(
-        untouched.share() >= 0.8,
+        untouched.share() >= 0.75,
         "untouched split {}/{} right; misses: {:#?}",
         untouched.right,
         untouched.total,
