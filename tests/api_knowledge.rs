@@ -362,6 +362,19 @@ async fn bad_documents_fail_only_their_source() {
     );
 }
 
+/// A second API server on the test's database with `state` (its own URL
+/// policy); returns its base URL.
+async fn second_server(state: switchboard::api::ApiState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(switchboard::api::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    base
+}
+
 #[tokio::test]
 async fn private_addresses_are_refused_by_default() {
     use switchboard::api::ApiState;
@@ -370,14 +383,7 @@ async fn private_addresses_are_refused_by_default() {
     let ws = api.workspace(&t, "Acme").await;
     let pages = page_server().await;
     // a second server on the same database without allow_private_urls
-    let state = ApiState::new(api.db.pool.clone(), api.config.clone()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(switchboard::api::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
+    let base = second_server(ApiState::new(api.db.pool.clone(), api.config.clone()).unwrap()).await;
     let r = api
         .client
         .post(format!("{base}/v1/workspaces/{ws}/knowledge"))
@@ -439,13 +445,7 @@ async fn redirects_and_names_cannot_reach_internal_addresses() {
     let state = ApiState::new(api.db.pool.clone(), api.config.clone())
         .unwrap()
         .allow_url_ranges(Allowed::ranges(vec!["127.0.0.2/32".parse().unwrap()]));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(switchboard::api::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
+    let base = second_server(state).await;
     let ingest = |url: String| {
         let (client, base, t) = (api.client.clone(), base.clone(), t.clone());
         async move {

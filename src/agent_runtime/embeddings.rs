@@ -195,7 +195,7 @@ impl QueryCache {
     }
 
     /// Starts embedding `text` in the background, for a later `embed`.
-    pub fn prefetch(self: &Arc<Self>, text: &str) {
+    pub fn prefetch(&self, text: &str) {
         if text.trim().is_empty() {
             return;
         }

@@ -27,6 +27,18 @@ pub fn init(library: &Path) -> Result<&'static Environment, ProviderError> {
     .map_err(|e| ProviderError::Engine(e.clone()))
 }
 
+/// A session on `model` with `threads` intra-op threads, in the environment
+/// [`init`] created.
+pub fn session(model: &Path, threads: usize) -> Result<ort::session::Session, ProviderError> {
+    ort::session::Session::builder(environment()?)
+        .and_then(|b| {
+            b.with_intra_threads(threads.max(1))
+                .map_err(Into::into)
+                .and_then(|mut b| b.commit_from_file(model).map_err(Into::into))
+        })
+        .map_err(|e: ort::Error| ProviderError::Engine(format!("{}: {e}", model.display())))
+}
+
 /// The environment [`init`] created.
 pub fn environment() -> Result<&'static Environment, ProviderError> {
     match ENV.get() {

@@ -107,22 +107,15 @@ impl SentenceEmbedder {
                 ..Default::default()
             }))
             .map_err(|e| cfg_err("tokenizer truncation", &e))?;
-        // Mapped, not read: the pages are the page cache's, shared and
-        // counted once however many processes load the model.
         let onnx = dir.join("model.onnx");
         let network = if onnx.is_file() {
             super::onnx_env::init(onnxruntime)?;
-            let session = Session::builder(super::onnx_env::environment()?)
-                .and_then(|b| {
-                    b.with_intra_threads(ONNX_THREADS)
-                        .map_err(Into::into)
-                        .and_then(|mut b| b.commit_from_file(&onnx).map_err(Into::into))
-                })
-                .map_err(|e: ort::Error| cfg_err("model.onnx", &e))?;
-            Network::Onnx(Mutex::new(session))
+            Network::Onnx(Mutex::new(super::onnx_env::session(&onnx, ONNX_THREADS)?))
         } else if arch.model_type == "bert" || arch.model_type.is_empty() {
             let c: BertConfig =
                 serde_json::from_str(&config_text).map_err(|e| cfg_err("config.json", &e))?;
+            // Mapped, not read: the pages are the page cache's, shared and
+            // counted once however many processes load the model.
             // SAFETY: the file is ours (data/models, written once by setup
             // and checksummed); nothing writes to it while it is mapped.
             let vb = unsafe {

@@ -82,7 +82,7 @@ impl PiperVoice {
                 "{name}: multi-speaker voices are not supported"
             )));
         }
-        let session = new_session(&model, threads)?;
+        let session = super::onnx_env::session(&model, threads)?;
         Ok(PiperVoice {
             name: name.to_string(),
             config,
@@ -154,24 +154,13 @@ impl PiperVoice {
             .lock()
             .map_err(|_| ProviderError::Engine("piper session lock poisoned".into()))?;
         if slot.is_none() {
-            *slot = Some(new_session(&self.model, 1)?);
+            *slot = Some(super::onnx_env::session(&self.model, 1)?);
         }
         match slot.as_mut() {
             Some(session) => infer(session, ids, scales),
             None => Err(ProviderError::Engine("no background session".into())),
         }
     }
-}
-
-fn new_session(model: &Path, threads: usize) -> Result<Session, ProviderError> {
-    let env = super::onnx_env::environment()?;
-    Session::builder(env)
-        .and_then(|b| {
-            b.with_intra_threads(threads.max(1))
-                .map_err(Into::into)
-                .and_then(|mut b| b.commit_from_file(model).map_err(Into::into))
-        })
-        .map_err(|e: ort::Error| ProviderError::Engine(format!("{}: {e}", model.display())))
 }
 
 /// One VITS inference: ids → float audio.
