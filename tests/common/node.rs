@@ -111,6 +111,39 @@ pub async fn session_messages(
     .expect("messages")
 }
 
+/// A session's messages with when they were written (seconds after the
+/// session started) and their stage timings, one line each: what a failed
+/// conversation test prints so a slow turn can be told from a wrong one.
+pub async fn session_timeline(pool: &sqlx::PgPool, session: uuid::Uuid) -> String {
+    let rows: Vec<(
+        String,
+        String,
+        bool,
+        f64,
+        Option<i32>,
+        Option<i32>,
+        Option<i32>,
+    )> = sqlx::query_as(
+        "select m.role, m.content, m.interrupted, \
+                    extract(epoch from m.created_at - s.started_at)::float8, \
+                    m.stt_ms, m.llm_first_token_ms, m.tts_first_byte_ms \
+             from messages m join agent_sessions s on s.id = m.session_id \
+             where m.session_id = $1 order by m.created_at",
+    )
+    .bind(session)
+    .fetch_all(pool)
+    .await
+    .expect("messages");
+    rows.iter()
+        .map(|(role, content, cut, at, stt, llm, tts)| {
+            format!(
+                "{at:6.2}s {role}{}: {content:?} (stt {stt:?} ms, llm {llm:?} ms, tts {tts:?} ms)\n",
+                if *cut { " (cut)" } else { "" }
+            )
+        })
+        .collect()
+}
+
 /// The demo agent's id and workspace.
 pub async fn demo_agent(pool: &sqlx::PgPool) -> (uuid::Uuid, uuid::Uuid) {
     sqlx::query_as("select id, workspace_id from agents where name = 'Reception' limit 1")
