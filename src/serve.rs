@@ -101,7 +101,8 @@ fn spawn_stt_warm_up(stt: Arc<dyn crate::agent_runtime::stt::SpeechToText>) {
     });
 }
 
-/// In the background: the live agents' knowledge into memory, then every
+/// In the background: the everyday requests embedded (the off-topic
+/// reference), the live agents' knowledge into memory, then every
 /// chunk whose vector is missing or from another model embedded with the
 /// configured model (each write refreshes the indexes through the trigger).
 fn spawn_knowledge_start(
@@ -109,6 +110,17 @@ fn spawn_knowledge_start(
     embedder: Arc<dyn crate::agent_runtime::embeddings::Embedder>,
 ) {
     tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match runtime.knowledge.learn_everyday(embedder.as_ref()).await {
+            Ok(n) => tracing::info!(
+                requests = n,
+                ms = started.elapsed().as_millis() as u64,
+                "everyday requests embedded (the off-topic reference)"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "everyday requests not embedded; off-topic questions are told by their scores alone")
+            }
+        }
         match runtime.knowledge.warm_live_agents().await {
             Ok(n) => tracing::info!(agents = n, "knowledge of live agents in memory"),
             Err(err) => tracing::warn!(error = %err, "live agents' knowledge not loaded"),

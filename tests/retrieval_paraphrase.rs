@@ -16,8 +16,12 @@
 //! The goal is ≥ 90 % of the untouched split right, off-topic questions
 //! included. Measured with all-mpnet-base-v2 on the third split: 31 of 36
 //! paraphrases (86 %) and 10 of 16 off-topic questions, 41 of 52 in all
-//! (79 %). The test holds that level (a regression fails it); the README
-//! lists the goal as not met.
+//! (79 %). With the everyday requests as the off-topic reference
+//! (`retrieval::everyday`, its margin chosen on the tuning split, where
+//! off-topic fallbacks went from 34 to 42 of 48 and paraphrases stayed at
+//! 106 of 117), the third split's totals read once more: 31 of 36 and 13 of
+//! 16, 44 of 52 (85 %). The test holds that level (a regression fails it);
+//! the README lists the goal as not met.
 
 mod api_support;
 
@@ -186,6 +190,13 @@ async fn paraphrased_questions_find_their_faq_and_off_topic_ones_get_the_fallbac
     )
     .expect("the embedding model loads");
     let knowledge = KnowledgeIndex::new(api.db.pool.clone(), &embedder.name());
+    // As a node does at start: the everyday requests off-topic questions
+    // are closer to.
+    let requests = knowledge
+        .learn_everyday(embedder.as_ref())
+        .await
+        .expect("everyday requests embedded");
+    assert!(requests >= 100, "{requests}");
 
     let mut splits = [Tally::default(), Tally::default()]; // tuning, untouched
     let mut off_topic = [Tally::default(), Tally::default()];
@@ -295,14 +306,14 @@ async fn paraphrased_questions_find_their_faq_and_off_topic_ones_get_the_fallbac
         misses[1]
     );
     assert!(
-        untouched.share() >= 0.75,
+        untouched.share() >= 0.84,
         "untouched split {}/{} right; misses: {:#?}",
         untouched.right,
         untouched.total,
         misses[1]
     );
     assert!(
-        off_topic[1].share() >= 0.6,
+        off_topic[1].share() >= 0.8,
         "off-topic questions must get the fallback; misses: {:#?}",
         misses[1]
     );

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
+use super::everyday::{Everyday, Reference};
 use super::normalize::{query_terms, terms, Term, Vocabulary};
 use super::RetrievedChunk;
 
@@ -74,6 +75,9 @@ pub struct AgentIndex {
     question_vectors: Vec<f32>,
     has_vector: Vec<bool>,
     has_question_vector: Vec<bool>,
+    /// Everyday requests this knowledge does not cover: a match they beat
+    /// is off-topic (empty until the requests are embedded).
+    reference: Reference,
 }
 
 /// The question lines of a `Q: …\nA: …` chunk, if it is one.
@@ -122,6 +126,7 @@ impl AgentIndex {
             question_vectors: vec![0.0; n * dims],
             has_vector: vec![false; n],
             has_question_vector: vec![false; n],
+            reference: Reference::default(),
         };
         let (mut total_len, mut total_qlen, mut questions_seen) = (0f32, 0f32, 0f32);
         for (i, row) in rows.into_iter().enumerate() {
@@ -186,6 +191,31 @@ impl AgentIndex {
             idx.avg_question_len = (total_qlen / questions_seen).max(1.0);
         }
         idx
+    }
+
+    /// With the everyday requests of `everyday` (same model as the
+    /// chunks' vectors) that this knowledge does not cover.
+    pub fn with_everyday(mut self, everyday: &Everyday) -> AgentIndex {
+        if everyday.dims() != self.dims || self.dims == 0 {
+            return self;
+        }
+        let own: Vec<&[f32]> = (0..self.docs.len())
+            .flat_map(|i| {
+                let span = i * self.dims..(i + 1) * self.dims;
+                [
+                    self.has_vector[i].then(|| &self.vectors[span.clone()]),
+                    self.has_question_vector[i].then(|| &self.question_vectors[span]),
+                ]
+            })
+            .flatten()
+            .collect();
+        self.reference = everyday.reference_for(&own);
+        self
+    }
+
+    /// How many everyday requests this index compares matches with.
+    pub fn reference_len(&self) -> usize {
+        self.reference.len()
     }
 
     pub fn len(&self) -> usize {
@@ -257,6 +287,7 @@ impl AgentIndex {
         if qset.is_empty() && qv.is_none() {
             return Vec::new(); // nothing to match (empty, or stop words only)
         }
+        let everyday = qv.and_then(|q| self.reference.nearest(q));
         let mut scored: Vec<(f32, usize, f32, Option<f32>)> = Vec::with_capacity(n);
         for (i, doc) in self.docs.iter().enumerate() {
             let text_score = if total > 0.0 {
@@ -289,6 +320,8 @@ impl AgentIndex {
                     .any(|q| jaccard(&qset, q) >= NEAR_EXACT_JACCARD);
             if same_words || question_cos.is_some_and(|c| c >= NEAR_EXACT_COSINE) {
                 score = score.max(NEAR_EXACT_SCORE + 0.05 * question_cos.unwrap_or(0.0));
+            } else if Reference::beats(everyday, vector_score) {
+                continue; // an everyday request, not this entry, is what was asked
             }
             if score >= floor {
                 scored.push((score, i, text_score, vector_score));

@@ -5,6 +5,7 @@
 //! (`index`). The runtime's turns and the API's knowledge search use it;
 //! `sql` is the earlier database-side path, kept as the benchmark reference.
 
+pub mod everyday;
 pub mod index;
 pub mod normalize;
 pub mod sql;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::provider_error::ProviderError;
+pub use everyday::Everyday;
 pub use index::AgentIndex;
 pub use store::{KnowledgeIndex, Scope};
 

@@ -14,6 +14,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::everyday::Everyday;
 use super::index::{AgentIndex, ChunkRow};
 use crate::agent_runtime::provider_error::ProviderError;
 
@@ -42,6 +43,8 @@ pub struct KnowledgeIndex {
     model: String,
     entries: Mutex<HashMap<Scope, Entry>>,
     changes: AtomicU64,
+    /// The everyday requests under `model`, once embedded.
+    everyday: Mutex<Option<Arc<Everyday>>>,
 }
 
 impl KnowledgeIndex {
@@ -51,7 +54,30 @@ impl KnowledgeIndex {
             model: embedding_model.to_string(),
             entries: Mutex::new(HashMap::new()),
             changes: AtomicU64::new(0),
+            everyday: Mutex::new(None),
         })
+    }
+
+    /// Embeds the everyday requests with `embedder` (the model of the
+    /// index's vectors) and rebuilds the cached indexes with them, so
+    /// matches they beat are taken for off-topic. Without this, retrieval
+    /// works on the matches' scores alone.
+    pub async fn learn_everyday(
+        &self,
+        embedder: &dyn crate::agent_runtime::embeddings::Embedder,
+    ) -> Result<usize, ProviderError> {
+        if embedder.name() != self.model {
+            return Err(ProviderError::Config(format!(
+                "the everyday requests need the index's model {}, not {}",
+                self.model,
+                embedder.name()
+            )));
+        }
+        let everyday = Everyday::embed(embedder).await?;
+        let n = everyday.len();
+        *self.everyday.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(everyday));
+        self.refresh(None).await;
+        Ok(n)
     }
 
     pub fn embedding_model(&self) -> &str {
@@ -89,10 +115,21 @@ impl KnowledgeIndex {
             .fetch_all(&self.pool)
             .await?;
         let rows: Vec<ChunkRow> = rows.into_iter().map(ChunkRow::from).collect();
+        let everyday = self
+            .everyday
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let index = Arc::new(
-            tokio::task::spawn_blocking(move || AgentIndex::build(rows))
-                .await
-                .map_err(|e| ProviderError::Engine(format!("index build: {e}")))?,
+            tokio::task::spawn_blocking(move || {
+                let index = AgentIndex::build(rows);
+                match everyday {
+                    Some(e) => index.with_everyday(&e),
+                    None => index,
+                }
+            })
+            .await
+            .map_err(|e| ProviderError::Engine(format!("index build: {e}")))?,
         );
         let mut entries = self.lock();
         match entries.get(&scope) {
