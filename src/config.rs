@@ -128,6 +128,8 @@ pub struct TtsConfig {
 pub struct LlmConfig {
     pub provider: String,
     pub first_token_timeout_secs: u64,
+    /// The whole reply of a networked model, however steadily it streams.
+    pub reply_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
