@@ -48,6 +48,7 @@ pub struct Config {
     pub turn: TurnConfig,
     pub recording: RecordingConfig,
     pub embeddings: EmbeddingsConfig,
+    pub outbound: OutboundConfig,
     pub log: LogConfig,
 }
 
@@ -127,6 +128,8 @@ pub struct TtsConfig {
 pub struct LlmConfig {
     pub provider: String,
     pub first_token_timeout_secs: u64,
+    /// The whole reply of a networked model, however steadily it streams.
+    pub reply_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -160,6 +163,22 @@ pub struct EmbeddingsConfig {
     /// Longest a turn waits for its question's embedding before retrieving
     /// with full-text only.
     pub query_budget_ms: u64,
+}
+
+/// Fetches whose target a tenant chooses (knowledge URLs, providers'
+/// `base_url`s) never reach the node's own network, except what is here.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct OutboundConfig {
+    /// Ranges (`10.0.0.0/8`), addresses (`10.1.2.3`) and host names
+    /// (`vllm.internal`) that may be fetched although internal.
+    pub allow: Vec<String>,
+}
+
+impl OutboundConfig {
+    /// The list as the guarded client takes it (validated at load).
+    pub fn allowed(&self) -> crate::outbound::Allowed {
+        crate::outbound::Allowed::parse(&self.allow).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -336,6 +355,9 @@ impl Config {
         if self.database.url.is_empty() {
             return bad("database.url", "must not be empty");
         }
+        if let Err(why) = crate::outbound::Allowed::parse(&self.outbound.allow) {
+            return bad("outbound.allow", &why);
+        }
         Ok(())
     }
 
@@ -381,13 +403,22 @@ impl Config {
 }
 
 fn parse_env_value(s: &str) -> figment::value::Value {
-    // Numbers and booleans arrive as strings from the environment; let TOML
-    // decide their type so `SWITCHBOARD_RTP__PORT_MIN=4000` is a number.
+    // Numbers, booleans and lists arrive as strings from the environment;
+    // let TOML decide their type so `SWITCHBOARD_RTP__PORT_MIN=4000` is a
+    // number and `SWITCHBOARD_OUTBOUND__ALLOW='["10.0.0.0/8"]'` a list.
     match toml::from_str::<toml::Value>(&format!("v = {s}")) {
         Ok(toml::Value::Table(t)) => match t.get("v") {
             Some(toml::Value::Integer(i)) => (*i).into(),
             Some(toml::Value::Float(f)) => (*f).into(),
             Some(toml::Value::Boolean(b)) => (*b).into(),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<String>>()
+                .into(),
             _ => s.to_string().into(),
         },
         _ => s.to_string().into(),
@@ -580,6 +611,30 @@ mod tests {
         )
         .unwrap();
         assert!(!c.redacted().contains("sk-embed-secret"));
+    }
+
+    #[test]
+    fn the_outbound_allow_list_is_checked_and_read_from_the_environment() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert!(c.outbound.allow.is_empty(), "nothing internal by default");
+        let c = Config::load_from(
+            None,
+            &env(&[(
+                "SWITCHBOARD_OUTBOUND__ALLOW",
+                r#"["127.0.0.1/32", "vllm.internal"]"#,
+            )]),
+        )
+        .unwrap();
+        let allowed = c.outbound.allowed();
+        assert!(allowed.permits("127.0.0.1".parse().unwrap()));
+        assert!(!allowed.permits("127.0.0.2".parse().unwrap()));
+        assert!(allowed.permits_host("vllm.internal"));
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_OUTBOUND__ALLOW", r#"["10.0.0.0/40"]"#)]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("outbound.allow"), "{err}");
     }
 
     #[test]

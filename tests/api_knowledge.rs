@@ -400,8 +400,8 @@ async fn private_addresses_are_refused_by_default() {
     );
 }
 
-/// A page server on 127.0.0.2 (the one address the node is told it may
-/// fetch, standing for a public site) whose pages redirect to the node's
+/// A page server on 127.0.0.2 (the one address the node's configuration
+/// allows, `[outbound] allow`, standing for a public site) whose pages redirect to the node's
 /// own network: by IP literal, by a name that resolves to loopback, and
 /// through the IPv4-mapped form. The secret page on 127.0.0.1 must never
 /// be read, and each refusal says why.
@@ -409,7 +409,6 @@ async fn private_addresses_are_refused_by_default() {
 async fn redirects_and_names_cannot_reach_internal_addresses() {
     use axum::response::Redirect;
     use switchboard::api::ApiState;
-    use switchboard::outbound::Allowed;
     let api = Api::start().await;
     let (_, t) = api.user("owner@example.com").await;
     let ws = api.workspace(&t, "Acme").await;
@@ -442,9 +441,9 @@ async fn redirects_and_names_cannot_reach_internal_addresses() {
     let public = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let state = ApiState::new(api.db.pool.clone(), api.config.clone())
-        .unwrap()
-        .allow_url_ranges(Allowed::ranges(vec!["127.0.0.2/32".parse().unwrap()]));
+    let mut config = (*api.config).clone();
+    config.outbound.allow = vec!["127.0.0.2/32".into()];
+    let state = ApiState::new(api.db.pool.clone(), std::sync::Arc::new(config)).unwrap();
     let base = second_server(state).await;
     let ingest = |url: String| {
         let (client, base, t) = (api.client.clone(), base.clone(), t.clone());

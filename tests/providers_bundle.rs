@@ -49,7 +49,12 @@ async fn agent_llm_comes_from_the_workspace_credentials() {
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    let config = Config::load_from(None, &[]).unwrap();
+    // The mock model listens on loopback: the operator allows that address.
+    let allow = [(
+        "SWITCHBOARD_OUTBOUND__ALLOW".to_string(),
+        r#"["127.0.0.1/32"]"#.to_string(),
+    )];
+    let config = Config::load_from(None, &allow).unwrap();
     let base = Providers::from_config(&config).expect("offline defaults (whisper model present)");
     assert_eq!(base.llm.name(), "offline");
     assert_eq!(base.tts.name(), "piper");

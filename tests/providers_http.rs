@@ -21,11 +21,12 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use providers_support::{speech_16k, whisper, words};
+use providers_support::{loopback_client, speech_16k, whisper, words};
 use switchboard::agent_runtime::llm::{
     AnthropicMessages, ChatMessage, LanguageModel, LlmDelta, LlmRequest, OpenAiChat, ProviderError,
 };
 use switchboard::agent_runtime::llm_http::HttpLlmSettings;
+use switchboard::agent_runtime::provider_http::CallLimits;
 use switchboard::agent_runtime::retrieval::RetrievedChunk;
 use switchboard::agent_runtime::stt::{OpenAiStt, SpeechToText, WhisperStt};
 use switchboard::agent_runtime::tts::{ElevenLabsTts, OpenAiTts, PiperHttpTts, TextToSpeech};
@@ -190,7 +191,7 @@ async fn anthropic(State(m): State<Mock>, headers: HeaderMap, body: Bytes) -> Re
 
 fn sine(rate: u32, ms: u32) -> Vec<i16> {
     (0..rate * ms / 1000)
-        .map(|i| ((i as f32 * 440.0 * 6.283 / rate as f32).sin() * 8000.0) as i16)
+        .map(|i| ((i as f32 * 440.0 * std::f32::consts::TAU / rate as f32).sin() * 8000.0) as i16)
         .collect()
 }
 
@@ -338,7 +339,11 @@ fn settings(base: &str, mode: &str, timeout_ms: u64) -> HttpLlmSettings {
         base_url: format!("{base}/{mode}/v1"),
         api_key: "sk-test".into(),
         model: "test-model".into(),
-        first_token_timeout: Duration::from_millis(timeout_ms),
+        limits: CallLimits {
+            first_byte: Duration::from_millis(timeout_ms),
+            stall: CallLimits::LLM_STALL,
+            total: Duration::from_secs(60),
+        },
         context_window: 2048,
     }
 }
@@ -394,7 +399,7 @@ fn text_of(deltas: &[Result<LlmDelta, ProviderError>]) -> String {
 #[tokio::test]
 async fn openai_chat_streams_tokens_then_usage_with_a_bounded_prompt() {
     let (base, mock, _) = start(None).await;
-    let llm = OpenAiChat::new(settings(&base, "ok", 2000));
+    let llm = OpenAiChat::new(settings(&base, "ok", 2000), loopback_client());
     let deltas = collect(llm.stream(request("Be brief.")).await.unwrap()).await;
     assert_eq!(
         text_of(&deltas),
@@ -448,7 +453,7 @@ async fn openai_chat_streams_tokens_then_usage_with_a_bounded_prompt() {
 #[tokio::test]
 async fn transfer_by_tool_call_or_marker_is_a_distinct_delta() {
     let (base, mock, _) = start(None).await;
-    let llm = OpenAiChat::new(settings(&base, "tool", 2000));
+    let llm = OpenAiChat::new(settings(&base, "tool", 2000), loopback_client());
     let deltas = collect(
         llm.stream(request("If asked, call the transfer_call tool."))
             .await
@@ -473,7 +478,7 @@ async fn transfer_by_tool_call_or_marker_is_a_distinct_delta() {
 #[tokio::test]
 async fn anthropic_messages_stream() {
     let (base, mock, _) = start(None).await;
-    let llm = AnthropicMessages::new(settings(&base, "anthropic", 2000));
+    let llm = AnthropicMessages::new(settings(&base, "anthropic", 2000), loopback_client());
     let deltas = collect(
         llm.stream(request("Use transfer_call when asked."))
             .await
@@ -501,7 +506,7 @@ async fn anthropic_messages_stream() {
 #[tokio::test]
 async fn provider_error_is_reported_not_hung() {
     let (base, _, _) = start(None).await;
-    let llm = OpenAiChat::new(settings(&base, "error", 2000));
+    let llm = OpenAiChat::new(settings(&base, "error", 2000), loopback_client());
     match llm.stream(request("x")).await {
         Err(ProviderError::Status { status, body }) => {
             assert_eq!(status, 500);
@@ -510,10 +515,13 @@ async fn provider_error_is_reported_not_hung() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a 500 must be an error"),
     }
-    let nobody = OpenAiChat::new(HttpLlmSettings {
-        base_url: "http://127.0.0.1:9/v1".into(),
-        ..settings(&base, "x", 2000)
-    });
+    let nobody = OpenAiChat::new(
+        HttpLlmSettings {
+            base_url: "http://127.0.0.1:9/v1".into(),
+            ..settings(&base, "x", 2000)
+        },
+        loopback_client(),
+    );
     assert!(matches!(
         nobody.stream(request("x")).await,
         Err(ProviderError::Network(_))
@@ -524,7 +532,7 @@ async fn provider_error_is_reported_not_hung() {
 async fn hanging_provider_times_out_at_the_first_token_deadline() {
     let (base, _, mut closed) = start(None).await;
     for mode in ["hang-headers", "hang-body"] {
-        let llm = OpenAiChat::new(settings(&base, mode, 400));
+        let llm = OpenAiChat::new(settings(&base, mode, 400), loopback_client());
         let t0 = Instant::now();
         let result: Result<(), ProviderError> = match llm.stream(request("x")).await {
             Err(e) => Err(e),
@@ -553,7 +561,7 @@ async fn hanging_provider_times_out_at_the_first_token_deadline() {
 #[tokio::test]
 async fn dropping_the_stream_closes_it_on_the_server() {
     let (base, _, mut closed) = start(None).await;
-    let llm = OpenAiChat::new(settings(&base, "endless", 2000));
+    let llm = OpenAiChat::new(settings(&base, "endless", 2000), loopback_client());
     let mut stream = llm.stream(request("x")).await.unwrap();
     for _ in 0..3 {
         assert!(matches!(stream.next().await, Some(Ok(LlmDelta::Text(_)))));
@@ -585,7 +593,7 @@ async fn audio_of(stream: switchboard::agent_runtime::tts::AudioStream) -> (Vec<
 #[tokio::test]
 async fn openai_elevenlabs_and_piper_tts_stream_pcm_with_voice_and_speed() {
     let (base, mock, _) = start(None).await;
-    let openai = OpenAiTts::new(&format!("{base}/v1"), "sk-tts", "tts-1");
+    let openai = OpenAiTts::new(loopback_client(), &format!("{base}/v1"), "sk-tts", "tts-1");
     let (pcm, rate, chunks) = audio_of(
         openai
             .synthesize("Hello there.", "nova", 1.25)
@@ -605,7 +613,7 @@ async fn openai_elevenlabs_and_piper_tts_stream_pcm_with_voice_and_speed() {
         Err(ProviderError::Status { status: 400, .. })
     ));
 
-    let eleven = ElevenLabsTts::new(&base, "xi-key", "eleven_flash_v2_5");
+    let eleven = ElevenLabsTts::new(loopback_client(), &base, "xi-key", "eleven_flash_v2_5");
     let (pcm, rate, _) = audio_of(
         eleven
             .synthesize("Hello there.", "voice123", 3.0)
@@ -619,7 +627,7 @@ async fn openai_elevenlabs_and_piper_tts_stream_pcm_with_voice_and_speed() {
         "voice id is a path segment"
     );
 
-    let piper = PiperHttpTts::new(&base);
+    let piper = PiperHttpTts::new(loopback_client(), &base);
     let (pcm, rate, _) = audio_of(
         piper
             .synthesize("Good morning.", "en_US-joe-medium", 2.0)
@@ -660,21 +668,23 @@ async fn openai_stt_uploads_a_wav_the_server_can_transcribe() {
     let (base, mock, _) = start(Some(whisper(1, true))).await;
     let dir = tempfile::tempdir().unwrap();
     let pcm = speech_16k(dir.path(), "What time do you open on Saturday?");
-    let stt = OpenAiStt::new(&format!("{base}/v1"), "sk-stt", "whisper-1");
+    let stt = OpenAiStt::new(
+        loopback_client(),
+        &format!("{base}/v1"),
+        "sk-stt",
+        "whisper-1",
+    );
     let t = stt.transcribe(&pcm, Some("en-US")).await.unwrap();
     assert!(words(&t.text).contains("saturday"), "{}", t.text);
     assert_eq!(t.text, t.text.trim());
-    let seen = mock.seen.lock().unwrap();
-    let (h, fields) = &seen[0];
-    assert_eq!(h["authorization"], "Bearer sk-stt");
-    assert_eq!(fields["model"], "whisper-1");
-    assert_eq!(fields["language"], "en");
-    drop(seen);
-    let bad = OpenAiStt::with_timeout(
-        "http://127.0.0.1:9/v1",
-        "",
-        "whisper-1",
-        Duration::from_secs(2),
-    );
+    {
+        let seen = mock.seen.lock().unwrap();
+        let (h, fields) = &seen[0];
+        assert_eq!(h["authorization"], "Bearer sk-stt");
+        assert_eq!(fields["model"], "whisper-1");
+        assert_eq!(fields["language"], "en");
+    }
+    let bad = OpenAiStt::new(loopback_client(), "http://127.0.0.1:9/v1", "", "whisper-1")
+        .with_timeout(Duration::from_secs(2));
     assert!(bad.transcribe(&pcm, None).await.is_err());
 }

@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mock_openai::{use_mock_for_demo_agent, ChatMode, MockServer};
+use common::mock_openai::{use_mock_for_demo_agent, ChatMode, MockServer, ALLOW_LOOPBACK};
 use common::node::{ended_session, node_config, poll, session_messages, speech_8k, transcribe_wav};
 use common::sip_caller::SipCaller;
 use switchboard::db::testing::TestDb;
@@ -27,7 +27,8 @@ async fn node_with_mock(
     switchboard::db::seed::seed_demo(&db.pool)
         .await
         .expect("seed");
-    let config = node_config(&db.url, rtp_base, extra);
+    let extra = [extra, &[ALLOW_LOOPBACK]].concat();
+    let config = node_config(&db.url, rtp_base, &extra);
     use_mock_for_demo_agent(&db.pool, &config, &mock.base_url()).await;
     switchboard::serve::start(Arc::new(config), db.pool.clone())
         .await
@@ -191,6 +192,50 @@ async fn a_hanging_model_times_out_into_the_fallback_line() {
     fallback_is_heard(ChatMode::Hang, 38800).await;
 }
 
+/// The workspace's provider URL names an internal address the operator has
+/// not allowed (the model listens on 127.0.0.2; the node allows 127.0.0.1
+/// only): the model is never reached, and the caller hears the persona's
+/// fallback line in the offline voice, as from any failing provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_url_on_a_refused_address_gives_the_fallback_line() {
+    common::node::init_logs();
+    let answer = ChatMode::Answer {
+        text: "This answer must never be heard.".into(),
+        prompt_tokens: 10,
+        completion_tokens: 7,
+    };
+    let mock = MockServer::start_on("127.0.0.2", answer, "").await;
+    let db = TestDb::new().await;
+    let node = node_with_mock(&db, &mock, 47200, &[]).await;
+    sqlx::query(FALLBACK_POLICY_SQL)
+        .execute(&db.pool)
+        .await
+        .expect("policy");
+    // The fallback is spoken by the offline voice (the networked one is
+    // behind the same refused URL).
+    sqlx::query("update agents set tts_provider = 'piper'")
+        .execute(&db.pool)
+        .await
+        .expect("offline voice");
+    let dir = tempfile::tempdir().expect("tmp");
+    let question = speech_8k(dir.path(), "q", "Tell me a fun fact about whales.");
+
+    let (caller, asked) = ask(&node, &question).await;
+    let (start, heard) = hear_reply(&caller, asked, Duration::from_secs(25), dir.path()).await;
+    println!(
+        "fallback started {} ms after the question ended: {heard:?}",
+        start.saturating_duration_since(asked).as_millis()
+    );
+    assert!(caller.hangup().await, "BYE answered");
+    assert!(
+        heard.contains("sorry") && heard.contains("information"),
+        "the persona's fallback was not heard; heard {heard:?}"
+    );
+    assert!(mock.chats().is_empty(), "the refused model was reached");
+    assert!(mock.speech().is_empty(), "the refused voice was reached");
+    node.stop(Duration::from_secs(1)).await;
+}
+
 /// Issue 7, item 1: a hangup cancels the work in flight. The model trickles
 /// a long answer; the caller hangs up while it streams; the mock sees the
 /// stream closed within a second, no further model or TTS request arrives,
@@ -280,7 +325,7 @@ async fn the_agent_uses_the_networked_transcriber() {
     switchboard::db::seed::seed_demo(&db.pool)
         .await
         .expect("seed");
-    let config = node_config(&db.url, 46800, &[]);
+    let config = node_config(&db.url, 46800, &[ALLOW_LOOPBACK]);
     let (agent_id, workspace_id) = common::node::demo_agent(&db.pool).await;
     let sealed = switchboard::api::secrets::encrypt(
         &config.encryption_key_bytes(),

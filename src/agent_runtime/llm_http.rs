@@ -1,29 +1,28 @@
 //! Networked language models, streamed over SSE with reqwest: OpenAI-style
 //! chat completions (OpenAI, Groq, vLLM, Ollama, llama.cpp server, …) and
-//! Anthropic Messages. The prompt is bounded by the context window; no first
-//! token within the deadline is a timeout error; dropping the stream drops
-//! the response body, which closes the HTTP connection.
-
-use std::collections::VecDeque;
-use std::time::Duration;
+//! Anthropic Messages. Requests go out through the guarded client (a
+//! tenant's `base_url` never reaches the node's network). The prompt is
+//! bounded by the context window; the reply by its first-token, stall and
+//! whole-reply limits and by its size; dropping the stream drops the
+//! response body, which closes the HTTP connection.
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use tokio::time::Instant;
 
 use super::llm::{
     bounded_messages, estimate_tokens, system_with_passages, ChatMessage, LanguageModel, LlmDelta,
     LlmRequest, LlmStream, ProviderError, TRANSFER_MARKER, TRANSFER_TOOL,
 };
-use super::provider_error::status_error;
+use super::provider_http::{body, next_piece, send, Body, Budget, CallLimits};
 use super::sse::{SseEvent, SseReader};
+use crate::outbound::GuardedClient;
 
-/// Silence allowed between tokens once the reply has started.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most reply text kept from one request: a spoken reply is a few hundred
+/// bytes, and a provider that streams on and on must not grow memory.
+const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 /// Settings shared by the HTTP language models.
 #[derive(Debug, Clone)]
@@ -32,8 +31,9 @@ pub struct HttpLlmSettings {
     pub base_url: String,
     pub api_key: String,
     pub model: String,
-    /// No token within this time → [`ProviderError::Timeout`].
-    pub first_token_timeout: Duration,
+    /// `first_byte`: no token within it → [`ProviderError::Timeout`];
+    /// `stall`: between two tokens; `total`: the whole reply.
+    pub limits: CallLimits,
     /// Prompt budget in tokens (the conversation is trimmed to fit).
     pub context_window: u32,
 }
@@ -42,13 +42,6 @@ impl HttpLlmSettings {
     fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base_url.trim_end_matches('/'), path)
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-        .unwrap_or_default()
 }
 
 /// The conversation for a chat API: bounded to what the window leaves after
@@ -73,15 +66,13 @@ fn prompt_messages(req: &LlmRequest, system: &str, context_window: u32) -> Vec<C
 /// OpenAI-compatible `POST {base}/chat/completions` with `stream: true`.
 pub struct OpenAiChat {
     settings: HttpLlmSettings,
-    client: reqwest::Client,
+    client: GuardedClient,
 }
 
 impl OpenAiChat {
-    pub fn new(settings: HttpLlmSettings) -> OpenAiChat {
-        OpenAiChat {
-            settings,
-            client: client(),
-        }
+    /// `client` is the provider client (`provider_http::provider_client`).
+    pub fn new(settings: HttpLlmSettings, client: GuardedClient) -> OpenAiChat {
+        OpenAiChat { settings, client }
     }
 
     pub fn request_body(&self, req: &LlmRequest) -> Value {
@@ -116,21 +107,19 @@ impl OpenAiChat {
 impl LanguageModel for OpenAiChat {
     async fn stream(&self, req: LlmRequest) -> Result<LlmStream, ProviderError> {
         let body = self.request_body(&req);
-        let mut http = self
+        let http = self
             .client
-            .post(self.settings.url("chat/completions"))
-            .json(&body);
-        if !self.settings.api_key.is_empty() {
-            http = http.bearer_auth(&self.settings.api_key);
-        }
+            .post(&self.settings.url("chat/completions"))
+            .map(|http| {
+                let http = http.json(&body);
+                if self.settings.api_key.is_empty() {
+                    http
+                } else {
+                    http.bearer_auth(&self.settings.api_key)
+                }
+            });
         let tokens_in = estimate_tokens(&body.to_string());
-        start_stream(
-            http,
-            self.settings.first_token_timeout,
-            tokens_in,
-            parse_openai,
-        )
-        .await
+        start_stream(http, self.settings.limits, tokens_in, parse_openai).await
     }
 
     fn name(&self) -> String {
@@ -185,15 +174,13 @@ fn parse_openai(ev: &SseEvent, st: &mut ParseState) -> Result<Vec<LlmDelta>, Pro
 /// Anthropic `POST {base}/messages` with `stream: true`.
 pub struct AnthropicMessages {
     settings: HttpLlmSettings,
-    client: reqwest::Client,
+    client: GuardedClient,
 }
 
 impl AnthropicMessages {
-    pub fn new(settings: HttpLlmSettings) -> AnthropicMessages {
-        AnthropicMessages {
-            settings,
-            client: client(),
-        }
+    /// `client` is the provider client (`provider_http::provider_client`).
+    pub fn new(settings: HttpLlmSettings, client: GuardedClient) -> AnthropicMessages {
+        AnthropicMessages { settings, client }
     }
 
     pub fn request_body(&self, req: &LlmRequest) -> Value {
@@ -227,18 +214,14 @@ impl LanguageModel for AnthropicMessages {
         let body = self.request_body(&req);
         let http = self
             .client
-            .post(self.settings.url("messages"))
-            .header("x-api-key", &self.settings.api_key)
-            .header("anthropic-version", "2023-06-01")
-            .json(&body);
+            .post(&self.settings.url("messages"))
+            .map(|http| {
+                http.header("x-api-key", &self.settings.api_key)
+                    .header("anthropic-version", "2023-06-01")
+                    .json(&body)
+            });
         let tokens_in = estimate_tokens(&body.to_string());
-        start_stream(
-            http,
-            self.settings.first_token_timeout,
-            tokens_in,
-            parse_anthropic,
-        )
-        .await
+        start_stream(http, self.settings.limits, tokens_in, parse_anthropic).await
     }
 
     fn name(&self) -> String {
@@ -340,13 +323,14 @@ struct ParseState {
 type Parser = fn(&SseEvent, &mut ParseState) -> Result<Vec<LlmDelta>, ProviderError>;
 
 struct StreamState {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    body: Body,
     sse: SseReader,
     parse: Parser,
     st: ParseState,
     queue: VecDeque<Result<LlmDelta, ProviderError>>,
-    /// Until the first text token arrives, the first-token deadline applies.
-    first_deadline: Option<(Instant, Duration)>,
+    /// Text tokens are progress: the first within `first_byte`, then each
+    /// within `stall`, all within `total` (keep-alive comments are not).
+    budget: Budget,
     estimated_in: u32,
     text_out: String,
     finished: bool,
@@ -355,27 +339,20 @@ struct StreamState {
 /// Sends the request (headers within the first-token deadline) and returns
 /// the delta stream.
 async fn start_stream(
-    http: reqwest::RequestBuilder,
-    first_token_timeout: Duration,
+    http: Result<reqwest::RequestBuilder, String>,
+    limits: CallLimits,
     estimated_in: u32,
     parse: Parser,
 ) -> Result<LlmStream, ProviderError> {
-    let deadline = Instant::now() + first_token_timeout;
-    let resp = match tokio::time::timeout_at(deadline, http.send()).await {
-        Err(_) => return Err(ProviderError::Timeout(first_token_timeout)),
-        Ok(Err(e)) => return Err(ProviderError::from_http(e, first_token_timeout)),
-        Ok(Ok(r)) => r,
-    };
-    if !resp.status().is_success() {
-        return Err(status_error(resp).await);
-    }
+    let budget = Budget::start(limits, Instant::now());
+    let resp = send(http, &budget).await?;
     let state = StreamState {
-        body: resp.bytes_stream().boxed(),
+        body: body(resp),
         sse: SseReader::new(),
         parse,
         st: ParseState::default(),
         queue: VecDeque::new(),
-        first_deadline: Some((deadline, first_token_timeout)),
+        budget,
         estimated_in,
         text_out: String::new(),
         finished: false,
@@ -384,7 +361,13 @@ async fn start_stream(
         loop {
             if let Some(item) = s.queue.pop_front() {
                 if let Ok(LlmDelta::Text(t)) = &item {
-                    s.first_deadline = None;
+                    if s.text_out.len() + t.len() > MAX_REPLY_BYTES {
+                        s.finished = true;
+                        s.queue.clear();
+                        let e = format!("reply longer than {MAX_REPLY_BYTES} bytes");
+                        return Some((Err(ProviderError::Protocol(e)), s));
+                    }
+                    s.budget.progress(Instant::now());
                     s.text_out.push_str(t);
                 }
                 return Some((item, s));
@@ -396,46 +379,34 @@ async fn start_stream(
                 s.finish();
                 continue;
             }
-            let next = match s.first_deadline {
-                Some((at, limit)) => match tokio::time::timeout_at(at, s.body.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        s.finished = true;
-                        return Some((Err(ProviderError::Timeout(limit)), s));
-                    }
-                },
-                None => match tokio::time::timeout(STALL_TIMEOUT, s.body.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        s.finished = true;
-                        return Some((Err(ProviderError::Timeout(STALL_TIMEOUT)), s));
-                    }
-                },
-            };
-            match next {
-                None => s.finish(),
-                Some(Err(e)) => {
-                    s.finished = true;
-                    return Some((Err(ProviderError::Network(e.to_string())), s));
+            let bytes = match next_piece(&mut s.body, &s.budget).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    s.finish();
+                    continue;
                 }
-                Some(Ok(bytes)) => match s.sse.push(&bytes) {
-                    Err(e) => {
-                        s.finished = true;
-                        return Some((Err(ProviderError::Protocol(e)), s));
-                    }
-                    Ok(events) => {
-                        for ev in events {
-                            match (s.parse)(&ev, &mut s.st) {
-                                Ok(deltas) => s.queue.extend(deltas.into_iter().map(Ok)),
-                                Err(e) => {
-                                    s.queue.push_back(Err(e));
-                                    s.finished = true;
-                                    break;
-                                }
+                Err(e) => {
+                    s.finished = true;
+                    return Some((Err(e), s));
+                }
+            };
+            match s.sse.push(&bytes) {
+                Err(e) => {
+                    s.finished = true;
+                    return Some((Err(ProviderError::Protocol(e)), s));
+                }
+                Ok(events) => {
+                    for ev in events {
+                        match (s.parse)(&ev, &mut s.st) {
+                            Ok(deltas) => s.queue.extend(deltas.into_iter().map(Ok)),
+                            Err(e) => {
+                                s.queue.push_back(Err(e));
+                                s.finished = true;
+                                break;
                             }
                         }
                     }
-                },
+                }
             }
         }
     })

@@ -12,6 +12,7 @@ pub mod onnx_env;
 pub mod phonemize;
 pub mod profile;
 pub mod provider_error;
+pub mod provider_http;
 pub mod providers;
 pub mod records;
 pub mod registry;

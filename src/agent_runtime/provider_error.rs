@@ -12,6 +12,10 @@ pub enum ProviderError {
     /// The network request failed before any answer (connect, TLS, reset).
     #[error("provider unreachable: {0}")]
     Network(String),
+    /// The provider's URL (or a redirect's) is not fetched: an internal
+    /// address the operator has not allowed, or not an http(s) URL.
+    #[error("provider URL refused: {0}")]
+    Refused(String),
     /// The provider answered with an HTTP error status.
     #[error("provider returned HTTP {status}: {body}")]
     Status { status: u16, body: String },
@@ -35,7 +39,9 @@ pub enum ProviderError {
 impl ProviderError {
     /// Classifies a reqwest error (timeouts apart from the rest).
     pub(crate) fn from_http(err: reqwest::Error, timeout: Duration) -> ProviderError {
-        if err.is_timeout() {
+        if let Some(refused) = crate::outbound::refusal(&err) {
+            ProviderError::Refused(refused)
+        } else if err.is_timeout() {
             ProviderError::Timeout(timeout)
         } else if err.is_decode() || err.is_body() {
             ProviderError::Protocol(err.to_string())

@@ -2,7 +2,8 @@
 //! (whisper, the retrieval answerer, a Piper voice with espeak-ng as its
 //! fallback, sentence embeddings), and the
 //! per-agent choice of networked providers with the workspace's credentials
-//! from `workspace_llm_config` (keys decrypted only in memory).
+//! from `workspace_llm_config` (keys decrypted only in memory), all of them
+//! reached through the one guarded client (`[outbound] allow`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,11 +16,13 @@ use super::llm::{AnthropicMessages, LanguageModel, OfflineAnswerer, OpenAiChat};
 use super::llm_http::HttpLlmSettings;
 use super::profile::AgentProfile;
 pub use super::provider_error::ProviderError;
+use super::provider_http::{provider_client, CallLimits};
 use super::stt::{OpenAiStt, SpeechToText, WhisperStt};
 use super::tts::{ElevenLabsTts, EspeakTts, OpenAiTts, PiperHttpTts, TextToSpeech};
 use super::tts_cache::{CachedTts, TtsCache};
 use super::tts_piper::PiperTts;
 use crate::config::{Config, TtsConfig};
+use crate::outbound::GuardedClient;
 
 #[derive(Clone)]
 pub struct Providers {
@@ -30,6 +33,9 @@ pub struct Providers {
     pub embedder: Arc<QueryCache>,
     /// espeak-ng, for agents that choose it (`tts_provider = 'espeak'`).
     pub espeak: Arc<dyn TextToSpeech>,
+    /// Every networked provider's requests go out through it: a tenant's
+    /// `base_url` reaches no internal address the operator has not allowed.
+    pub http: GuardedClient,
 }
 
 /// One active `workspace_llm_config` row, key decrypted.
@@ -115,6 +121,7 @@ impl Providers {
             tts: with_cache(&config.tts, tts),
             embedder: Arc::new(QueryCache::new(embedder_from_config(config))),
             espeak: with_cache(&config.tts, espeak),
+            http: provider_client(config.outbound.allowed())?,
         })
     }
 
@@ -185,15 +192,20 @@ impl Providers {
                         base_url,
                         api_key,
                         model: profile.llm_model.clone(),
-                        first_token_timeout: Duration::from_secs(
-                            config.llm.first_token_timeout_secs.max(1),
-                        ),
+                        limits: CallLimits {
+                            first_byte: Duration::from_secs(
+                                config.llm.first_token_timeout_secs.max(1),
+                            ),
+                            stall: CallLimits::LLM_STALL,
+                            total: Duration::from_secs(config.llm.reply_timeout_secs.max(1)),
+                        },
                         context_window: profile.context_window_size,
                     };
+                    let http = self.http.clone();
                     out.llm = if llm_provider == "anthropic" {
-                        Arc::new(AnthropicMessages::new(settings))
+                        Arc::new(AnthropicMessages::new(settings, http))
                     } else {
-                        Arc::new(OpenAiChat::new(settings))
+                        Arc::new(OpenAiChat::new(settings, http))
                     };
                 }
                 None => {
@@ -210,7 +222,7 @@ impl Providers {
                     } else {
                         "whisper-1"
                     };
-                    out.stt = Arc::new(OpenAiStt::new(&base, &key, model));
+                    out.stt = Arc::new(OpenAiStt::new(self.http.clone(), &base, &key, model));
                 }
                 None => {
                     tracing::warn!(provider = %stt_provider, "no credentials for the agent's STT; using whisper")
@@ -224,10 +236,19 @@ impl Providers {
             "piper" if find("piper").is_none() => {}
             _ => match (tts_provider.as_str(), find(&tts_provider)) {
                 ("elevenlabs", Some((base, key))) => {
-                    out.tts = Arc::new(ElevenLabsTts::new(&base, &key, "eleven_flash_v2_5"))
+                    out.tts = Arc::new(ElevenLabsTts::new(
+                        self.http.clone(),
+                        &base,
+                        &key,
+                        "eleven_flash_v2_5",
+                    ))
                 }
-                ("piper", Some((base, _))) => out.tts = Arc::new(PiperHttpTts::new(&base)),
-                (_, Some((base, key))) => out.tts = Arc::new(OpenAiTts::new(&base, &key, "tts-1")),
+                ("piper", Some((base, _))) => {
+                    out.tts = Arc::new(PiperHttpTts::new(self.http.clone(), &base))
+                }
+                (_, Some((base, key))) => {
+                    out.tts = Arc::new(OpenAiTts::new(self.http.clone(), &base, &key, "tts-1"))
+                }
                 (_, None) => {
                     tracing::warn!(provider = %tts_provider, "no credentials for the agent's TTS; using the offline voice")
                 }

@@ -1,46 +1,56 @@
 //! OpenAI-compatible `POST {base}/audio/transcriptions`: the utterance is
 //! uploaded as a 16 kHz WAV in a multipart form (built by hand: one file
 //! part and a few text fields), the JSON answer's `text` is the transcript.
+//! The request goes out through the guarded client and within
+//! [`CallLimits::STT`]; the answer is read to a bounded size.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::provider_error::status_error;
+use super::provider_http::{read_body, send, Budget, CallLimits};
 use super::stt::{ProviderError, SpeechToText, Transcript, MAX_UTTERANCE_SAMPLES, STT_SAMPLE_RATE};
 use super::wav::encode_wav;
+use crate::outbound::GuardedClient;
+
+/// Largest transcription answer read (a JSON object holding the text).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 pub struct OpenAiStt {
-    client: reqwest::Client,
+    client: GuardedClient,
     base_url: String,
     api_key: String,
     model: String,
-    timeout: Duration,
+    limits: CallLimits,
 }
 
 impl OpenAiStt {
-    /// `base_url` like `https://api.openai.com/v1`.
-    pub fn new(base_url: &str, api_key: &str, model: &str) -> OpenAiStt {
-        OpenAiStt::with_timeout(base_url, api_key, model, Duration::from_secs(20))
-    }
-
-    pub fn with_timeout(
-        base_url: &str,
-        api_key: &str,
-        model: &str,
-        timeout: Duration,
-    ) -> OpenAiStt {
+    /// `base_url` like `https://api.openai.com/v1`; `client` is the
+    /// provider client (`provider_http::provider_client`).
+    pub fn new(client: GuardedClient, base_url: &str, api_key: &str, model: &str) -> OpenAiStt {
         OpenAiStt {
-            client: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
+            client,
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key: api_key.to_string(),
             model: model.to_string(),
-            timeout,
+            limits: CallLimits::STT,
         }
+    }
+
+    /// The same with other time limits.
+    pub fn with_limits(mut self, limits: CallLimits) -> OpenAiStt {
+        self.limits = limits;
+        self
+    }
+
+    /// The same with one limit for the answer and the whole call.
+    pub fn with_timeout(self, timeout: Duration) -> OpenAiStt {
+        self.with_limits(CallLimits {
+            first_byte: timeout,
+            stall: timeout,
+            total: timeout,
+        })
     }
 }
 
@@ -75,7 +85,8 @@ impl SpeechToText for OpenAiStt {
         pcm16k: &[i16],
         language: Option<&str>,
     ) -> Result<Transcript, ProviderError> {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
+        let mut budget = Budget::start(self.limits, started);
         let pcm = &pcm16k[..pcm16k.len().min(MAX_UTTERANCE_SAMPLES)];
         let audio_ms = (pcm.len() as u64 * 1000 / STT_SAMPLE_RATE as u64) as u32;
         let wav = encode_wav(pcm, STT_SAMPLE_RATE);
@@ -88,29 +99,26 @@ impl SpeechToText for OpenAiStt {
         {
             fields.push(("language", l));
         }
-        let mut req = self
+        let req = self
             .client
-            .post(format!("{}/audio/transcriptions", self.base_url))
-            .timeout(self.timeout)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(multipart(&boundary, &fields, &wav));
-        if !self.api_key.is_empty() {
-            req = req.bearer_auth(&self.api_key);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ProviderError::from_http(e, self.timeout))?;
-        if !resp.status().is_success() {
-            return Err(status_error(resp).await);
-        }
-        let body: TranscriptionResponse = resp
-            .json()
-            .await
-            .map_err(|e| ProviderError::Protocol(e.to_string()))?;
+            .post(&format!("{}/audio/transcriptions", self.base_url))
+            .map(|req| {
+                let req = req
+                    .header(
+                        "content-type",
+                        format!("multipart/form-data; boundary={boundary}"),
+                    )
+                    .body(multipart(&boundary, &fields, &wav));
+                if self.api_key.is_empty() {
+                    req
+                } else {
+                    req.bearer_auth(&self.api_key)
+                }
+            });
+        let resp = send(req, &budget).await?;
+        let answer = read_body(resp, MAX_ANSWER_BYTES, &mut budget).await?;
+        let body: TranscriptionResponse = serde_json::from_slice(&answer)
+            .map_err(|e| ProviderError::Protocol(format!("bad transcription JSON: {e}")))?;
         Ok(Transcript {
             text: body.text.trim().to_string(),
             audio_ms,

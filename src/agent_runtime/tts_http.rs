@@ -1,30 +1,22 @@
 //! Networked TTS over HTTP with reqwest, audio streamed as it arrives:
 //! OpenAI-compatible `/v1/audio/speech` (raw 24 kHz PCM), ElevenLabs
-//! streaming (`pcm_16000`), and a Piper HTTP server (WAV). Dropping the
-//! stream closes the response.
-
-use std::time::Duration;
+//! streaming (`pcm_16000`), and a Piper HTTP server (WAV). Requests go out
+//! through the guarded client; each sentence's audio is bounded in time
+//! ([`CallLimits::TTS`]) and size. Dropping the stream closes the response.
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::provider_error::status_error;
+use super::provider_http::{body, next_piece, send, Body, Budget, CallLimits};
 use super::tts::{no_audio, speakable, AudioChunk, AudioStream, ProviderError, TextToSpeech};
 use super::wav::{pcm_from_le_bytes, WavReader};
+use crate::outbound::GuardedClient;
 
-/// Time to the response headers, and longest gap between body pieces.
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
-const STALL_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default()
-}
+/// Most audio bytes read for one sentence (about 90 s at 48 kHz, far more
+/// at the rates asked for): a provider that streams on and on must not
+/// grow the sentence's buffer without end.
+const MAX_SENTENCE_AUDIO_BYTES: usize = 8 * 1024 * 1024;
 
 /// How a response body carries audio.
 #[derive(Debug, Clone, Copy)]
@@ -34,20 +26,21 @@ enum BodyFormat {
     Wav,
 }
 
-async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
-    let resp = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, req.send()).await {
-        Err(_) => return Err(ProviderError::Timeout(FIRST_BYTE_TIMEOUT)),
-        Ok(Err(e)) => return Err(ProviderError::from_http(e, FIRST_BYTE_TIMEOUT)),
-        Ok(Ok(r)) => r,
-    };
-    if !resp.status().is_success() {
-        return Err(status_error(resp).await);
-    }
-    Ok(resp)
+/// Sends a synthesis request and turns its answer into audio chunks as
+/// bytes arrive; audio is progress (the first within `first_byte`, then
+/// each within `stall`), all of it within `total`.
+async fn speak(
+    req: Result<reqwest::RequestBuilder, String>,
+    limits: CallLimits,
+    declared: BodyFormat,
+) -> Result<AudioStream, ProviderError> {
+    let budget = Budget::start(limits, tokio::time::Instant::now());
+    let resp = send(req, &budget).await?;
+    Ok(audio_stream(resp, declared, budget))
 }
 
 /// Turns a response body into audio chunks as bytes arrive.
-fn audio_stream(resp: reqwest::Response, declared: BodyFormat) -> AudioStream {
+fn audio_stream(resp: reqwest::Response, declared: BodyFormat, budget: Budget) -> AudioStream {
     let is_wav = resp
         .headers()
         .get("content-type")
@@ -55,14 +48,18 @@ fn audio_stream(resp: reqwest::Response, declared: BodyFormat) -> AudioStream {
         .is_some_and(|ct| ct.contains("wav"));
     let format = if is_wav { BodyFormat::Wav } else { declared };
     struct State {
-        body: BoxStream<'static, reqwest::Result<Bytes>>,
+        body: Body,
+        budget: Budget,
+        read: usize,
         format: BodyFormat,
         wav: WavReader,
         carry: Option<u8>,
         done: bool,
     }
     let state = State {
-        body: resp.bytes_stream().boxed(),
+        body: body(resp),
+        budget,
+        read: 0,
         format,
         wav: WavReader::new(),
         carry: None,
@@ -73,21 +70,21 @@ fn audio_stream(resp: reqwest::Response, declared: BodyFormat) -> AudioStream {
             if s.done {
                 return None;
             }
-            let next = match tokio::time::timeout(STALL_TIMEOUT, s.body.next()).await {
-                Err(_) => {
+            let bytes = match next_piece(&mut s.body, &s.budget).await {
+                Ok(Some(b)) => b,
+                Ok(None) => return None,
+                Err(e) => {
                     s.done = true;
-                    return Some((Err(ProviderError::Timeout(STALL_TIMEOUT)), s));
+                    return Some((Err(e), s));
                 }
-                Ok(n) => n,
             };
-            let bytes = match next {
-                None => return None,
-                Some(Err(e)) => {
-                    s.done = true;
-                    return Some((Err(ProviderError::Network(e.to_string())), s));
-                }
-                Some(Ok(b)) => b,
-            };
+            s.read += bytes.len();
+            if s.read > MAX_SENTENCE_AUDIO_BYTES {
+                s.done = true;
+                let e =
+                    format!("more than {MAX_SENTENCE_AUDIO_BYTES} bytes of audio for one sentence");
+                return Some((Err(ProviderError::Protocol(e)), s));
+            }
             // A body that starts with RIFF is WAV whatever was declared.
             if matches!(s.format, BodyFormat::RawPcm(_))
                 && s.carry.is_none()
@@ -106,6 +103,7 @@ fn audio_stream(resp: reqwest::Response, declared: BodyFormat) -> AudioStream {
                 },
             };
             if !pcm.is_empty() && rate > 0 {
+                s.budget.progress(tokio::time::Instant::now());
                 return Some((
                     Ok(AudioChunk {
                         pcm,
@@ -129,21 +127,30 @@ fn clamp_speed(speed: f32, lo: f32, hi: f32) -> f32 {
 
 /// OpenAI-compatible `POST {base}/audio/speech`, `response_format: pcm`.
 pub struct OpenAiTts {
-    client: reqwest::Client,
+    client: GuardedClient,
     base_url: String,
     api_key: String,
     model: String,
+    limits: CallLimits,
 }
 
 impl OpenAiTts {
     /// `base_url` like `https://api.openai.com/v1`; model like `tts-1`.
-    pub fn new(base_url: &str, api_key: &str, model: &str) -> OpenAiTts {
+    /// `client` is the provider client (`provider_http::provider_client`).
+    pub fn new(client: GuardedClient, base_url: &str, api_key: &str, model: &str) -> OpenAiTts {
         OpenAiTts {
-            client: client(),
+            client,
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key: api_key.to_string(),
             model: model.to_string(),
+            limits: CallLimits::TTS,
         }
+    }
+
+    /// The same with other time limits.
+    pub fn with_limits(mut self, limits: CallLimits) -> OpenAiTts {
+        self.limits = limits;
+        self
     }
 }
 
@@ -158,20 +165,25 @@ impl TextToSpeech for OpenAiTts {
         let Some(text) = speakable(text) else {
             return Ok(no_audio());
         };
-        let mut req = self
+        let body = json!({
+            "model": self.model,
+            "input": text,
+            "voice": if voice.is_empty() { "alloy" } else { voice },
+            "speed": clamp_speed(speed, 0.25, 4.0),
+            "response_format": "pcm",
+        });
+        let req = self
             .client
-            .post(format!("{}/audio/speech", self.base_url))
-            .json(&json!({
-                "model": self.model,
-                "input": text,
-                "voice": if voice.is_empty() { "alloy" } else { voice },
-                "speed": clamp_speed(speed, 0.25, 4.0),
-                "response_format": "pcm",
-            }));
-        if !self.api_key.is_empty() {
-            req = req.bearer_auth(&self.api_key);
-        }
-        Ok(audio_stream(send(req).await?, BodyFormat::RawPcm(24_000)))
+            .post(&format!("{}/audio/speech", self.base_url))
+            .map(|req| {
+                let req = req.json(&body);
+                if self.api_key.is_empty() {
+                    req
+                } else {
+                    req.bearer_auth(&self.api_key)
+                }
+            });
+        speak(req, self.limits, BodyFormat::RawPcm(24_000)).await
     }
 
     fn name(&self) -> String {
@@ -181,21 +193,30 @@ impl TextToSpeech for OpenAiTts {
 
 /// ElevenLabs `POST {base}/v1/text-to-speech/{voice}/stream?output_format=pcm_16000`.
 pub struct ElevenLabsTts {
-    client: reqwest::Client,
+    client: GuardedClient,
     base_url: String,
     api_key: String,
     model: String,
+    limits: CallLimits,
 }
 
 impl ElevenLabsTts {
     /// `base_url` like `https://api.elevenlabs.io`; model like `eleven_flash_v2_5`.
-    pub fn new(base_url: &str, api_key: &str, model: &str) -> ElevenLabsTts {
+    /// `client` is the provider client (`provider_http::provider_client`).
+    pub fn new(client: GuardedClient, base_url: &str, api_key: &str, model: &str) -> ElevenLabsTts {
         ElevenLabsTts {
-            client: client(),
+            client,
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key: api_key.to_string(),
             model: model.to_string(),
+            limits: CallLimits::TTS,
         }
+    }
+
+    /// The same with other time limits.
+    pub fn with_limits(mut self, limits: CallLimits) -> ElevenLabsTts {
+        self.limits = limits;
+        self
     }
 }
 
@@ -220,19 +241,18 @@ impl TextToSpeech for ElevenLabsTts {
                 "invalid ElevenLabs voice id {voice:?}"
             )));
         }
-        let req = self
-            .client
-            .post(format!(
-                "{}/v1/text-to-speech/{voice}/stream?output_format=pcm_16000",
-                self.base_url
-            ))
-            .header("xi-api-key", &self.api_key)
-            .json(&json!({
+        let url = format!(
+            "{}/v1/text-to-speech/{voice}/stream?output_format=pcm_16000",
+            self.base_url
+        );
+        let req = self.client.post(&url).map(|req| {
+            req.header("xi-api-key", &self.api_key).json(&json!({
                 "text": text,
                 "model_id": self.model,
                 "voice_settings": { "speed": clamp_speed(speed, 0.7, 1.2) },
-            }));
-        Ok(audio_stream(send(req).await?, BodyFormat::RawPcm(16_000)))
+            }))
+        });
+        speak(req, self.limits, BodyFormat::RawPcm(16_000)).await
     }
 
     fn name(&self) -> String {
@@ -243,16 +263,25 @@ impl TextToSpeech for ElevenLabsTts {
 /// A Piper HTTP server (`python -m piper.http_server`): `POST /` with JSON,
 /// WAV back. Speed maps to Piper's `length_scale` (its inverse).
 pub struct PiperHttpTts {
-    client: reqwest::Client,
+    client: GuardedClient,
     base_url: String,
+    limits: CallLimits,
 }
 
 impl PiperHttpTts {
-    pub fn new(base_url: &str) -> PiperHttpTts {
+    /// `client` is the provider client (`provider_http::provider_client`).
+    pub fn new(client: GuardedClient, base_url: &str) -> PiperHttpTts {
         PiperHttpTts {
-            client: client(),
+            client,
             base_url: base_url.trim_end_matches('/').to_string(),
+            limits: CallLimits::TTS,
         }
+    }
+
+    /// The same with other time limits.
+    pub fn with_limits(mut self, limits: CallLimits) -> PiperHttpTts {
+        self.limits = limits;
+        self
     }
 }
 
@@ -271,8 +300,11 @@ impl TextToSpeech for PiperHttpTts {
         if !voice.is_empty() {
             body["voice"] = json!(voice);
         }
-        let req = self.client.post(format!("{}/", self.base_url)).json(&body);
-        Ok(audio_stream(send(req).await?, BodyFormat::Wav))
+        let req = self
+            .client
+            .post(&format!("{}/", self.base_url))
+            .map(|req| req.json(&body));
+        speak(req, self.limits, BodyFormat::Wav).await
     }
 
     fn name(&self) -> String {

@@ -54,8 +54,6 @@ pub struct ApiState {
     /// The in-memory knowledge the runtime retrieves from (shared with it
     /// in `serve`), so a search here ranks as a call would.
     pub knowledge: Arc<KnowledgeIndex>,
-    /// Internal addresses URL knowledge sources may still fetch.
-    pub fetch_allowed: crate::outbound::Allowed,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -64,7 +62,9 @@ pub(crate) struct Shared {
     pub login_per_email: RateLimiter,
     pub login_per_addr: RateLimiter,
     pub key_touched: DashMap<Uuid, Instant>,
-    pub http: reqwest::Client,
+    /// Fetches URL knowledge sources (`[outbound] allow` admits internal
+    /// addresses).
+    pub http: crate::outbound::GuardedClient,
 }
 
 /// Login attempts allowed per window: per email from one source address,
@@ -91,8 +91,10 @@ impl Default for LoginLimits {
 }
 
 /// The client URL knowledge sources are fetched with (`outbound`).
-fn knowledge_client(allowed: &crate::outbound::Allowed) -> Result<reqwest::Client, ApiError> {
-    crate::outbound::client(
+fn knowledge_client(
+    allowed: &crate::outbound::Allowed,
+) -> Result<crate::outbound::GuardedClient, ApiError> {
+    crate::outbound::GuardedClient::new(
         allowed.clone(),
         knowledge::FETCH_TIMEOUT,
         "switchboard-knowledge/0.1",
@@ -120,8 +122,7 @@ impl ApiState {
         if config.api.jwt_secret.is_empty() {
             return Err(ApiError::internal("api.jwt_secret is empty"));
         }
-        let fetch_allowed = crate::outbound::Allowed::none();
-        let http = knowledge_client(&fetch_allowed)?;
+        let http = knowledge_client(&config.outbound.allowed())?;
         let embedder = crate::agent_runtime::providers::embedder_from_config(&config);
         let knowledge = KnowledgeIndex::new(pool.clone(), &embedder.name());
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -140,7 +141,6 @@ impl ApiState {
             config,
             live: None,
             embedder,
-            fetch_allowed,
         })
     }
 
@@ -172,7 +172,8 @@ impl ApiState {
         self.allow_url_ranges(crate::outbound::Allowed::all())
     }
 
-    /// Lets URL sources reach these internal addresses (and no others).
+    /// Lets URL sources reach these internal addresses (and no others),
+    /// in place of the configuration's `[outbound] allow`.
     pub fn allow_url_ranges(mut self, allowed: crate::outbound::Allowed) -> ApiState {
         match knowledge_client(&allowed) {
             Ok(http) => {
@@ -184,7 +185,6 @@ impl ApiState {
                         return self;
                     }
                 }
-                self.fetch_allowed = allowed;
             }
             Err(e) => tracing::error!(error = %e, "knowledge client; URL ranges unchanged"),
         }

@@ -19,6 +19,10 @@ use axum::{Json, Router};
 
 pub const API_KEY: &str = "sk-mock-0123456789";
 
+/// The operator's allow-list a node needs to reach the mock on loopback
+/// (tenants' provider URLs reach no internal address unless allowed).
+pub const ALLOW_LOOPBACK: (&str, &str) = ("SWITCHBOARD_OUTBOUND__ALLOW", r#"["127.0.0.1/32"]"#);
+
 /// How the chat endpoint behaves.
 #[derive(Debug, Clone)]
 pub enum ChatMode {
@@ -85,6 +89,12 @@ impl MockServer {
 
     /// Also serves `/audio/transcriptions`, answering `transcript`.
     pub async fn start_with_transcript(mode: ChatMode, transcript: &str) -> MockServer {
+        MockServer::start_on("127.0.0.1", mode, transcript).await
+    }
+
+    /// Listens on `ip` (any 127.0.0.0/8 address works on Linux loopback;
+    /// 127.0.0.2 plays an internal address the node must not reach).
+    pub async fn start_on(ip: &str, mode: ChatMode, transcript: &str) -> MockServer {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -96,7 +106,7 @@ impl MockServer {
                 transcript: transcript.to_string(),
                 seen: seen.clone(),
             });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
             .expect("mock listener");
         let addr = listener.local_addr().expect("addr");

@@ -64,3 +64,10 @@ pub fn words(text: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The provider client for mock providers on 127.0.0.1: the operator's
+/// allow-list admits that one address (and no other internal one).
+pub fn loopback_client() -> switchboard::outbound::GuardedClient {
+    let allowed = switchboard::outbound::Allowed::parse(&["127.0.0.1/32"]).expect("allow-list");
+    switchboard::agent_runtime::provider_http::provider_client(allowed).expect("client")
+}

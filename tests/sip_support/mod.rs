@@ -253,7 +253,7 @@ pub fn scenario(name: &str) -> PathBuf {
 
 /// A port (a multiple of four) with `span` consecutive UDP ports free (and TCP on the
 /// first) right now, above the RTP ranges the tests' nodes draw from
-/// (36000–47200), so a node started by a test running beside this one does
+/// (36000–47400), so a node started by a test running beside this one does
 /// not take it before SIPp binds it.
 /// Blocks of four handed out in this process: SIPp runs started at once
 /// never get overlapping ports (SIPp binds them only once it runs).
