@@ -385,4 +385,48 @@ mod tests {
             assert_eq!(got, expected);
         }
     }
+
+    #[test]
+    fn damaged_input_frames_as_the_whole_buffer_framer_says() {
+        // Random bytes overwritten and random cuts (the fuzz target's check):
+        // the first message, or none, is the same either way; never a panic.
+        let base = format!("{}{}", options("v=0\r\n"), options(""));
+        let mut seed = 11u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..2000 {
+            let mut data = base.clone().into_bytes();
+            for _ in 0..next() % 4 {
+                let i = next() % data.len();
+                data[i] = b"\r\n:0123456789 Lx"[next() % 16];
+            }
+            data.truncate(next() % (data.len() + 1));
+            if data.first().is_some_and(|b| is_keepalive_byte(*b)) {
+                continue;
+            }
+            let expected = match super::super::message::frame(&data, 4096) {
+                Ok(Some(n)) => Some(data[..n].to_vec()),
+                _ => None,
+            };
+            let t0 = Instant::now();
+            let mut f = StreamFramer::new(t0, LIMITS);
+            let mut got = None;
+            for piece in data.chunks(1 + next() % 31) {
+                f.handle_input(t0, piece);
+                match f.poll_message() {
+                    Some(Ok(m)) => {
+                        got = Some(m.to_vec());
+                        break;
+                    }
+                    Some(Err(_)) => break,
+                    None => {}
+                }
+            }
+            assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(&data));
+        }
+    }
 }
