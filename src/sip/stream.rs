@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(out[0].as_ref().unwrap().as_ref(), a.as_bytes());
         assert_eq!(out[1].as_ref().unwrap().as_ref(), b.as_bytes());
         assert_eq!(f.buffered(), 10);
-        f.handle_input(t0, a[10..].as_bytes());
+        f.handle_input(t0, &a.as_bytes()[10..]);
         let out = drain(&mut f);
         assert_eq!(out[0].as_ref().unwrap().as_ref(), a.as_bytes());
         assert_eq!(f.buffered(), 0);
@@ -267,7 +267,7 @@ mod tests {
             Some(StreamClosed::MessageDeadline(LIMITS.message_deadline))
         );
         // Closed: nothing more comes out, whatever arrives.
-        f.handle_input(t0 + Duration::from_secs(11), m[10..].as_bytes());
+        f.handle_input(t0 + Duration::from_secs(11), &m.as_bytes()[10..]);
         assert!(f.poll_message().is_none());
     }
 
