@@ -60,6 +60,26 @@ pub struct SipConfig {
     pub drain_timeout_secs: u64,
     pub routing_cache_ttl_secs: u64,
     pub max_calls: usize,
+    /// TCP connections held at once, in all and from one source (an IPv6
+    /// source is its /64); more are closed at accept.
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_source: usize,
+    /// A TCP message must be whole (head and body) this long after its
+    /// first byte, however slowly it trickles.
+    pub tcp_message_deadline_ms: u64,
+    /// A TCP connection with no message under way closes after this long.
+    pub tcp_idle_secs: u64,
+}
+
+impl SipConfig {
+    pub fn tcp_limits(&self) -> crate::sip::transport::TcpLimits {
+        crate::sip::transport::TcpLimits {
+            max_connections: self.tcp_max_connections,
+            max_per_source: self.tcp_max_connections_per_source,
+            message_deadline: std::time::Duration::from_millis(self.tcp_message_deadline_ms),
+            idle: std::time::Duration::from_secs(self.tcp_idle_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -310,6 +330,18 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("key `{key}`: {why}")));
+        if self.sip.tcp_max_connections == 0 || self.sip.tcp_max_connections_per_source == 0 {
+            return bad(
+                "sip.tcp_max_connections_per_source",
+                "TCP connection limits must be at least 1",
+            );
+        }
+        if self.sip.tcp_message_deadline_ms == 0 || self.sip.tcp_idle_secs == 0 {
+            return bad(
+                "sip.tcp_message_deadline_ms",
+                "TCP deadlines must be greater than 0",
+            );
+        }
         if self.rtp.port_min >= self.rtp.port_max {
             return bad("rtp.port_min", "must be lower than rtp.port_max");
         }

@@ -1,4 +1,5 @@
-//! The `switchboard` command line: serve, migrate, seed-demo, check-config.
+//! The `switchboard` command line: serve, migrate, seed-demo, check-config,
+//! and the operator's assign-number.
 
 use std::path::PathBuf;
 
@@ -30,6 +31,23 @@ enum Command {
     SeedDemo,
     /// Load and validate the configuration, print it with secrets redacted, and exit.
     CheckConfig,
+    /// As the operator: give a phone number to a workspace, taking it from
+    /// the workspace that holds it if need be (tenants get 409 for that).
+    AssignNumber {
+        /// The number in E.164 (`+` and digits).
+        e164: String,
+        /// The workspace that gets it, by id or slug.
+        #[arg(long)]
+        workspace: String,
+        /// The agent that answers it (an agent of that workspace).
+        #[arg(long)]
+        agent: Option<uuid::Uuid>,
+        /// The trunk its calls must arrive on (a trunk of that workspace).
+        #[arg(long)]
+        trunk: Option<uuid::Uuid>,
+        #[arg(long)]
+        label: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +84,45 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .context("seeding the demo")?;
                 println!("{report}");
+                Ok(())
+            }
+            Command::AssignNumber {
+                e164,
+                workspace,
+                agent,
+                trunk,
+                label,
+            } => {
+                use switchboard::api::operator;
+                let e164 = switchboard::api::types::E164::parse(&e164)
+                    .map_err(|why| anyhow::anyhow!("{e164}: {why}"))?;
+                let pool = switchboard::db::connect(&config.database)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                switchboard::db::migrate(&pool)
+                    .await
+                    .context("applying migrations")?;
+                let workspace_id = operator::find_workspace(&pool, &workspace).await?;
+                let assignment = operator::NumberAssignment {
+                    e164: e164.clone(),
+                    workspace_id,
+                    agent_id: agent,
+                    sip_trunk_id: trunk,
+                    label,
+                };
+                let done = operator::assign_number(&pool, &assignment).await?;
+                match done.taken_from {
+                    Some(from) => println!(
+                        "{} assigned to workspace {workspace_id} (phone number {}), taken from workspace {from}",
+                        e164.as_str(),
+                        done.phone_number_id
+                    ),
+                    None => println!(
+                        "{} assigned to workspace {workspace_id} (phone number {})",
+                        e164.as_str(),
+                        done.phone_number_id
+                    ),
+                }
                 Ok(())
             }
             Command::Serve => switchboard::serve::run(config).await,

@@ -164,10 +164,12 @@ impl From<sqlx::Error> for ApiError {
         match code.as_str() {
             // unique_violation
             "23505" => ApiError::Conflict {
-                message: format!(
-                    "already exists ({})",
-                    constraint.as_deref().unwrap_or("unique constraint")
-                ),
+                message: match constraint.as_deref() {
+                    Some("phone_numbers_e164_key") => {
+                        crate::api::resources::telephony::E164_HELD_ELSEWHERE.to_string()
+                    }
+                    c => format!("already exists ({})", c.unwrap_or("unique constraint")),
+                },
                 field: constraint.as_deref().map(constraint_field),
             },
             // foreign_key_violation

@@ -15,6 +15,7 @@ pub mod knowledge;
 pub mod live;
 pub mod openapi;
 mod openapi_custom;
+pub mod operator;
 pub mod ratelimit;
 pub mod resource;
 pub mod resources;

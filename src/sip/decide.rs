@@ -1,10 +1,11 @@
 //! The answer to a new INVITE, in DESIGN.md's order: source/trunk (403,
-//! digest 401), dialed number (404), agent and plan (480), trunk capacity
-//! (486), codecs (488) — or accept. Runs as its own task (it may query the
-//! database) and posts the decision back to the SIP core. A trunk with a
-//! username and no usable password refuses (403) rather than checking a
-//! digest against an empty one; refusals of sources that passed no check
-//! are marked untrusted (counted, not logged as calls).
+//! digest 401), dialed number within the admitting trunks' numbers (404),
+//! agent and plan (480), trunk capacity (486), codecs (488) — or accept.
+//! Runs as its own task (it may query the database) and posts the decision
+//! back to the SIP core. A trunk with a username and no usable password
+//! refuses (403) rather than checking a digest against an empty one;
+//! refusals of sources that passed no check are marked untrusted (counted,
+//! not logged as calls).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use super::digest::{DigestRequest, DigestServer, Verdict};
 use super::number::{self, NumberingPlan};
-use super::routing::{Router, TrunkSlot, TrunkSlots};
+use super::routing::{select_route, Router, TrunkSlot, TrunkSlots};
 use super::sdp::{self, Negotiated, SessionDescription};
 use crate::media::Codec;
 
@@ -120,34 +121,29 @@ impl Decider {
         let plan = NumberingPlan::default();
         let dialed =
             number::from_uri(&f.request_uri, &plan).or_else(|| number::from_uri(&f.to_uri, &plan));
-        let route = match &dialed {
-            Some(e164) => self.router.number(e164).await?,
-            None => None,
+        let routes = match &dialed {
+            Some(e164) => self.router.numbers(e164).await?,
+            None => Default::default(),
         };
-        let Some(route) = route.filter(|r| r.enabled) else {
+        // The number within the trunks that admitted this INVITE: another
+        // workspace's number is "not found" here, never its agent.
+        let Some((route, trunk)) = select_route(&allowed, routes.as_slice()) else {
             if !listed {
                 return Ok(refuse_stranger(404, "Not Found"));
             }
-            let ws = allowed[0].workspace_id;
-            let single = allowed.iter().all(|t| t.workspace_id == ws);
+            let admitted: Vec<_> = allowed
+                .iter()
+                .filter(|t| t.allows_source(f.source_ip))
+                .collect();
+            let ws = admitted[0].workspace_id;
+            let single = admitted.iter().all(|t| t.workspace_id == ws);
             let facts = single.then(|| RouteFacts {
                 workspace_id: ws,
                 agent_id: None,
                 phone_number_id: None,
-                sip_trunk_id: (allowed.len() == 1).then(|| allowed[0].id),
+                sip_trunk_id: (admitted.len() == 1).then(|| admitted[0].id),
             });
             return Ok(reject(404, "Not Found", facts));
-        };
-        // The number's own trunk when it names one, else any allowed trunk of
-        // the same workspace.
-        let trunk = match route.sip_trunk_id {
-            Some(id) => allowed.iter().find(|t| t.id == id),
-            None => allowed
-                .iter()
-                .find(|t| t.workspace_id == route.workspace_id),
-        };
-        let Some(trunk) = trunk.copied() else {
-            return Ok(refuse_stranger(403, "Forbidden"));
         };
         let listed = trunk.allows_source(f.source_ip);
         let facts = RouteFacts {

@@ -144,19 +144,21 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
-/// Stream framing (TCP): how many bytes the first message in `buf` takes.
-/// `Ok(None)` is a short read, not an error. A missing Content-Length, a
-/// non-number, or a message over `max` is an error: the connection closes.
-pub fn frame(buf: &[u8], max: usize) -> Result<Option<usize>, ParseError> {
-    let head_end = match find_head_end(buf) {
-        Some(end) => end,
-        None if buf.len() > max => return Err(ParseError::TooLarge(max)),
-        None => return Ok(None),
-    };
-    let head = std::str::from_utf8(&buf[..head_end])
-        .map_err(|_| ParseError::Malformed("head not UTF-8"))?;
+/// Where the blank line ending a head is, searching `buf` from `from` only:
+/// a stream reader that remembers how far it looked scans each byte once
+/// (three bytes of overlap find a `\r\n\r\n` split across reads).
+pub(crate) fn find_head_end_from(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3).min(buf.len());
+    find_head_end(&buf[start..]).map(|end| start + end)
+}
+
+/// The size of a stream message whose head (through the blank line) is
+/// `head`: head plus `Content-Length`. Missing, not a number, or over `max`
+/// is an error (over TCP the length is the only frame boundary).
+pub(crate) fn framed_size(head: &[u8], max: usize) -> Result<usize, ParseError> {
+    let text = std::str::from_utf8(head).map_err(|_| ParseError::Malformed("head not UTF-8"))?;
     let mut length = None;
-    for line in head.split("\r\n").skip(1) {
+    for line in text.split("\r\n").skip(1) {
         if let Some((name, value)) = line.split_once(':') {
             if expand_compact(name.trim()).eq_ignore_ascii_case("Content-Length") {
                 let n: usize = value
@@ -168,17 +170,29 @@ pub fn frame(buf: &[u8], max: usize) -> Result<Option<usize>, ParseError> {
         }
     }
     let length = length.ok_or(ParseError::BadContentLength)?;
-    let total = head_end
+    let total = head
+        .len()
         .checked_add(length)
         .ok_or(ParseError::TooLarge(max))?;
     if total > max {
         return Err(ParseError::TooLarge(max));
     }
-    Ok(if buf.len() >= total {
-        Some(total)
-    } else {
-        None
-    })
+    Ok(total)
+}
+
+/// Stream framing (TCP): how many bytes the first message in `buf` takes.
+/// `Ok(None)` is a short read, not an error. A missing Content-Length, a
+/// non-number, or a message over `max` is an error: the connection closes.
+/// Scans `buf` from its start; a connection uses `stream::StreamFramer`,
+/// which remembers how far it has looked.
+pub fn frame(buf: &[u8], max: usize) -> Result<Option<usize>, ParseError> {
+    let head_end = match find_head_end(buf) {
+        Some(end) => end,
+        None if buf.len() > max => return Err(ParseError::TooLarge(max)),
+        None => return Ok(None),
+    };
+    let total = framed_size(&buf[..head_end], max)?;
+    Ok((buf.len() >= total).then_some(total))
 }
 
 impl Message {

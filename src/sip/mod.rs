@@ -18,6 +18,7 @@ pub mod routing;
 pub mod sdp;
 pub mod server;
 mod strangers;
+pub mod stream;
 pub mod transaction;
 pub mod transport;
 

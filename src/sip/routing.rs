@@ -68,7 +68,7 @@ pub struct Router {
     key: [u8; 32],
     supported: Vec<Codec>,
     trunks: Mutex<Option<Cached<Arc<Vec<Trunk>>>>>,
-    numbers: Mutex<HashMap<String, Cached<Option<NumberRoute>>>>,
+    numbers: Mutex<HashMap<String, Cached<Arc<Vec<NumberRoute>>>>>,
     usage: Mutex<HashMap<Uuid, Cached<bool>>>,
 }
 
@@ -178,29 +178,38 @@ impl Router {
         Ok(trunks)
     }
 
-    /// The number's row with its agent's status (negative answers cached too).
-    pub async fn number(&self, e164: &E164) -> Result<Option<NumberRoute>, sqlx::Error> {
+    /// The rows holding this number, each with its agent's status (an
+    /// empty answer is cached too). `e164` is unique today, so there is at
+    /// most one; which of them a call reaches is decided by the trunk that
+    /// admitted it ([`select_route`]), never by the number alone.
+    pub async fn numbers(&self, e164: &E164) -> Result<Arc<Vec<NumberRoute>>, sqlx::Error> {
         if let Some(c) = lock(&self.numbers).get(e164.as_str()) {
             if c.at.elapsed() < self.ttl {
                 return Ok(c.value.clone());
             }
         }
-        let row: Option<(Uuid, Uuid, Option<Uuid>, Option<Uuid>, bool, Option<String>)> = sqlx::query_as(
+        type Row = (Uuid, Uuid, Option<Uuid>, Option<Uuid>, bool, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
             "select p.id, p.workspace_id, p.sip_trunk_id, p.agent_id, p.enabled, a.status::text \
-             from phone_numbers p left join agents a on a.id = p.agent_id where p.e164 = $1",
+             from phone_numbers p left join agents a on a.id = p.agent_id where p.e164 = $1 \
+             order by p.created_at",
         )
         .bind(e164.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        let route = row.map(
-            |(id, workspace_id, sip_trunk_id, agent_id, enabled, status)| NumberRoute {
-                id,
-                workspace_id,
-                sip_trunk_id,
-                agent_id,
-                enabled,
-                agent_live: status.as_deref() == Some("live"),
-            },
+        let routes: Arc<Vec<NumberRoute>> = Arc::new(
+            rows.into_iter()
+                .map(
+                    |(id, workspace_id, sip_trunk_id, agent_id, enabled, status)| NumberRoute {
+                        id,
+                        workspace_id,
+                        sip_trunk_id,
+                        agent_id,
+                        enabled,
+                        agent_live: status.as_deref() == Some("live"),
+                    },
+                )
+                .collect(),
         );
         let mut cache = lock(&self.numbers);
         if cache.len() >= MAX_CACHE_ENTRIES {
@@ -210,10 +219,10 @@ impl Router {
             e164.as_str().to_string(),
             Cached {
                 at: Instant::now(),
-                value: route.clone(),
+                value: routes.clone(),
             },
         );
-        Ok(route)
+        Ok(routes)
     }
 
     /// `check_usage_limit(workspace_id)`: false when over the plan's limit.
@@ -240,6 +249,35 @@ impl Router {
         );
         Ok(ok)
     }
+}
+
+/// The number a call reaches, as the trunks that admitted its INVITE see
+/// it: a number is reachable only through the trunk it names or, naming
+/// none, through an admitting trunk of its own workspace. So a trunk routes
+/// only its own workspace's numbers: a carrier range shared by two tenants
+/// cannot carry one tenant's call to the other's agent, and a number of
+/// another workspace is simply not found here (no 403 that says it exists
+/// elsewhere). Disabled numbers are not found. Admitting trunks are tried
+/// in order; a number naming the trunk beats one that names none.
+pub fn select_route<'t, 'r>(
+    admitting: &[&'t Trunk],
+    routes: &'r [NumberRoute],
+) -> Option<(&'r NumberRoute, &'t Trunk)> {
+    let enabled = || routes.iter().filter(|r| r.enabled);
+    admitting
+        .iter()
+        .find_map(|t| {
+            enabled()
+                .find(|r| r.sip_trunk_id == Some(t.id))
+                .map(|r| (r, *t))
+        })
+        .or_else(|| {
+            admitting.iter().find_map(|t| {
+                enabled()
+                    .find(|r| r.sip_trunk_id.is_none() && r.workspace_id == t.workspace_id)
+                    .map(|r| (r, *t))
+            })
+        })
 }
 
 /// Live calls per trunk on this node; a slot is held for the life of a call.
@@ -290,6 +328,69 @@ impl TrunkSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trunk(workspace_id: Uuid) -> Trunk {
+        Trunk {
+            id: Uuid::new_v4(),
+            workspace_id,
+            name: "t".into(),
+            cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+            username: None,
+            password: None,
+            codecs: vec![Codec::Pcmu],
+            max_concurrent_calls: 10,
+        }
+    }
+
+    fn number(t: &Trunk, named: bool) -> NumberRoute {
+        NumberRoute {
+            id: Uuid::new_v4(),
+            workspace_id: t.workspace_id,
+            sip_trunk_id: named.then_some(t.id),
+            agent_id: Some(Uuid::new_v4()),
+            enabled: true,
+            agent_live: true,
+        }
+    }
+
+    #[test]
+    fn a_trunk_reaches_only_its_own_workspaces_numbers() {
+        let (ws_a, ws_b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (trunk(ws_a), trunk(ws_b));
+        let b2 = trunk(ws_b);
+        for named in [true, false] {
+            let b_number = [number(&b, named)];
+            // On trunk A, B's number is not found, whether or not it names a trunk.
+            assert!(select_route(&[&a], &b_number).is_none(), "named {named}");
+            // On B's trunk it is.
+            let (r, t) = select_route(&[&b], &b_number).expect("B's own trunk");
+            assert_eq!((r.id, t.id), (b_number[0].id, b.id));
+            // Both trunks admit (one carrier range): B's trunk carries it.
+            let (_, t) = select_route(&[&a, &b], &b_number).expect("shared range");
+            assert_eq!(t.id, b.id);
+        }
+        // A number naming one trunk of B is not reached through B's other trunk.
+        assert!(select_route(&[&b2], &[number(&b, true)]).is_none());
+        // A number naming no trunk is reached through any trunk of B.
+        let wide = [number(&b, false)];
+        assert_eq!(select_route(&[&a, &b2], &wide).unwrap().1.id, b2.id);
+        // Disabled numbers are not found.
+        let mut off = number(&b, true);
+        off.enabled = false;
+        assert!(select_route(&[&b], &[off]).is_none());
+    }
+
+    #[test]
+    fn a_number_naming_the_admitting_trunk_wins_over_a_workspace_wide_one() {
+        // Two rows for one number (an operator may one day hold it in two
+        // workspaces on different trunks): each trunk reaches its own.
+        let (ws_a, ws_b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (trunk(ws_a), trunk(ws_b));
+        let rows = [number(&a, false), number(&b, true)];
+        assert_eq!(select_route(&[&a], &rows).unwrap().0.id, rows[0].id);
+        assert_eq!(select_route(&[&b], &rows).unwrap().0.id, rows[1].id);
+        assert_eq!(select_route(&[&a, &b], &rows).unwrap().0.id, rows[1].id);
+    }
 
     #[test]
     fn slots_count_and_release() {

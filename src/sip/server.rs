@@ -102,12 +102,13 @@ impl SipServer {
             .sip
             .max_message_bytes
             .min(super::message::MAX_MESSAGE_BYTES);
-        let (transports, listener) = Transports::bind(listen, max_message, inbound_tx)
-            .await
-            .map_err(|source| SipError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let (transports, listener) =
+            Transports::bind(listen, max_message, config.sip.tcp_limits(), inbound_tx)
+                .await
+                .map_err(|source| SipError::Bind {
+                    addr: listen,
+                    source,
+                })?;
         let local = transports.local_addr();
         let shared = Arc::new(Shared::default());
         let mut key = [0u8; 32];

@@ -1,7 +1,9 @@
 //! UDP and TCP on one address. Each received datagram or framed TCP message
 //! is parsed here (off the SIP core's task) and queued, bounded, to the core;
 //! a full queue drops the message (UDP peers retransmit). TCP connections are
-//! framed by Content-Length; a broken frame closes that connection only.
+//! framed by `stream::StreamFramer` (Content-Length, a deadline per message);
+//! a broken or late frame closes that connection only. TCP connections are
+//! capped in all and per source (an IPv6 source is its /64).
 //! Sending never blocks the caller: UDP uses `try_send_to`, TCP a bounded
 //! per-connection queue.
 
@@ -10,25 +12,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::message::{frame, Message, ParseError};
+use super::message::{Message, ParseError};
+use super::stream::{StreamFramer, StreamLimits};
 
-/// TCP connections held at once; more are refused at accept.
-const MAX_TCP_CONNECTIONS: usize = 1024;
-/// A TCP connection that sends no complete message for this long is closed.
-const TCP_IDLE: Duration = Duration::from_secs(120);
-/// Connections held at once from one source address (a trunk or a proxy
-/// needs a handful; one host cannot take every slot).
-const MAX_TCP_PER_SOURCE: usize = 64;
-/// A message whose first byte has arrived must be whole within this long,
-/// however slowly its bytes trickle in (a trickle resets no timer).
-const TCP_MESSAGE_DEADLINE: Duration = Duration::from_secs(10);
 const TCP_SEND_QUEUE: usize = 64;
+/// Bytes asked of the socket per read.
+const TCP_READ_CHUNK: usize = 8192;
+
+/// Bounds on TCP connections (`sip.tcp_*` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Connections held at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Connections one source holds at once (a trunk or a proxy needs a
+    /// handful; one host cannot take every slot).
+    pub max_per_source: usize,
+    /// A message must be whole this long after its first byte.
+    pub message_deadline: Duration,
+    /// A connection with no message under way closes after this long.
+    pub idle: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            max_per_source: 64,
+            message_deadline: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
+        }
+    }
+}
 
 pub type ConnId = u64;
 
@@ -77,6 +97,7 @@ pub struct Transports {
     next_conn: Arc<AtomicU64>,
     inbound: mpsc::Sender<Inbound>,
     max_message: usize,
+    tcp_limits: TcpLimits,
 }
 
 impl Transports {
@@ -84,6 +105,7 @@ impl Transports {
     pub async fn bind(
         addr: SocketAddr,
         max_message: usize,
+        tcp_limits: TcpLimits,
         inbound: mpsc::Sender<Inbound>,
     ) -> std::io::Result<(Transports, TcpListener)> {
         let mut last_err = None;
@@ -99,6 +121,7 @@ impl Transports {
                         next_conn: Arc::new(AtomicU64::new(1)),
                         inbound,
                         max_message,
+                        tcp_limits,
                     };
                     return Ok((t, listener));
                 }
@@ -192,8 +215,9 @@ impl Transports {
 
     /// Accepts TCP connections until the listener fails.
     pub async fn run_tcp(self, listener: TcpListener) {
-        let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        let permits = Arc::new(Semaphore::new(self.tcp_limits.max_connections));
         let per_source: Arc<DashMap<IpAddr, usize>> = Arc::new(DashMap::new());
+        let per_source_max = self.tcp_limits.max_per_source;
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(s) => s,
@@ -203,12 +227,13 @@ impl Transports {
                     continue;
                 }
             };
-            let Some(slot) = SourceSlot::take(&per_source, peer.ip()) else {
+            let Some(slot) = SourceSlot::take(&per_source, peer.ip(), per_source_max) else {
                 tracing::debug!(%peer, "TCP connection refused: too many from this source");
                 drop(stream);
                 continue;
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "TCP connection refused: connection limit reached");
                 drop(stream);
                 continue;
             };
@@ -247,59 +272,40 @@ impl Transports {
                 addr: peer,
                 conn: Some(id),
             };
-            let mut buf = BytesMut::with_capacity(4096);
-            // When the first byte of the message in `buf` arrived.
-            let mut partial_since: Option<tokio::time::Instant> = None;
+            let limits = StreamLimits {
+                max_message: this.max_message,
+                message_deadline: this.tcp_limits.message_deadline,
+                idle: this.tcp_limits.idle,
+            };
+            let mut framer = StreamFramer::new(std::time::Instant::now(), limits);
+            let mut chunk = vec![0u8; TCP_READ_CHUNK];
             'conn: loop {
-                // Drain every complete message already buffered.
-                loop {
-                    let skip = buf
-                        .iter()
-                        .take_while(|b| **b == b'\r' || **b == b'\n')
-                        .count();
-                    buf.advance(skip);
-                    if buf.is_empty() {
-                        break;
-                    }
-                    match frame(&buf, this.max_message) {
-                        Ok(Some(n)) => {
-                            // A whole message: the next one's time starts
-                            // with its own first byte.
-                            partial_since = None;
-                            let msg = buf.split_to(n).freeze();
+                while let Some(framed) = framer.poll_message() {
+                    match framed {
+                        Ok(msg) => {
                             let inbound = Inbound {
                                 source,
                                 message: Message::parse(&msg),
-                                raw_len: n,
+                                raw_len: msg.len(),
                             };
                             let _ = this.inbound.try_send(inbound);
                         }
-                        Ok(None) => break,
                         Err(e) => {
                             tracing::debug!(conn = id, %peer, "closing TCP connection: {e}");
                             break 'conn;
                         }
                     }
                 }
-                if buf.capacity() - buf.len() < 2048 {
-                    buf.reserve(4096);
-                }
-                let now = tokio::time::Instant::now();
-                let deadline = if buf.is_empty() {
-                    partial_since = None;
-                    now + TCP_IDLE
-                } else {
-                    *partial_since.get_or_insert(now) + TCP_MESSAGE_DEADLINE
-                };
-                match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
+                let deadline = tokio::time::Instant::from_std(framer.poll_timeout());
+                match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
                     Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => framer.handle_input(std::time::Instant::now(), &chunk[..n]),
                     Err(_) => {
-                        if !buf.is_empty() {
-                            tracing::debug!(conn = id, %peer, "closing TCP connection: message not whole in time");
+                        if let Some(e) = framer.handle_timeout(std::time::Instant::now()) {
+                            tracing::debug!(conn = id, %peer, "closing TCP connection: {e}");
+                            break;
                         }
-                        break;
                     }
-                    Ok(Ok(_)) => {}
                 }
             }
             this.tcp.remove(&id);
@@ -314,10 +320,26 @@ struct SourceSlot {
     ip: IpAddr,
 }
 
+/// The source a connection counts against: an IPv4 address (IPv4-mapped
+/// IPv6 included), or an IPv6 /64 (one host may hold a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
 impl SourceSlot {
-    fn take(counts: &Arc<DashMap<IpAddr, usize>>, ip: IpAddr) -> Option<SourceSlot> {
+    fn take(counts: &Arc<DashMap<IpAddr, usize>>, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+        let ip = source_key(ip);
         let mut n = counts.entry(ip).or_insert(0);
-        if *n >= MAX_TCP_PER_SOURCE {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -363,6 +385,30 @@ pub fn response_addr(via: &super::message::Via, source: SocketAddr) -> SocketAdd
 mod tests {
     use super::*;
     use crate::sip::message::Via;
+
+    #[test]
+    fn sources_are_counted_by_address_or_ipv6_prefix() {
+        let key = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_share_and_gets_slots_back() {
+        let counts = Arc::new(DashMap::new());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let held: Vec<_> = (0..3)
+            .map(|_| SourceSlot::take(&counts, ip, 3).expect("a slot"))
+            .collect();
+        assert!(SourceSlot::take(&counts, ip, 3).is_none());
+        assert!(SourceSlot::take(&counts, "192.0.2.8".parse().unwrap(), 3).is_some());
+        drop(held);
+        assert!(counts.is_empty(), "counts of gone sources are removed");
+        assert!(SourceSlot::take(&counts, ip, 3).is_some());
+    }
 
     #[test]
     fn responses_go_to_the_source_ip_whatever_the_via_says() {

@@ -1,7 +1,9 @@
 //! `sip_trunks` (inbound allow-list and credentials, outbound proxy) and
 //! `phone_numbers` (E.164, routed to an agent of the same workspace). An
 //! inbound username needs a password: the SIP node refuses such a trunk's
-//! calls, and the API refuses to write one.
+//! calls, and the API refuses to write one. A number is held by one
+//! workspace at a time: claiming one another workspace holds is a 409, and
+//! only an operator moves it (`api::operator::assign_number`).
 
 use serde_json::{Map, Value};
 use sqlx::{Postgres, Transaction};
@@ -48,6 +50,40 @@ pub async fn check_trunk_credentials(
     Ok(())
 }
 
+/// The 409 for a number another workspace holds (its row is invisible under
+/// RLS; the unique key on `e164` still refuses it).
+pub const E164_HELD_ELSEWHERE: &str = "this number is held by another workspace; \
+a number moves between workspaces only when an operator assigns it (switchboard assign-number)";
+
+/// Names the clash when this workspace already holds the number (on create,
+/// or when a patch of row `id` sets `e164`).
+pub async fn check_number_free(
+    tx: &mut Transaction<'static, Postgres>,
+    ws: Uuid,
+    id: Option<Uuid>,
+    values: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    let Some(e164) = values.get("e164").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let held: Option<Uuid> = sqlx::query_scalar(
+        "select id from phone_numbers
+          where workspace_id = $1 and e164 = $2 and id is distinct from $3",
+    )
+    .bind(ws)
+    .bind(e164)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match held {
+        Some(other) => Err(ApiError::Conflict {
+            message: format!("{e164} is already a number of this workspace (phone number {other})"),
+            field: Some("e164".into()),
+        }),
+        None => Ok(()),
+    }
+}
+
 const TRUNK_PROVIDERS: &[&str] = &["twilio", "telnyx", "generic"];
 const DIRECTIONS: &[&str] = &["inbound", "outbound", "both"];
 
@@ -86,7 +122,7 @@ pub static SIP_TRUNKS: Resource = Resource {
 pub static PHONE_NUMBERS: Resource = Resource {
     path: "phone-numbers",
     table: "phone_numbers",
-    summary: "Phone numbers (E.164, unique) routed to an agent through a trunk",
+    summary: "Phone numbers (E.164, held by one workspace: 409 when another holds it) routed to an agent through a trunk",
     fields: &[
         req("e164", Kind::E164),
         opt("sip_trunk_id", Kind::Ref("sip_trunks")),
