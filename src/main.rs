@@ -64,22 +64,12 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Migrate => {
-                let pool = switchboard::db::connect(&config.database)
-                    .await
-                    .context("connecting to PostgreSQL")?;
-                switchboard::db::migrate(&pool)
-                    .await
-                    .context("applying migrations")?;
+                migrated_pool(&config).await?;
                 println!("migrations applied");
                 Ok(())
             }
             Command::SeedDemo => {
-                let pool = switchboard::db::connect(&config.database)
-                    .await
-                    .context("connecting to PostgreSQL")?;
-                switchboard::db::migrate(&pool)
-                    .await
-                    .context("applying migrations")?;
+                let pool = migrated_pool(&config).await?;
                 let report = switchboard::db::seed::seed_demo(&pool)
                     .await
                     .context("seeding the demo")?;
@@ -96,12 +86,7 @@ fn main() -> anyhow::Result<()> {
                 use switchboard::api::operator;
                 let e164 = switchboard::api::types::E164::parse(&e164)
                     .map_err(|why| anyhow::anyhow!("{e164}: {why}"))?;
-                let pool = switchboard::db::connect(&config.database)
-                    .await
-                    .context("connecting to PostgreSQL")?;
-                switchboard::db::migrate(&pool)
-                    .await
-                    .context("applying migrations")?;
+                let pool = migrated_pool(&config).await?;
                 let workspace_id = operator::find_workspace(&pool, &workspace).await?;
                 let assignment = operator::NumberAssignment {
                     e164: e164.clone(),
@@ -128,6 +113,17 @@ fn main() -> anyhow::Result<()> {
             Command::Serve => switchboard::serve::run(config).await,
         }
     })
+}
+
+/// The database, connected and migrated.
+async fn migrated_pool(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    let pool = switchboard::db::connect(&config.database)
+        .await
+        .context("connecting to PostgreSQL")?;
+    switchboard::db::migrate(&pool)
+        .await
+        .context("applying migrations")?;
+    Ok(pool)
 }
 
 fn init_tracing(config: &Config) {

@@ -145,8 +145,7 @@ async fn caller_hears_the_answer_from_the_knowledge_base() {
     );
     let answer_msg = messages
         .iter()
-        .filter(|m| m.0 == "assistant")
-        .last()
+        .rfind(|m| m.0 == "assistant")
         .expect("an answer");
     assert!(
         answer_msg.1.to_lowercase().contains("saturday"),

@@ -30,7 +30,7 @@ fn session_socket() -> std::net::UdpSocket {
     for _ in 0..200 {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();
-        if port % 2 == 0
+        if port.is_multiple_of(2)
             && port < u16::MAX
             && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
         {

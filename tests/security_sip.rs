@@ -90,7 +90,12 @@ async fn stranger_node(options: SipOptions) -> Node {
 
 fn bye_without_dialog(sip: &RawSip, n: usize) -> String {
     let mut r = Request::invite(DEMO, sip.server, sip.local(), String::new());
-    r.method = if n % 2 == 0 { "BYE" } else { "MESSAGE" }.into();
+    r.method = if n.is_multiple_of(2) {
+        "BYE"
+    } else {
+        "MESSAGE"
+    }
+    .into();
     r.to = format!("{};tag=gone{n}", r.to);
     r.text()
 }

@@ -76,7 +76,9 @@ async fn hostile_datagrams_and_streams_do_not_break_the_node() {
             0 => hostile(n, &mut rng),
             // A real 1 MB body behind an honest Content-Length.
             1 => [
-                format!("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 1048576\r\n\r\n").into_bytes(),
+                "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 1048576\r\n\r\n"
+                    .to_string()
+                    .into_bytes(),
                 vec![b'x'; 1 << 20],
             ]
             .concat(),

@@ -136,7 +136,7 @@ async fn ask(
             .iter()
             .filter(|(at, r)| *at >= start && *at <= sent_by && *r > ONSET_RMS)
             .map(|(at, _)| *at + Duration::from_millis(20))
-            .last()
+            .next_back()
     };
     let answer = match speech_end {
         Some(end) => {

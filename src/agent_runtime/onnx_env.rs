@@ -34,7 +34,7 @@ pub fn session(model: &Path, threads: usize) -> Result<ort::session::Session, Pr
         .and_then(|b| {
             b.with_intra_threads(threads.max(1))
                 .map_err(Into::into)
-                .and_then(|mut b| b.commit_from_file(model).map_err(Into::into))
+                .and_then(|mut b| b.commit_from_file(model))
         })
         .map_err(|e: ort::Error| ProviderError::Engine(format!("{}: {e}", model.display())))
 }

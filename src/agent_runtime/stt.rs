@@ -109,9 +109,12 @@ pub fn max_tokens_for(samples: usize) -> i32 {
 const NO_SPEECH_PROB: f32 = 0.6;
 const NO_SPEECH_MEAN_LOGPROB: f32 = -1.0;
 
+/// Loaded models by file.
+type Contexts = Mutex<Vec<(PathBuf, Arc<WhisperContext>)>>;
+
 /// Process-wide cache: each model file is loaded once and shared.
-fn context_cache() -> &'static Mutex<Vec<(PathBuf, Arc<WhisperContext>)>> {
-    static CACHE: OnceLock<Mutex<Vec<(PathBuf, Arc<WhisperContext>)>>> = OnceLock::new();
+fn context_cache() -> &'static Contexts {
+    static CACHE: OnceLock<Contexts> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(Vec::new()))
 }
 

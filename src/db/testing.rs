@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 const TEMPLATE: &str = "switchboard_template";
-const LOCK_KEY: i64 = 0x5357_4254_4553_54; // "SWBTEST"
+const LOCK_KEY: i64 = 0x0053_5742_5445_5354; // "SWBTEST"
 
 /// Where tests find the server: `SWITCHBOARD_TEST_DATABASE_URL` (an admin URL,
 /// database part ignored), else `DATABASE_URL`, else the private cluster.

@@ -166,7 +166,7 @@ mod tests {
             dec.decode(&payload, &mut output);
             assert_eq!(output.len() - before, 320);
         }
-        output.extend(std::iter::repeat(0).take(64));
+        output.extend(std::iter::repeat_n(0, 64));
         let (lag, snr) = best_snr(&input, &output);
         assert!(snr > 20.0, "G.722 round trip SNR {snr:.1} dB at lag {lag}");
         // The 5 kHz component survives (it would not through 8 kHz G.711).

@@ -187,11 +187,9 @@ impl RtcpSession {
             self.prior_expected = r.expected;
             self.prior_received = r.received;
             let lost_interval = expected_interval.saturating_sub(received_interval);
-            let fraction = if expected_interval == 0 {
-                0
-            } else {
-                ((lost_interval << 8) / expected_interval).min(255) as u8
-            };
+            let fraction = (lost_interval << 8)
+                .checked_div(expected_interval)
+                .map_or(0, |f| f.min(255) as u8);
             let (lsr, dlsr) = match self.last_sr {
                 Some((mid, at)) => {
                     let d = now.saturating_duration_since(at);

@@ -432,7 +432,7 @@ mod tests {
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
         p.extend_from_slice(&7u32.to_be_bytes());
-        p.extend(std::iter::repeat(0xFF).take(160));
+        p.extend(std::iter::repeat_n(0xFF, 160));
         p
     }
 

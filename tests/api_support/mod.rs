@@ -36,20 +36,11 @@ impl Resp {
     }
 }
 
+#[derive(Default)]
 pub struct Options {
     pub limits: LoginLimits,
     pub live: Option<Arc<dyn LiveCalls>>,
     pub env: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            limits: LoginLimits::default(),
-            live: None,
-            env: Vec::new(),
-        }
-    }
 }
 
 impl Api {

@@ -115,7 +115,8 @@ pub async fn session_messages(
 /// session started) and their stage timings, one line each: what a failed
 /// conversation test prints so a slow turn can be told from a wrong one.
 pub async fn session_timeline(pool: &sqlx::PgPool, session: uuid::Uuid) -> String {
-    let rows: Vec<(
+    // role, content, interrupted, seconds in, stt, llm and tts ms
+    type Row = (
         String,
         String,
         bool,
@@ -123,7 +124,8 @@ pub async fn session_timeline(pool: &sqlx::PgPool, session: uuid::Uuid) -> Strin
         Option<i32>,
         Option<i32>,
         Option<i32>,
-    )> = sqlx::query_as(
+    );
+    let rows: Vec<Row> = sqlx::query_as(
         "select m.role, m.content, m.interrupted, \
                     extract(epoch from m.created_at - s.started_at)::float8, \
                     m.stt_ms, m.llm_first_token_ms, m.tts_first_byte_ms \

@@ -259,7 +259,7 @@ pub fn rtp(seq: u16, timestamp: u32, ssrc: u32) -> Vec<u8> {
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&timestamp.to_be_bytes());
     p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend(std::iter::repeat(0xFFu8).take(160));
+    p.extend(std::iter::repeat_n(0xFFu8, 160));
     p
 }
 

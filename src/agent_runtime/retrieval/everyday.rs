@@ -74,7 +74,7 @@ impl Everyday {
 
     /// From vectors already computed (`len × dims`).
     pub fn from_vectors(model: &str, dims: usize, vectors: Vec<f32>) -> Everyday {
-        let dims = if dims > 0 && vectors.len() % dims == 0 {
+        let dims = if dims > 0 && vectors.len().is_multiple_of(dims) {
             dims
         } else {
             0

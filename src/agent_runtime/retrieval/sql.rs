@@ -353,7 +353,7 @@ mod tests {
         }
         assert!(!sql.contains("q.q3"));
         // The mask is a bigint: every lexeme a bounded query can have fits.
-        assert!(MAX_LEXEMES < 63 && MAX_QUERY_WORDS <= MAX_LEXEMES);
+        const { assert!(MAX_LEXEMES < 63 && MAX_QUERY_WORDS <= MAX_LEXEMES) };
     }
 
     fn cand(coverage: f64, emb: Option<Vec<f32>>) -> Candidate {
