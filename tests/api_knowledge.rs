@@ -562,3 +562,69 @@ async fn search_ranks_the_agents_chunks() {
         .await;
     assert_eq!(r.status, 400);
 }
+
+/// Text with NUL and other control characters (which PostgreSQL refuses)
+/// is stored without them and the source is ready, never stuck in
+/// `processing`; a list page leaves the sources' whole text out unless
+/// `?include=content` asks for it.
+#[tokio::test]
+async fn control_characters_are_stripped_and_lists_leave_long_text_out() {
+    let api = Api::start().await;
+    let (_, t) = api.user("owner@example.com").await;
+    let ws = api.workspace(&t, "Acme").await;
+    let path = format!("/v1/workspaces/{ws}/knowledge");
+    let r = api
+        .post(
+            &path,
+            &t,
+            json!({"name": "Nul", "type": "TEXT", "content": "We open\u{0000} at nine.\u{0007}\r\nParking is free."}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["status"], "ready", "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let stored = chunks(&api, &id).await;
+    assert_eq!(stored.len(), 1);
+    assert!(
+        !stored[0]
+            .0
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t'),
+        "{:?}",
+        stored[0].0
+    );
+    assert!(stored[0].0.contains("at nine"), "{:?}", stored[0].0);
+    let faq = api
+        .post(
+            &path,
+            &t,
+            json!({"name": "Faq", "type": "FAQ", "faqs": [{"question": "Hours?\u{0000}", "answer": "Nine\u{0000} to five."}]}),
+        )
+        .await;
+    assert_eq!(faq.body["status"], "ready", "{}", faq.text);
+
+    let list = api.get(&path, &t).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(
+        items.iter().all(|i| i.get("content").is_none()),
+        "{}",
+        list.text
+    );
+    assert!(items.iter().all(|i| i["chunk_count"] == 1), "{}", list.text);
+    let full = api.get(&format!("{path}?include=content"), &t).await;
+    let items = full.body["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| i["content"].as_str().is_some_and(|c| c.contains("at nine"))),
+        "{}",
+        full.text
+    );
+    // One source alone still has its text.
+    let one = api.get(&format!("{path}/{id}"), &t).await;
+    assert!(one.body["content"]
+        .as_str()
+        .is_some_and(|c| c.contains("Parking")));
+}

@@ -343,6 +343,24 @@ fn push_filters(
     Ok(())
 }
 
+/// Text columns longer than this (a knowledge source's whole extracted
+/// text) are left out of list pages unless `?include=<column>` asks for
+/// them: a page of 50 would otherwise carry up to 100 MB.
+pub const LIST_TEXT_LIMIT: usize = 65_536;
+
+/// The long text columns a list leaves out, given `include` (comma-separated).
+fn omitted_in_lists(fields: &[Field], include: Option<&String>) -> Vec<&'static str> {
+    let asked: Vec<&str> = include
+        .map(|i| i.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    fields
+        .iter()
+        .filter(|f| matches!(f.kind, Kind::Text(n) if n > LIST_TEXT_LIMIT))
+        .map(|f| f.name)
+        .filter(|name| !asked.contains(name))
+        .collect()
+}
+
 pub async fn list(
     r: &'static Resource,
     st: &ApiState,
@@ -352,8 +370,13 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     st.require(p, ws, Role::Viewer).await?;
     let (limit, offset) = pagination(q)?;
+    // Column names come from the static field list, never from the request.
+    let minus: String = omitted_in_lists(r.fields, q.get("include"))
+        .iter()
+        .map(|c| format!(" - '{c}'"))
+        .collect();
     let mut sql = format!(
-        "select to_jsonb(t) from {} t where t.workspace_id = $1",
+        "select to_jsonb(t){minus} from {} t where t.workspace_id = $1",
         r.table
     );
     let mut binds = Vec::new();

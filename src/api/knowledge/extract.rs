@@ -100,13 +100,29 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
-/// Extracts a PDF's text on a blocking thread; a corrupt file (which can
-/// make the parser panic) fails this source only.
+/// PDFs read at once. A parse that outlives its timeout cannot be stopped
+/// (the parser has no cancellation), so it keeps its slot until it ends:
+/// hostile files can occupy these threads, never more.
+const PDF_WORKERS: usize = 2;
+
+/// Extracts a PDF's text on a bounded set of blocking threads; a corrupt
+/// file (which can make the parser panic) fails this source only, and so
+/// does one that finds every slot taken for the whole timeout.
 pub async fn pdf_text(bytes: Vec<u8>) -> Result<String, String> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
     if !bytes.starts_with(b"%PDF-") {
         return Err("not a PDF file (no %PDF- header)".into());
     }
-    let job = tokio::task::spawn_blocking(move || pdf_extract::extract_text_from_mem(&bytes));
+    let slots = SLOTS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(PDF_WORKERS)));
+    let slot = match tokio::time::timeout(PDF_TIMEOUT, slots.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => return Err("other PDFs are being read; try again later".into()),
+    };
+    let job = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        pdf_extract::extract_text_from_mem(&bytes)
+    });
     match tokio::time::timeout(PDF_TIMEOUT, job).await {
         Err(_) => Err("the PDF took too long to read".into()),
         Ok(Err(_panic)) => Err("the PDF is corrupt and could not be read".into()),

@@ -31,8 +31,24 @@ const STATUSES: &[&str] = &["pending", "processing", "ready", "failed"];
 /// Most FAQ pairs in one source, and characters of a question or answer.
 const MAX_FAQS: usize = 1000;
 const MAX_FAQ_CHARS: usize = 4000;
-/// Extracted text kept per source (the chunks hold all of it too).
+/// Extracted text kept per source; the chunks are cut from what is kept,
+/// so `chunk_count` counts what the source really holds.
 const MAX_TEXT_CHARS: usize = 2_000_000;
+
+/// What is kept of an extracted text: NUL and other control characters
+/// (which PostgreSQL refuses or a voice cannot read) become spaces, line
+/// breaks and tabs stay, and at most [`MAX_TEXT_CHARS`] characters.
+pub fn clean_text(text: &str) -> String {
+    text.chars()
+        .take(MAX_TEXT_CHARS)
+        .map(|c| match c {
+            '\n' | '\t' => c,
+            '\r' => '\n',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
 
 /// The generic view of `knowledge_sources`; creation is custom (ingestion).
 pub static KNOWLEDGE: Resource = Resource {
@@ -220,8 +236,13 @@ async fn create(
         Input::Url(url) => extract::fetch_text(&st, &url).await,
         Input::Pdf(bytes) => extract::pdf_text(bytes).await,
     };
+    let outcome = outcome.map(|text| clean_text(&text));
     let chunks = match &outcome {
-        Ok(text) if kind == "FAQ" => text.split("\n\n").map(str::to_string).collect(),
+        Ok(text) if kind == "FAQ" => text
+            .split("\n\n")
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_string)
+            .collect(),
         Ok(text) => chunk::chunk_text(text),
         Err(_) => Vec::new(),
     };
@@ -240,8 +261,19 @@ async fn create(
             .await?;
         }
         Ok(text) => {
-            let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
-            store_chunks(&st, &p, ws, id, &text, &chunks).await?;
+            if let Err(err) = store_chunks(&st, &p, ws, id, &text, &chunks).await {
+                // Never left in `processing`: the source says why it failed.
+                tracing::warn!(source_id = %id, error = ?err, "knowledge chunks not stored");
+                set_status(
+                    &st,
+                    &p,
+                    ws,
+                    id,
+                    "failed",
+                    Some("the extracted text could not be stored"),
+                )
+                .await?;
+            }
         }
         Err(reason) => {
             tracing::info!(source_id = %id, %reason, "knowledge source failed");
@@ -400,4 +432,16 @@ async fn search(
     tx.commit().await?;
     let items = extract::rank(&st, ws, agent_id, &query, limit).await?;
     Ok(Json(json!({ "query": query, "items": items })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_go_and_the_length_is_bounded() {
+        assert_eq!(clean_text("a\u{0}b\u{7}c\r\nd\te"), "a b c\n\nd\te");
+        let long = "x".repeat(MAX_TEXT_CHARS + 10);
+        assert_eq!(clean_text(&long).chars().count(), MAX_TEXT_CHARS);
+    }
 }
