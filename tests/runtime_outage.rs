@@ -256,7 +256,8 @@ async fn a_hangup_during_the_outage_is_recorded_when_the_database_returns() {
         caller.hangup().await,
         "BYE answered while the database is down"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Longer than any give-up: the writers retry until the database returns.
+    tokio::time::sleep(OUTAGE).await;
     cluster.resume();
 
     let row: Option<(

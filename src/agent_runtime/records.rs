@@ -156,13 +156,30 @@ impl RecordWriter {
     }
 }
 
+/// How long a write whose referred row is missing (`call_logs`, written by
+/// the SIP layer's own writer) is retried before it is taken as permanent:
+/// after an outage both writers resume at once, and the referred row may
+/// land a moment after the row that refers to it.
+const MISSING_PARENT_RETRY: Duration = Duration::from_secs(15);
+
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<RecordOp>, pending: Arc<AtomicUsize>) {
     while let Some(op) = rx.recv().await {
         let mut backoff = Duration::from_millis(100);
+        let mut parent_missing_since: Option<tokio::time::Instant> = None;
         loop {
             match apply(&pool, &op).await {
                 Ok(()) => break,
-                Err(err) if is_permanent(&err) => {
+                Err(err)
+                    if crate::db::is_foreign_key_violation(&err)
+                        && parent_missing_since
+                            .get_or_insert_with(tokio::time::Instant::now)
+                            .elapsed()
+                            < MISSING_PARENT_RETRY =>
+                {
+                    tracing::debug!(error = %err, "record waits for the row it refers to");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) if crate::db::is_permanent_error(&err) => {
                     tracing::error!(error = %err, ?op, "record rejected by the database; skipped");
                     break;
                 }
@@ -174,27 +191,6 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<RecordOp>, pending: Arc<Atomic
             }
         }
         pending.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Constraint, data and SQL errors will fail again on retry; connection
-/// errors and timeouts will not.
-fn is_permanent(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            // 08 connection exception, 53 insufficient resources, 57 operator
-            // intervention (shutdown), 40 transaction rollback: transient.
-            !(code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57")
-                || code.starts_with("40"))
-        }
-        sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_) => true,
-        _ => false,
     }
 }
 

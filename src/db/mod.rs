@@ -49,3 +49,31 @@ pub async fn ready(pool: &PgPool) -> bool {
             .await;
     matches!(applied, Ok(n) if n as usize >= MIGRATOR.migrations.len())
 }
+
+/// Whether a write that failed with `err` will fail again however often it
+/// is retried (a constraint, data or SQL error), rather than succeed once
+/// the database is back (a lost connection, a timeout, a shutdown).
+pub fn is_permanent_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            // 08 connection exception, 53 insufficient resources, 57 operator
+            // intervention (shutdown), 40 transaction rollback: transient.
+            !(code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code.starts_with("40"))
+        }
+        sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_) => true,
+        _ => false,
+    }
+}
+
+/// A foreign-key violation: the row referred to may still be on its way
+/// (another writer retrying through an outage).
+pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))
+}

@@ -1,7 +1,9 @@
 //! `call_logs` rows for every INVITE that reaches routing, written by one
 //! small task per call so the SIP loop never waits on the database and a
-//! call's writes land in order (insert, answered, ended). Each write is
-//! retried a few times with back-off; failures are logged, never fatal.
+//! call's writes land in order (insert, answered, ended). A write the
+//! database refuses for good is logged and skipped; one that fails because
+//! the database is away is retried until it returns (each call's task holds
+//! at most its few writes, so an outage costs bounded memory).
 
 use std::time::Duration;
 
@@ -130,17 +132,26 @@ fn fold(ops: Vec<Op>) -> Vec<Op> {
     out
 }
 
+/// Longest pause between two tries while the database is away.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
 async fn write_with_retry(pool: &PgPool, id: Uuid, op: &Op) {
     let mut delay = Duration::from_millis(200);
-    for attempt in 1..=5 {
+    for attempt in 1u64.. {
         match write(pool, id, op).await {
             Ok(()) => return,
-            Err(e) if attempt < 5 => {
-                tracing::warn!(call_log_id = %id, attempt, "call_logs write failed, retrying: {e}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+            Err(e) if crate::db::is_permanent_error(&e) => {
+                tracing::error!(call_log_id = %id, "call_logs write refused by the database: {e}");
+                return;
             }
-            Err(e) => tracing::error!(call_log_id = %id, "call_logs write failed for good: {e}"),
+            Err(e) => {
+                // Logged on the first tries, then now and then.
+                if attempt <= 3 || attempt.is_multiple_of(30) {
+                    tracing::warn!(call_log_id = %id, attempt, "call_logs write failed, retrying until the database returns: {e}");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
         }
     }
 }
