@@ -247,38 +247,24 @@ async fn create(
         Err(_) => Vec::new(),
     };
     // 3. Ready with its chunks, or failed with the reason (nothing else
-    // is touched: other sources and the request itself are fine).
-    match outcome {
-        Ok(_) if chunks.is_empty() => {
-            set_status(
-                &st,
-                &p,
-                ws,
-                id,
-                "failed",
-                Some("the document contains no text"),
-            )
-            .await?;
-        }
-        Ok(text) => {
-            if let Err(err) = store_chunks(&st, &p, ws, id, &text, &chunks).await {
-                // Never left in `processing`: the source says why it failed.
+    // is touched: other sources and the request itself are fine; a source
+    // is never left in `processing`).
+    let failure: Option<String> = match outcome {
+        Ok(_) if chunks.is_empty() => Some("the document contains no text".into()),
+        Ok(text) => match store_chunks(&st, &p, ws, id, &text, &chunks).await {
+            Ok(()) => None,
+            Err(err) => {
                 tracing::warn!(source_id = %id, error = ?err, "knowledge chunks not stored");
-                set_status(
-                    &st,
-                    &p,
-                    ws,
-                    id,
-                    "failed",
-                    Some("the extracted text could not be stored"),
-                )
-                .await?;
+                Some("the extracted text could not be stored".into())
             }
-        }
+        },
         Err(reason) => {
             tracing::info!(source_id = %id, %reason, "knowledge source failed");
-            set_status(&st, &p, ws, id, "failed", Some(&reason)).await?;
+            Some(reason)
         }
+    };
+    if let Some(reason) = failure {
+        set_status(&st, &p, ws, id, "failed", Some(&reason)).await?;
     }
     let mut tx = st.begin(&p).await?;
     let row: Value =
