@@ -15,6 +15,7 @@
 
 use super::super::embeddings::{Embedder, MAX_BATCH};
 use super::super::provider_error::ProviderError;
+use super::index::dot;
 
 const REQUESTS: &str = include_str!("everyday_requests.txt");
 
@@ -26,10 +27,10 @@ pub const MARGIN: f32 = 0.12;
 /// questions are that agent's business, not a reference against it.
 pub const OWN_KNOWLEDGE_COSINE: f32 = 0.5;
 
-/// The requests' vectors under one embedding model.
+/// The requests' vectors under one embedding model (the caller keeps the
+/// model's name: `KnowledgeIndex::learn_everyday` checks it).
 #[derive(Debug, Clone)]
 pub struct Everyday {
-    model: String,
     dims: usize,
     /// `len × dims`, L2-normalised rows.
     vectors: Vec<f32>,
@@ -65,29 +66,21 @@ impl Everyday {
                 vectors.extend_from_slice(&v);
             }
         }
-        Ok(Everyday {
-            model: embedder.name(),
-            dims,
-            vectors,
-        })
+        Ok(Everyday { dims, vectors })
     }
 
     /// From vectors already computed (`len × dims`).
-    pub fn from_vectors(model: &str, dims: usize, vectors: Vec<f32>) -> Everyday {
+    #[cfg(test)]
+    fn from_vectors(dims: usize, vectors: Vec<f32>) -> Everyday {
         let dims = if dims > 0 && vectors.len().is_multiple_of(dims) {
             dims
         } else {
             0
         };
         Everyday {
-            model: model.to_string(),
             dims,
             vectors: if dims == 0 { Vec::new() } else { vectors },
         }
-    }
-
-    pub fn model(&self) -> &str {
-        &self.model
     }
 
     pub fn dims(&self) -> usize {
@@ -165,10 +158,6 @@ impl Reference {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,7 +179,7 @@ mod tests {
     fn requests_close_to_the_agents_knowledge_are_left_out() {
         let weather = unit(&[1.0, 0.0, 0.0]);
         let taxi = unit(&[0.0, 1.0, 0.0]);
-        let everyday = Everyday::from_vectors("m", 3, [weather.clone(), taxi.clone()].concat());
+        let everyday = Everyday::from_vectors(3, [weather.clone(), taxi.clone()].concat());
         // The agent's knowledge is about taxis.
         let own = unit(&[0.1, 1.0, 0.0]);
         let reference = everyday.reference_for(&[&own]);
@@ -211,7 +200,7 @@ mod tests {
 
     #[test]
     fn bad_shapes_give_an_empty_set() {
-        let e = Everyday::from_vectors("m", 3, vec![1.0; 4]);
+        let e = Everyday::from_vectors(3, vec![1.0; 4]);
         assert!(e.is_empty());
         assert!(e.reference_for(&[]).is_empty());
     }

@@ -213,11 +213,6 @@ impl AgentIndex {
         self
     }
 
-    /// How many everyday requests this index compares matches with.
-    pub fn reference_len(&self) -> usize {
-        self.reference.len()
-    }
-
     pub fn len(&self) -> usize {
         self.docs.len()
     }
@@ -382,7 +377,7 @@ fn jaccard(a: &HashSet<&str>, b: &HashSet<String>) -> f32 {
 
 /// Dot product of unit vectors (their cosine), in eight lanes so the
 /// compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
