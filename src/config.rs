@@ -49,7 +49,21 @@ pub struct Config {
     pub recording: RecordingConfig,
     pub embeddings: EmbeddingsConfig,
     pub outbound: OutboundConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
+}
+
+/// Several nodes sharing one PostgreSQL behind a SIP load balancer
+/// (Kamailio's dispatcher): heartbeats, trunk limits counted across nodes,
+/// live calls of every node, calls of a lost node closed by the others.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ClusterConfig {
+    pub enabled: bool,
+    /// How often this node writes its heartbeat.
+    pub heartbeat_ms: u64,
+    /// A node whose heartbeat is older than this is lost: its calls stop
+    /// counting and their records are closed by a surviving node.
+    pub node_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -69,6 +83,11 @@ pub struct SipConfig {
     pub tcp_message_deadline_ms: u64,
     /// A TCP connection with no message under way closes after this long.
     pub tcp_idle_secs: u64,
+    /// SIP proxies in front of this node (a Kamailio dispatcher): from
+    /// these addresses, the `X-Switchboard-Source` header names the
+    /// address the request really came from (trunk admission, per-source
+    /// budgets, media latching). From anyone else it is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl SipConfig {
@@ -340,6 +359,21 @@ impl Config {
             return bad(
                 "sip.tcp_message_deadline_ms",
                 "TCP deadlines must be greater than 0",
+            );
+        }
+        if self.cluster.enabled && self.node_id.trim().is_empty() {
+            return bad(
+                "node_id",
+                "a cluster node needs its own name (cluster.enabled)",
+            );
+        }
+        if self.cluster.enabled
+            && (self.cluster.heartbeat_ms == 0
+                || self.cluster.node_timeout_ms < 2 * self.cluster.heartbeat_ms)
+        {
+            return bad(
+                "cluster.node_timeout_ms",
+                "must be at least twice cluster.heartbeat_ms (and the heartbeat above 0)",
             );
         }
         if self.rtp.port_min >= self.rtp.port_max {

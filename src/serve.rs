@@ -14,7 +14,8 @@ use crate::agent_runtime::providers::Providers;
 use crate::agent_runtime::{AgentCalls, Runtime};
 use crate::api::{ApiState, LiveCalls};
 use crate::config::Config;
-use crate::sip::server::{SipServer, SipServerHandle};
+use crate::db::cluster::{Cluster, NodeFacts};
+use crate::sip::server::{SipOptions, SipServer, SipServerHandle};
 
 /// The running faces of one node.
 pub struct Services {
@@ -23,6 +24,8 @@ pub struct Services {
     pub runtime: Arc<Runtime>,
     api_stop: CancellationToken,
     api_task: tokio::task::JoinHandle<()>,
+    /// Stops the cluster heartbeat (after the drain, so others see it).
+    cluster_stop: CancellationToken,
 }
 
 /// Starts SIP, RTP (per call) and the API on an already migrated database.
@@ -49,12 +52,47 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
         providers.embedder.clone() as Arc<dyn crate::agent_runtime::embeddings::Embedder>;
     spawn_stt_warm_up(providers.stt.clone());
     let runtime = Runtime::new(pool.clone(), config.clone(), providers);
-    let sip = SipServer::start(&config, pool.clone(), Arc::new(AgentCalls(runtime.clone())))
-        .await
-        .context("starting SIP")?;
-    let api_state = ApiState::new(pool, config.clone())
+    let cluster = if config.cluster.enabled {
+        let c = Cluster::new(pool.clone(), config.node_name(), &config.cluster);
+        c.join(&config.sip.listen.to_string(), &config.api.listen.to_string())
+            .await
+            .context("joining the cluster (cluster_nodes)")?;
+        Some(c)
+    } else {
+        None
+    };
+    let options = SipOptions {
+        cluster: cluster.clone(),
+        ..SipOptions::default()
+    };
+    let sip = SipServer::start_with(
+        &config,
+        pool.clone(),
+        Arc::new(AgentCalls(runtime.clone())),
+        options,
+    )
+    .await
+    .context("starting SIP")?;
+    let mut api_state = ApiState::new(pool, config.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>)
+        .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>);
+    let cluster_stop = CancellationToken::new();
+    if let Some(c) = &cluster {
+        api_state = api_state.with_cluster(c.clone());
+        let (draining, registry) = (sip.clone(), runtime.registry.clone());
+        c.spawn(
+            NodeFacts {
+                sip_addr: sip.local_addr().to_string(),
+                api_addr: config.api.listen.to_string(),
+                draining: Box::new(move || draining.is_draining()),
+                hang_up: Box::new(move |ws, call| {
+                    registry.hangup(ws, call, "api");
+                }),
+            },
+            cluster_stop.clone(),
+        );
+    }
+    let api_state = api_state
         .with_embedder(embedder.clone())
         .with_knowledge(runtime.knowledge.clone());
     spawn_knowledge_start(runtime.clone(), embedder);
@@ -78,6 +116,7 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
         runtime,
         api_stop,
         api_task,
+        cluster_stop,
     })
 }
 
@@ -166,6 +205,7 @@ impl Services {
             );
         }
         self.sip.shutdown();
+        self.cluster_stop.cancel();
         self.api_stop.cancel();
         let _ = self.api_task.await;
     }

@@ -92,6 +92,7 @@ fn view(id: Uuid) -> LiveCallView {
         to: "+15555550100".into(),
         started_at: chrono::Utc::now(),
         state: "in_progress".into(),
+        node_id: None,
     }
 }
 

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::Ids;
+use super::live::LiveCallView;
 use super::types::Role;
 use super::ApiState;
 
@@ -37,7 +38,11 @@ pub fn routes() -> Router<ApiState> {
 async fn live(State(st): State<ApiState>, p: Principal, ids: Ids) -> Result<Json<Value>, ApiError> {
     let ws = ids.get(0)?;
     st.require(&p, ws, Role::Viewer).await?;
-    let items = st.live.as_ref().map(|l| l.list(ws)).unwrap_or_default();
+    let items: Vec<LiveCallView> = match &st.cluster {
+        // Every node's calls, as the shared count holds them.
+        Some(c) => c.live(ws).await?.into_iter().map(Into::into).collect(),
+        None => st.live.as_ref().map(|l| l.list(ws)).unwrap_or_default(),
+    };
     Ok(Json(json!({ "items": items })))
 }
 
@@ -48,8 +53,12 @@ async fn hangup(
 ) -> Result<StatusCode, ApiError> {
     let (ws, call) = (ids.get(0)?, ids.get(1)?);
     st.require(&p, ws, Role::Manager).await?;
-    match &st.live {
-        Some(l) if l.hangup(ws, call) => Ok(StatusCode::ACCEPTED),
+    if st.live.as_ref().is_some_and(|l| l.hangup(ws, call)) {
+        return Ok(StatusCode::ACCEPTED);
+    }
+    // A call another node of the cluster holds: that node is asked.
+    match &st.cluster {
+        Some(c) if c.request_hangup(ws, call).await? => Ok(StatusCode::ACCEPTED),
         _ => Err(ApiError::NotFound),
     }
 }

@@ -17,6 +17,23 @@ pub struct LiveCallView {
     pub started_at: DateTime<Utc>,
     /// e.g. `in_progress`.
     pub state: String,
+    /// The node holding the call (in a cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+
+impl From<crate::db::cluster::LiveRow> for LiveCallView {
+    fn from(r: crate::db::cluster::LiveRow) -> LiveCallView {
+        LiveCallView {
+            call_log_id: r.call_log_id,
+            agent_id: r.agent_id.unwrap_or_default(),
+            from: r.from_number,
+            to: r.to_number,
+            started_at: r.started_at,
+            state: "in_progress".into(),
+            node_id: Some(r.node_id),
+        }
+    }
 }
 
 pub trait LiveCalls: Send + Sync {
@@ -39,6 +56,7 @@ impl LiveCalls for Registry {
                 to: c.to_number,
                 started_at: c.started_at,
                 state: "in_progress".into(),
+                node_id: None,
             })
             .collect()
     }

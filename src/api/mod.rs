@@ -50,6 +50,9 @@ pub struct ApiState {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub live: Option<Arc<dyn LiveCalls>>,
+    /// In a cluster: the live calls of every node, and hang-ups of calls
+    /// another node holds.
+    pub cluster: Option<Arc<crate::db::cluster::Cluster>>,
     /// Embeds knowledge chunks and search queries; the runtime's default.
     pub embedder: Arc<dyn Embedder>,
     /// The in-memory knowledge the runtime retrieves from (shared with it
@@ -141,6 +144,7 @@ impl ApiState {
             }),
             config,
             live: None,
+            cluster: None,
             embedder,
         })
     }
@@ -148,6 +152,12 @@ impl ApiState {
     /// The runtime's live-call registry, for `…/calls/live`.
     pub fn with_live_calls(mut self, live: Arc<dyn LiveCalls>) -> ApiState {
         self.live = Some(live);
+        self
+    }
+
+    /// The cluster this node is part of, for `…/calls/live`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::db::cluster::Cluster>) -> ApiState {
+        self.cluster = Some(cluster);
         self
     }
 

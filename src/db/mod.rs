@@ -2,6 +2,7 @@
 //! database per test. Typed queries live beside their users (`api`,
 //! `sip::routing`, `agent_runtime::records`).
 
+pub mod cluster;
 pub mod seed;
 pub mod testing;
 

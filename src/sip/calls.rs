@@ -46,6 +46,8 @@ pub struct Call {
     pub invite_key: String,
     pub merge_key: Option<String>,
     pub source: Target,
+    /// The caller's address (`source`, or what a trusted proxy vouches for).
+    pub origin: std::net::IpAddr,
     pub phase: Phase,
     pub cancelled: bool,
     pub dialog: Option<Dialog>,
@@ -94,7 +96,7 @@ impl Core {
     /// Media may latch only to the IP the call's signalling came from.
     pub(super) fn media_sources(&self, call: &Call) -> SourcePolicy {
         SourcePolicy {
-            signalling_ip: Some(call.source.addr.ip()),
+            signalling_ip: Some(call.origin),
             latch: self.env.latch,
         }
     }
@@ -112,6 +114,7 @@ impl Core {
         merge_key: Option<String>,
         invite: Message,
         source: Target,
+        origin: std::net::IpAddr,
         now: Instant,
     ) {
         let draining = self
@@ -130,20 +133,12 @@ impl Core {
             return;
         }
         // Optional (§8.2.6.1), and a stranger's flood must not buy answers.
-        if self.stranger_may_hear(source.addr.ip(), now) {
+        if self.stranger_may_hear(origin, now) {
             let trying = self.response(&invite, 100, "Trying", None);
             self.respond(key, trying, now);
         }
         let tag = random_token(16);
         let to_uri = invite.to().map(|t| t.uri).unwrap_or_default();
-        let facts = InviteFacts {
-            source_ip: source.addr.ip(),
-            request_uri: invite.request_uri().unwrap_or_default().to_string(),
-            to_uri: to_uri.clone(),
-            authorization: invite.header("Authorization").map(str::to_string),
-            sdp: (!invite.body.is_empty()).then(|| invite.body.to_vec()),
-            now_unix: chrono::Utc::now().timestamp().max(0) as u64,
-        };
         let from_number = raw_number(&invite.from().map(|f| f.uri).unwrap_or_default());
         let to_number = {
             let n = raw_number(invite.request_uri().unwrap_or_default());
@@ -153,6 +148,18 @@ impl Core {
                 n
             }
         };
+        let log_id = Uuid::new_v4();
+        let facts = InviteFacts {
+            source_ip: origin,
+            call_log_id: log_id,
+            from_number: from_number.clone(),
+            to_number: to_number.clone(),
+            request_uri: invite.request_uri().unwrap_or_default().to_string(),
+            to_uri: to_uri.clone(),
+            authorization: invite.header("Authorization").map(str::to_string),
+            sdp: (!invite.body.is_empty()).then(|| invite.body.to_vec()),
+            now_unix: chrono::Utc::now().timestamp().max(0) as u64,
+        };
         if let Some(e) = self.server_txs.get_mut(key) {
             e.call = Some(tag.clone());
         }
@@ -160,11 +167,12 @@ impl Core {
             self.invites.insert(m.clone(), key.to_string());
         }
         let call = Call {
-            log_id: Uuid::new_v4(),
+            log_id,
             invite,
             invite_key: key.to_string(),
             merge_key,
             source,
+            origin,
             phase: Phase::Routing,
             cancelled: false,
             dialog: None,
@@ -355,9 +363,13 @@ impl Core {
             ),
         };
         let contact = self.contact(call.source.transport);
+        // Dialog-creating answers carry the INVITE's Record-Route (§12.1.1),
+        // so the caller's in-dialog requests pass the proxies that asked.
         let mut ringing = self.response(&call.invite, 180, "Ringing", Some(key));
+        ringing.copy_record_route(&call.invite);
         ringing.add_header("Contact", format!("<{contact}>"));
         let mut ok = self.response(&call.invite, 200, "OK", Some(key));
+        ok.copy_record_route(&call.invite);
         ok.add_header("Contact", format!("<{contact}>"));
         ok.add_header("Allow", ALLOW);
         ok.add_header("Accept", ACCEPT);
@@ -551,7 +563,7 @@ impl Core {
         }
         call.answer = None;
         let sources = SourcePolicy {
-            signalling_ip: Some(call.source.addr.ip()),
+            signalling_ip: Some(call.origin),
             latch: self.env.latch,
         };
         // Offerless INVITE: the ACK carries the answer to our offer.

@@ -78,6 +78,8 @@ pub struct Env {
     pub limits: GuardLimits,
     /// When a call's media may latch to another source (`rtp.latch`).
     pub latch: crate::media::receiver::Latch,
+    /// Proxies whose `X-Switchboard-Source` header names the real source.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -351,7 +353,8 @@ impl Core {
         headers: Vec<(String, String)>,
         now: Instant,
     ) {
-        if self.server_txs.contains_key(key) || !self.stranger_may_hear(source.addr.ip(), now) {
+        let origin = self.origin_of(req, source.addr.ip());
+        if self.server_txs.contains_key(key) || !self.stranger_may_hear(origin, now) {
             return;
         }
         if !self.open_stranger_tx(key, req, source, now) {
@@ -464,10 +467,18 @@ impl Core {
                 if !self.open_stranger_tx(&key, &msg, inbound.source, now) {
                     return;
                 }
-                self.on_invite(&key, merged, msg, inbound.source, now);
+                let origin = self.origin_of(&msg, inbound.source.addr.ip());
+                self.on_invite(&key, merged, msg, inbound.source, origin, now);
             }
             (Method::Options, None) => {
-                if self.bucket.take(now) {
+                // A draining node tells its load balancer to send no more
+                // (Kamailio's dispatcher probes with OPTIONS).
+                if self.env.shared.draining.load(Ordering::Relaxed) {
+                    if self.bucket.take(now) {
+                        let headers = vec![("Retry-After".to_string(), "30".to_string())];
+                        self.reply(&key, &msg, inbound.source, 503, "Service Unavailable", headers, now);
+                    }
+                } else if self.bucket.take(now) {
                     let headers = vec![
                         ("Allow".to_string(), ALLOW.to_string()),
                         ("Accept".to_string(), ACCEPT.to_string()),

@@ -53,7 +53,14 @@ pub enum Decision {
 /// The facts of the INVITE routing needs (copied out of the message).
 #[derive(Debug, Clone)]
 pub struct InviteFacts {
+    /// The caller's address: the datagram's source, or the address a
+    /// trusted proxy vouches for.
     pub source_ip: IpAddr,
+    /// The call_logs id the call will have, and its numbers (for the
+    /// cluster's count of live calls).
+    pub call_log_id: uuid::Uuid,
+    pub from_number: String,
+    pub to_number: String,
     pub request_uri: String,
     pub to_uri: String,
     pub authorization: Option<String>,
@@ -65,6 +72,8 @@ pub struct Decider {
     pub router: Arc<Router>,
     pub slots: TrunkSlots,
     pub digest: DigestServer,
+    /// In a cluster, a trunk's calls are counted over every node.
+    pub cluster: Option<Arc<crate::db::cluster::Cluster>>,
 }
 
 fn reject(code: u16, reason: &'static str, facts: Option<RouteFacts>) -> Decision {
@@ -228,9 +237,32 @@ impl Decider {
             }
             None => None,
         };
-        let Some(slot) = self.slots.try_acquire(trunk.id, trunk.max_concurrent_calls) else {
+        let Some(mut slot) = self.slots.try_acquire(trunk.id, trunk.max_concurrent_calls) else {
             return Ok(reject(486, "Busy Here", Some(facts)));
         };
+        if let Some(cluster) = &self.cluster {
+            let claimed = cluster
+                .claim(
+                    f.call_log_id,
+                    route.workspace_id,
+                    trunk.id,
+                    route.agent_id,
+                    &f.from_number,
+                    &f.to_number,
+                    trunk.max_concurrent_calls,
+                )
+                .await;
+            match claimed {
+                Ok(true) => slot.held_in_cluster(cluster.clone(), f.call_log_id),
+                Ok(false) => return Ok(reject(486, "Busy Here", Some(facts))),
+                // The node's own count still holds; the call is not lost
+                // to an outage of the shared count.
+                Err(e) => tracing::warn!(
+                    trunk = %trunk.id,
+                    "cluster count unavailable, counting this node's calls only: {e}"
+                ),
+            }
+        }
         Ok(Decision::Accept {
             facts,
             slot,

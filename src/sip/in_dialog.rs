@@ -95,7 +95,7 @@ impl Core {
         };
         let local = std::net::SocketAddr::new(self.env.advertised_ip, call.local_port);
         let sources = crate::media::receiver::SourcePolicy {
-            signalling_ip: Some(call.source.addr.ip()),
+            signalling_ip: Some(call.origin),
             latch: self.env.latch,
         };
         call.sdp_version += 1;

@@ -370,6 +370,16 @@ impl Message {
         }
     }
 
+    /// Copies `req`'s Record-Route headers, in order (a UAS's dialog-creating
+    /// response, RFC 3261 §12.1.1).
+    pub fn copy_record_route(&mut self, req: &Message) {
+        for (name, value) in &req.headers {
+            if name.eq_ignore_ascii_case("Record-Route") {
+                self.headers.push(("Record-Route".to_string(), value.clone()));
+            }
+        }
+    }
+
     /// Adds `;tag=` to To unless it has one.
     pub fn set_to_tag(&mut self, tag: &str) {
         if let Some(h) = self

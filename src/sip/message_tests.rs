@@ -129,3 +129,21 @@ fn uri_users_from_sip_and_tel() {
     );
     assert_eq!(split_host_port("host:x"), None);
 }
+
+#[test]
+fn a_dialog_creating_answer_copies_record_route_in_order() {
+    let invite = Message::parse(
+        b"INVITE sip:+15555550100@h SIP/2.0\r\nVia: SIP/2.0/UDP p:5070;branch=z9hG4bK1\r\n\
+Record-Route: <sip:p2;lr>\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\n\
+CSeq: 1 INVITE\r\nRecord-Route: <sip:p1;lr>, <sip:p0;lr>\r\n\r\n",
+    )
+    .unwrap();
+    let mut ok = Message::response_to(&invite, 200, "OK");
+    ok.copy_record_route(&invite);
+    assert_eq!(
+        ok.header_values("Record-Route"),
+        vec!["<sip:p2;lr>", "<sip:p1;lr>", "<sip:p0;lr>"]
+    );
+    let plain = Message::response_to(&invite, 100, "Trying");
+    assert!(plain.header_values("Record-Route").is_empty());
+}

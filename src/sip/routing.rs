@@ -286,15 +286,35 @@ pub struct TrunkSlots {
     inner: Arc<Mutex<HashMap<Uuid, usize>>>,
 }
 
-/// One call's place in its trunk's count; released when dropped.
-#[derive(Debug)]
+/// One call's place in its trunk's count; released when dropped (and, in a
+/// cluster, its row in the shared count with it).
 pub struct TrunkSlot {
     trunk: Uuid,
     inner: Arc<Mutex<HashMap<Uuid, usize>>>,
+    shared: Option<(Arc<crate::db::cluster::Cluster>, Uuid)>,
+}
+
+impl std::fmt::Debug for TrunkSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkSlot")
+            .field("trunk", &self.trunk)
+            .field("shared", &self.shared.as_ref().map(|(_, call)| call))
+            .finish()
+    }
+}
+
+impl TrunkSlot {
+    /// The slot is also held in the cluster's count, as `call_log_id`.
+    pub fn held_in_cluster(&mut self, cluster: Arc<crate::db::cluster::Cluster>, call_log_id: Uuid) {
+        self.shared = Some((cluster, call_log_id));
+    }
 }
 
 impl Drop for TrunkSlot {
     fn drop(&mut self) {
+        if let Some((cluster, call)) = self.shared.take() {
+            cluster.release(call);
+        }
         let mut map = lock(&self.inner);
         if let Some(n) = map.get_mut(&self.trunk) {
             *n = n.saturating_sub(1);
@@ -317,6 +337,7 @@ impl TrunkSlots {
         Some(TrunkSlot {
             trunk,
             inner: self.inner.clone(),
+            shared: None,
         })
     }
 

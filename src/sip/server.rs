@@ -49,6 +49,8 @@ pub struct SipOptions {
     /// requests: 400, OPTIONS, 481, 405, 401/403/404 to strangers, 503.
     pub stranger_answers_per_sec: f64,
     pub stranger_answer_burst: f64,
+    /// In a cluster, trunk slots are counted over every node.
+    pub cluster: Option<Arc<crate::db::cluster::Cluster>>,
 }
 
 impl Default for SipOptions {
@@ -62,6 +64,7 @@ impl Default for SipOptions {
             max_server_txs: 65_536,
             stranger_answers_per_sec: 50.0,
             stranger_answer_burst: 100.0,
+            cluster: None,
         }
     }
 }
@@ -122,6 +125,7 @@ impl SipServer {
         let decider = Arc::new(Decider {
             router,
             slots: TrunkSlots::default(),
+            cluster: options.cluster.clone(),
             digest: DigestServer::new("switchboard", key, options.nonce_ttl_secs),
         });
         let rtp_bind_ip = listen.ip();
@@ -147,6 +151,7 @@ impl SipServer {
                 answer_burst: options.stranger_answer_burst,
             },
             latch: config.rtp.latch,
+            trusted_proxies: config.sip.trusted_proxies.clone(),
         };
         let cancel = CancellationToken::new();
         tokio::spawn(cancel_on(cancel.clone(), transports.clone().run_udp()));

@@ -12,7 +12,22 @@ use super::core::Core;
 use super::message::{split_list, Message, Method};
 use super::transport::{response_addr, Target};
 
+/// The header a trusted proxy (`sip.trusted_proxies`) sets to the address
+/// a request came from.
+pub const SOURCE_HEADER: &str = "X-Switchboard-Source";
+
 impl Core {
+    /// The address a request is accounted to: its source, or, from a
+    /// trusted proxy, the address the proxy names in [`SOURCE_HEADER`].
+    pub fn origin_of(&self, msg: &Message, source: IpAddr) -> IpAddr {
+        if !self.env.trusted_proxies.iter().any(|n| n.contains(&source)) {
+            return source;
+        }
+        msg.header(SOURCE_HEADER)
+            .and_then(|v| v.trim().trim_matches(['[', ']']).parse::<IpAddr>().ok())
+            .unwrap_or(source)
+    }
+
     /// Drops a server transaction and what it was charged to.
     pub fn forget_server_tx(&mut self, key: &str) {
         if let Some(e) = self.server_txs.remove(key) {
@@ -64,7 +79,7 @@ impl Core {
         if self.server_txs.contains_key(key) {
             return false;
         }
-        let ip = source.addr.ip();
+        let ip = self.origin_of(req, source.addr.ip());
         if let Err(why) = self.guard.may_open(ip, self.server_txs.len()) {
             self.env
                 .shared
@@ -98,7 +113,7 @@ impl Core {
         let Some(call) = self.calls.get(key) else {
             return false;
         };
-        let (ip, invite_key) = (call.source.addr.ip(), call.invite_key.clone());
+        let (ip, invite_key) = (call.origin, call.invite_key.clone());
         if matches!(code, 403 | 404) {
             self.env
                 .shared
