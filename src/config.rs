@@ -541,6 +541,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_node_needs_its_own_name_and_a_sane_timeout() {
+        let on = [("SWITCHBOARD_CLUSTER__ENABLED", "true")];
+        let e = Config::load_from(None, &env(&on)).unwrap_err().to_string();
+        assert!(e.contains("node_id"), "{e}");
+        let named = [
+            ("SWITCHBOARD_CLUSTER__ENABLED", "true"),
+            ("SWITCHBOARD_NODE_ID", "node-1"),
+        ];
+        let c = Config::load_from(None, &env(&named)).expect("named node");
+        assert!(c.cluster.enabled);
+        let e = Config::load_from(
+            None,
+            &env(&[
+                ("SWITCHBOARD_CLUSTER__ENABLED", "true"),
+                ("SWITCHBOARD_NODE_ID", "node-1"),
+                ("SWITCHBOARD_CLUSTER__NODE_TIMEOUT_MS", "1500"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cluster.node_timeout_ms"), "{e}");
+        let proxies = [("SWITCHBOARD_SIP__TRUSTED_PROXIES", r#"["10.0.0.5/32"]"#)];
+        let c = Config::load_from(None, &env(&proxies)).expect("proxies");
+        assert_eq!(c.sip.trusted_proxies.len(), 1);
+    }
+
+    #[test]
     fn defaults_load() {
         let c = Config::load_from(None, &[]).expect("defaults");
         assert_eq!(c.sip.listen.port(), 5060);

@@ -54,9 +54,12 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     let runtime = Runtime::new(pool.clone(), config.clone(), providers);
     let cluster = if config.cluster.enabled {
         let c = Cluster::new(pool.clone(), config.node_name(), &config.cluster);
-        c.join(&config.sip.listen.to_string(), &config.api.listen.to_string())
-            .await
-            .context("joining the cluster (cluster_nodes)")?;
+        c.join(
+            &config.sip.listen.to_string(),
+            &config.api.listen.to_string(),
+        )
+        .await
+        .context("joining the cluster (cluster_nodes)")?;
         Some(c)
     } else {
         None

@@ -176,8 +176,8 @@ async fn finish(child: tokio::process::Child, limit: Duration) -> (Option<i32>, 
         .await
         .expect("SIPp did not finish in time")
         .expect("SIPp output");
-    let text = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(30)..].join("\n");
     (out.status.code(), tail)
@@ -240,10 +240,20 @@ async fn calls_spread_over_both_nodes_and_a_killed_node_leaves_the_rotation() {
     println!("{}", cluster.status());
 
     // The proxy's header is believed only from the proxy.
-    let spoof = sip_support::sipp(cluster.sip[0], "uac_spoofed_source.xml", NUMBER, &["-i", "127.0.0.1"]).await;
+    let spoof = sip_support::sipp(
+        cluster.sip[0],
+        "uac_spoofed_source.xml",
+        NUMBER,
+        &["-i", "127.0.0.1"],
+    )
+    .await;
     spoof.assert_ok();
 
-    let (code, tail) = finish(sipp_calls(cluster.kamailio, 12, 6, 1000), Duration::from_secs(90)).await;
+    let (code, tail) = finish(
+        sipp_calls(cluster.kamailio, 12, 6, 1000),
+        Duration::from_secs(90),
+    )
+    .await;
     assert_eq!(code, Some(0), "calls through Kamailio failed:\n{tail}");
     // (The last rows are written just after the callers' BYEs.)
     let per_node = poll(Duration::from_secs(5), || async {
@@ -294,7 +304,11 @@ async fn calls_spread_over_both_nodes_and_a_killed_node_leaves_the_rotation() {
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(killed_at.elapsed())).await;
     let before: i64 = count(&db.pool, "select count(*) from call_logs").await;
     let after_kill = chrono::Utc::now();
-    let (code, tail) = finish(sipp_calls(cluster.kamailio, 10, 5, 500), Duration::from_secs(90)).await;
+    let (code, tail) = finish(
+        sipp_calls(cluster.kamailio, 10, 5, 500),
+        Duration::from_secs(90),
+    )
+    .await;
     assert_eq!(code, Some(0), "calls 5 s after the kill failed:\n{tail}");
     let new_on = poll(Duration::from_secs(5), || async {
         let on: Vec<(String, i64)> = sqlx::query_as(
@@ -333,13 +347,12 @@ async fn calls_spread_over_both_nodes_and_a_killed_node_leaves_the_rotation() {
         "the lost node's calls closed {:?} after the kill",
         killed_at.elapsed()
     );
-    let victim_rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "select status, hangup_by, hangup_reason from call_logs where node_id = $1",
-    )
-    .bind(&victim_id)
-    .fetch_all(&db.pool)
-    .await
-    .expect("rows");
+    let victim_rows: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("select status, hangup_by, hangup_reason from call_logs where node_id = $1")
+            .bind(&victim_id)
+            .fetch_all(&db.pool)
+            .await
+            .expect("rows");
     assert_eq!(
         closed,
         Some(victim_calls),
@@ -386,10 +399,17 @@ async fn a_draining_node_takes_no_new_calls_and_finishes_its_own() {
         (options_status(cluster.sip[drained - 1]) == Some(503)).then_some(())
     })
     .await;
-    assert!(refusing.is_some(), "a draining node answers OPTIONS with 503");
+    assert!(
+        refusing.is_some(),
+        "a draining node answers OPTIONS with 503"
+    );
 
     let started = chrono::Utc::now();
-    let (code, tail) = finish(sipp_calls(cluster.kamailio, 8, 4, 500), Duration::from_secs(90)).await;
+    let (code, tail) = finish(
+        sipp_calls(cluster.kamailio, 8, 4, 500),
+        Duration::from_secs(90),
+    )
+    .await;
     assert_eq!(code, Some(0), "new calls during the drain failed:\n{tail}");
     let nodes: Vec<String> = sqlx::query_scalar(
         "select distinct node_id from call_logs where started_at >= $1 order by 1",
@@ -398,10 +418,18 @@ async fn a_draining_node_takes_no_new_calls_and_finishes_its_own() {
     .fetch_all(&db.pool)
     .await
     .expect("rows");
-    assert_eq!(nodes, vec![format!("node-{other}")], "new calls went to the draining node");
+    assert_eq!(
+        nodes,
+        vec![format!("node-{other}")],
+        "new calls went to the draining node"
+    );
 
     let (code, tail) = finish(held, Duration::from_secs(60)).await;
-    assert_eq!(code, Some(0), "calls held through the drain failed:\n{tail}");
+    assert_eq!(
+        code,
+        Some(0),
+        "calls held through the drain failed:\n{tail}"
+    );
     let finished = count(
         &db.pool,
         &format!(
@@ -410,7 +438,10 @@ async fn a_draining_node_takes_no_new_calls_and_finishes_its_own() {
         ),
     )
     .await;
-    assert_eq!(finished, drained_calls, "the draining node's calls ended normally");
+    assert_eq!(
+        finished, drained_calls,
+        "the draining node's calls ended normally"
+    );
     let exited = poll(Duration::from_secs(15), || async {
         (!Path::new(&format!("/proc/{pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -437,9 +468,8 @@ async fn a_trunk_limit_holds_across_nodes_and_any_node_lists_and_ends_every_call
                 .fetch_all(&db.pool)
                 .await
                 .expect("rows");
-        (rows.iter().map(|(_, n)| n).sum::<i64>() == 6
-            && !rows.iter().any(|(s, _)| s == "ringing"))
-        .then_some(rows)
+        (rows.iter().map(|(_, n)| n).sum::<i64>() == 6 && !rows.iter().any(|(s, _)| s == "ringing"))
+            .then_some(rows)
     })
     .await
     .expect("six call attempts recorded");
@@ -448,12 +478,11 @@ async fn a_trunk_limit_holds_across_nodes_and_any_node_lists_and_ends_every_call
         settled,
         vec![("busy".to_string(), 4), ("in_progress".to_string(), 2)]
     );
-    let per_node: Vec<(String, i64)> = sqlx::query_as(
-        "select node_id, count(*) from call_logs group by 1 order by 1",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("rows");
+    let per_node: Vec<(String, i64)> =
+        sqlx::query_as("select node_id, count(*) from call_logs group by 1 order by 1")
+            .fetch_all(&db.pool)
+            .await
+            .expect("rows");
     println!("attempts per node: {per_node:?}");
 
     // Both nodes' APIs list both calls, each with the node holding it.
@@ -488,9 +517,15 @@ async fn a_trunk_limit_holds_across_nodes_and_any_node_lists_and_ends_every_call
 
     // Ended through the API of the node that does not hold it.
     let (call, holder) = listed[0][0].clone();
-    let other_api = if holder == "node-1" { &cluster.api[1] } else { &cluster.api[0] };
+    let other_api = if holder == "node-1" {
+        &cluster.api[1]
+    } else {
+        &cluster.api[0]
+    };
     let r = http
-        .delete(format!("{other_api}/v1/workspaces/{workspace}/calls/live/{call}"))
+        .delete(format!(
+            "{other_api}/v1/workspaces/{workspace}/calls/live/{call}"
+        ))
         .header("x-api-key", &key)
         .send()
         .await

@@ -105,10 +105,7 @@ impl Cluster {
         .await?;
         let closed = close_calls_of(&self.pool, &[self.node_id.clone()]).await?;
         if closed > 0 {
-            tracing::warn!(
-                closed,
-                "closed calls an earlier run of this node left open"
-            );
+            tracing::warn!(closed, "closed calls an earlier run of this node left open");
         }
         Ok(closed)
     }

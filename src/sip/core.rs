@@ -476,7 +476,15 @@ impl Core {
                 if self.env.shared.draining.load(Ordering::Relaxed) {
                     if self.bucket.take(now) {
                         let headers = vec![("Retry-After".to_string(), "30".to_string())];
-                        self.reply(&key, &msg, inbound.source, 503, "Service Unavailable", headers, now);
+                        self.reply(
+                            &key,
+                            &msg,
+                            inbound.source,
+                            503,
+                            "Service Unavailable",
+                            headers,
+                            now,
+                        );
                     }
                 } else if self.bucket.take(now) {
                     let headers = vec![

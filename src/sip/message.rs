@@ -375,7 +375,8 @@ impl Message {
     pub fn copy_record_route(&mut self, req: &Message) {
         for (name, value) in &req.headers {
             if name.eq_ignore_ascii_case("Record-Route") {
-                self.headers.push(("Record-Route".to_string(), value.clone()));
+                self.headers
+                    .push(("Record-Route".to_string(), value.clone()));
             }
         }
     }

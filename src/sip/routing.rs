@@ -305,7 +305,11 @@ impl std::fmt::Debug for TrunkSlot {
 
 impl TrunkSlot {
     /// The slot is also held in the cluster's count, as `call_log_id`.
-    pub fn held_in_cluster(&mut self, cluster: Arc<crate::db::cluster::Cluster>, call_log_id: Uuid) {
+    pub fn held_in_cluster(
+        &mut self,
+        cluster: Arc<crate::db::cluster::Cluster>,
+        call_log_id: Uuid,
+    ) {
         self.shared = Some((cluster, call_log_id));
     }
 }
