@@ -50,7 +50,31 @@ pub struct Config {
     pub embeddings: EmbeddingsConfig,
     pub outbound: OutboundConfig,
     pub cluster: ClusterConfig,
+    pub admission: AdmissionConfig,
     pub log: LogConfig,
+}
+
+/// New calls are refused (503, Retry-After) when the node cannot serve
+/// them without slowing the calls it has.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AdmissionConfig {
+    /// Calls held at most (0: no fixed cap beyond `sip.max_calls`).
+    pub max_calls: usize,
+    /// Refuse while the 90th percentile of the last 10 s of transcription
+    /// waits for the CPU is above this (0: never on load); admit again
+    /// once it is at half.
+    pub max_stt_wait_ms: u64,
+    pub retry_after_secs: u32,
+}
+
+impl AdmissionConfig {
+    pub fn limits(&self) -> crate::agent_runtime::admission::Limits {
+        crate::agent_runtime::admission::Limits {
+            max_calls: self.max_calls,
+            max_stt_wait: std::time::Duration::from_millis(self.max_stt_wait_ms),
+            retry_after_secs: self.retry_after_secs.max(1),
+        }
+    }
 }
 
 /// Several nodes sharing one PostgreSQL behind a SIP load balancer

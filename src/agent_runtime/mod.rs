@@ -1,6 +1,7 @@
 //! The conversation on a live call: one task per call running the turn loop
 //! (VAD → STT → retrieval → LLM → TTS), barge-in, persona rules, transfer,
 //! usage accounting and the call's records.
+pub mod admission;
 pub mod call;
 pub mod embeddings;
 pub mod leads;

@@ -67,4 +67,23 @@ impl CallHandler for AgentCalls {
     fn on_call(&self, call: IncomingCall) {
         tokio::spawn(super::call::run_call(self.0.clone(), call));
     }
+
+    /// Admission on measured load (`[admission]`): the live calls against
+    /// the fixed cap, and how long transcriptions wait for the CPU.
+    fn admits(&self) -> Result<(), crate::sip::call::Busy> {
+        use super::admission::{gauge, Refusal};
+        let limits = self.0.config.admission.limits();
+        let live = self.0.registry.len();
+        let verdict = match gauge().lock() {
+            Ok(mut g) => g.admits(std::time::Instant::now(), live, &limits),
+            Err(_) => Ok(()),
+        };
+        verdict.map_err(|r| crate::sip::call::Busy {
+            reason: match r {
+                Refusal::Full => "node full",
+                Refusal::Overloaded => "overloaded",
+            },
+            retry_after_secs: limits.retry_after_secs,
+        })
+    }
 }

@@ -236,6 +236,7 @@ impl SpeechToText for WhisperStt {
             audio.resize(min_len, 0.0);
         }
         // Queue here (cheap to abandon) rather than inside the blocking pool.
+        let queued = std::time::Instant::now();
         let permit = self
             .permits
             .clone()
@@ -248,6 +249,7 @@ impl SpeechToText for WhisperStt {
             .acquire_many_owned(self.options.threads.min(*total))
             .await
             .map_err(|_| ProviderError::Cancelled)?;
+        super::admission::record_stt_wait(queued.elapsed());
         let abort = Arc::new(AtomicBool::new(false));
         let _guard = AbortOnDrop(abort.clone());
         let ctx = self.ctx.clone();

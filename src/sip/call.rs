@@ -94,10 +94,22 @@ pub struct IncomingCall {
     pub commands: mpsc::Sender<CallCommand>,
 }
 
+/// A call the runner cannot take now: answered 503 with Retry-After.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy {
+    /// For the call_logs row, e.g. `overloaded`.
+    pub reason: &'static str,
+    pub retry_after_secs: u32,
+}
+
 /// Implemented by whoever runs accepted calls. `on_call` must not block:
 /// spawn the call's task and return.
 pub trait CallHandler: Send + Sync + 'static {
     fn on_call(&self, call: IncomingCall);
+    /// Asked before a call is answered: can it be served now?
+    fn admits(&self) -> Result<(), Busy> {
+        Ok(())
+    }
 }
 
 impl<F> CallHandler for F

@@ -318,6 +318,35 @@ impl Core {
         }
     }
 
+    /// A call routing accepted that the node cannot take now: 503 with
+    /// Retry-After, recorded `failed`.
+    fn refuse_accepted(
+        &mut self,
+        key: &str,
+        start: CallLogStart,
+        reason: &str,
+        retry_after_secs: u32,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        let end = CallEnd {
+            status: "failed",
+            sip_code: Some(503),
+            hangup_by: Some(HangupBy::System),
+            reason: reason.into(),
+            at: Utc::now(),
+            duration_ms: None,
+        };
+        CallRecorder::rejected(&self.env.pool, start, end);
+        let mut resp = self.response(&call.invite, 503, "Service Unavailable", Some(key));
+        resp.add_header("Retry-After", retry_after_secs.to_string());
+        let invite_key = call.invite_key.clone();
+        self.respond(&invite_key, resp, now);
+        self.remove_call(key);
+    }
+
     pub(super) fn accept(
         &mut self,
         key: &str,
@@ -327,6 +356,16 @@ impl Core {
         offer: Option<(SessionDescription, Negotiated)>,
         now: Instant,
     ) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        // The node takes the call only if it can serve it now.
+        if let Err(busy) = self.env.handler.admits() {
+            let start = self.log_start(call, &facts);
+            tracing::info!(reason = busy.reason, "call refused: 503");
+            self.refuse_accepted(key, start, busy.reason, busy.retry_after_secs, now);
+            return;
+        }
         let allocated = self.env.ports.allocate(self.env.rtp_bind_ip);
         let Some(call) = self.calls.get(key) else {
             return;
@@ -334,20 +373,7 @@ impl Core {
         let start = self.log_start(call, &facts);
         let Ok((lease, socket)) = allocated else {
             tracing::warn!("no free RTP port");
-            let end = CallEnd {
-                status: "failed",
-                sip_code: Some(503),
-                hangup_by: Some(HangupBy::System),
-                reason: "no RTP port".into(),
-                at: Utc::now(),
-                duration_ms: None,
-            };
-            CallRecorder::rejected(&self.env.pool, start, end);
-            let mut resp = self.response(&call.invite, 503, "Service Unavailable", Some(key));
-            resp.add_header("Retry-After", "5");
-            let invite_key = call.invite_key.clone();
-            self.respond(&invite_key, resp, now);
-            self.remove_call(key);
+            self.refuse_accepted(key, start, "no RTP port", 5, now);
             return;
         };
         let recorder = CallRecorder::start(&self.env.pool, start);

@@ -36,6 +36,10 @@ pub fn node_config(database_url: &str, rtp_base: u16, extra: &[(&str, &str)]) ->
             (rtp_base + 200).to_string(),
         ),
         ("DATABASE_URL".into(), database_url.to_string()),
+        // Admission on load is for the product's machine, not a test
+        // machine running suites side by side (tests/runtime_admission.rs
+        // turns it on).
+        ("SWITCHBOARD_ADMISSION__MAX_STT_WAIT_MS".into(), "0".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load_from(None, &env).expect("config")
