@@ -397,3 +397,28 @@ async fn offerless_invite_gets_offer_in_200_and_answer_from_ack() {
             > 0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_national_trunk_reads_national_numbers_and_the_asserted_caller() {
+    let node = Node::start().await;
+    // A UK trunk: national numbers have 10 digits after the trunk prefix 0.
+    node.sql(
+        "update sip_trunks set country_code = 44, national_length = 10; \
+         update phone_numbers set e164 = '+442079460000'",
+    )
+    .await;
+    sipp(
+        node.addr(),
+        "uac_asserted_caller.xml",
+        "02079460000",
+        &["-d", "500"],
+    )
+    .await
+    .assert_ok();
+    let rows = node.final_rows(1).await;
+    assert_eq!(rows[0].status, "completed", "{:?}", rows[0]);
+    assert_eq!(rows[0].to_number.as_deref(), Some("+442079460000"));
+    // From is anonymous; the trunk asserted 07700 900123.
+    assert_eq!(rows[0].from_number.as_deref(), Some("+447700900123"));
+    node.wait_idle().await;
+}

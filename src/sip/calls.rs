@@ -72,6 +72,20 @@ pub struct Call {
     pub session_timer: Option<(u32, Option<Instant>)>,
 }
 
+/// The identity a trunk asserts for the caller: the first
+/// P-Asserted-Identity (RFC 3325), else Remote-Party-ID, as a URI.
+pub(super) fn asserted_identity(invite: &Message) -> Option<String> {
+    ["P-Asserted-Identity", "Remote-Party-ID"]
+        .iter()
+        .find_map(|h| {
+            invite
+                .header_values(h)
+                .into_iter()
+                .find_map(|v| super::message::NameAddr::parse(v).map(|na| na.uri))
+        })
+        .map(|uri| uri.chars().take(256).collect())
+}
+
 pub(super) fn raw_number(uri: &str) -> String {
     let plan = NumberingPlan::default();
     number::from_uri(uri, &plan)
@@ -154,6 +168,8 @@ impl Core {
             call_log_id: log_id,
             from_number: from_number.clone(),
             to_number: to_number.clone(),
+            from_uri: invite.from().map(|f| f.uri).unwrap_or_default(),
+            asserted: asserted_identity(&invite),
             request_uri: invite.request_uri().unwrap_or_default().to_string(),
             to_uri: to_uri.clone(),
             authorization: invite.header("Authorization").map(str::to_string),
@@ -251,6 +267,22 @@ impl Core {
     }
 
     pub fn on_routed(&mut self, key: &str, decision: Decision, now: Instant) {
+        // The numbers as the admitting trunk gives them.
+        let facts = match &decision {
+            Decision::Accept { facts, .. } => Some(facts),
+            Decision::Reject { facts, .. } => facts.as_ref(),
+        };
+        let (caller, dialed) = facts
+            .map(|f| (f.caller.clone(), f.dialed.clone()))
+            .unwrap_or_default();
+        if let Some(call) = self.calls.get_mut(key) {
+            if let Some(number) = caller {
+                call.from_number = number;
+            }
+            if let Some(number) = dialed {
+                call.to_number = number;
+            }
+        }
         let Some(call) = self.calls.get(key) else {
             return;
         };

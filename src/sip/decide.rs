@@ -25,6 +25,21 @@ pub struct RouteFacts {
     pub agent_id: Option<Uuid>,
     pub phone_number_id: Option<Uuid>,
     pub sip_trunk_id: Option<Uuid>,
+    /// The caller's number as the admitting trunk vouches for it, and the
+    /// number dialed as that trunk's plan reads it, in E.164.
+    pub caller: Option<String>,
+    pub dialed: Option<String>,
+}
+
+/// The caller's number from a trunk that admitted the INVITE: its
+/// P-Asserted-Identity, else Remote-Party-ID, else From, read with the
+/// trunk's numbering plan. (From a stranger nothing is believed.)
+fn caller_number(f: &InviteFacts, plan: &NumberingPlan) -> Option<String> {
+    f.asserted
+        .iter()
+        .chain(std::iter::once(&f.from_uri))
+        .find_map(|uri| number::from_uri(uri, plan))
+        .map(|e| e.to_string())
 }
 
 #[derive(Debug)]
@@ -61,6 +76,10 @@ pub struct InviteFacts {
     pub call_log_id: uuid::Uuid,
     pub from_number: String,
     pub to_number: String,
+    /// The From URI, and the caller identity a trunk asserted
+    /// (P-Asserted-Identity, else Remote-Party-ID), as URIs.
+    pub from_uri: String,
+    pub asserted: Option<String>,
     pub request_uri: String,
     pub to_uri: String,
     pub authorization: Option<String>,
@@ -127,16 +146,33 @@ impl Decider {
         }
         // Admitted by address, not merely allowed to try a password.
         let listed = allowed.iter().any(|t| t.allows_source(f.source_ip));
-        let plan = NumberingPlan::default();
-        let dialed =
-            number::from_uri(&f.request_uri, &plan).or_else(|| number::from_uri(&f.to_uri, &plan));
-        let routes = match &dialed {
-            Some(e164) => self.router.numbers(e164).await?,
-            None => Default::default(),
-        };
+        // Each admitting trunk reads the dialed number with its own plan
+        // (a national "02079460000" is British on a UK trunk).
+        let mut plans: Vec<&NumberingPlan> = Vec::new();
+        for t in &allowed {
+            if !plans.contains(&&t.plan) {
+                plans.push(&t.plan);
+            }
+        }
+        let mut found = None;
+        for plan in plans {
+            let dialed = number::from_uri(&f.request_uri, plan)
+                .or_else(|| number::from_uri(&f.to_uri, plan));
+            let Some(e164) = dialed else { continue };
+            let routes = self.router.numbers(&e164).await?;
+            let same_plan: Vec<_> = allowed
+                .iter()
+                .copied()
+                .filter(|t| &t.plan == plan)
+                .collect();
+            if let Some((route, trunk)) = select_route(&same_plan, routes.as_slice()) {
+                found = Some((route.clone(), trunk, e164));
+                break;
+            }
+        }
         // The number within the trunks that admitted this INVITE: another
         // workspace's number is "not found" here, never its agent.
-        let Some((route, trunk)) = select_route(&allowed, routes.as_slice()) else {
+        let Some((route, trunk, dialed)) = found else {
             if !listed {
                 return Ok(refuse_stranger(404, "Not Found"));
             }
@@ -151,6 +187,8 @@ impl Decider {
                 agent_id: None,
                 phone_number_id: None,
                 sip_trunk_id: (admitted.len() == 1).then(|| admitted[0].id),
+                caller: None,
+                dialed: None,
             });
             return Ok(reject(404, "Not Found", facts));
         };
@@ -160,6 +198,8 @@ impl Decider {
             agent_id: route.agent_id,
             phone_number_id: Some(route.id),
             sip_trunk_id: Some(trunk.id),
+            caller: caller_number(&f, &trunk.plan),
+            dialed: Some(dialed.to_string()),
         };
         if trunk.has_credentials() {
             let username = trunk.username.as_deref().unwrap_or_default();

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::number::E164;
+use super::number::{NumberingPlan, E164};
 use crate::media::Codec;
 
 /// Cache entries kept at most; a flood of random numbers cannot grow it.
@@ -34,6 +34,8 @@ pub struct Trunk {
     /// Preference order, limited to codecs the media engine has.
     pub codecs: Vec<Codec>,
     pub max_concurrent_calls: usize,
+    /// How this trunk writes national numbers.
+    pub plan: NumberingPlan,
 }
 
 impl Trunk {
@@ -130,9 +132,12 @@ impl Router {
             Option<String>,
             Vec<String>,
             i32,
+            i32,
+            i32,
         );
         let rows: Vec<Row> = sqlx::query_as(
-            "select id, workspace_id, name, inbound_cidrs, inbound_username, inbound_password, codecs, max_concurrent_calls \
+            "select id, workspace_id, name, inbound_cidrs, inbound_username, inbound_password, codecs, max_concurrent_calls, \
+             country_code, national_length \
              from sip_trunks where enabled and direction in ('inbound', 'both') order by created_at",
         )
         .fetch_all(&self.pool)
@@ -140,7 +145,7 @@ impl Router {
         let trunks: Vec<Trunk> = rows
             .into_iter()
             .map(
-                |(id, workspace_id, name, cidrs, username, password, codecs, max)| {
+                |(id, workspace_id, name, cidrs, username, password, codecs, max, cc, nsn)| {
                     let cidrs = cidrs
                         .iter()
                         .filter_map(|c| {
@@ -166,6 +171,10 @@ impl Router {
                         password: password.and_then(|p| decrypt_secret(&self.key, &p)),
                         codecs: prefs,
                         max_concurrent_calls: max.max(0) as usize,
+                        plan: NumberingPlan {
+                            country_code: cc.clamp(1, 999).to_string(),
+                            national_length: nsn.clamp(4, 14) as usize,
+                        },
                     }
                 },
             )
@@ -364,6 +373,7 @@ mod tests {
             password: None,
             codecs: vec![Codec::Pcmu],
             max_concurrent_calls: 10,
+            plan: NumberingPlan::default(),
         }
     }
 

@@ -106,6 +106,9 @@ pub static SIP_TRUNKS: Resource = Resource {
         opt("from_domain", Kind::SipHost),
         dflt("codecs", Kind::Codecs),
         dflt("max_concurrent_calls", Kind::Int(1, 10_000)),
+        // How the trunk writes national numbers (NANP: 1 and 10).
+        dflt("country_code", Kind::Int(1, 999)),
+        dflt("national_length", Kind::Int(4, 14)),
         dflt("enabled", Kind::Bool),
     ],
     filters: &[
