@@ -105,6 +105,15 @@ pub struct ApiConfig {
     pub secrets_dir: PathBuf,
     pub demo_mode: bool,
     pub max_body_bytes: usize,
+    /// Who may scrape `GET /metrics`: ranges and addresses (403 for others).
+    pub metrics_allow: Vec<String>,
+}
+
+impl ApiConfig {
+    /// `metrics_allow` as the API checks it (validated at load).
+    pub fn metrics_allow(&self) -> crate::metrics::ScrapeAllow {
+        crate::metrics::ScrapeAllow::parse(&self.metrics_allow).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -390,6 +399,9 @@ impl Config {
         if let Err(why) = crate::outbound::Allowed::parse(&self.outbound.allow) {
             return bad("outbound.allow", &why);
         }
+        if let Err(why) = crate::metrics::ScrapeAllow::parse(&self.api.metrics_allow) {
+            return bad("api.metrics_allow", &why);
+        }
         Ok(())
     }
 
@@ -667,6 +679,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("outbound.allow"), "{err}");
+    }
+
+    #[test]
+    fn metrics_scrapers_are_loopback_by_default_and_checked() {
+        let c = Config::load_from(None, &[]).unwrap();
+        let allow = c.api.metrics_allow();
+        assert!(allow.permits("127.0.0.1".parse().unwrap()));
+        assert!(allow.permits("::1".parse().unwrap()));
+        assert!(!allow.permits("10.0.0.1".parse().unwrap()));
+        let c = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_API__METRICS_ALLOW", r#"["10.0.0.0/8"]"#)]),
+        )
+        .unwrap();
+        assert!(c.api.metrics_allow().permits("10.9.8.7".parse().unwrap()));
+        assert!(!c.api.metrics_allow().permits("127.0.0.1".parse().unwrap()));
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_API__METRICS_ALLOW", r#"["prometheus"]"#)]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("api.metrics_allow"), "{err}");
     }
 
     #[test]

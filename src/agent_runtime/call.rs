@@ -322,6 +322,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                         task.abort();
                     }
                     ledger.interrupted();
+                    crate::metrics::metrics().barge_in();
                     tracing::info!("barge-in: playout flushed, reply cancelled");
                 }
                 Action::HoldPlayout => {
