@@ -3,7 +3,8 @@
 //! the test places real calls — a SIPp call, a SIPp INVITE for a number
 //! nobody holds (404, a `rejected` row), a SIPp INVITE from a source no
 //! trunk admits (403, counted by the SIP guard), a caller that asks a
-//! question and hears the answer — and a few API requests, and checks the
+//! question in a Piper voice and hears the answer (transcribed by an
+//! OpenAI-compatible mock) — and a few API requests, and checks the
 //! counters moved by exactly that. A scraper outside `api.metrics_allow`
 //! gets 403.
 //!
@@ -15,9 +16,11 @@ mod sip_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::node::{demo_agent, poll, speech_8k, start_node};
+use common::mock_openai::{ChatMode, MockServer, ALLOW_LOOPBACK, API_KEY as MOCK_KEY};
+use common::node::{demo_agent, node_config, poll, speech_8k, start_node};
 use common::sip_caller::SipCaller;
 use prom_text_format_parser::{Scrape, Type, ValueType};
 use sip_support::sipp;
@@ -148,7 +151,7 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
         .execute(&db.pool)
         .await
         .expect("trunk range");
-    let (_, workspace) = demo_agent(&db.pool).await;
+    let (agent, workspace) = demo_agent(&db.pool).await;
     let (api_key, prefix, hash) = switchboard::api::auth::generate_api_key();
     sqlx::query(
         "insert into api_keys (workspace_id, name, prefix, key_hash, role) values ($1, 'metrics', $2, $3, 'MANAGER')",
@@ -159,7 +162,30 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
     .execute(&db.pool)
     .await
     .expect("api key");
-    let node = start_node(&db.url, &db.pool, 43000, &[]).await;
+    // The agent transcribes through an OpenAI-compatible service (a mock in
+    // this process, answering the question asked): whisper on this shared
+    // 2-core machine has run past its time limit under other builds' load,
+    // and this test is about the figures, not the recognizer.
+    let mock = MockServer::start_with_transcript(ChatMode::Fail, QUESTION).await;
+    let config = node_config(&db.url, 43000, &[ALLOW_LOOPBACK]);
+    let sealed = switchboard::api::secrets::encrypt(&config.encryption_key_bytes(), MOCK_KEY);
+    sqlx::query(
+        "insert into workspace_llm_config (workspace_id, provider, base_url, api_key) values ($1, 'openai', $2, $3)",
+    )
+    .bind(workspace)
+    .bind(mock.base_url())
+    .bind(sealed)
+    .execute(&db.pool)
+    .await
+    .expect("workspace_llm_config");
+    sqlx::query("update agents set stt_provider = 'openai' where id = $1")
+        .bind(agent)
+        .execute(&db.pool)
+        .await
+        .expect("stt provider");
+    let node = switchboard::serve::start(Arc::new(config), db.pool.clone())
+        .await
+        .expect("node starts");
     let sip = node.sip.local_addr();
     let http = reqwest::Client::new();
     let before = scrape(&http, node.api_addr).await;
@@ -209,24 +235,15 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
     let dir = tempfile::tempdir().expect("tmp");
     let question = speech_8k(dir.path(), "question", QUESTION);
     let caller = SipCaller::dial_after_greeting(sip, DEMO).await;
-    // The turn is counted when its answer starts to play. On a machine
-    // loaded by other work whisper has run past its time limit (the agent
-    // then asks again), so the caller repeats the question up to 3 times.
+    // The turn is counted when its answer starts to play.
+    let asked = caller.say_and_wait(&question).await;
     let turns = "switchboard_turn_voice_to_voice_seconds_count";
-    let mut during = None;
-    let mut asked = caller.answered_at;
-    for _ in 0..3 {
-        asked = caller.say_and_wait(&question).await;
-        during = poll(Duration::from_secs(20), || async {
-            let f = scrape(&http, node.api_addr).await;
-            (f.get(turns, &[]) > before.get(turns, &[])).then_some(f)
-        })
-        .await;
-        if during.is_some() {
-            break;
-        }
-    }
-    let during = during.expect("no turn counted after asking 3 times");
+    let during = poll(Duration::from_secs(30), || async {
+        let f = scrape(&http, node.api_addr).await;
+        (f.get(turns, &[]) > before.get(turns, &[])).then_some(f)
+    })
+    .await
+    .expect("no turn counted within 30 s of the question");
     assert_eq!(during.get("switchboard_calls_active", &[]), 1.0);
     caller
         .wait_agent_voice(asked, Duration::from_secs(5))
@@ -340,6 +357,10 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
     );
     assert!(received >= 100.0, "{received} packets received");
     assert_eq!(delta("switchboard_db_write_failures_total", &[]), 0.0);
+    assert!(
+        !mock.transcriptions().is_empty(),
+        "the question was transcribed"
+    );
     println!(
         "calls {:?}\nturn v2v mean {:.3} s; RTP sent {sent}, received {received}",
         after.series("switchboard_calls_total"),
