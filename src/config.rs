@@ -50,6 +50,7 @@ pub struct Config {
     pub embeddings: EmbeddingsConfig,
     pub outbound: OutboundConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -208,6 +209,15 @@ impl OutboundConfig {
     pub fn allowed(&self) -> crate::outbound::Allowed {
         crate::outbound::Allowed::parse(&self.allow).unwrap_or_default()
     }
+}
+
+/// OpenTelemetry traces per call (`src/telemetry.rs`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL (spans go to `…/v1/traces`); empty = off.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -401,6 +411,11 @@ impl Config {
         }
         if let Err(why) = crate::metrics::ScrapeAllow::parse(&self.api.metrics_allow) {
             return bad("api.metrics_allow", &why);
+        }
+        if !self.telemetry.otlp_endpoint.is_empty() {
+            if let Err(why) = crate::telemetry::traces_url(&self.telemetry.otlp_endpoint) {
+                return bad("telemetry.otlp_endpoint", &why);
+            }
         }
         Ok(())
     }
@@ -701,6 +716,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("api.metrics_allow"), "{err}");
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_the_endpoint_is_checked() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert!(c.telemetry.otlp_endpoint.is_empty());
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_TELEMETRY__OTLP_ENDPOINT", "collector:4318")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("telemetry.otlp_endpoint"), "{err}");
+        Config::load_from(
+            None,
+            &env(&[(
+                "SWITCHBOARD_TELEMETRY__OTLP_ENDPOINT",
+                "http://127.0.0.1:4318",
+            )]),
+        )
+        .expect("an http endpoint");
     }
 
     #[test]

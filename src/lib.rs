@@ -4,7 +4,8 @@
 //! `media` know nothing of agents or the database (beyond SIP routing),
 //! `agent_runtime` runs the conversation of each call, `api` is the admin face,
 //! and `db` owns the pool, migrations and typed queries; `metrics` is the
-//! process's one Prometheus registry, which every layer records into.
+//! process's one Prometheus registry, which every layer records into, and
+//! `telemetry` posts each call's turns as OTLP traces when configured.
 
 pub mod agent_runtime;
 pub mod api;
@@ -15,3 +16,4 @@ pub mod metrics;
 pub mod outbound;
 pub mod serve;
 pub mod sip;
+pub mod telemetry;

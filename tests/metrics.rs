@@ -5,8 +5,11 @@
 //! trunk admits (403, counted by the SIP guard), a caller that asks a
 //! question in a Piper voice and hears the answer (transcribed by an
 //! OpenAI-compatible mock) — and a few API requests, and checks the
-//! counters moved by exactly that. A scraper outside `api.metrics_allow`
-//! gets 403.
+//! counters moved by exactly that. The node also traces that turn to an
+//! OTLP/HTTP collector started here (protobuf decoded with the official
+//! OTLP types): one span per stage under a `turn` span, on the call's
+//! trace, with its Call-ID and call_log id. A scraper outside
+//! `api.metrics_allow` gets 403.
 //!
 //! The registry is the process's, shared by the tests of this file: they
 //! take turns (`SERIAL`) so one's calls do not show in the other's figures.
@@ -16,13 +19,19 @@ mod sip_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::mock_openai::{ChatMode, MockServer, ALLOW_LOOPBACK, API_KEY as MOCK_KEY};
 use common::node::{demo_agent, node_config, poll, speech_8k, start_node};
 use common::sip_caller::SipCaller;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prom_text_format_parser::{Scrape, Type, ValueType};
+use prost::Message;
 use sip_support::sipp;
 use switchboard::db::testing::TestDb;
 
@@ -118,6 +127,86 @@ fn parse(text: &str) -> Figures {
     Figures(out)
 }
 
+/// An OTLP/HTTP collector: `POST /v1/traces` with a protobuf
+/// `ExportTraceServiceRequest`, decoded and kept.
+struct Collector {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Seen = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+async fn collect(
+    axum::extract::State(seen): axum::extract::State<Seen>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, Vec<u8>) {
+    let protobuf = headers
+        .get("content-type")
+        .is_some_and(|v| v == "application/x-protobuf");
+    match ExportTraceServiceRequest::decode(body.as_ref()) {
+        Ok(req) if protobuf => {
+            seen.lock().expect("seen").push(req);
+            (
+                axum::http::StatusCode::OK,
+                ExportTraceServiceResponse::default().encode_to_vec(),
+            )
+        }
+        _ => (axum::http::StatusCode::BAD_REQUEST, Vec::new()),
+    }
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(collect))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("collector listener");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Collector { addr, seen, task }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        let seen = self.seen.lock().expect("seen");
+        seen.iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| s.spans.clone())
+            .collect()
+    }
+
+    /// The `service.name` of every request's resource.
+    fn services(&self) -> Vec<String> {
+        let seen = self.seen.lock().expect("seen");
+        let mut names: Vec<String> = seen
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .filter_map(|r| r.resource.as_ref())
+            .flat_map(|r| &r.attributes)
+            .filter(|a| a.key == "service.name")
+            .filter_map(|a| match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        names.dedup();
+        names
+    }
+}
+
 async fn scrape(http: &reqwest::Client, api: SocketAddr) -> Figures {
     let r = http
         .get(format!("http://{api}/metrics"))
@@ -167,7 +256,16 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
     // 2-core machine has run past its time limit under other builds' load,
     // and this test is about the figures, not the recognizer.
     let mock = MockServer::start_with_transcript(ChatMode::Fail, QUESTION).await;
-    let config = node_config(&db.url, 43000, &[ALLOW_LOOPBACK]);
+    let collector = Collector::start().await;
+    let endpoint = format!("http://{}", collector.addr);
+    let config = node_config(
+        &db.url,
+        43000,
+        &[
+            ALLOW_LOOPBACK,
+            ("SWITCHBOARD_TELEMETRY__OTLP_ENDPOINT", &endpoint),
+        ],
+    );
     let sealed = switchboard::api::secrets::encrypt(&config.encryption_key_bytes(), MOCK_KEY);
     sqlx::query(
         "insert into workspace_llm_config (workspace_id, provider, base_url, api_key) values ($1, 'openai', $2, $3)",
@@ -250,6 +348,7 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
         .await
         .expect("the answer is heard");
     assert!(caller.hangup().await, "BYE answered 200");
+    let call_id = caller.call_id().to_string();
 
     // Both calls over and their records written: nothing active, both
     // queues empty.
@@ -361,6 +460,63 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
         !mock.transcriptions().is_empty(),
         "the question was transcribed"
     );
+
+    // The turn's trace, as the OTLP/HTTP collector received it.
+    let call_log_id: uuid::Uuid =
+        sqlx::query_scalar("select id from call_logs where sip_call_id = $1")
+            .bind(&call_id)
+            .fetch_one(&db.pool)
+            .await
+            .expect("the spoken call's row");
+    let spans = poll(Duration::from_secs(10), || async {
+        let spans = collector.spans();
+        spans
+            .iter()
+            .any(|s| s.name == "tts_first_audio")
+            .then_some(spans)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no turn trace within 10 s: {:?}", collector.spans()));
+    let attr = |s: &Span, key: &str| {
+        s.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref())
+            .and_then(|v| match &v.value {
+                Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    let turn = spans
+        .iter()
+        .find(|s| s.name == "turn")
+        .expect("a turn span");
+    assert_eq!(
+        turn.trace_id,
+        call_log_id.as_bytes().to_vec(),
+        "one trace per call"
+    );
+    assert!(turn.parent_span_id.is_empty());
+    assert!(turn.end_time_unix_nano > turn.start_time_unix_nano);
+    for stage in ["stt", "retrieval", "llm_first_token", "tts_first_audio"] {
+        let s = spans
+            .iter()
+            .find(|s| s.name == stage)
+            .unwrap_or_else(|| panic!("no {stage} span: {spans:?}"));
+        assert_eq!(
+            s.parent_span_id, turn.span_id,
+            "{stage} is a child of the turn"
+        );
+        assert_eq!(s.trace_id, turn.trace_id);
+    }
+    for s in &spans {
+        assert_eq!(attr(s, "sip.call_id").as_deref(), Some(call_id.as_str()));
+        assert_eq!(
+            attr(s, "call_log_id").as_deref(),
+            Some(call_log_id.to_string().as_str())
+        );
+    }
+    assert_eq!(collector.services(), vec!["switchboard".to_string()]);
     println!(
         "calls {:?}\nturn v2v mean {:.3} s; RTP sent {sent}, received {received}",
         after.series("switchboard_calls_total"),
