@@ -52,6 +52,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub admission: AdmissionConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// New calls are refused (503, Retry-After) when the node cannot serve
@@ -148,6 +149,15 @@ pub struct ApiConfig {
     pub secrets_dir: PathBuf,
     pub demo_mode: bool,
     pub max_body_bytes: usize,
+    /// Who may scrape `GET /metrics`: ranges and addresses (403 for others).
+    pub metrics_allow: Vec<String>,
+}
+
+impl ApiConfig {
+    /// `metrics_allow` as the API checks it (validated at load).
+    pub fn metrics_allow(&self) -> crate::metrics::ScrapeAllow {
+        crate::metrics::ScrapeAllow::parse(&self.metrics_allow).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -242,6 +252,15 @@ impl OutboundConfig {
     pub fn allowed(&self) -> crate::outbound::Allowed {
         crate::outbound::Allowed::parse(&self.allow).unwrap_or_default()
     }
+}
+
+/// OpenTelemetry traces per call (`src/telemetry.rs`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL (spans go to `…/v1/traces`); empty = off.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -447,6 +466,14 @@ impl Config {
         }
         if let Err(why) = crate::outbound::Allowed::parse(&self.outbound.allow) {
             return bad("outbound.allow", &why);
+        }
+        if let Err(why) = crate::metrics::ScrapeAllow::parse(&self.api.metrics_allow) {
+            return bad("api.metrics_allow", &why);
+        }
+        if !self.telemetry.otlp_endpoint.is_empty() {
+            if let Err(why) = crate::telemetry::traces_url(&self.telemetry.otlp_endpoint) {
+                return bad("telemetry.otlp_endpoint", &why);
+            }
         }
         Ok(())
     }
@@ -752,6 +779,48 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("outbound.allow"), "{err}");
+    }
+
+    #[test]
+    fn metrics_scrapers_are_loopback_by_default_and_checked() {
+        let c = Config::load_from(None, &[]).unwrap();
+        let allow = c.api.metrics_allow();
+        assert!(allow.permits("127.0.0.1".parse().unwrap()));
+        assert!(allow.permits("::1".parse().unwrap()));
+        assert!(!allow.permits("10.0.0.1".parse().unwrap()));
+        let c = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_API__METRICS_ALLOW", r#"["10.0.0.0/8"]"#)]),
+        )
+        .unwrap();
+        assert!(c.api.metrics_allow().permits("10.9.8.7".parse().unwrap()));
+        assert!(!c.api.metrics_allow().permits("127.0.0.1".parse().unwrap()));
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_API__METRICS_ALLOW", r#"["prometheus"]"#)]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("api.metrics_allow"), "{err}");
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_the_endpoint_is_checked() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert!(c.telemetry.otlp_endpoint.is_empty());
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_TELEMETRY__OTLP_ENDPOINT", "collector:4318")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("telemetry.otlp_endpoint"), "{err}");
+        Config::load_from(
+            None,
+            &env(&[(
+                "SWITCHBOARD_TELEMETRY__OTLP_ENDPOINT",
+                "http://127.0.0.1:4318",
+            )]),
+        )
+        .expect("an http endpoint");
     }
 
     #[test]

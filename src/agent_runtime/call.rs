@@ -161,7 +161,8 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         end_of_turn_silence_ms: turn_cfg.end_of_turn_silence_ms,
         ..EndpointConfig::default()
     });
-    let mut ledger = CallLedger::new(workspace_id, session_id, call_log_id, profile.clone());
+    let mut ledger = CallLedger::new(workspace_id, session_id, call_log_id, profile.clone())
+        .traced(rt.telemetry.clone(), &sip_call_id);
 
     let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);
     let (stt_tx, mut stt_rx) = mpsc::channel::<(u64, Result<super::stt::Transcript, String>)>(8);
@@ -322,6 +323,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                         task.abort();
                     }
                     ledger.interrupted();
+                    crate::metrics::metrics().barge_in();
                     tracing::info!("barge-in: playout flushed, reply cancelled");
                 }
                 Action::HoldPlayout => {

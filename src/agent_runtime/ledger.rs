@@ -1,10 +1,11 @@
 //! What a call did, kept as it happens: the conversation (with what was
-//! actually played when the agent was interrupted), per-turn latency, and
-//! usage. At the end it becomes the call's records.
+//! actually played when the agent was interrupted), per-turn latency (also
+//! into the process's metrics as each turn's first audio plays), and usage.
+//! At the end it becomes the call's records.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -16,6 +17,8 @@ use super::profile::AgentProfile;
 use super::records::{MessageRecord, RecordOp, RecordWriter, UsageRecord};
 use super::reply::ReplyEvent;
 use super::turn::continuation_after;
+use crate::metrics::{metrics, TurnTimes};
+use crate::telemetry::TurnTrace;
 
 /// One sentence queued for playout.
 #[derive(Debug)]
@@ -75,6 +78,8 @@ pub struct CallLedger {
     records: Vec<RecordOp>,
     /// Contact details the caller gave, for the call's `leads` row.
     leads: LeadCollector,
+    /// Where each turn is traced, with the call's SIP Call-ID.
+    telemetry: Option<(crate::telemetry::Telemetry, String)>,
 }
 
 impl CallLedger {
@@ -103,7 +108,18 @@ impl CallLedger {
             messages: 0,
             records: Vec::new(),
             leads: LeadCollector::default(),
+            telemetry: None,
         }
+    }
+
+    /// Traces each answered turn to `telemetry` (when there is one).
+    pub fn traced(
+        mut self,
+        telemetry: Option<crate::telemetry::Telemetry>,
+        sip_call_id: &str,
+    ) -> CallLedger {
+        self.telemetry = telemetry.map(|t| (t, sip_call_id.to_string()));
+        self
     }
 
     /// Fixed lines get turn numbers far from the caller's.
@@ -249,6 +265,28 @@ impl CallLedger {
             let ms = |i: Option<Instant>| {
                 i.map(|i| i.saturating_duration_since(ended).as_millis() as u64)
             };
+            let stage = |ms: Option<u32>| ms.map(|ms| Duration::from_millis(ms.into()));
+            metrics().turn(&TurnTimes {
+                voice_to_voice: Some(at.saturating_duration_since(ended)),
+                stt: stage(r.stt_ms),
+                retrieval: stage(r.retrieval_ms),
+                llm_first_token: stage(r.first_token_ms),
+                tts_first_audio: stage(r.tts_first_byte_ms),
+            });
+            if let Some((telemetry, sip_call_id)) = &self.telemetry {
+                telemetry.turn(&TurnTrace {
+                    sip_call_id: sip_call_id.clone(),
+                    call_log_id: self.call_log_id,
+                    turn: r.turn,
+                    speech_ended_at: ended,
+                    reply_started_at: r.started.unwrap_or(ended),
+                    first_audio_at: at,
+                    stt: stage(r.stt_ms),
+                    retrieval: stage(r.retrieval_ms),
+                    llm_first_token: stage(r.first_token_ms),
+                    tts_first_audio: stage(r.tts_first_byte_ms),
+                });
+            }
             self.latency.push(json!({
                 "turn": r.turn,
                 "voice_to_voice_ms": ms(Some(at)),

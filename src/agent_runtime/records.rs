@@ -13,6 +13,8 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::metrics::{metrics, RecordQueue};
+
 /// One write. Each is idempotent where the schema allows (`on conflict do nothing`).
 #[derive(Debug, Clone)]
 pub enum RecordOp {
@@ -127,8 +129,11 @@ impl RecordWriter {
     /// for a long time under heavy load) loses a record, and says so.
     pub fn submit(&self, op: RecordOp) {
         self.pending.fetch_add(1, Ordering::SeqCst);
+        metrics().record_queue_changed(RecordQueue::Runtime, 1);
         if let Err(err) = self.tx.try_send(op) {
             self.pending.fetch_sub(1, Ordering::SeqCst);
+            metrics().record_queue_changed(RecordQueue::Runtime, -1);
+            metrics().db_write_failed();
             self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %err, "record queue full or closed: a record was not written");
         }
@@ -176,14 +181,17 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<RecordOp>, pending: Arc<Atomic
                             .elapsed()
                             < MISSING_PARENT_RETRY =>
                 {
+                    // Not a failure yet: the row it refers to is on its way.
                     tracing::debug!(error = %err, "record waits for the row it refers to");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(err) if crate::db::is_permanent_error(&err) => {
+                    metrics().db_write_failed();
                     tracing::error!(error = %err, ?op, "record rejected by the database; skipped");
                     break;
                 }
                 Err(err) => {
+                    metrics().db_write_failed();
                     tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "database unavailable; record kept for retry");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -191,6 +199,7 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<RecordOp>, pending: Arc<Atomic
             }
         }
         pending.fetch_sub(1, Ordering::SeqCst);
+        metrics().record_queue_changed(RecordQueue::Runtime, -1);
     }
 }
 

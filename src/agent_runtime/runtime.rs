@@ -24,6 +24,8 @@ pub struct Runtime {
     pub providers: Providers,
     /// Every agent's knowledge in memory, kept current by PostgreSQL.
     pub knowledge: Arc<KnowledgeIndex>,
+    /// Where turns are traced (`[telemetry] otlp_endpoint`), if anywhere.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
     /// The background pre-renderer (stopped with the runtime).
     prerender: Option<tokio::task::AbortHandle>,
 }
@@ -47,7 +49,18 @@ impl Runtime {
             &super::embeddings::Embedder::name(providers.embedder.as_ref()),
         );
         knowledge.spawn_listener();
+        let telemetry = (!config.telemetry.otlp_endpoint.is_empty())
+            .then(|| {
+                crate::telemetry::Telemetry::start(
+                    &config.telemetry.otlp_endpoint,
+                    &config.telemetry.service_name,
+                )
+                .map_err(|e| tracing::error!(error = %e, "traces not exported"))
+                .ok()
+            })
+            .flatten();
         Arc::new(Runtime {
+            telemetry,
             knowledge,
             pool,
             config,

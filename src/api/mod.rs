@@ -13,6 +13,7 @@ pub mod html;
 pub mod keys;
 pub mod knowledge;
 pub mod live;
+pub mod metrics;
 pub mod openapi;
 mod openapi_custom;
 pub mod operator;
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     /// Fetches URL knowledge sources (`[outbound] allow` admits internal
     /// addresses).
     pub http: crate::outbound::GuardedClient,
+    /// Who may read `/metrics` (`api.metrics_allow`).
+    pub metrics_allow: crate::metrics::ScrapeAllow,
 }
 
 /// Login attempts allowed per window: per email from one source address,
@@ -141,6 +144,7 @@ impl ApiState {
                 login_per_addr: RateLimiter::new(limits.per_addr),
                 key_touched: DashMap::new(),
                 http,
+                metrics_allow: config.api.metrics_allow(),
             }),
             config,
             live: None,
@@ -282,6 +286,7 @@ pub fn app(state: ApiState) -> Router {
     let max_body = state.config.api.max_body_bytes;
     let mut router = Router::new()
         .merge(health::routes())
+        .merge(metrics::routes())
         .merge(openapi::routes())
         .merge(auth_routes::routes())
         .merge(workspaces::routes())
@@ -294,6 +299,7 @@ pub fn app(state: ApiState) -> Router {
     router
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

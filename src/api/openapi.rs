@@ -307,7 +307,13 @@ pub fn document() -> Value {
     }
     super::openapi_custom::add_custom(&mut paths);
     // Every operation needs credentials except health, docs and sign-in.
-    let public = ["/healthz", "/readyz", "/v1/auth/signup", "/v1/auth/token"];
+    let public = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/auth/signup",
+        "/v1/auth/token",
+    ];
     for (path, item) in paths.iter_mut() {
         if let Some(ops) = item.as_object_mut() {
             for (method, op) in ops.iter_mut() {

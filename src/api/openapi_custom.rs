@@ -95,6 +95,14 @@ pub(crate) fn add_custom(paths: &mut Map<String, Value>) {
             ),
         ),
         (
+            "/metrics",
+            "get",
+            json!({"summary": "Prometheus metrics of the process (text format 0.0.4); no login, scrapers' addresses limited by api.metrics_allow",
+                   "tags": ["health"], "parameters": [],
+                   "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                 "403": {"description": "the scraper's address is not in api.metrics_allow"}}}),
+        ),
+        (
             "/v1/auth/signup",
             "post",
             op(

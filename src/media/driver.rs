@@ -380,6 +380,7 @@ impl Driver {
             recording: None,
             recording_error: None,
         };
+        report.stats.add_to_metrics();
         self.report = Some(report.clone());
         (report, pending)
     }

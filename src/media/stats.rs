@@ -101,6 +101,32 @@ impl MediaStats {
         }
     }
 
+    /// Adds an ended session's packets to the process's counters (once
+    /// per call, so no packet touches a shared counter).
+    pub fn add_to_metrics(&self) {
+        use crate::metrics::{metrics, RtpDirection, RtpOutcome as O};
+        let m = metrics();
+        let received_ok = self
+            .packets_in
+            .saturating_sub(self.late)
+            .saturating_sub(self.duplicated);
+        for (outcome, n) in [
+            (O::Ok, received_ok),
+            (O::Late, self.late),
+            (O::Lost, self.lost),
+            (O::Concealed, self.concealed),
+            (O::Duplicate, self.duplicated),
+            (O::DroppedForeignSource, self.dropped_foreign_source),
+            (O::DroppedOtherPt, self.dropped_other_pt),
+            (O::Malformed, self.malformed),
+        ] {
+            m.rtp_packets(RtpDirection::Received, outcome, n);
+        }
+        m.rtp_packets(RtpDirection::Sent, O::Ok, self.packets_out);
+        m.rtp_packets(RtpDirection::Sent, O::SendError, self.send_errors);
+        m.rtp_packets(RtpDirection::Sent, O::Skipped, self.send_slots_skipped);
+    }
+
     /// Adds what RTCP learnt.
     pub fn with_rtcp(mut self, r: super::control::RtcpStats) -> MediaStats {
         self.rtcp_sent = r.sent;

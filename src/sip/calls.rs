@@ -56,6 +56,8 @@ pub struct Call {
     pub from_number: String,
     pub to_number: String,
     pub started_at: DateTime<Utc>,
+    /// When the INVITE arrived (for the INVITE-to-200 figure).
+    pub invite_at: Instant,
     pub recorder: Option<CallRecorder>,
     pub events: Option<mpsc::Sender<CallEvent>>,
     pub slot: Option<TrunkSlot>,
@@ -197,6 +199,7 @@ impl Core {
             from_number,
             to_number,
             started_at: Utc::now(),
+            invite_at: now,
             recorder: None,
             events: None,
             slot: None,
@@ -486,6 +489,8 @@ impl Core {
             }
             let at = Utc::now();
             call.answered_at = Some((now, at));
+            crate::metrics::metrics()
+                .invite_answered(now.saturating_duration_since(call.invite_at));
             let codec = call
                 .pending
                 .as_ref()

@@ -213,10 +213,9 @@ impl Core {
     }
 
     pub fn update_live(&self) {
-        self.env
-            .shared
-            .live_calls
-            .store(self.calls.len(), Ordering::Relaxed);
+        let now = self.calls.len();
+        let before = self.env.shared.live_calls.swap(now, Ordering::Relaxed);
+        crate::metrics::metrics().calls_active_changed(before, now);
     }
 
     /// Runs every state machine whose wake-up time has come.
@@ -291,6 +290,11 @@ impl Core {
             return;
         };
         let out = entry.tx.respond(response, now);
+        for o in &out {
+            if let TxOutput::Send(m) = o {
+                crate::metrics::metrics().sip_response_sent(m.status().unwrap_or(0));
+            }
+        }
         self.apply_server(key, out, now);
     }
 
@@ -391,6 +395,7 @@ impl Core {
                 let resp = Message::response_to(&msg, 400, "Bad Request");
                 let target = udp_response_target(&msg, inbound.source);
                 self.env.transports.send(&target, resp.to_bytes());
+                crate::metrics::metrics().sip_response_sent(400);
             }
             tracing::trace!(from = %inbound.source.addr, "bad request: {e}");
             return;
@@ -643,6 +648,14 @@ impl Core {
                 }
             }
         }
+    }
+}
+
+impl Drop for Core {
+    /// Calls still held when the core stops leave the process's count.
+    fn drop(&mut self) {
+        let before = self.env.shared.live_calls.swap(0, Ordering::Relaxed);
+        crate::metrics::metrics().calls_active_changed(before, 0);
     }
 }
 

@@ -38,6 +38,24 @@ pub struct SipCounters {
 }
 
 impl Counters {
+    // Each also counts in the process's metrics (several nodes may share
+    // one process in tests; these stay per node).
+    pub fn unauthenticated_rejection(&self) {
+        self.unauthenticated_rejections
+            .fetch_add(1, Ordering::Relaxed);
+        crate::metrics::metrics().sip_unauthenticated_rejection();
+    }
+
+    pub fn response_rate_limited(&self) {
+        self.responses_rate_limited.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::metrics().sip_response_rate_limited();
+    }
+
+    pub fn transaction_refused(&self) {
+        self.transactions_refused.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::metrics().sip_transaction_refused();
+    }
+
     pub fn snapshot(&self) -> SipCounters {
         SipCounters {
             unauthenticated_rejections: self.unauthenticated_rejections.load(Ordering::Relaxed),

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::call::HangupBy;
+use crate::metrics::{metrics, CallDirection, RecordQueue};
 
 /// The identity of a call_logs row, known when routing decides.
 #[derive(Debug, Clone)]
@@ -70,6 +71,7 @@ impl CallRecorder {
 
     /// One row for a call refused at routing (`rejected`, `busy`, ...).
     pub fn rejected(pool: &PgPool, start: CallLogStart, end: CallEnd) {
+        metrics().call_ended(CallDirection::Inbound, end.status);
         Self::spawn(pool, start, Some(end));
     }
 
@@ -77,7 +79,9 @@ impl CallRecorder {
         let id = start.id;
         // Four writes at most per call; the bound only guards against misuse.
         let (tx, mut rx) = mpsc::channel::<Op>(8);
-        let _ = tx.try_send(Op::Insert(start, end, None));
+        if tx.try_send(Op::Insert(start, end, None)).is_ok() {
+            metrics().record_queue_changed(RecordQueue::CallLogs, 1);
+        }
         let pool = pool.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -85,9 +89,11 @@ impl CallRecorder {
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
+                let queued = batch.len() as i64;
                 for op in fold(batch) {
                     write_with_retry(&pool, id, &op).await;
                 }
+                metrics().record_queue_changed(RecordQueue::CallLogs, -queued);
             }
         });
         CallRecorder { id, tx }
@@ -104,13 +110,19 @@ impl CallRecorder {
         });
     }
 
+    /// Called once per call (the SIP core forgets the call as it ends it).
     pub fn ended(&self, end: CallEnd) {
+        metrics().call_ended(CallDirection::Inbound, end.status);
         self.push(Op::Ended(end));
     }
 
     fn push(&self, op: Op) {
-        if let Err(e) = self.tx.try_send(op) {
-            tracing::warn!(call_log_id = %self.id, "call_logs write dropped: {e}");
+        match self.tx.try_send(op) {
+            Ok(()) => metrics().record_queue_changed(RecordQueue::CallLogs, 1),
+            Err(e) => {
+                metrics().db_write_failed();
+                tracing::warn!(call_log_id = %self.id, "call_logs write dropped: {e}");
+            }
         }
     }
 }
@@ -141,10 +153,12 @@ async fn write_with_retry(pool: &PgPool, id: Uuid, op: &Op) {
         match write(pool, id, op).await {
             Ok(()) => return,
             Err(e) if crate::db::is_permanent_error(&e) => {
+                metrics().db_write_failed();
                 tracing::error!(call_log_id = %id, "call_logs write refused by the database: {e}");
                 return;
             }
             Err(e) => {
+                metrics().db_write_failed();
                 // Logged on the first tries, then now and then.
                 if attempt <= 3 || attempt.is_multiple_of(30) {
                     tracing::warn!(call_log_id = %id, attempt, "call_logs write failed, retrying until the database returns: {e}");

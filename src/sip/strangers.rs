@@ -56,11 +56,7 @@ impl Core {
     pub fn stranger_may_hear(&mut self, ip: IpAddr, now: Instant) -> bool {
         let ok = self.guard.allow_answer(ip, now);
         if !ok {
-            self.env
-                .shared
-                .counters
-                .responses_rate_limited
-                .fetch_add(1, Ordering::Relaxed);
+            self.env.shared.counters.response_rate_limited();
         }
         ok
     }
@@ -81,17 +77,14 @@ impl Core {
         }
         let ip = self.origin_of(req, source.addr.ip());
         if let Err(why) = self.guard.may_open(ip, self.server_txs.len()) {
-            self.env
-                .shared
-                .counters
-                .transactions_refused
-                .fetch_add(1, Ordering::Relaxed);
+            self.env.shared.counters.transaction_refused();
             tracing::debug!(%ip, ?why, "server transactions full; 503");
             if req.method() != Some(&Method::Ack) && self.stranger_may_hear(ip, now) {
                 let mut resp = self.response(req, 503, "Service Unavailable", None);
                 resp.add_header("Retry-After", "10");
                 let target = udp_response_target(req, source);
                 self.env.transports.send(&target, resp.to_bytes());
+                crate::metrics::metrics().sip_response_sent(503);
             }
             return false;
         }
@@ -115,11 +108,7 @@ impl Core {
         };
         let (ip, invite_key) = (call.origin, call.invite_key.clone());
         if matches!(code, 403 | 404) {
-            self.env
-                .shared
-                .counters
-                .unauthenticated_rejections
-                .fetch_add(1, Ordering::Relaxed);
+            self.env.shared.counters.unauthenticated_rejection();
             if let Some(n) = self.guard.note_rejection(now) {
                 tracing::info!(%ip, code, since_last_log = n, "unauthenticated INVITEs refused");
             }
