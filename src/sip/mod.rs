@@ -5,6 +5,7 @@ pub mod call;
 mod calls;
 mod core;
 pub mod decide;
+pub mod dial;
 pub mod dialog;
 pub mod digest;
 mod error;
