@@ -69,6 +69,9 @@ pub struct SipConfig {
     pub tcp_message_deadline_ms: u64,
     /// A TCP connection with no message under way closes after this long.
     pub tcp_idle_secs: u64,
+    /// How long an outbound call may ring before it is CANCELled and
+    /// logged `no_answer`.
+    pub ring_timeout_secs: u64,
 }
 
 impl SipConfig {
@@ -341,6 +344,9 @@ impl Config {
                 "sip.tcp_message_deadline_ms",
                 "TCP deadlines must be greater than 0",
             );
+        }
+        if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
+            return bad("sip.ring_timeout_secs", "must be from 1 to 600");
         }
         if self.rtp.port_min >= self.rtp.port_max {
             return bad("rtp.port_min", "must be lower than rtp.port_max");

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_runtime::providers::Providers;
 use crate::agent_runtime::{AgentCalls, Runtime};
-use crate::api::{ApiState, LiveCalls};
+use crate::api::{ApiState, Dialer, LiveCalls, NodeCalls};
 use crate::config::Config;
 use crate::sip::server::{SipServer, SipServerHandle};
 
@@ -54,7 +54,11 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
         .context("starting SIP")?;
     let api_state = ApiState::new(pool, config.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>)
+        .with_live_calls(Arc::new(NodeCalls {
+            registry: runtime.registry.clone(),
+            sip: sip.clone(),
+        }) as Arc<dyn LiveCalls>)
+        .with_dialer(Arc::new(sip.clone()) as Arc<dyn Dialer>)
         .with_embedder(embedder.clone())
         .with_knowledge(runtime.knowledge.clone());
     spawn_knowledge_start(runtime.clone(), embedder);

@@ -22,7 +22,7 @@ use super::turn::{Action, Input, SayKind, TurnMachine, TurnSettings};
 use super::Runtime;
 use crate::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 use crate::media::session::{MediaEvent, MediaSession, SessionConfig};
-use crate::sip::call::{CallCommand, CallEvent, HangupBy, IncomingCall};
+use crate::sip::call::{CallCommand, CallDirection, CallEvent, HangupBy, IncomingCall};
 
 enum Ending {
     Caller(String),
@@ -45,6 +45,8 @@ pub async fn run_call(rt: Arc<Runtime>, call: IncomingCall) {
 async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
     let IncomingCall {
         call_log_id,
+        direction,
+        variables,
         sip_call_id,
         workspace_id,
         agent_id,
@@ -58,7 +60,10 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         ..
     } = call;
     let profile = match load_profile(&rt, agent_id).await {
-        Some(p) => Arc::new(p),
+        Some(mut p) => {
+            p.fill_variables(&variables);
+            Arc::new(p)
+        }
         None => {
             tracing::error!("agent could not be loaded; ending the call");
             let _ = commands
@@ -82,7 +87,11 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         workspace_id,
         agent_id,
         channel: "phone",
-        caller: from_number.clone(),
+        // The person on the line: who called us, or whom we called.
+        caller: match direction {
+            CallDirection::Inbound => from_number.clone(),
+            CallDirection::Outbound => to_number.clone(),
+        },
         call_log_id: Some(call_log_id),
         at: started_wall,
     });
@@ -136,6 +145,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
             sip_call_id: sip_call_id.clone(),
             from_number: from_number.clone(),
             to_number: to_number.clone(),
+            direction: direction.as_str(),
             started_at: started_wall,
         },
         control_tx,

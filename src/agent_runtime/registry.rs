@@ -20,6 +20,8 @@ pub struct LiveCallInfo {
     pub sip_call_id: String,
     pub from_number: String,
     pub to_number: String,
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
     pub started_at: DateTime<Utc>,
 }
 
@@ -127,6 +129,7 @@ mod tests {
             sip_call_id: "abc".into(),
             from_number: "+15550001".into(),
             to_number: "+15555550100".into(),
+            direction: "inbound",
             started_at: Utc::now(),
         }
     }

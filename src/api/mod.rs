@@ -16,6 +16,7 @@ pub mod live;
 pub mod openapi;
 mod openapi_custom;
 pub mod operator;
+pub mod outbound_calls;
 pub mod ratelimit;
 pub mod resource;
 pub mod resources;
@@ -40,7 +41,7 @@ use crate::config::{Config, DEMO_ENCRYPTION_KEY};
 
 pub use auth::Principal;
 pub use error::ApiError;
-pub use live::{LiveCallView, LiveCalls};
+pub use live::{Dialer, LiveCallView, LiveCalls, NodeCalls};
 use ratelimit::{Limit, RateLimiter};
 use types::Role;
 
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub live: Option<Arc<dyn LiveCalls>>,
+    /// Places outbound calls (`POST …/calls`); absent, that answers 503.
+    pub dialer: Option<Arc<dyn Dialer>>,
     /// Embeds knowledge chunks and search queries; the runtime's default.
     pub embedder: Arc<dyn Embedder>,
     /// The in-memory knowledge the runtime retrieves from (shared with it
@@ -141,6 +144,7 @@ impl ApiState {
             }),
             config,
             live: None,
+            dialer: None,
             embedder,
         })
     }
@@ -148,6 +152,12 @@ impl ApiState {
     /// The runtime's live-call registry, for `…/calls/live`.
     pub fn with_live_calls(mut self, live: Arc<dyn LiveCalls>) -> ApiState {
         self.live = Some(live);
+        self
+    }
+
+    /// The node's SIP layer, for `POST …/calls`.
+    pub fn with_dialer(mut self, dialer: Arc<dyn Dialer>) -> ApiState {
+        self.dialer = Some(dialer);
         self
     }
 
@@ -277,7 +287,8 @@ pub fn app(state: ApiState) -> Router {
         .merge(workspaces::routes())
         .merge(keys::routes())
         .merge(knowledge::routes())
-        .merge(calls::routes());
+        .merge(calls::routes())
+        .merge(outbound_calls::routes());
     for resource in resources::ALL {
         router = router.merge(resource::routes(resource));
     }

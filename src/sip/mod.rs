@@ -13,6 +13,7 @@ pub mod guard;
 pub mod header;
 mod in_dialog;
 pub mod message;
+pub mod outbound_leg;
 pub mod number;
 pub mod records;
 pub mod routing;
