@@ -196,7 +196,8 @@ async fn place_call(
         }
     };
     // Our number: the one asked for (the workspace's, enabled), else the
-    // agent's own number on this trunk, else any of the trunk's numbers.
+    // trunk's (the agent's first), else the agent's own, else any of the
+    // workspace's.
     let number: Option<(Uuid, String)> = match &from {
         Some(f) => sqlx::query_as(
             "select id, e164 from phone_numbers where workspace_id = $1 and e164 = $2 and enabled",
@@ -209,8 +210,8 @@ async fn place_call(
         .ok_or_else(|| unprocessable("from", "not an enabled number of this workspace"))?,
         None => sqlx::query_as(
             "select id, e164 from phone_numbers where workspace_id = $1 and enabled \
-               and (sip_trunk_id = $2 or sip_trunk_id is null) \
-             order by (agent_id = $3) desc nulls last, (sip_trunk_id = $2) desc nulls last, created_at, id limit 1",
+             order by (sip_trunk_id = $2) desc nulls last, (agent_id = $3) desc nulls last, \
+                      (sip_trunk_id is null) desc, created_at, id limit 1",
         )
         .bind(ws)
         .bind(trunk.id)
@@ -222,7 +223,7 @@ async fn place_call(
     let Some((phone_number_id, from_e164)) = number else {
         return Err(unprocessable(
             "from",
-            "is required: the workspace has no number on this trunk to call from",
+            "is required: the workspace has no enabled number to call from",
         ));
     };
     let from = e164_field("from", &from_e164)?;
