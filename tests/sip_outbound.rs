@@ -237,7 +237,7 @@ impl Uas {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .expect("sipp must be installed (Debian sip-tester)");
         let bound = poll(Duration::from_secs(5), || async {
@@ -248,7 +248,15 @@ impl Uas {
             taken.then_some(())
         })
         .await;
-        assert!(bound.is_some(), "SIPp did not bind 127.0.0.1:{port} in 5 s");
+        if bound.is_none() {
+            let _ = child.start_kill();
+            let out = child.wait_with_output().await.expect("SIPp output");
+            panic!(
+                "SIPp did not bind 127.0.0.1:{port} in 5 s: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         Uas { child, port, dir }
     }
 
