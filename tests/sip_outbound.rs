@@ -289,7 +289,11 @@ async fn challenged_call(code: u16, transport: &str, db_transport: &str, rtp_bas
     assert_eq!(row.direction, "outbound");
     assert_eq!(row.status, "completed", "{row:?}");
     assert_eq!(row.sip_code, Some(200));
-    assert_eq!(row.hangup_by.as_deref(), Some("caller"), "the far end hung up");
+    assert_eq!(
+        row.hangup_by.as_deref(),
+        Some("caller"),
+        "the far end hung up"
+    );
     assert!(row.answered);
     assert_eq!(row.codec.as_deref(), Some("PCMU"));
     assert_eq!(row.to_number.as_deref(), Some(CALLEE));
@@ -401,10 +405,11 @@ async fn a_ringing_call_is_cancelled_by_delete_and_the_trunk_limit_holds() {
         "{row:?}"
     );
     // Only the one call was placed; the refused one has no row.
-    let rows: i64 = sqlx::query_scalar("select count(*) from call_logs where direction = 'outbound'")
-        .fetch_one(&f.db.pool)
-        .await
-        .expect("count");
+    let rows: i64 =
+        sqlx::query_scalar("select count(*) from call_logs where direction = 'outbound'")
+            .fetch_one(&f.db.pool)
+            .await
+            .expect("count");
     assert_eq!(rows, 1);
     assert_eq!(f.hang_up(id).await, 404, "no longer live");
     f.node.stop(Duration::from_secs(1)).await;
@@ -453,7 +458,12 @@ async fn an_answered_call_is_live_the_greeting_is_heard_and_delete_sends_bye() {
     assert!(run.messages.contains("BYE sip:"), "SIPp got the BYE");
     let row = f.ended(id).await;
     assert_eq!(
-        (row.direction.as_str(), row.status.as_str(), row.sip_code, row.hangup_by.as_deref()),
+        (
+            row.direction.as_str(),
+            row.status.as_str(),
+            row.sip_code,
+            row.hangup_by.as_deref()
+        ),
         ("outbound", "completed", Some(200), Some("agent")),
         "{row:?}"
     );
@@ -504,21 +514,59 @@ async fn the_api_refuses_what_it_cannot_dial() {
         }
     };
     // A VIEWER may not place calls.
-    expect(f.dial(&f.viewer, body(json!({}))).await, 403, "forbidden", None);
+    expect(
+        f.dial(&f.viewer, body(json!({}))).await,
+        403,
+        "forbidden",
+        None,
+    );
     // Bad JSON, unknown fields, numbers that are not E.164.
-    expect(f.post_raw(&f.manager, "{\"agent_id\": ").await, 400, "malformed_json", None);
-    expect(f.dial(&f.manager, body(json!({"colour": "red"}))).await, 400, "validation_failed", Some("colour"));
+    expect(
+        f.post_raw(&f.manager, "{\"agent_id\": ").await,
+        400,
+        "malformed_json",
+        None,
+    );
+    expect(
+        f.dial(&f.manager, body(json!({"colour": "red"}))).await,
+        400,
+        "validation_failed",
+        Some("colour"),
+    );
     for bad in ["5551230000", "+0123456789", "+1555", "+1555123000x", ""] {
-        expect(f.dial(&f.manager, body(json!({"to": bad}))).await, 400, "validation_failed", Some("to"));
+        expect(
+            f.dial(&f.manager, body(json!({"to": bad}))).await,
+            400,
+            "validation_failed",
+            Some("to"),
+        );
     }
-    expect(f.dial(&f.manager, body(json!({"from": "12"}))).await, 400, "validation_failed", Some("from"));
-    expect(f.dial(&f.manager, body(json!({"variables": [1]}))).await, 400, "validation_failed", Some("variables"));
+    expect(
+        f.dial(&f.manager, body(json!({"from": "12"}))).await,
+        400,
+        "validation_failed",
+        Some("from"),
+    );
+    expect(
+        f.dial(&f.manager, body(json!({"variables": [1]}))).await,
+        400,
+        "validation_failed",
+        Some("variables"),
+    );
     // An agent, a trunk or a number of another workspace is not there.
-    expect(f.dial(&f.manager, body(json!({"agent_id": Uuid::new_v4()}))).await, 422, "unprocessable", Some("agent_id"));
-    let other: Uuid = sqlx::query_scalar("insert into workspaces (name, slug) values ('Other', 'other') returning id")
-        .fetch_one(&f.db.pool)
-        .await
-        .expect("workspace");
+    expect(
+        f.dial(&f.manager, body(json!({"agent_id": Uuid::new_v4()})))
+            .await,
+        422,
+        "unprocessable",
+        Some("agent_id"),
+    );
+    let other: Uuid = sqlx::query_scalar(
+        "insert into workspaces (name, slug) values ('Other', 'other') returning id",
+    )
+    .fetch_one(&f.db.pool)
+    .await
+    .expect("workspace");
     let foreign: Uuid = sqlx::query_scalar(
         "insert into sip_trunks (workspace_id, name, direction, outbound_host, outbound_port) values ($1, 'theirs', 'both', '127.0.0.1', 5998) returning id",
     )
@@ -526,23 +574,42 @@ async fn the_api_refuses_what_it_cannot_dial() {
     .fetch_one(&f.db.pool)
     .await
     .expect("foreign trunk");
-    expect(f.dial(&f.manager, body(json!({"sip_trunk_id": foreign}))).await, 422, "unprocessable", Some("sip_trunk_id"));
+    expect(
+        f.dial(&f.manager, body(json!({"sip_trunk_id": foreign})))
+            .await,
+        422,
+        "unprocessable",
+        Some("sip_trunk_id"),
+    );
     sqlx::query("insert into phone_numbers (workspace_id, e164) values ($1, '+15559990000')")
         .bind(other)
         .execute(&f.db.pool)
         .await
         .expect("foreign number");
-    expect(f.dial(&f.manager, body(json!({"from": "+15559990000"}))).await, 422, "unprocessable", Some("from"));
+    expect(
+        f.dial(&f.manager, body(json!({"from": "+15559990000"})))
+            .await,
+        422,
+        "unprocessable",
+        Some("from"),
+    );
     // The inbound-only demo trunk cannot call out; with two outbound trunks
     // the trunk must be named.
     let local: Uuid = sqlx::query_scalar("select id from sip_trunks where name = 'local'")
         .fetch_one(&f.db.pool)
         .await
         .expect("demo trunk");
-    expect(f.dial(&f.manager, body(json!({"sip_trunk_id": local}))).await, 422, "unprocessable", Some("sip_trunk_id"));
+    expect(
+        f.dial(&f.manager, body(json!({"sip_trunk_id": local})))
+            .await,
+        422,
+        "unprocessable",
+        Some("sip_trunk_id"),
+    );
     f.trunk("second", 5997, "udp", false, 5).await;
     expect(
-        f.dial(&f.manager, json!({"agent_id": f.agent, "to": CALLEE})).await,
+        f.dial(&f.manager, json!({"agent_id": f.agent, "to": CALLEE}))
+            .await,
         422,
         "unprocessable",
         Some("sip_trunk_id"),
@@ -552,7 +619,12 @@ async fn the_api_refuses_what_it_cannot_dial() {
         .execute(&f.db.pool)
         .await
         .expect("plan");
-    expect(f.dial(&f.manager, body(json!({}))).await, 402, "usage_limit_reached", None);
+    expect(
+        f.dial(&f.manager, body(json!({}))).await,
+        402,
+        "usage_limit_reached",
+        None,
+    );
     sqlx::query("update pricing_plans set conversation_limit = null where is_default")
         .execute(&f.db.pool)
         .await
@@ -563,14 +635,24 @@ async fn the_api_refuses_what_it_cannot_dial() {
         .execute(&f.db.pool)
         .await
         .expect("host");
-    expect(f.dial(&f.manager, body(json!({}))).await, 422, "unprocessable", Some("sip_trunk_id"));
+    expect(
+        f.dial(&f.manager, body(json!({}))).await,
+        422,
+        "unprocessable",
+        Some("sip_trunk_id"),
+    );
     // An agent that is not live.
     sqlx::query("update agents set status = 'draft' where id = $1")
         .bind(f.agent)
         .execute(&f.db.pool)
         .await
         .expect("draft");
-    expect(f.dial(&f.manager, body(json!({}))).await, 422, "unprocessable", Some("agent_id"));
+    expect(
+        f.dial(&f.manager, body(json!({}))).await,
+        422,
+        "unprocessable",
+        Some("agent_id"),
+    );
     // Nothing was dialed.
     let rows: i64 = sqlx::query_scalar("select count(*) from call_logs")
         .fetch_one(&f.db.pool)

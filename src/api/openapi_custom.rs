@@ -37,7 +37,8 @@ pub(crate) fn add_custom(paths: &mut Map<String, Value>) {
         &[],
     );
     let role = json!({"type": "string", "enum": ["OWNER", "MANAGER", "VIEWER"]});
-    let e164 = json!({"type": "string", "pattern": "^\\+[1-9][0-9]{7,14}$", "examples": ["+15555550100"]});
+    let e164 =
+        json!({"type": "string", "pattern": "^\\+[1-9][0-9]{7,14}$", "examples": ["+15555550100"]});
     let dial_body = object(
         json!({"agent_id": {"type": "string", "format": "uuid"},
                "to": e164.clone(),
@@ -352,31 +353,35 @@ pub(crate) fn add_custom(paths: &mut Map<String, Value>) {
                 WRITE_ERRORS,
             ),
         ),
-        (
-            "/v1/workspaces/{workspace_id}/calls",
-            "post",
-            {
-                let mut o = op(
-                    "Place an outbound call: the agent calls a number through a trunk (MANAGER)",
-                    "calls",
-                    w(),
-                    Some(dial_body),
-                    (202, dial_accepted),
-                    WRITE_ERRORS,
-                );
-                o["description"] = json!("The INVITE goes to the trunk's outbound_host:outbound_port \
+        ("/v1/workspaces/{workspace_id}/calls", "post", {
+            let mut o = op(
+                "Place an outbound call: the agent calls a number through a trunk (MANAGER)",
+                "calls",
+                w(),
+                Some(dial_body),
+                (202, dial_accepted),
+                WRITE_ERRORS,
+            );
+            o["description"] = json!(
+                "The INVITE goes to the trunk's outbound_host:outbound_port \
 (401/407 answered with its outbound credentials). The call's call_logs row (direction outbound) \
 follows it: ringing, then in_progress when answered (the agent speaks first), or busy (486/600), \
 no_answer (rang past sip.ring_timeout_secs, then CANCEL) or failed with the SIP code. It is listed \
 under calls/live while it rings and talks; DELETE calls/live/{id} cancels or hangs it up. \
-402 when the plan's usage limit is reached, 429 when the trunk is at max_concurrent_calls.");
-                if let Some(r) = o["responses"].as_object_mut() {
-                    r.insert("402".into(), json!({"description": "the plan's usage limit is reached"}));
-                    r.insert("429".into(), json!({"description": "the trunk is at its max_concurrent_calls"}));
-                }
-                o
-            },
-        ),
+402 when the plan's usage limit is reached, 429 when the trunk is at max_concurrent_calls."
+            );
+            if let Some(r) = o["responses"].as_object_mut() {
+                r.insert(
+                    "402".into(),
+                    json!({"description": "the plan's usage limit is reached"}),
+                );
+                r.insert(
+                    "429".into(),
+                    json!({"description": "the trunk is at its max_concurrent_calls"}),
+                );
+            }
+            o
+        }),
         (
             "/v1/workspaces/{workspace_id}/calls/live",
             "get",

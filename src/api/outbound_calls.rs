@@ -76,7 +76,10 @@ fn variables(v: Option<&Value>) -> Result<Vec<(String, String)>, ApiError> {
     }
     let mut out = Vec::with_capacity(map.len());
     for (name, value) in map {
-        let field = format!("variables.{}", name.chars().take(MAX_VARIABLE_NAME).collect::<String>());
+        let field = format!(
+            "variables.{}",
+            name.chars().take(MAX_VARIABLE_NAME).collect::<String>()
+        );
         let ident = !name.is_empty()
             && name.len() <= MAX_VARIABLE_NAME
             && !name.starts_with(|c: char| c.is_ascii_digit())
@@ -101,7 +104,9 @@ fn variables(v: Option<&Value>) -> Result<Vec<(String, String)>, ApiError> {
         if text.chars().count() > MAX_VARIABLE_VALUE || text.chars().any(char::is_control) {
             return Err(ApiError::validation(
                 field,
-                format!("must be at most {MAX_VARIABLE_VALUE} characters, without control characters"),
+                format!(
+                    "must be at most {MAX_VARIABLE_VALUE} characters, without control characters"
+                ),
             ));
         }
         out.push((name.clone(), text));
@@ -132,9 +137,12 @@ async fn place_call(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let ws = ids.get(0)?;
     st.require(&p, ws, Role::Manager).await?;
-    only_fields(&body, &["agent_id", "to", "from", "sip_trunk_id", "variables"])?;
-    let agent_id =
-        uuid_field(&body, "agent_id")?.ok_or_else(|| ApiError::validation("agent_id", "is required"))?;
+    only_fields(
+        &body,
+        &["agent_id", "to", "from", "sip_trunk_id", "variables"],
+    )?;
+    let agent_id = uuid_field(&body, "agent_id")?
+        .ok_or_else(|| ApiError::validation("agent_id", "is required"))?;
     let to = e164_field("to", req_str(&body, "to", 32)?)?;
     let from = opt_str(&body, "from")?
         .map(|s| e164_field("from", s))
@@ -208,16 +216,18 @@ async fn place_call(
         .await?
         .map(Some)
         .ok_or_else(|| unprocessable("from", "not an enabled number of this workspace"))?,
-        None => sqlx::query_as(
-            "select id, e164 from phone_numbers where workspace_id = $1 and enabled \
+        None => {
+            sqlx::query_as(
+                "select id, e164 from phone_numbers where workspace_id = $1 and enabled \
              order by (sip_trunk_id = $2) desc nulls last, (agent_id = $3) desc nulls last, \
                       (sip_trunk_id is null) desc, created_at, id limit 1",
-        )
-        .bind(ws)
-        .bind(trunk.id)
-        .bind(agent_id)
-        .fetch_optional(&mut *tx)
-        .await?,
+            )
+            .bind(ws)
+            .bind(trunk.id)
+            .bind(agent_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
     };
     tx.commit().await?;
     let Some((phone_number_id, from_e164)) = number else {
@@ -314,7 +324,9 @@ async fn resolve_trunk(
     let literal = host.trim_matches(['[', ']']).parse::<IpAddr>().ok();
     let addrs: Vec<SocketAddr> = match literal {
         Some(ip) => vec![SocketAddr::new(ip, port)],
-        None => match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+        None => match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
+            .await
+        {
             Ok(Ok(found)) => found.take(16).collect(),
             _ => Vec::new(),
         },

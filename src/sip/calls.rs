@@ -10,9 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::call::{
-    CallCommand, CallDirection, CallEvent, HangupBy, IncomingCall, NegotiatedMedia,
-};
+use super::call::{CallCommand, CallDirection, CallEvent, HangupBy, IncomingCall, NegotiatedMedia};
 use super::core::{Core, Internal, Wake, ACCEPT, ALLOW, SUPPORTED};
 use super::decide::{status_for, Decision, InviteFacts, RouteFacts};
 use super::dialog::{AnswerRetransmit, Dialog};

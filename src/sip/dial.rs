@@ -87,13 +87,16 @@ pub enum DialOutput {
     /// Send to the trunk.
     Send(Message),
     /// A 1xx; `sdp` when it carried early media.
-    Progress { code: u16, sdp: Option<Bytes> },
+    Progress {
+        code: u16,
+        sdp: Option<Bytes>,
+    },
     /// The 2xx (its ACK is the `Send` just before). `sdp` is the answer:
     /// the 2xx's body, else the early media's. When a CANCEL was already
     /// asked for, the owner must BYE at once (the answer crossed it).
     Answered {
-        response: Message,
-        dialog: Dialog,
+        response: Box<Message>,
+        dialog: Box<Dialog>,
         sdp: Option<Bytes>,
     },
     Failed(DialFailure),
@@ -267,7 +270,9 @@ impl OutboundInvite {
         let Some(cseq) = response.cseq() else {
             return vec![];
         };
-        let branch = response.top_via().and_then(|v| v.branch().map(str::to_string));
+        let branch = response
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string));
         if cseq.method == Method::Cancel {
             if let Some(tx) = self.cancel_tx.as_mut() {
                 let _ = tx.on_response(response, now);
@@ -375,8 +380,8 @@ impl OutboundInvite {
                 vec![
                     DialOutput::Send(ack),
                     DialOutput::Answered {
-                        response: resp.clone(),
-                        dialog,
+                        response: Box::new(resp.clone()),
+                        dialog: Box::new(dialog),
                         sdp,
                     },
                 ]
@@ -395,8 +400,12 @@ impl OutboundInvite {
                         "trunk asked for credentials we do not have",
                     )];
                 };
-                let (tx, out) =
-                    ClientTx::new(retry.clone(), self.settings.reliable, self.settings.timers, now);
+                let (tx, out) = ClientTx::new(
+                    retry.clone(),
+                    self.settings.reliable,
+                    self.settings.timers,
+                    now,
+                );
                 self.invite = retry;
                 self.challenged_tx = Some(std::mem::replace(&mut self.tx, tx));
                 self.state = DialState::Calling;

@@ -97,7 +97,10 @@ fn answers_a_challenge_then_is_answered(code: u16, header: &str) {
     let (mut m, out) = OutboundInvite::start(invite(), settings(true), t0);
     assert_eq!(sent(&out).len(), 1);
     let first = sent(&out)[0].clone();
-    let out = m.handle_response(&challenge(&first, code, &server), t0 + Duration::from_millis(20));
+    let out = m.handle_response(
+        &challenge(&first, code, &server),
+        t0 + Duration::from_millis(20),
+    );
     let msgs = sent(&out);
     // The challenge's ACK (by its transaction), then the authorized INVITE.
     assert_eq!(msgs.len(), 2, "{out:?}");
@@ -105,7 +108,10 @@ fn answers_a_challenge_then_is_answered(code: u16, header: &str) {
     let retry = &msgs[1];
     assert_eq!(retry.method(), Some(&Method::Invite));
     assert_eq!(retry.cseq().unwrap().seq, 2);
-    assert_ne!(retry.top_via().unwrap().branch(), first.top_via().unwrap().branch());
+    assert_ne!(
+        retry.top_via().unwrap().branch(),
+        first.top_via().unwrap().branch()
+    );
     assert_eq!(
         server.verify(
             retry.header(header).expect("credentials"),
@@ -122,11 +128,20 @@ fn answers_a_challenge_then_is_answered(code: u16, header: &str) {
     );
     assert_eq!(m.state(), DialState::Calling);
     // A retransmitted challenge is re-ACKed, not answered twice.
-    let again = m.handle_response(&challenge(&first, code, &server), t0 + Duration::from_millis(600));
+    let again = m.handle_response(
+        &challenge(&first, code, &server),
+        t0 + Duration::from_millis(600),
+    );
     assert!(matches!(&sent(&again)[..], [a] if a.method() == Some(&Method::Ack)));
     let ringing = response(retry, 180, Some("them"));
     let out = m.handle_response(&ringing, t0 + Duration::from_millis(50));
-    assert!(matches!(out[..], [DialOutput::Progress { code: 180, sdp: None }]));
+    assert!(matches!(
+        out[..],
+        [DialOutput::Progress {
+            code: 180,
+            sdp: None
+        }]
+    ));
     assert_eq!(m.state(), DialState::Early);
     let out = m.handle_response(&ok(retry), t0 + Duration::from_millis(80));
     let ack = match &out[..] {
@@ -209,7 +224,10 @@ fn ringing_past_the_ring_timeout_is_cancelled_and_ends_no_answer() {
     s.ring_timeout = Duration::from_secs(2);
     let (mut m, out) = OutboundInvite::start(invite(), s, t0);
     let req = sent(&out)[0].clone();
-    m.handle_response(&response(&req, 180, Some("them")), t0 + Duration::from_millis(30));
+    m.handle_response(
+        &response(&req, 180, Some("them")),
+        t0 + Duration::from_millis(30),
+    );
     let out = run_until(&mut m, t0 + Duration::from_secs(5));
     let cancels: Vec<_> = out
         .iter()
@@ -220,12 +238,18 @@ fn ringing_past_the_ring_timeout_is_cancelled_and_ends_no_answer() {
         .collect();
     let (at, cancel) = cancels.first().expect("a CANCEL").clone();
     assert_eq!(at, t0 + Duration::from_secs(2), "sent at the ring timeout");
-    assert_eq!(cancel.top_via().unwrap().branch(), req.top_via().unwrap().branch());
+    assert_eq!(
+        cancel.top_via().unwrap().branch(),
+        req.top_via().unwrap().branch()
+    );
     assert_eq!(cancel.cseq().unwrap().seq, 1);
     assert_eq!(cancel.request_uri(), req.request_uri());
     assert_eq!(m.cancel_reason(), Some(CancelReason::RingTimeout));
     // The far end confirms the CANCEL and ends the INVITE with 487.
-    m.handle_response(&response(&cancel, 200, Some("them")), t0 + Duration::from_secs(3));
+    m.handle_response(
+        &response(&cancel, 200, Some("them")),
+        t0 + Duration::from_secs(3),
+    );
     let out = m.handle_response(
         &response(&req, 487, Some("them")),
         t0 + Duration::from_secs(3),
@@ -242,7 +266,10 @@ fn ringing_longer_than_timer_b_is_not_a_timeout() {
     s.ring_timeout = Duration::from_secs(60);
     let (mut m, out) = OutboundInvite::start(invite(), s, t0);
     let req = sent(&out)[0].clone();
-    m.handle_response(&response(&req, 180, Some("them")), t0 + Duration::from_millis(30));
+    m.handle_response(
+        &response(&req, 180, Some("them")),
+        t0 + Duration::from_millis(30),
+    );
     let out = run_until(&mut m, t0 + Duration::from_secs(50));
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(m.state(), DialState::Early);
@@ -253,13 +280,19 @@ fn a_hangup_before_any_provisional_waits_for_one_to_cancel() {
     let t0 = Instant::now();
     let (mut m, out) = OutboundInvite::start(invite(), settings(false), t0);
     let req = sent(&out)[0].clone();
-    assert!(m.cancel(CancelReason::Hangup, t0).is_empty(), "§9.1: not yet");
+    assert!(
+        m.cancel(CancelReason::Hangup, t0).is_empty(),
+        "§9.1: not yet"
+    );
     let out = m.handle_response(&response(&req, 100, None), t0 + Duration::from_millis(10));
     let msgs = sent(&out);
     assert!(matches!(&msgs[..], [c] if c.method() == Some(&Method::Cancel)));
     // The answer crosses the CANCEL: it is ACKed and the owner must BYE.
     let out = m.handle_response(&ok(&req), t0 + Duration::from_millis(20));
-    assert!(matches!(&out[..], [DialOutput::Send(_), DialOutput::Answered { .. }]));
+    assert!(matches!(
+        &out[..],
+        [DialOutput::Send(_), DialOutput::Answered { .. }]
+    ));
     assert_eq!(m.cancel_reason(), Some(CancelReason::Hangup));
 }
 
@@ -313,7 +346,13 @@ fn early_media_sdp_is_the_answer_when_the_2xx_has_none() {
     let mut progress = response(&req, 183, Some("them"));
     progress.set_body("application/sdp", SDP.as_bytes().to_vec());
     let out = m.handle_response(&progress, t0);
-    assert!(matches!(&out[..], [DialOutput::Progress { code: 183, sdp: Some(_) }]));
+    assert!(matches!(
+        &out[..],
+        [DialOutput::Progress {
+            code: 183,
+            sdp: Some(_)
+        }]
+    ));
     let mut answer = response(&req, 200, Some("them"));
     answer.add_header("Contact", "<sip:gw@127.0.0.1:5099>");
     let out = m.handle_response(&answer, t0);

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::call::{CallDirection, HangupBy};
-use super::calls::{call_session_id, to_media, Call, Pending, Phase};
+use super::calls::{to_media, Call, Pending, Phase};
 use super::core::{Core, Wake, ALLOW, USER_AGENT};
 use super::decide::RouteFacts;
 use super::dial::{CancelReason, DialOutput, DialSettings, OutboundInvite};
@@ -311,7 +311,7 @@ impl Core {
         let Some(entry) = self.dials.get_mut(call_id) else {
             return;
         };
-        if !entry.machine.next_wake().is_some_and(|at| at <= now) {
+        if entry.machine.next_wake().is_none_or(|at| at > now) {
             return;
         }
         let out = entry.machine.on_timer(now);
@@ -370,7 +370,7 @@ impl Core {
                     tracing::debug!(call_log_id = ?self.calls.get(&key).map(|c| c.log_id), code, early_media = sdp.is_some(), "outbound call progressing");
                 }
                 DialOutput::Answered { dialog, sdp, .. } => {
-                    self.dial_answered(&key, dialog, sdp, now)
+                    self.dial_answered(&key, *dialog, sdp, now)
                 }
                 DialOutput::Failed(f) => {
                     let Some(call) = self.remove_call(&key) else {
@@ -427,10 +427,14 @@ impl Core {
         if let Some(reason) = cancelled {
             // The answer crossed our CANCEL: end it at once.
             let (status, by, why) = match reason {
-                CancelReason::RingTimeout => {
-                    ("no_answer", HangupBy::System, "answered after the ring timeout")
+                CancelReason::RingTimeout => (
+                    "no_answer",
+                    HangupBy::System,
+                    "answered after the ring timeout",
+                ),
+                CancelReason::Hangup => {
+                    ("no_answer", HangupBy::Agent, "cancelled before the answer")
                 }
-                CancelReason::Hangup => ("no_answer", HangupBy::Agent, "cancelled before the answer"),
             };
             self.end_call(key, status, by, why, now);
             return;
@@ -440,16 +444,12 @@ impl Core {
             .and_then(|b| sdp::parse(b).ok())
             .and_then(|s| sdp::negotiate(&s, &call.codecs).ok());
         let Some(n) = negotiated else {
-            self.end_call(
-                key,
-                "failed",
-                HangupBy::System,
-                "no usable SDP answer",
-                now,
-            );
+            self.end_call(key, "failed", HangupBy::System, "no usable SDP answer", now);
             return;
         };
-        let sources = self.media_sources(self.calls.get(key).expect("checked above"));
+        let Some(sources) = self.calls.get(key).map(|c| self.media_sources(c)) else {
+            return;
+        };
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -463,7 +463,6 @@ impl Core {
         if let Some(p) = call.pending.as_mut() {
             p.media = Some(media);
         }
-        let _ = call_session_id(call);
         if let Some(mut view) = self.env.shared.outbound.get_mut(&call.log_id) {
             view.state = "in_progress";
         }

@@ -297,7 +297,10 @@ impl SipServerHandle {
     }
 
     /// This node's outbound calls of one workspace (ringing or answered).
-    pub fn outbound_calls(&self, workspace_id: uuid::Uuid) -> Vec<super::outbound_leg::OutboundView> {
+    pub fn outbound_calls(
+        &self,
+        workspace_id: uuid::Uuid,
+    ) -> Vec<super::outbound_leg::OutboundView> {
         let mut calls: Vec<_> = self
             .shared
             .outbound
