@@ -1,6 +1,7 @@
 //! SIP over UDP and TCP: message parsing (rsip), sans-IO transactions and
-//! dialogs, SDP offer/answer, digest authentication, inbound routing, and
-//! the narrow call interface handed to the agent runtime.
+//! dialogs, SDP offer/answer, digest authentication, inbound routing,
+//! outbound INVITEs (`dial`, `outbound_leg`), and the narrow call interface
+//! handed to the agent runtime.
 pub mod call;
 mod calls;
 mod core;
