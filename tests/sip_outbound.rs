@@ -415,24 +415,32 @@ async fn a_ringing_call_is_cancelled_by_delete_and_the_trunk_limit_holds() {
     f.node.stop(Duration::from_secs(1)).await;
 }
 
-/// The agent's audio as it arrives at the SDP address of the answer: every
-/// PCMU payload decoded, for `listen`.
-async fn capture_pcmu(socket: &tokio::net::UdpSocket, listen: Duration) -> (usize, Vec<i16>) {
+/// What arrives at the SDP address of the answer for `listen`: every PCMU
+/// payload decoded, and the RFC 4733 events (payload type 101, as offered)
+/// as (event, end bit).
+async fn capture(
+    socket: &tokio::net::UdpSocket,
+    listen: Duration,
+) -> (usize, Vec<i16>, Vec<(u8, bool)>) {
     let deadline = tokio::time::Instant::now() + listen;
     let mut buf = vec![0u8; 2048];
-    let (mut packets, mut pcm) = (0, Vec::new());
+    let (mut packets, mut pcm, mut events) = (0, Vec::new(), Vec::new());
     while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
-        // 12-byte header, no CSRC/extension from us; payload type 0.
-        if n > 12 && buf[1] & 0x7f == 0 {
-            packets += 1;
-            switchboard::media::g711::decode_ulaw(&buf[12..n], &mut pcm);
+        // 12-byte header (we send no CSRC or extension).
+        match buf[1] & 0x7f {
+            0 if n > 12 => {
+                packets += 1;
+                switchboard::media::g711::decode_ulaw(&buf[12..n], &mut pcm);
+            }
+            101 if n >= 16 => events.push((buf[12], buf[13] & 0x80 != 0)),
+            _ => {}
         }
     }
-    (packets, pcm)
+    (packets, pcm, events)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answered_call_is_live_the_greeting_is_heard_and_delete_sends_bye() {
+async fn an_answered_call_is_live_hears_the_greeting_takes_dtmf_and_delete_sends_bye() {
     let f = fixture(43600).await;
     let media = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
@@ -442,7 +450,7 @@ async fn an_answered_call_is_live_the_greeting_is_heard_and_delete_sends_bye() {
     let trunk = f.trunk("carrier", uas.port, "udp", false, 5).await;
     let id = f.dial_ok(trunk).await;
     // The agent speaks first: its greeting reaches the answer's address.
-    let (packets, pcm) = capture_pcmu(&media, Duration::from_secs(8)).await;
+    let (packets, pcm, _) = capture(&media, Duration::from_secs(8)).await;
     assert!(packets > 100, "only {packets} RTP packets of the greeting");
     let live = f.live().await;
     let call = live
@@ -452,10 +460,38 @@ async fn an_answered_call_is_live_the_greeting_is_heard_and_delete_sends_bye() {
     assert_eq!(call["state"], "in_progress");
     assert_eq!(call["direction"], "outbound");
     assert_eq!(call["to"], CALLEE);
+    // DTMF out: 1, 2, # as RFC 4733 events with the offered payload type.
+    let dtmf = |body: Value| {
+        let url = f.url(&format!("calls/live/{id}/dtmf"));
+        let req = f.http.post(url).header("x-api-key", &f.manager).json(&body);
+        async move { req.send().await.expect("POST dtmf").status().as_u16() }
+    };
+    assert_eq!(dtmf(json!({"digits": "12x"})).await, 400);
+    assert_eq!(dtmf(json!({"digits": "12#"})).await, 202);
+    let (_, _, events) = capture(&media, Duration::from_secs(2)).await;
+    let ended: Vec<u8> = {
+        let mut ended = Vec::new();
+        for (event, end) in &events {
+            if *end && ended.last() != Some(event) {
+                ended.push(*event);
+            }
+        }
+        ended
+    };
+    assert_eq!(
+        ended,
+        vec![1, 2, 11],
+        "telephone-events received: {events:?}"
+    );
     assert_eq!(f.hang_up(id).await, 202);
     let run = uas.finish().await;
     run.assert_ok();
     assert!(run.messages.contains("BYE sip:"), "SIPp got the BYE");
+    let gone = poll(Duration::from_secs(5), || async {
+        (dtmf(json!({"digits": "1"})).await == 404).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "digits for an ended call are 404");
     let row = f.ended(id).await;
     assert_eq!(
         (
@@ -653,6 +689,18 @@ async fn the_api_refuses_what_it_cannot_dial() {
         "unprocessable",
         Some("agent_id"),
     );
+    // Digits: MANAGER only, on a live call of this node.
+    let dtmf = |key: &str| {
+        let url = f.url(&format!("calls/live/{}/dtmf", Uuid::new_v4()));
+        let req = f
+            .http
+            .post(url)
+            .header("x-api-key", key)
+            .json(&json!({"digits": "1"}));
+        async move { req.send().await.expect("POST dtmf").status().as_u16() }
+    };
+    assert_eq!(dtmf(&f.viewer).await, 403);
+    assert_eq!(dtmf(&f.manager).await, 404);
     // Nothing was dialed.
     let rows: i64 = sqlx::query_scalar("select count(*) from call_logs")
         .fetch_one(&f.db.pool)

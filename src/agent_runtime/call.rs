@@ -24,6 +24,9 @@ use crate::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 use crate::media::session::{MediaEvent, MediaSession, SessionConfig};
 use crate::sip::call::{CallCommand, CallDirection, CallEvent, HangupBy, IncomingCall};
 
+/// How long each digit sent through the API lasts (RFC 4733 events).
+const DTMF_DIGIT_MS: u32 = 100;
+
 enum Ending {
     Caller(String),
     Agent(&'static str),
@@ -147,6 +150,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
             to_number: to_number.clone(),
             direction: direction.as_str(),
             started_at: started_wall,
+            dtmf: media.telephone_event_pt.is_some(),
         },
         control_tx,
     );
@@ -240,9 +244,20 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                 }
                 None => break Ending::System("signalling gone".into()),
             },
-            req = control_rx.recv() => if let Some(ControlRequest::Hangup { reason }) = req {
-                tracing::info!(%reason, "hangup requested from outside the call");
-                break Ending::Agent("ended by API");
+            req = control_rx.recv() => match req {
+                Some(ControlRequest::Hangup { reason }) => {
+                    tracing::info!(%reason, "hangup requested from outside the call");
+                    break Ending::Agent("ended by API");
+                }
+                Some(ControlRequest::Dtmf { digits }) => {
+                    for digit in digits.chars() {
+                        if let Err(err) = playout.send_dtmf(digit, DTMF_DIGIT_MS) {
+                            tracing::warn!(%err, %digit, "DTMF digit not sent");
+                        }
+                    }
+                    tracing::info!(%digits, "DTMF sent");
+                }
+                None => {}
             },
             ev = reply_rx.recv() => if let Some(ev) = ev {
                 if ledger.on_reply_event(ev) && ledger.reply_complete() {

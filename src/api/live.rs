@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use crate::agent_runtime::registry::DtmfSent;
 use crate::agent_runtime::registry::Registry;
 use crate::sip::outbound_leg::{DialError, DialRequest};
 use crate::sip::SipServerHandle;
@@ -35,6 +36,10 @@ pub trait LiveCalls: Send + Sync {
     /// Asks a call of `workspace_id` to end; false when there is no such
     /// call in that workspace.
     fn hangup(&self, workspace_id: Uuid, call_id: Uuid) -> bool;
+    /// Queues RFC 4733 digits on an answered call of `workspace_id`.
+    fn send_dtmf(&self, _workspace_id: Uuid, _call_id: Uuid, _digits: &str) -> DtmfSent {
+        DtmfSent::NoSuchCall
+    }
 }
 
 pub type DialFuture<'a> = Pin<Box<dyn Future<Output = Result<Uuid, DialError>> + Send + 'a>>;
@@ -75,6 +80,10 @@ impl LiveCalls for Registry {
     fn hangup(&self, workspace_id: Uuid, call_id: Uuid) -> bool {
         Registry::hangup(self, workspace_id, call_id, "api")
     }
+
+    fn send_dtmf(&self, workspace_id: Uuid, call_id: Uuid, digits: &str) -> DtmfSent {
+        Registry::send_dtmf(self, workspace_id, call_id, digits)
+    }
 }
 
 /// A node's calls: the runtime's answered ones, plus outbound calls the
@@ -110,5 +119,10 @@ impl LiveCalls for NodeCalls {
     fn hangup(&self, workspace_id: Uuid, call_id: Uuid) -> bool {
         Registry::hangup(&self.registry, workspace_id, call_id, "api")
             || self.sip.hangup_outbound(workspace_id, call_id)
+    }
+
+    /// Answered calls only (a ringing call has no media yet).
+    fn send_dtmf(&self, workspace_id: Uuid, call_id: Uuid, digits: &str) -> DtmfSent {
+        Registry::send_dtmf(&self.registry, workspace_id, call_id, digits)
     }
 }

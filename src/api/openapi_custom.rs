@@ -407,6 +407,28 @@ under calls/live while it rings and talks; DELETE calls/live/{id} cancels or han
             ),
         ),
         (
+            "/v1/workspaces/{workspace_id}/calls/live/{call_id}/dtmf",
+            "post",
+            {
+                let mut o = op(
+                    "Send DTMF digits on a live call, RFC 4733 (MANAGER)",
+                    "calls",
+                    w_id("call_id"),
+                    Some(object(
+                        json!({"digits": {"type": "string", "pattern": "^[0-9*#A-D]{1,32}$", "examples": ["12#"]}}),
+                        &["digits"],
+                    )),
+                    (202, Value::Null),
+                    WRITE_ERRORS,
+                );
+                o["description"] = json!(
+                    "Sent with the telephone-event payload type the far end offered, 100 ms each; \
+409 when it offered none, 404 when the call is not answered and live on this node."
+                );
+                o
+            },
+        ),
+        (
             "/v1/workspaces/{workspace_id}/call-recordings/{id}/audio",
             "get",
             json!({"summary": "Download a recording (WAV)", "tags": ["call-recordings"], "parameters": w_id("id"),
