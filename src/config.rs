@@ -113,6 +113,9 @@ pub struct SipConfig {
     /// address the request really came from (trunk admission, per-source
     /// budgets, media latching). From anyone else it is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long an outbound call may ring before it is CANCELled and
+    /// logged `no_answer`.
+    pub ring_timeout_secs: u64,
 }
 
 impl SipConfig {
@@ -418,6 +421,9 @@ impl Config {
                 "cluster.node_timeout_ms",
                 "must be at least twice cluster.heartbeat_ms (and the heartbeat above 0)",
             );
+        }
+        if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
+            return bad("sip.ring_timeout_secs", "must be from 1 to 600");
         }
         if self.rtp.port_min >= self.rtp.port_max {
             return bad("rtp.port_min", "must be lower than rtp.port_max");

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_runtime::providers::Providers;
 use crate::agent_runtime::{AgentCalls, Runtime};
-use crate::api::{ApiState, LiveCalls};
+use crate::api::{ApiState, Dialer, LiveCalls, NodeCalls};
 use crate::config::Config;
 use crate::db::cluster::{Cluster, NodeFacts};
 use crate::sip::server::{SipOptions, SipServer, SipServerHandle};
@@ -78,7 +78,11 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     .context("starting SIP")?;
     let mut api_state = ApiState::new(pool, config.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>);
+        .with_live_calls(Arc::new(NodeCalls {
+            registry: runtime.registry.clone(),
+            sip: sip.clone(),
+        }) as Arc<dyn LiveCalls>)
+        .with_dialer(Arc::new(sip.clone()) as Arc<dyn Dialer>);
     let cluster_stop = CancellationToken::new();
     if let Some(c) = &cluster {
         api_state = api_state.with_cluster(c.clone());

@@ -90,6 +90,7 @@ fn view(id: Uuid) -> LiveCallView {
         agent_id: Uuid::new_v4(),
         from: "+15555550111".into(),
         to: "+15555550100".into(),
+        direction: "inbound".into(),
         started_at: chrono::Utc::now(),
         state: "in_progress".into(),
         node_id: None,

@@ -22,7 +22,10 @@ use super::turn::{Action, Input, SayKind, TurnMachine, TurnSettings};
 use super::Runtime;
 use crate::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 use crate::media::session::{MediaEvent, MediaSession, SessionConfig};
-use crate::sip::call::{CallCommand, CallEvent, HangupBy, IncomingCall};
+use crate::sip::call::{CallCommand, CallDirection, CallEvent, HangupBy, IncomingCall};
+
+/// How long each digit sent through the API lasts (RFC 4733 events).
+const DTMF_DIGIT_MS: u32 = 100;
 
 enum Ending {
     Caller(String),
@@ -45,6 +48,8 @@ pub async fn run_call(rt: Arc<Runtime>, call: IncomingCall) {
 async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
     let IncomingCall {
         call_log_id,
+        direction,
+        variables,
         sip_call_id,
         workspace_id,
         agent_id,
@@ -58,7 +63,10 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         ..
     } = call;
     let profile = match load_profile(&rt, agent_id).await {
-        Some(p) => Arc::new(p),
+        Some(mut p) => {
+            p.fill_variables(&variables);
+            Arc::new(p)
+        }
         None => {
             tracing::error!("agent could not be loaded; ending the call");
             let _ = commands
@@ -82,7 +90,11 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         workspace_id,
         agent_id,
         channel: "phone",
-        caller: from_number.clone(),
+        // The person on the line: who called us, or whom we called.
+        caller: match direction {
+            CallDirection::Inbound => from_number.clone(),
+            CallDirection::Outbound => to_number.clone(),
+        },
         call_log_id: Some(call_log_id),
         at: started_wall,
     });
@@ -136,7 +148,9 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
             sip_call_id: sip_call_id.clone(),
             from_number: from_number.clone(),
             to_number: to_number.clone(),
+            direction: direction.as_str(),
             started_at: started_wall,
+            dtmf: media.telephone_event_pt.is_some(),
         },
         control_tx,
     );
@@ -231,9 +245,20 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                 }
                 None => break Ending::System("signalling gone".into()),
             },
-            req = control_rx.recv() => if let Some(ControlRequest::Hangup { reason }) = req {
-                tracing::info!(%reason, "hangup requested from outside the call");
-                break Ending::Agent("ended by API");
+            req = control_rx.recv() => match req {
+                Some(ControlRequest::Hangup { reason }) => {
+                    tracing::info!(%reason, "hangup requested from outside the call");
+                    break Ending::Agent("ended by API");
+                }
+                Some(ControlRequest::Dtmf { digits }) => {
+                    for digit in digits.chars() {
+                        if let Err(err) = playout.send_dtmf(digit, DTMF_DIGIT_MS) {
+                            tracing::warn!(%err, %digit, "DTMF digit not sent");
+                        }
+                    }
+                    tracing::info!(%digits, "DTMF sent");
+                }
+                None => {}
             },
             ev = reply_rx.recv() => if let Some(ev) = ev {
                 if ledger.on_reply_event(ev) && ledger.reply_complete() {

@@ -83,6 +83,61 @@ impl AgentProfile {
     pub fn goodbye(&self) -> String {
         "It seems we got disconnected. Thank you for calling, goodbye.".to_string()
     }
+
+    /// An outbound call's variables filled into the greeting and the
+    /// instructions: each `{{name}}` becomes its value; names not given
+    /// stay as written.
+    pub fn fill_variables(&mut self, variables: &[(String, String)]) {
+        if variables.is_empty() {
+            return;
+        }
+        for text in [
+            &mut self.greeting,
+            &mut self.instructions,
+            &mut self.persona_instructions,
+        ] {
+            *text = fill(text, variables);
+        }
+    }
+}
+
+/// `{{ name }}` (spaces optional) replaced by its value, in one pass so a
+/// value that itself looks like a placeholder is left alone.
+pub fn fill(text: &str, variables: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let name = after[..end].trim();
+        match variables.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => out.push_str(v),
+            None => out.push_str(&rest[start..start + 2 + end + 2]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod fill_tests {
+    use super::fill;
+
+    #[test]
+    fn placeholders_are_filled_once_and_unknown_ones_kept() {
+        let vars = vec![
+            ("name".to_string(), "Ada".to_string()),
+            ("slot".to_string(), "{{name}}".to_string()),
+        ];
+        assert_eq!(fill("Hi {{name}}, {{ slot }}!", &vars), "Hi Ada, {{name}}!");
+        assert_eq!(fill("{{missing}} {{name", &vars), "{{missing}} {{name");
+        assert_eq!(fill("no braces", &vars), "no braces");
+    }
 }
 
 #[derive(sqlx::FromRow)]

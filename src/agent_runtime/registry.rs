@@ -20,7 +20,12 @@ pub struct LiveCallInfo {
     pub sip_call_id: String,
     pub from_number: String,
     pub to_number: String,
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
     pub started_at: DateTime<Utc>,
+    /// The far end offered RFC 4733 `telephone-event` (digits can be sent).
+    #[serde(skip)]
+    pub dtmf: bool,
 }
 
 /// Requests to a running call from outside it.
@@ -28,6 +33,19 @@ pub struct LiveCallInfo {
 pub enum ControlRequest {
     /// End the call (API `DELETE …/calls/live/{id}`, node shutdown).
     Hangup { reason: String },
+    /// Send these DTMF digits (RFC 4733), in order.
+    Dtmf { digits: String },
+}
+
+/// What became of a request to send digits on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSent {
+    Queued,
+    NoSuchCall,
+    /// The far end offered no telephone-event payload type.
+    NotOffered,
+    /// The call's control queue is full; try again.
+    Busy,
 }
 
 struct Entry {
@@ -104,6 +122,25 @@ impl Registry {
         }
     }
 
+    /// Queues digits on a call of `workspace_id` (another workspace's call
+    /// is "no such call").
+    pub fn send_dtmf(&self, workspace_id: Uuid, call_log_id: Uuid, digits: &str) -> DtmfSent {
+        match self.calls.get(&call_log_id) {
+            Some(entry) if entry.info.workspace_id == workspace_id => {
+                if !entry.info.dtmf {
+                    return DtmfSent::NotOffered;
+                }
+                match entry.control.try_send(ControlRequest::Dtmf {
+                    digits: digits.to_string(),
+                }) {
+                    Ok(()) => DtmfSent::Queued,
+                    Err(_) => DtmfSent::Busy,
+                }
+            }
+            _ => DtmfSent::NoSuchCall,
+        }
+    }
+
     /// Asks every call to end (used at the end of a drain).
     pub fn hangup_all(&self, reason: &str) {
         for entry in self.calls.iter() {
@@ -127,7 +164,9 @@ mod tests {
             sip_call_id: "abc".into(),
             from_number: "+15550001".into(),
             to_number: "+15555550100".into(),
+            direction: "inbound",
             started_at: Utc::now(),
+            dtmf: true,
         }
     }
 
@@ -152,5 +191,27 @@ mod tests {
         ));
         drop(guard);
         assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn digits_go_only_to_a_call_of_the_workspace_that_offered_them() {
+        let reg = Registry::new();
+        let ws = Uuid::new_v4();
+        let (tx, mut rx) = mpsc::channel(4);
+        let call = info(ws);
+        let id = call.call_log_id;
+        let _guard = reg.register(call, tx);
+        assert_eq!(reg.send_dtmf(Uuid::new_v4(), id, "1"), DtmfSent::NoSuchCall);
+        assert_eq!(reg.send_dtmf(ws, Uuid::new_v4(), "1"), DtmfSent::NoSuchCall);
+        assert_eq!(reg.send_dtmf(ws, id, "12#"), DtmfSent::Queued);
+        assert!(
+            matches!(rx.recv().await, Some(ControlRequest::Dtmf { digits }) if digits == "12#")
+        );
+        let mut silent = info(ws);
+        silent.dtmf = false;
+        let silent_id = silent.call_log_id;
+        let (tx2, _rx2) = mpsc::channel(4);
+        let _g2 = reg.register(silent, tx2);
+        assert_eq!(reg.send_dtmf(ws, silent_id, "1"), DtmfSent::NotOffered);
     }
 }

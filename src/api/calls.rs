@@ -8,14 +8,16 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::auth::Principal;
+use super::body::{only_fields, req_str, JsonObject};
 use super::error::ApiError;
 use super::extract::Ids;
 use super::live::LiveCallView;
+use super::live::DtmfSent;
 use super::types::Role;
 use super::ApiState;
 
@@ -28,6 +30,10 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/v1/workspaces/{workspace_id}/calls/live/{call_id}",
             delete(hangup),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/calls/live/{call_id}/dtmf",
+            post(send_dtmf),
         )
         .route(
             "/v1/workspaces/{workspace_id}/call-recordings/{id}/audio",
@@ -60,6 +66,47 @@ async fn hangup(
     match &st.cluster {
         Some(c) if c.request_hangup(ws, call).await? => Ok(StatusCode::ACCEPTED),
         _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Digits one request may send (the media engine queues 32 at most).
+const MAX_DTMF_DIGITS: usize = 32;
+
+/// `{"digits": "12#"}`: RFC 4733 digits on an answered call, inbound or
+/// outbound, with the telephone-event payload type the far end offered.
+async fn send_dtmf(
+    State(st): State<ApiState>,
+    p: Principal,
+    ids: Ids,
+    JsonObject(body): JsonObject,
+) -> Result<StatusCode, ApiError> {
+    let (ws, call) = (ids.get(0)?, ids.get(1)?);
+    st.require(&p, ws, Role::Manager).await?;
+    only_fields(&body, &["digits"])?;
+    let digits = req_str(&body, "digits", MAX_DTMF_DIGITS)?;
+    if !digits
+        .chars()
+        .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c))
+    {
+        return Err(ApiError::validation(
+            "digits",
+            "must be DTMF digits: 0-9, *, #, A-D",
+        ));
+    }
+    let Some(live) = &st.live else {
+        return Err(ApiError::NotFound);
+    };
+    match live.send_dtmf(ws, call, digits) {
+        DtmfSent::Queued => Ok(StatusCode::ACCEPTED),
+        DtmfSent::NoSuchCall => Err(ApiError::NotFound),
+        DtmfSent::NotOffered => Err(ApiError::Conflict {
+            message: "the far end offered no telephone-event: digits cannot be sent on this call"
+                .into(),
+            field: None,
+        }),
+        DtmfSent::Busy => Err(ApiError::Capacity(
+            "the call is busy with earlier requests; retry".into(),
+        )),
     }
 }
 

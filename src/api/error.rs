@@ -46,6 +46,12 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// 402: the workspace's plan usage limit is reached.
+    #[error("the workspace's plan usage limit is reached")]
+    UsageLimit,
+    /// 429: a capacity is full for now (a trunk's concurrent calls).
+    #[error("{0}")]
+    Capacity(String),
     /// 429: too many login attempts.
     #[error("too many attempts; retry later")]
     TooManyRequests { retry_after_secs: u64 },
@@ -81,6 +87,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UsageLimit => StatusCode::PAYMENT_REQUIRED,
+            ApiError::Capacity(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,6 +108,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unprocessable { .. } => "unprocessable",
+            ApiError::UsageLimit => "usage_limit_reached",
+            ApiError::Capacity(_) => "capacity_reached",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 mod openapi_custom;
 pub mod operator;
+pub mod outbound_calls;
 pub mod ratelimit;
 pub mod resource;
 pub mod resources;
@@ -41,7 +42,7 @@ use crate::config::{Config, DEMO_ENCRYPTION_KEY};
 
 pub use auth::Principal;
 pub use error::ApiError;
-pub use live::{LiveCallView, LiveCalls};
+pub use live::{Dialer, LiveCallView, LiveCalls, NodeCalls};
 use ratelimit::{Limit, RateLimiter};
 use types::Role;
 
@@ -54,6 +55,8 @@ pub struct ApiState {
     /// In a cluster: the live calls of every node, and hang-ups of calls
     /// another node holds.
     pub cluster: Option<Arc<crate::db::cluster::Cluster>>,
+    /// Places outbound calls (`POST …/calls`); absent, that answers 503.
+    pub dialer: Option<Arc<dyn Dialer>>,
     /// Embeds knowledge chunks and search queries; the runtime's default.
     pub embedder: Arc<dyn Embedder>,
     /// The in-memory knowledge the runtime retrieves from (shared with it
@@ -149,6 +152,7 @@ impl ApiState {
             config,
             live: None,
             cluster: None,
+            dialer: None,
             embedder,
         })
     }
@@ -162,6 +166,12 @@ impl ApiState {
     /// The cluster this node is part of, for `…/calls/live`.
     pub fn with_cluster(mut self, cluster: Arc<crate::db::cluster::Cluster>) -> ApiState {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// The node's SIP layer, for `POST …/calls`.
+    pub fn with_dialer(mut self, dialer: Arc<dyn Dialer>) -> ApiState {
+        self.dialer = Some(dialer);
         self
     }
 
@@ -292,7 +302,8 @@ pub fn app(state: ApiState) -> Router {
         .merge(workspaces::routes())
         .merge(keys::routes())
         .merge(knowledge::routes())
-        .merge(calls::routes());
+        .merge(calls::routes())
+        .merge(outbound_calls::routes());
     for resource in resources::ALL {
         router = router.merge(resource::routes(resource));
     }

@@ -37,6 +37,21 @@ pub(crate) fn add_custom(paths: &mut Map<String, Value>) {
         &[],
     );
     let role = json!({"type": "string", "enum": ["OWNER", "MANAGER", "VIEWER"]});
+    let e164 =
+        json!({"type": "string", "pattern": "^\\+[1-9][0-9]{7,14}$", "examples": ["+15555550100"]});
+    let dial_body = object(
+        json!({"agent_id": {"type": "string", "format": "uuid"},
+               "to": e164.clone(),
+               "from": {"description": "one of the workspace's numbers; default: the agent's (or the trunk's) number", "type": "string", "pattern": "^\\+[1-9][0-9]{7,14}$"},
+               "sip_trunk_id": {"type": "string", "format": "uuid", "description": "optional when the workspace has exactly one outbound trunk"},
+               "variables": {"type": "object", "maxProperties": 32, "description": "filled into the agent's greeting and instructions where they say {{name}}",
+                             "additionalProperties": {"type": ["string", "number", "boolean"]}}}),
+        &["agent_id", "to"],
+    );
+    let dial_accepted = json!({"type": "object", "properties": {
+        "id": {"type": "string", "format": "uuid"}, "call_log_id": {"type": "string", "format": "uuid"},
+        "status": {"type": "string", "enum": ["ringing"]}, "direction": {"type": "string", "enum": ["outbound"]}},
+        "required": ["id", "call_log_id", "status"]});
     let member = object(
         json!({"email": {"type": "string", "format": "email"}, "role": role}),
         &["email", "role"],
@@ -346,6 +361,35 @@ pub(crate) fn add_custom(paths: &mut Map<String, Value>) {
                 WRITE_ERRORS,
             ),
         ),
+        ("/v1/workspaces/{workspace_id}/calls", "post", {
+            let mut o = op(
+                "Place an outbound call: the agent calls a number through a trunk (MANAGER)",
+                "calls",
+                w(),
+                Some(dial_body),
+                (202, dial_accepted),
+                WRITE_ERRORS,
+            );
+            o["description"] = json!(
+                "The INVITE goes to the trunk's outbound_host:outbound_port \
+(401/407 answered with its outbound credentials). The call's call_logs row (direction outbound) \
+follows it: ringing, then in_progress when answered (the agent speaks first), or busy (486/600), \
+no_answer (rang past sip.ring_timeout_secs, then CANCEL) or failed with the SIP code. It is listed \
+under calls/live while it rings and talks; DELETE calls/live/{id} cancels or hangs it up. \
+402 when the plan's usage limit is reached, 429 when the trunk is at max_concurrent_calls."
+            );
+            if let Some(r) = o["responses"].as_object_mut() {
+                r.insert(
+                    "402".into(),
+                    json!({"description": "the plan's usage limit is reached"}),
+                );
+                r.insert(
+                    "429".into(),
+                    json!({"description": "the trunk is at its max_concurrent_calls"}),
+                );
+            }
+            o
+        }),
         (
             "/v1/workspaces/{workspace_id}/calls/live",
             "get",
@@ -369,6 +413,28 @@ pub(crate) fn add_custom(paths: &mut Map<String, Value>) {
                 (202, Value::Null),
                 READ_ERRORS,
             ),
+        ),
+        (
+            "/v1/workspaces/{workspace_id}/calls/live/{call_id}/dtmf",
+            "post",
+            {
+                let mut o = op(
+                    "Send DTMF digits on a live call, RFC 4733 (MANAGER)",
+                    "calls",
+                    w_id("call_id"),
+                    Some(object(
+                        json!({"digits": {"type": "string", "pattern": "^[0-9*#A-D]{1,32}$", "examples": ["12#"]}}),
+                        &["digits"],
+                    )),
+                    (202, Value::Null),
+                    WRITE_ERRORS,
+                );
+                o["description"] = json!(
+                    "Sent with the telephone-event payload type the far end offered, 100 ms each; \
+409 when it offered none, 404 when the call is not answered and live on this node."
+                );
+                o
+            },
         ),
         (
             "/v1/workspaces/{workspace_id}/call-recordings/{id}/audio",

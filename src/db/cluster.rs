@@ -54,6 +54,7 @@ pub struct LiveRow {
     pub call_log_id: Uuid,
     pub node_id: String,
     pub agent_id: Option<Uuid>,
+    pub direction: String,
     pub from_number: String,
     pub to_number: String,
     pub started_at: DateTime<Utc>,
@@ -145,7 +146,7 @@ impl Cluster {
     /// The live calls of a workspace on every live node.
     pub async fn live(&self, workspace_id: Uuid) -> Result<Vec<LiveRow>, sqlx::Error> {
         sqlx::query_as(
-            "select c.call_log_id, c.node_id, c.agent_id, c.from_number, c.to_number, c.started_at \
+            "select c.call_log_id, c.node_id, c.agent_id, c.direction, c.from_number, c.to_number, c.started_at \
              from live_calls c join cluster_nodes n using (node_id) \
              where c.workspace_id = $1 and n.heartbeat_at > now() - make_interval(secs => $2 / 1000.0) \
              order by c.started_at",

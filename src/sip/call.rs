@@ -73,18 +73,43 @@ pub enum CallCommand {
     Transfer { target: String },
 }
 
-/// An accepted, answered call, handed to the runtime once the 200 OK is sent.
+/// Which way a call was set up (`call_logs.direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDirection {
+    /// A trunk called one of our numbers; the runtime answered.
+    Inbound,
+    /// We called out through a trunk (the API); the far end answered.
+    Outbound,
+}
+
+impl CallDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallDirection::Inbound => "inbound",
+            CallDirection::Outbound => "outbound",
+        }
+    }
+}
+
+/// An answered call, handed to the runtime: inbound once our 200 OK is
+/// sent, outbound once the far end's 2xx is ACKed. The runtime runs both
+/// alike (the agent speaks first).
 #[derive(Debug)]
 pub struct IncomingCall {
     pub call_log_id: Uuid,
+    pub direction: CallDirection,
     pub sip_call_id: String,
     pub workspace_id: Uuid,
     pub agent_id: Uuid,
     pub phone_number_id: Option<Uuid>,
     pub sip_trunk_id: Option<Uuid>,
-    /// E.164 when it could be normalised, else the raw user part.
+    /// E.164 when it could be normalised, else the raw user part. On an
+    /// outbound call `from` is our number and `to` the person called.
     pub from_number: String,
     pub to_number: String,
+    /// Outbound calls: the API request's `variables`, for the agent's
+    /// prompt and greeting (`{{name}}`). Empty for inbound calls.
+    pub variables: Vec<(String, String)>,
     pub media: NegotiatedMedia,
     /// The bound RTP socket for `media.local_addr`; the runtime's media
     /// session takes it. Dropping it (and the port lease) frees the port.

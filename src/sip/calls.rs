@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::call::{CallCommand, CallEvent, HangupBy, IncomingCall, NegotiatedMedia};
+use super::call::{CallCommand, CallDirection, CallEvent, HangupBy, IncomingCall, NegotiatedMedia};
 use super::core::{Core, Internal, Wake, ACCEPT, ALLOW, SUPPORTED};
 use super::decide::{status_for, Decision, InviteFacts, RouteFacts};
 use super::dialog::{AnswerRetransmit, Dialog};
@@ -26,6 +26,8 @@ use crate::media::Codec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Outbound: our INVITE is out, no final answer yet.
+    Dialing,
     Routing,
     Ringing,
     /// 200 sent, waiting for the ACK.
@@ -35,13 +37,16 @@ pub enum Phase {
 
 /// Media set up before the answer, handed over with the call.
 pub struct Pending {
-    lease: PortLease,
-    socket: std::net::UdpSocket,
-    media: Option<NegotiatedMedia>,
+    pub(super) lease: PortLease,
+    pub(super) socket: std::net::UdpSocket,
+    pub(super) media: Option<NegotiatedMedia>,
 }
 
 pub struct Call {
     pub log_id: Uuid,
+    pub direction: CallDirection,
+    /// Inbound: the INVITE received. Outbound: the INVITE we sent (the
+    /// authorized one after a challenge).
     pub invite: Message,
     pub invite_key: String,
     pub merge_key: Option<String>,
@@ -72,6 +77,8 @@ pub struct Call {
     /// RFC 4028: the interval the trunk asked for, and when the session
     /// ends unless refreshed (re-INVITE or UPDATE).
     pub session_timer: Option<(u32, Option<Instant>)>,
+    /// Outbound calls: the API's variables, handed to the runtime.
+    pub variables: Vec<(String, String)>,
 }
 
 /// The identity a trunk asserts for the caller: the first
@@ -186,6 +193,7 @@ impl Core {
         }
         let call = Call {
             log_id,
+            direction: CallDirection::Inbound,
             invite,
             invite_key: key.to_string(),
             merge_key,
@@ -212,6 +220,7 @@ impl Core {
             transfer_deadline: None,
             transfer_target: None,
             session_timer: None,
+            variables: Vec::new(),
         };
         self.calls.insert(tag.clone(), call);
         self.update_live();
@@ -241,6 +250,7 @@ impl Core {
     pub(super) fn log_start(&self, call: &Call, facts: &RouteFacts) -> CallLogStart {
         CallLogStart {
             id: call.log_id,
+            direction: call.direction,
             workspace_id: facts.workspace_id,
             agent_id: facts.agent_id,
             phone_number_id: facts.phone_number_id,
@@ -264,6 +274,9 @@ impl Core {
         let call = self.calls.remove(key)?;
         if let Some(m) = &call.merge_key {
             self.invites.remove(m);
+        }
+        if call.direction == CallDirection::Outbound {
+            self.env.shared.outbound.remove(&call.log_id);
         }
         self.update_live();
         Some(call)
@@ -546,6 +559,8 @@ impl Core {
         call.events = Some(events_tx);
         let incoming = IncomingCall {
             call_log_id: call.log_id,
+            direction: call.direction,
+            variables: std::mem::take(&mut call.variables),
             sip_call_id: call.invite.call_id().unwrap_or_default().to_string(),
             workspace_id: facts.workspace_id,
             agent_id: facts.agent_id.unwrap_or_default(),
@@ -584,6 +599,7 @@ impl Core {
             return;
         };
         if !matches!(call.phase, Phase::Routing | Phase::Ringing) {
+            // Outbound calls are cancelled through their dial machine.
             return;
         }
         let resp = {

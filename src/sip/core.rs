@@ -48,6 +48,15 @@ pub enum Internal {
     HangupAll {
         reason: String,
     },
+    /// Place an outbound call; the reply carries its call_logs id.
+    Dial {
+        request: Box<super::outbound_leg::DialRequest>,
+        reply: tokio::sync::oneshot::Sender<Result<uuid::Uuid, super::outbound_leg::DialError>>,
+    },
+    /// Hang up an outbound call: CANCEL before the answer, BYE after.
+    HangupOutbound {
+        call_log_id: uuid::Uuid,
+    },
 }
 
 /// State shared with the server handle.
@@ -58,6 +67,9 @@ pub struct Shared {
     /// Size of the server-transaction map, for the handle.
     pub server_txs: AtomicUsize,
     pub counters: super::guard::Counters,
+    /// Outbound calls of this node until they end, for the live-call list
+    /// and hang-ups from the API.
+    pub outbound: dashmap::DashMap<uuid::Uuid, super::outbound_leg::OutboundView>,
 }
 
 /// Everything the core needs from outside, fixed at start.
@@ -80,6 +92,8 @@ pub struct Env {
     pub latch: crate::media::receiver::Latch,
     /// Proxies whose `X-Switchboard-Source` header names the real source.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long an outbound call may ring before we CANCEL.
+    pub ring_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +101,8 @@ pub enum Wake {
     Server(String),
     Client(String),
     Call(String),
+    /// An outbound INVITE's machine, by Call-ID.
+    Dial(String),
 }
 
 pub struct ServerEntry {
@@ -140,6 +156,9 @@ pub struct Core {
     pub server_txs: HashMap<String, ServerEntry>,
     pub client_txs: HashMap<String, ClientEntry>,
     pub calls: HashMap<String, Call>,
+    /// Outbound INVITEs by Call-ID; each outlives its call while its
+    /// transactions still absorb retransmissions.
+    pub dials: HashMap<String, super::outbound_leg::DialEntry>,
     /// Call-ID|From-tag|CSeq of INVITEs in progress, to spot merged
     /// requests (a loop or a fork coming back: 482).
     pub invites: HashMap<String, String>,
@@ -189,6 +208,7 @@ impl Core {
             server_txs: HashMap::new(),
             client_txs: HashMap::new(),
             calls: HashMap::new(),
+            dials: HashMap::new(),
             invites: HashMap::new(),
             invite_txs: HashMap::new(),
             wakeups: BinaryHeap::new(),
@@ -248,6 +268,7 @@ impl Core {
                     }
                 }
                 Wake::Call(key) => self.on_call_timer(&key, now),
+                Wake::Dial(call_id) => self.on_dial_timer(&call_id, now),
             }
         }
     }
@@ -382,7 +403,7 @@ impl Core {
             }
         };
         if !msg.is_request() {
-            self.on_response(msg, now);
+            self.on_response(msg, inbound.source, now);
             return;
         }
         if let Err(e) = msg.validate_request() {
@@ -589,9 +610,15 @@ impl Core {
         }
     }
 
-    pub fn on_response(&mut self, msg: Message, now: Instant) {
+    pub fn on_response(&mut self, msg: Message, source: Target, now: Instant) {
         let Some(key) = client_key(&msg) else { return };
         let Some(entry) = self.client_txs.get_mut(&key) else {
+            // Responses to our outbound INVITEs (and their CANCELs).
+            if let Some(call_id) = msg.call_id().map(str::to_string) {
+                if self.dials.contains_key(&call_id) {
+                    self.on_dial_response(&call_id, &msg, source, now);
+                }
+            }
             return;
         };
         let out = entry.tx.on_response(&msg, now);
@@ -641,6 +668,11 @@ impl Core {
             Internal::Routed { key, decision } => self.on_routed(&key, decision, now),
             Internal::Command { key, command } => self.on_command(&key, command, now),
             Internal::CommandsClosed { key } => self.on_commands_closed(&key, now),
+            Internal::Dial { request, reply } => {
+                let result = self.start_dial(*request, now);
+                let _ = reply.send(result);
+            }
+            Internal::HangupOutbound { call_log_id } => self.hangup_outbound(call_log_id, now),
             Internal::HangupAll { reason } => {
                 let keys: Vec<String> = self.calls.keys().cloned().collect();
                 for key in keys {

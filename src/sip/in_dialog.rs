@@ -304,6 +304,7 @@ impl Core {
             Some(Phase::Answered | Phase::Confirmed) => {
                 self.end_call(key, "completed", HangupBy::System, reason, now)
             }
+            Some(Phase::Dialing) => self.cancel_dial(key, now),
             Some(_) => self.cancel_call(key, now),
             None => {}
         }

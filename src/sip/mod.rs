@@ -1,10 +1,12 @@
 //! SIP over UDP and TCP: message parsing (rsip), sans-IO transactions and
-//! dialogs, SDP offer/answer, digest authentication, inbound routing, and
-//! the narrow call interface handed to the agent runtime.
+//! dialogs, SDP offer/answer, digest authentication, inbound routing,
+//! outbound INVITEs (`dial`, `outbound_leg`), and the narrow call interface
+//! handed to the agent runtime.
 pub mod call;
 mod calls;
 mod core;
 pub mod decide;
+pub mod dial;
 pub mod dialog;
 pub mod digest;
 mod error;
@@ -13,6 +15,7 @@ pub mod header;
 mod in_dialog;
 pub mod message;
 pub mod number;
+pub mod outbound_leg;
 pub mod records;
 pub mod routing;
 pub mod sdp;

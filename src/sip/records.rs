@@ -19,6 +19,7 @@ use crate::metrics::{metrics, CallDirection, RecordQueue};
 #[derive(Debug, Clone)]
 pub struct CallLogStart {
     pub id: Uuid,
+    pub direction: super::call::CallDirection,
     pub workspace_id: Uuid,
     pub agent_id: Option<Uuid>,
     pub phone_number_id: Option<Uuid>,
@@ -186,7 +187,7 @@ async fn write(pool: &PgPool, id: Uuid, op: &Op) -> Result<(), sqlx::Error> {
                 "insert into call_logs (id, workspace_id, agent_id, phone_number_id, sip_trunk_id, direction, sip_call_id, \
                  from_number, to_number, status, sip_code, hangup_by, hangup_reason, started_at, answered_at, codec, ended_at, \
                  duration_ms, node_id) \
-                 values ($1, $2, $3, $4, $5, 'inbound', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 values ($1, $2, $3, $4, $5, $19, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                  on conflict (id) do nothing",
             )
             .bind(s.id)
@@ -207,6 +208,7 @@ async fn write(pool: &PgPool, id: Uuid, op: &Op) -> Result<(), sqlx::Error> {
             .bind(end.as_ref().map(|e| e.at))
             .bind(end.as_ref().and_then(|e| e.duration_ms))
             .bind(&s.node_id)
+            .bind(s.direction.as_str())
             .execute(pool)
             .await?;
         }
@@ -244,6 +246,7 @@ mod tests {
     fn start() -> CallLogStart {
         CallLogStart {
             id: Uuid::new_v4(),
+            direction: crate::sip::call::CallDirection::Inbound,
             workspace_id: Uuid::new_v4(),
             agent_id: None,
             phone_number_id: None,

@@ -152,6 +152,7 @@ impl SipServer {
             },
             latch: config.rtp.latch,
             trusted_proxies: config.sip.trusted_proxies.clone(),
+            ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
         };
         let cancel = CancellationToken::new();
         tokio::spawn(cancel_on(cancel.clone(), transports.clone().run_udp()));
@@ -271,6 +272,63 @@ impl SipServerHandle {
             }
         }
         left
+    }
+
+    /// Places an outbound call (see `outbound_leg::DialRequest`): the
+    /// INVITE is on its way when this returns the call_logs id.
+    pub async fn dial(
+        &self,
+        request: super::outbound_leg::DialRequest,
+    ) -> Result<uuid::Uuid, super::outbound_leg::DialError> {
+        use super::outbound_leg::DialError;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self
+            .internal
+            .send_timeout(
+                Internal::Dial {
+                    request: Box::new(request),
+                    reply,
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+        if sent.is_err() {
+            return Err(DialError::Unavailable);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), answer).await {
+            Ok(Ok(result)) => result,
+            _ => Err(DialError::Unavailable),
+        }
+    }
+
+    /// This node's outbound calls of one workspace (ringing or answered).
+    pub fn outbound_calls(
+        &self,
+        workspace_id: uuid::Uuid,
+    ) -> Vec<super::outbound_leg::OutboundView> {
+        let mut calls: Vec<_> = self
+            .shared
+            .outbound
+            .iter()
+            .filter(|v| v.workspace_id == workspace_id)
+            .map(|v| v.clone())
+            .collect();
+        calls.sort_by_key(|c| c.started_at);
+        calls
+    }
+
+    /// Hangs up an outbound call of `workspace_id`: CANCEL before the
+    /// answer, BYE after. False when there is no such call here.
+    pub fn hangup_outbound(&self, workspace_id: uuid::Uuid, call_log_id: uuid::Uuid) -> bool {
+        let ours = self
+            .shared
+            .outbound
+            .get(&call_log_id)
+            .is_some_and(|v| v.workspace_id == workspace_id);
+        ours && self
+            .internal
+            .try_send(Internal::HangupOutbound { call_log_id })
+            .is_ok()
     }
 
     /// Stops the transports and the core (live calls are dropped silently;

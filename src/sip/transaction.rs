@@ -259,7 +259,11 @@ impl ClientTx {
             ClientState::Calling | ClientState::Proceeding if code < 200 => {
                 self.state = ClientState::Proceeding;
                 if self.invite {
+                    // Timer B guards Calling only (§17.1.1.2): a phone may
+                    // ring longer than 64*T1; the caller's own ring timeout
+                    // (and CANCEL) ends that.
                     self.retransmit = None;
+                    self.end_at = None;
                 } else if let Some((_, _)) = self.retransmit {
                     // Timer E keeps firing at T2 in Proceeding (§17.1.2.2).
                     self.retransmit = Some((now + self.timers.t2, self.timers.t2));
