@@ -11,5 +11,6 @@ pub mod config;
 pub mod db;
 pub mod media;
 pub mod outbound;
+pub mod records;
 pub mod serve;
 pub mod sip;

@@ -14,6 +14,7 @@ use crate::agent_runtime::providers::Providers;
 use crate::agent_runtime::{AgentCalls, Runtime};
 use crate::api::{ApiState, LiveCalls};
 use crate::config::Config;
+use crate::records::RecordWriter;
 use crate::sip::server::{SipServer, SipServerHandle};
 
 /// The running faces of one node.
@@ -48,10 +49,18 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     let embedder =
         providers.embedder.clone() as Arc<dyn crate::agent_runtime::embeddings::Embedder>;
     spawn_stt_warm_up(providers.stt.clone());
-    let runtime = Runtime::new(pool.clone(), config.clone(), providers);
-    let sip = SipServer::start(&config, pool.clone(), Arc::new(AgentCalls(runtime.clone())))
-        .await
-        .context("starting SIP")?;
+    // One writer for every record of the node; it replays what an earlier
+    // run spilled before anything new.
+    let records = RecordWriter::start(pool.clone(), &config.records);
+    let runtime = Runtime::new(pool.clone(), config.clone(), providers, records.clone());
+    let sip = SipServer::start(
+        &config,
+        pool.clone(),
+        records,
+        Arc::new(AgentCalls(runtime.clone())),
+    )
+    .await
+    .context("starting SIP")?;
     let api_state = ApiState::new(pool, config.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_live_calls(Arc::new(runtime.registry.clone()) as Arc<dyn LiveCalls>)
@@ -146,7 +155,9 @@ fn spawn_knowledge_start(
 
 impl Services {
     /// Graceful stop: new INVITEs get 503, live calls get up to `limit` to
-    /// end, queued records are written, then everything stops.
+    /// end, queued records are written (`records.stop_flush_secs`, then what
+    /// is left goes to the spill file for the next start), then everything
+    /// stops.
     pub async fn stop(self, limit: Duration) {
         let left = self.sip.drain(limit).await;
         if left > 0 {
@@ -159,13 +170,16 @@ impl Services {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if !self.runtime.records.flush(Duration::from_secs(5)).await {
+        self.sip.shutdown();
+        let flush = Duration::from_secs(self.runtime.config.records.stop_flush_secs);
+        let closed = self.runtime.records.close(flush).await;
+        if !closed.flushed {
             tracing::warn!(
-                pending = self.runtime.records.pending(),
-                "some records were not written before exit"
+                spilled = closed.spilled,
+                lost = closed.lost,
+                "records not written before exit"
             );
         }
-        self.sip.shutdown();
         self.api_stop.cancel();
         let _ = self.api_task.await;
     }

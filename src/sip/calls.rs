@@ -253,14 +253,14 @@ impl Core {
             };
             if let Some(f) = facts {
                 let end = CallEnd {
-                    status: "no_answer",
+                    status: "no_answer".into(),
                     sip_code: Some(487),
                     hangup_by: Some(HangupBy::Caller),
                     reason: "cancelled".into(),
                     at: Utc::now(),
                     duration_ms: None,
                 };
-                CallRecorder::rejected(&self.env.pool, self.log_start(call, &f), end);
+                CallRecorder::rejected(&self.env.records, self.log_start(call, &f), end);
             }
             self.remove_call(key);
             return;
@@ -282,14 +282,14 @@ impl Core {
                 };
                 if let Some(f) = &facts {
                     let end = CallEnd {
-                        status: status_for(code),
+                        status: status_for(code).into(),
                         sip_code: Some(code),
                         hangup_by: None,
                         reason: reason.to_string(),
                         at: Utc::now(),
                         duration_ms: None,
                     };
-                    CallRecorder::rejected(&self.env.pool, self.log_start(call, f), end);
+                    CallRecorder::rejected(&self.env.records, self.log_start(call, f), end);
                 }
                 let mut resp = self.response(&call.invite, code, reason, Some(key));
                 for (n, v) in headers {
@@ -327,14 +327,14 @@ impl Core {
         let Ok((lease, socket)) = allocated else {
             tracing::warn!("no free RTP port");
             let end = CallEnd {
-                status: "failed",
+                status: "failed".into(),
                 sip_code: Some(503),
                 hangup_by: Some(HangupBy::System),
                 reason: "no RTP port".into(),
                 at: Utc::now(),
                 duration_ms: None,
             };
-            CallRecorder::rejected(&self.env.pool, start, end);
+            CallRecorder::rejected(&self.env.records, start, end);
             let mut resp = self.response(&call.invite, 503, "Service Unavailable", Some(key));
             resp.add_header("Retry-After", "5");
             let invite_key = call.invite_key.clone();
@@ -342,7 +342,7 @@ impl Core {
             self.remove_call(key);
             return;
         };
-        let recorder = CallRecorder::start(&self.env.pool, start);
+        let recorder = CallRecorder::start(&self.env.records, start);
         let local = std::net::SocketAddr::new(self.env.advertised_ip, lease.port());
         let (media, answer_sdp) = match &offer {
             Some((parsed, n)) => (
@@ -523,7 +523,7 @@ impl Core {
             call.cancelled = true;
         } else if let Some(r) = &call.recorder {
             r.ended(CallEnd {
-                status: "no_answer",
+                status: "no_answer".into(),
                 sip_code: Some(487),
                 hangup_by: Some(HangupBy::Caller),
                 reason: "cancelled".into(),

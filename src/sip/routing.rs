@@ -2,7 +2,9 @@
 //! address (`inbound_cidrs`, digest credentials), which agent owns the dialed
 //! number, whether the agent is live and the workspace under its plan limit,
 //! and per-trunk concurrency. Lookups are cached for `routing_cache_ttl_secs`
-//! so an INVITE flood does not become a query flood.
+//! so an INVITE flood does not become a query flood; while the database is
+//! unreachable, the last answer cached is used however old (calls to known
+//! numbers still reach their agent during an outage).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -131,12 +133,22 @@ impl Router {
             Vec<String>,
             i32,
         );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = match sqlx::query_as(
             "select id, workspace_id, name, inbound_cidrs, inbound_username, inbound_password, codecs, max_concurrent_calls \
              from sip_trunks where enabled and direction in ('inbound', 'both') order by created_at",
         )
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        {
+            Ok(rows) => rows,
+            Err(err) => match lock(&self.trunks).as_ref() {
+                Some(c) if !crate::db::is_permanent_error(&err) => {
+                    tracing::warn!(error = %err, "database unreachable: routing with the last trunks known");
+                    return Ok(c.value.clone());
+                }
+                _ => return Err(err),
+            },
+        };
         let trunks: Vec<Trunk> = rows
             .into_iter()
             .map(
@@ -189,14 +201,24 @@ impl Router {
             }
         }
         type Row = (Uuid, Uuid, Option<Uuid>, Option<Uuid>, bool, Option<String>);
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = match sqlx::query_as(
             "select p.id, p.workspace_id, p.sip_trunk_id, p.agent_id, p.enabled, a.status::text \
              from phone_numbers p left join agents a on a.id = p.agent_id where p.e164 = $1 \
              order by p.created_at",
         )
         .bind(e164.as_str())
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        {
+            Ok(rows) => rows,
+            Err(err) => match lock(&self.numbers).get(e164.as_str()) {
+                Some(c) if !crate::db::is_permanent_error(&err) => {
+                    tracing::warn!(error = %err, "database unreachable: routing with the last number lookup known");
+                    return Ok(c.value.clone());
+                }
+                _ => return Err(err),
+            },
+        };
         let routes: Arc<Vec<NumberRoute>> = Arc::new(
             rows.into_iter()
                 .map(
@@ -232,10 +254,17 @@ impl Router {
                 return Ok(c.value);
             }
         }
-        let ok: bool = sqlx::query_scalar("select check_usage_limit($1)")
+        let ok: bool = match sqlx::query_scalar("select check_usage_limit($1)")
             .bind(workspace_id)
             .fetch_one(&self.pool)
-            .await?;
+            .await
+        {
+            Ok(ok) => ok,
+            Err(err) => match lock(&self.usage).get(&workspace_id) {
+                Some(c) if !crate::db::is_permanent_error(&err) => return Ok(c.value),
+                _ => return Err(err),
+            },
+        };
         let mut cache = lock(&self.usage);
         if cache.len() >= MAX_CACHE_ENTRIES {
             cache.clear();
