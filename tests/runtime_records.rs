@@ -71,7 +71,12 @@ fn message(workspace_id: Uuid, session_id: Uuid, i: usize) -> Record {
         id: Uuid::new_v4(),
         workspace_id,
         session_id,
-        role: if i % 2 == 0 { "user" } else { "assistant" }.into(),
+        role: if i.is_multiple_of(2) {
+            "user"
+        } else {
+            "assistant"
+        }
+        .into(),
         content: format!("message {i}"),
         interrupted: false,
         stt_ms: Some(300),
@@ -294,7 +299,11 @@ async fn spilled_records_are_replayed_by_the_next_writer_once() {
     let closed = writer.close(Duration::from_millis(500)).await;
     assert!(!closed.flushed);
     assert_eq!((closed.spilled, closed.lost), (4, 0));
-    assert_eq!(spill_lines(spool.path()), total, "everything is in the file");
+    assert_eq!(
+        spill_lines(spool.path()),
+        total,
+        "everything is in the file"
+    );
     assert_eq!(writer.stats().dropped(), 0);
     let copy = tempfile::tempdir().expect("tmp");
     for e in std::fs::read_dir(spool.path()).expect("dir").flatten() {

@@ -19,9 +19,9 @@ use super::registry::{ControlRequest, LiveCallInfo};
 use super::reply::{ReplyContext, ReplyEvent};
 use super::turn::{Action, Input, SayKind, TurnMachine, TurnSettings};
 use super::Runtime;
-use crate::records::Record;
 use crate::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 use crate::media::session::{MediaEvent, MediaSession, SessionConfig};
+use crate::records::Record;
 use crate::sip::call::{CallCommand, CallEvent, HangupBy, IncomingCall};
 
 enum Ending {
@@ -76,9 +76,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
             return;
         }
     };
-    let providers = rt
-        .providers
-        .for_agent(&rt.config, &profile, &credentials);
+    let providers = rt.providers.for_agent(&rt.config, &profile, &credentials);
     // The first question then retrieves from memory, database or not.
     rt.knowledge
         .warm((profile.workspace_id, Some(profile.agent_id)));

@@ -99,7 +99,10 @@ pub enum AfterFailure {
     /// find the one that is refused.
     Isolate,
     /// This record was refused on its own and is dropped.
-    Dropped { record: Record, from_spool: bool },
+    Dropped {
+        record: Box<Record>,
+        from_spool: bool,
+    },
 }
 
 /// Counters since start.
@@ -288,7 +291,7 @@ impl Journal {
                     Some(e) => {
                         self.stats.refused += 1;
                         AfterFailure::Dropped {
-                            record: e.record,
+                            record: Box::new(e.record),
                             from_spool: e.from_spool,
                         }
                     }
@@ -473,7 +476,7 @@ mod tests {
                             AfterFailure::Isolate => assert!(batch.len() > 1),
                             AfterFailure::Dropped { record, from_spool } => {
                                 assert!(!from_spool);
-                                dropped.push(record)
+                                dropped.push(*record)
                             }
                             other => panic!("unexpected {other:?}"),
                         }
@@ -514,7 +517,10 @@ mod tests {
         };
         j.written();
         submit_all(&mut j, &mut file, [rec(12)]);
-        assert_eq!(file.0.back().map(|r| ids(&[r.clone()])[0]), Some(12));
+        assert_eq!(
+            file.0.back().map(|r| ids(std::slice::from_ref(r))[0]),
+            Some(12)
+        );
         let mut committed = batch;
         committed.extend(drain(&mut j, &mut file, now));
         assert_eq!(ids(&committed), (0..13).collect::<Vec<_>>());

@@ -128,7 +128,10 @@ pub enum Record {
     Usage(UsageRecord),
     /// `increment_conversation_count` for the month of the call; `id` is
     /// the receipt that makes it count once.
-    CountConversation { id: Uuid, workspace_id: Uuid },
+    CountConversation {
+        id: Uuid,
+        workspace_id: Uuid,
+    },
     /// Adds to the month's `workspace_usage` row, once per `id`.
     AddWorkspaceUsage {
         id: Uuid,

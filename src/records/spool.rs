@@ -319,9 +319,10 @@ impl Spool {
 
     fn active_read_to_end(&self) -> bool {
         match (&self.reader, &self.active) {
-            (Some(r), Some((a, _))) if r.seq == *a => {
-                self.segments.back().is_some_and(|s| s.seq == *a && s.len == r.offset)
-            }
+            (Some(r), Some((a, _))) if r.seq == *a => self
+                .segments
+                .back()
+                .is_some_and(|s| s.seq == *a && s.len == r.offset),
             _ => false,
         }
     }
@@ -338,8 +339,8 @@ impl Spool {
     fn release(&mut self) {
         while let Some(front) = self.segments.front() {
             let seq = front.seq;
-            let active_done = self.active_read_to_end()
-                && self.active.as_ref().is_some_and(|(a, _)| *a == seq);
+            let active_done =
+                self.active_read_to_end() && self.active.as_ref().is_some_and(|(a, _)| *a == seq);
             let read = seq <= self.read_past || active_done;
             if !read || self.loaded.front() == Some(&seq) {
                 return;
@@ -532,7 +533,10 @@ mod tests {
             Ok(Line::TooLong(101))
         ));
         assert!(buf.len() <= 16);
-        assert!(matches!(read_line(&mut r, &mut buf, 10), Ok(Line::Whole(3))));
+        assert!(matches!(
+            read_line(&mut r, &mut buf, 10),
+            Ok(Line::Whole(3))
+        ));
         assert_eq!(buf, b"ok");
         assert!(matches!(read_line(&mut r, &mut buf, 10), Ok(Line::Tail(0))));
     }

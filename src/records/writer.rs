@@ -56,7 +56,8 @@ impl RecordWriter {
     /// starts the writer task. With no folder configured, or one another
     /// node holds, records live in memory only and a full queue drops them.
     pub fn start(pool: PgPool, config: &RecordsConfig) -> RecordWriter {
-        let spool_dir = (!config.spool_dir.as_os_str().is_empty()).then(|| config.spool_dir.clone());
+        let spool_dir =
+            (!config.spool_dir.as_os_str().is_empty()).then(|| config.spool_dir.clone());
         let (spool, unread) = match &spool_dir {
             None => (None, 0),
             Some(dir) => match Spool::open(dir, config.spool_max_mb.saturating_mul(1 << 20)) {
@@ -124,7 +125,11 @@ impl RecordWriter {
             Submitted::Refused(record) => {
                 let lost = st.journal.stats().lost;
                 if lost == 1 || lost.is_multiple_of(1_000) {
-                    tracing::error!(lost, ?record, "record not kept (queue full with no spill file, or the writer is closed)");
+                    tracing::error!(
+                        lost,
+                        ?record,
+                        "record not kept (queue full with no spill file, or the writer is closed)"
+                    );
                 }
             }
         }
@@ -188,7 +193,10 @@ impl RecordWriter {
             );
         }
         if closed.lost > 0 {
-            tracing::error!(records = closed.lost, "records lost at stop (no spill file)");
+            tracing::error!(
+                records = closed.lost,
+                "records lost at stop (no spill file)"
+            );
         }
         closed
     }
@@ -248,7 +256,10 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
                 match result {
                     Ok(()) => {
                         if failures > 0 {
-                            tracing::info!(failures, "database back: records are being written again");
+                            tracing::info!(
+                                failures,
+                                "database back: records are being written again"
+                            );
                             failures = 0;
                         }
                         let from_spool = st.journal.written();
@@ -289,7 +300,8 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
                 }
             }
             Action::WaitUntil(at) => {
-                let at = tokio::time::Instant::from_std(at).min(tokio::time::Instant::now() + SYNC_EVERY);
+                let at = tokio::time::Instant::from_std(at)
+                    .min(tokio::time::Instant::now() + SYNC_EVERY);
                 tokio::select! {
                     _ = tokio::time::sleep_until(at) => {}
                     _ = shared.stop.cancelled() => return,
