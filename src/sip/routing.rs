@@ -4,7 +4,8 @@
 //! and per-trunk concurrency. Lookups are cached for `routing_cache_ttl_secs`
 //! so an INVITE flood does not become a query flood; while the database is
 //! unreachable, the last answer cached is used however old (calls to known
-//! numbers still reach their agent during an outage).
+//! numbers still reach their agent during an outage), and for 5 s after a
+//! lookup found it unreachable the cache answers without asking.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -72,7 +73,14 @@ pub struct Router {
     trunks: Mutex<Option<Cached<Arc<Vec<Trunk>>>>>,
     numbers: Mutex<HashMap<String, Cached<Arc<Vec<NumberRoute>>>>>,
     usage: Mutex<HashMap<Uuid, Cached<bool>>>,
+    /// Until then cached answers are used without asking the database: it
+    /// was just found unreachable, and each try waits out the pool's
+    /// acquire timeout while the caller waits for an answer.
+    away_until: Mutex<Option<Instant>>,
 }
+
+/// How long a lookup that found the database unreachable spares the next ones.
+const AWAY_HOLD: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -109,7 +117,16 @@ impl Router {
             trunks: Mutex::new(None),
             numbers: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            away_until: Mutex::new(None),
         }
+    }
+
+    fn database_away(&self) -> bool {
+        lock(&self.away_until).is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_away(&self) {
+        *lock(&self.away_until) = Some(Instant::now() + AWAY_HOLD);
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -119,7 +136,7 @@ impl Router {
     /// Enabled trunks that take inbound calls.
     pub async fn trunks(&self) -> Result<Arc<Vec<Trunk>>, sqlx::Error> {
         if let Some(c) = lock(&self.trunks).as_ref() {
-            if c.at.elapsed() < self.ttl {
+            if c.at.elapsed() < self.ttl || self.database_away() {
                 return Ok(c.value.clone());
             }
         }
@@ -143,6 +160,7 @@ impl Router {
             Ok(rows) => rows,
             Err(err) => match lock(&self.trunks).as_ref() {
                 Some(c) if !crate::db::is_permanent_error(&err) => {
+                    self.mark_away();
                     tracing::warn!(error = %err, "database unreachable: routing with the last trunks known");
                     return Ok(c.value.clone());
                 }
@@ -196,7 +214,7 @@ impl Router {
     /// admitted it ([`select_route`]), never by the number alone.
     pub async fn numbers(&self, e164: &E164) -> Result<Arc<Vec<NumberRoute>>, sqlx::Error> {
         if let Some(c) = lock(&self.numbers).get(e164.as_str()) {
-            if c.at.elapsed() < self.ttl {
+            if c.at.elapsed() < self.ttl || self.database_away() {
                 return Ok(c.value.clone());
             }
         }
@@ -213,6 +231,7 @@ impl Router {
             Ok(rows) => rows,
             Err(err) => match lock(&self.numbers).get(e164.as_str()) {
                 Some(c) if !crate::db::is_permanent_error(&err) => {
+                    self.mark_away();
                     tracing::warn!(error = %err, "database unreachable: routing with the last number lookup known");
                     return Ok(c.value.clone());
                 }
@@ -250,7 +269,7 @@ impl Router {
     /// `check_usage_limit(workspace_id)`: false when over the plan's limit.
     pub async fn usage_allows(&self, workspace_id: Uuid) -> Result<bool, sqlx::Error> {
         if let Some(c) = lock(&self.usage).get(&workspace_id) {
-            if c.at.elapsed() < self.ttl {
+            if c.at.elapsed() < self.ttl || self.database_away() {
                 return Ok(c.value);
             }
         }
@@ -261,7 +280,10 @@ impl Router {
         {
             Ok(ok) => ok,
             Err(err) => match lock(&self.usage).get(&workspace_id) {
-                Some(c) if !crate::db::is_permanent_error(&err) => return Ok(c.value),
+                Some(c) if !crate::db::is_permanent_error(&err) => {
+                    self.mark_away();
+                    return Ok(c.value);
+                }
                 _ => return Err(err),
             },
         };
