@@ -188,11 +188,8 @@ async fn a_database_outage_mid_call_and_at_call_set_up_loses_no_record() {
         "call B's question answered while the database was down"
     );
     assert!(caller_b.hangup().await, "call B's BYE answered");
-    assert!(
-        stopped.elapsed() < OUTAGE,
-        "the calls took longer than the outage ({:.1} s)",
-        stopped.elapsed().as_secs_f64()
-    );
+    // Down for at least the outage, and for as long as the calls took (a
+    // slow machine speaks and answers no faster).
     tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
     println!(
         "PostgreSQL was down {:.1} s",
@@ -258,7 +255,10 @@ async fn a_database_outage_mid_call_and_at_call_set_up_loses_no_record() {
         }
     };
     let a = messages_of(sessions[0].0).await;
-    println!("call A's messages: {a:#?}");
+    print!(
+        "call A's timeline:\n{}",
+        common::node::session_timeline(&pool, sessions[0].0).await
+    );
     let roles: Vec<&str> = a.iter().map(|(r, _)| r.as_str()).collect();
     let mut expected_roles = vec!["assistant"];
     for _ in &questions {
@@ -280,15 +280,6 @@ async fn a_database_outage_mid_call_and_at_call_set_up_loses_no_record() {
     let roles: Vec<&str> = b.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(roles, ["assistant", "user", "assistant"], "call B: {b:?}");
     assert_eq!(b[2].1, questions[0].1, "call B's answer");
-    for (i, d) in delays.iter().enumerate() {
-        assert!(
-            *d <= ANSWER_WITHIN,
-            "the answer to {:?} began {} ms after the question (limit {} ms)",
-            questions[i].0,
-            d.as_millis(),
-            ANSWER_WITHIN.as_millis()
-        );
-    }
     for (id, ..) in &sessions {
         let (rows, kinds): (i64, i64) = sqlx::query_as(
             "select count(*), count(distinct kind) from usage_logs where session_id = $1",
@@ -310,6 +301,16 @@ async fn a_database_outage_mid_call_and_at_call_set_up_loses_no_record() {
     assert_eq!(stats.dropped(), 0, "no record dropped");
     node.stop(Duration::from_secs(1)).await;
     assert_eq!(spilled(spool.path()), (0, 0), "nothing left to spill");
+    // Last, so a slow machine still shows whether the records are right.
+    for (i, d) in delays.iter().enumerate() {
+        assert!(
+            *d <= ANSWER_WITHIN,
+            "the answer to {:?} began {} ms after the question (limit {} ms)",
+            questions[i].0,
+            d.as_millis(),
+            ANSWER_WITHIN.as_millis()
+        );
+    }
 }
 
 /// The caller hangs up while the database is down, and the node is stopped
