@@ -47,6 +47,7 @@ pub struct Config {
     pub llm: LlmConfig,
     pub turn: TurnConfig,
     pub recording: RecordingConfig,
+    pub records: RecordsConfig,
     pub embeddings: EmbeddingsConfig,
     pub outbound: OutboundConfig,
     pub cluster: ClusterConfig,
@@ -221,6 +222,21 @@ pub struct TurnConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RecordingConfig {
     pub dir: PathBuf,
+}
+
+/// The durable record writer (`crate::records`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RecordsConfig {
+    /// Records held in memory while the database is slow or away; more go
+    /// to the spill file.
+    pub queue_capacity: usize,
+    /// Folder of the spill file (`records-*.jsonl`), replayed at start.
+    /// Empty: memory only (a full queue drops records).
+    pub spool_dir: PathBuf,
+    /// The spill file's cap, in MiB; past it records are dropped and logged.
+    pub spool_max_mb: u64,
+    /// Seconds a stopping node tries the database before it spills what is left.
+    pub stop_flush_secs: u64,
 }
 
 /// The process's one embedder: knowledge is embedded with it at ingest and
@@ -433,6 +449,9 @@ impl Config {
         }
         if self.rtp.clock_threads > 64 {
             return bad("rtp.clock_threads", "must be 0 (one per core) to 64");
+        }
+        if self.records.queue_capacity == 0 {
+            return bad("records.queue_capacity", "must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "must be \"text\" or \"json\"");

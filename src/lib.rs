@@ -14,6 +14,7 @@ pub mod db;
 pub mod media;
 pub mod metrics;
 pub mod outbound;
+pub mod records;
 pub mod serve;
 pub mod sip;
 pub mod telemetry;

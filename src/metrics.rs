@@ -32,21 +32,26 @@ const HTTP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Which way a call went (`call_logs.direction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallDirection {
-    Inbound,
-    Outbound,
+/// A label from a fixed set: `value` if listed, else `other` (so a label
+/// never carries an unexpected value).
+fn known(value: &str, set: &[&'static str]) -> &'static str {
+    set.iter()
+        .find(|s| **s == value)
+        .copied()
+        .unwrap_or("other")
 }
 
-impl CallDirection {
-    fn label(self) -> &'static str {
-        match self {
-            CallDirection::Inbound => "inbound",
-            CallDirection::Outbound => "outbound",
-        }
-    }
-}
+const DIRECTIONS: &[&str] = &["inbound", "outbound", "web"];
+const STATUSES: &[&str] = &[
+    "ringing",
+    "in_progress",
+    "completed",
+    "failed",
+    "rejected",
+    "busy",
+    "no_answer",
+    "transferred",
+];
 
 /// RTP packets the node sent or received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,23 +101,8 @@ impl RtpOutcome {
     }
 }
 
-/// The two record writers whose queues are watched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordQueue {
-    /// The agent runtime's queue (sessions, messages, usage, figures).
-    Runtime,
-    /// The SIP layer's per-call `call_logs` writers, summed.
-    CallLogs,
-}
-
-impl RecordQueue {
-    fn label(self) -> &'static str {
-        match self {
-            RecordQueue::Runtime => "runtime",
-            RecordQueue::CallLogs => "call_logs",
-        }
-    }
-}
+/// The node's record writer (`crate::records`), the one queue watched.
+const RECORD_QUEUE: &str = "records";
 
 /// One answered turn's split, as kept in `call_logs.latency`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -199,9 +189,7 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(record_queue_depth.clone()))
             .expect("registered once");
-        for q in [RecordQueue::Runtime, RecordQueue::CallLogs] {
-            record_queue_depth.with_label_values(&[q.label()]).set(0);
-        }
+        record_queue_depth.with_label_values(&[RECORD_QUEUE]).set(0);
         let http_request = HistogramVec::new(
             HistogramOpts::new(
                 "switchboard_http_request_seconds",
@@ -308,9 +296,9 @@ impl Metrics {
     }
 
     /// A call ended, or was refused and logged, with this `call_logs` status.
-    pub fn call_ended(&self, direction: CallDirection, status: &'static str) {
+    pub fn call_ended(&self, direction: &str, status: &str) {
         self.calls
-            .with_label_values(&[direction.label(), status])
+            .with_label_values(&[known(direction, DIRECTIONS), known(status, STATUSES)])
             .inc();
     }
 
@@ -379,11 +367,11 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// `n` writes joined (positive) or left (negative) `queue`.
-    pub fn record_queue_changed(&self, queue: RecordQueue, n: i64) {
+    /// Records queued and not yet written (memory and spill file).
+    pub fn record_queue_depth(&self, pending: u64) {
         self.record_queue_depth
-            .with_label_values(&[queue.label()])
-            .add(n);
+            .with_label_values(&[RECORD_QUEUE])
+            .set(pending.min(i64::MAX as u64) as i64);
     }
 
     pub fn db_write_failed(&self) {
@@ -448,7 +436,7 @@ mod tests {
     #[test]
     fn every_metric_renders_with_its_type() {
         let m = metrics();
-        m.call_ended(CallDirection::Inbound, "completed");
+        m.call_ended("inbound", "completed");
         m.sip_response_sent(200);
         m.sip_response_sent(9999);
         m.http_request("/healthz", 200, Duration::from_millis(2));

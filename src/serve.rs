@@ -15,6 +15,7 @@ use crate::agent_runtime::{AgentCalls, Runtime};
 use crate::api::{ApiState, Dialer, LiveCalls, NodeCalls};
 use crate::config::Config;
 use crate::db::cluster::{Cluster, NodeFacts};
+use crate::records::RecordWriter;
 use crate::sip::server::{SipOptions, SipServer, SipServerHandle};
 
 /// The running faces of one node.
@@ -51,7 +52,10 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     let embedder =
         providers.embedder.clone() as Arc<dyn crate::agent_runtime::embeddings::Embedder>;
     spawn_stt_warm_up(providers.stt.clone());
-    let runtime = Runtime::new(pool.clone(), config.clone(), providers);
+    // One writer for every record of the node; it replays what an earlier
+    // run spilled before anything new.
+    let records = RecordWriter::start(pool.clone(), &config.records);
+    let runtime = Runtime::new(pool.clone(), config.clone(), providers, records.clone());
     let cluster = if config.cluster.enabled {
         let c = Cluster::new(pool.clone(), config.node_name(), &config.cluster);
         c.join(
@@ -71,6 +75,7 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     let sip = SipServer::start_with(
         &config,
         pool.clone(),
+        records,
         Arc::new(AgentCalls(runtime.clone())),
         options,
     )
@@ -192,7 +197,9 @@ fn spawn_knowledge_start(
 
 impl Services {
     /// Graceful stop: new INVITEs get 503, live calls get up to `limit` to
-    /// end, queued records are written, then everything stops.
+    /// end, queued records are written (`records.stop_flush_secs`, then what
+    /// is left goes to the spill file for the next start), then everything
+    /// stops.
     pub async fn stop(self, limit: Duration) {
         let left = self.sip.drain(limit).await;
         if left > 0 {
@@ -205,13 +212,16 @@ impl Services {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if !self.runtime.records.flush(Duration::from_secs(5)).await {
+        self.sip.shutdown();
+        let flush = Duration::from_secs(self.runtime.config.records.stop_flush_secs);
+        let closed = self.runtime.records.close(flush).await;
+        if !closed.flushed {
             tracing::warn!(
-                pending = self.runtime.records.pending(),
-                "some records were not written before exit"
+                spilled = closed.spilled,
+                lost = closed.lost,
+                "records not written before exit"
             );
         }
-        self.sip.shutdown();
         self.cluster_stop.cancel();
         self.api_stop.cancel();
         let _ = self.api_task.await;

@@ -190,12 +190,15 @@ async fn sipp_pcap_audio_arrives_and_digit_one_is_detected_once() {
         ),
         ("SWITCHBOARD_NODE_ID".to_string(), "media-pcap".to_string()),
         ("DATABASE_URL".to_string(), db.url.clone()),
+        ("SWITCHBOARD_RECORDS__SPOOL_DIR".to_string(), String::new()),
     ];
     let config = Config::load_from(None, &env).expect("config");
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let records = switchboard::records::RecordWriter::start(db.pool.clone(), &config.records);
     let server = SipServer::start_with(
         &config,
         db.pool.clone(),
+        records,
         Arc::new(MediaHandler { done: done_tx }),
         SipOptions::default(),
     )

@@ -355,18 +355,16 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
     let Some(after) = poll(Duration::from_secs(15), || async {
         let f = scrape(&http, node.api_addr).await;
         let idle = f.get("switchboard_calls_active", &[]) == 0.0
-            && f.get("switchboard_record_queue_depth", &[("queue", "runtime")]) == 0.0
-            && f.get("switchboard_record_queue_depth", &[("queue", "call_logs")]) == 0.0;
+            && f.get("switchboard_record_queue_depth", &[("queue", "records")]) == 0.0;
         idle.then_some(f)
     })
     .await
     else {
         let f = scrape(&http, node.api_addr).await;
         panic!(
-            "15 s after the calls: calls_active {}, queued runtime {} call_logs {}",
+            "15 s after the calls: calls_active {}, records queued {}",
             f.get("switchboard_calls_active", &[]),
-            f.get("switchboard_record_queue_depth", &[("queue", "runtime")]),
-            f.get("switchboard_record_queue_depth", &[("queue", "call_logs")]),
+            f.get("switchboard_record_queue_depth", &[("queue", "records")]),
         );
     };
     let delta =

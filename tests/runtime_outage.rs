@@ -1,10 +1,15 @@
-//! A database outage during a call: the node runs on a throw-away cluster;
-//! after the greeting the cluster is stopped for at least 30 s, during which the
-//! caller (a Piper voice) asks several questions; each gets its real FAQ
-//! answer (retrieval runs from the agent's in-memory index), its first audio
-//! within 1 s of the end of the question. Then the cluster comes back, the
-//! caller hangs up, and every record of the call is there: session, each
-//! question and answer, usage, call_logs completed.
+//! A database outage during a call and during call set-up: the node runs
+//! on a throw-away cluster; after call A's greeting the cluster is stopped
+//! for 60 s, during which A's caller (a Piper voice) asks several questions,
+//! each answered from the agent's in-memory index within 1 s of the end of
+//! the question; then call B dials (routing and the agent as last known),
+//! asks one question and hangs up. The cluster comes back, A hangs up, and
+//! every record of both calls is there exactly once: call_logs, sessions,
+//! each question and answer, usage, the month's conversation count.
+//!
+//! A node stopped (the SIGTERM path) while the database is down puts what it
+//! could not write into its spill file; a new node on the same folder, once
+//! the database is back, replays it.
 
 mod common;
 
@@ -16,11 +21,12 @@ use common::node::{node_config, poll};
 use common::pgcluster::TempCluster;
 use common::sip_caller::SipCaller;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 use switchboard::db::seed::DEMO_FAQ;
 use uuid::Uuid;
 
 /// How long PostgreSQL is down.
-const OUTAGE: Duration = Duration::from_secs(30);
+const OUTAGE: Duration = Duration::from_secs(60);
 /// Longest silence allowed between the end of a question and the answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
@@ -39,9 +45,8 @@ fn faq_answer(prefix: &str) -> &'static str {
         .expect("FAQ entry")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_mid_call_still_answers_every_question_and_loses_no_record() {
-    common::node::init_logs();
+/// A private cluster with the schema and the demo seed.
+async fn seeded_cluster() -> (TempCluster, String, PgPool) {
     let cluster = TempCluster::start();
     let admin = PgPoolOptions::new()
         .max_connections(1)
@@ -62,7 +67,45 @@ async fn a_database_outage_mid_call_still_answers_every_question_and_loses_no_re
         .expect("pool");
     switchboard::db::migrate(&pool).await.expect("migrate");
     switchboard::db::seed::seed_demo(&pool).await.expect("seed");
-    let config = node_config(&url, 45600, &[]);
+    (cluster, url, pool)
+}
+
+/// Files of the spill folder and their lines.
+fn spilled(dir: &Path) -> (usize, usize) {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .expect("spool dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("records-"))
+        .collect();
+    let lines = files
+        .iter()
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .expect("segment")
+                .lines()
+                .count()
+        })
+        .sum();
+    (files.len(), lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_call_and_at_call_set_up_loses_no_record() {
+    common::node::init_logs();
+    let (cluster, url, pool) = seeded_cluster().await;
+    // The callers stay silent for long stretches while the database is down:
+    // no reprompt or silence hang-up in the way of the records counted.
+    sqlx::query("update agents set silence_timeout_ms = 300000")
+        .execute(&pool)
+        .await
+        .expect("silence timeout");
+    let spool = tempfile::tempdir().expect("spool dir");
+    let spool_dir = spool.path().display().to_string();
+    let config = node_config(
+        &url,
+        45600,
+        &[("SWITCHBOARD_RECORDS__SPOOL_DIR", spool_dir.as_str())],
+    );
     let node = switchboard::serve::start(Arc::new(config), pool.clone())
         .await
         .expect("node starts");
@@ -104,14 +147,14 @@ async fn a_database_outage_mid_call_still_answers_every_question_and_loses_no_re
     .await;
     assert!(embedded.is_some(), "the knowledge was embedded at start-up");
 
-    let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
+    let caller_a = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.stop();
     let stopped = Instant::now();
     let mut delays = Vec::new();
     for (i, pcm) in speech.iter().enumerate() {
-        let asked = caller.say_and_wait(pcm).await;
-        let (start, end) = caller
+        let asked = caller_a.say_and_wait(pcm).await;
+        let (start, _end) = caller_a
             .wait_agent_speech(asked, Duration::from_millis(1200), Duration::from_secs(20))
             .await
             .unwrap_or_else(|| {
@@ -127,10 +170,26 @@ async fn a_database_outage_mid_call_still_answers_every_question_and_loses_no_re
             delay.as_millis()
         );
         delays.push(delay);
-        let _ = end;
     }
-    // Down for at least the outage, and for as long as the questions took
-    // (a slow machine speaks and answers no faster).
+    // Call B is set up while the database is down: its call_logs insert,
+    // session and messages all wait in the writer's queue, in that order.
+    let dialled = Instant::now();
+    let caller_b = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
+    println!(
+        "call B answered and greeted {:.1} s after the INVITE, database down",
+        dialled.elapsed().as_secs_f64()
+    );
+    let asked = caller_b.say_and_wait(&speech[0]).await;
+    assert!(
+        caller_b
+            .wait_agent_speech(asked, Duration::from_millis(1200), Duration::from_secs(20))
+            .await
+            .is_some(),
+        "call B's question answered while the database was down"
+    );
+    assert!(caller_b.hangup().await, "call B's BYE answered");
+    // Down for at least the outage, and for as long as the calls took (a
+    // slow machine speaks and answers no faster).
     tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
     println!(
         "PostgreSQL was down {:.1} s",
@@ -138,63 +197,111 @@ async fn a_database_outage_mid_call_still_answers_every_question_and_loses_no_re
     );
     cluster.resume();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(caller.hangup().await, "BYE answered: the call was still up");
+    assert!(caller_a.hangup().await, "BYE answered: call A was still up");
 
-    // Every record arrives once the database is back.
-    let session: Uuid = poll(Duration::from_secs(20), || async {
-        sqlx::query_scalar("select id from agent_sessions where ended_at is not null")
-            .fetch_optional(&pool)
-            .await
-            .ok()
-            .flatten()
-    })
-    .await
-    .expect("the session was finished");
-    let (status, ended): (String, Option<chrono::DateTime<chrono::Utc>>) =
+    // Every record of both calls arrives once the database is back.
+    assert!(
+        node.runtime.records.flush(Duration::from_secs(30)).await,
+        "the writer caught up within 30 s of the database's return"
+    );
+    let sessions: Vec<(Uuid, String, Option<chrono::DateTime<chrono::Utc>>)> =
         poll(Duration::from_secs(20), || async {
-            sqlx::query_as("select status, ended_at from call_logs where session_id = $1")
-                .bind(session)
-                .fetch_optional(&pool)
-                .await
-                .ok()
-                .flatten()
+            let rows: Vec<(Uuid, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+                "select id, status, ended_at from agent_sessions order by started_at",
+            )
+            .fetch_all(&pool)
+            .await
+            .ok()?;
+            (rows.len() == 2 && rows.iter().all(|r| r.2.is_some())).then_some(rows)
         })
         .await
-        .expect("call_logs row linked to the session");
-    assert_eq!(status, "completed", "call_logs status");
-    assert!(ended.is_some(), "call_logs ended_at");
-    let messages: Vec<(String, String)> = poll(Duration::from_secs(10), || async {
-        let r: Vec<(String, String)> = sqlx::query_as(
-            "select role, content from messages where session_id = $1 order by created_at",
-        )
-        .bind(session)
-        .fetch_all(&pool)
-        .await
-        .ok()?;
-        (r.len() > 2 * questions.len()).then_some(r)
-    })
+        .expect("both sessions written and finished");
+    let calls: Vec<(String, String, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "select sip_call_id, status, session_id, codec from call_logs where ended_at is not null order by started_at",
+    )
+    .fetch_all(&pool)
     .await
-    .expect("greeting, every question and every reply stored");
-    println!("messages: {messages:#?}");
-    let roles: Vec<&str> = messages.iter().map(|(r, _)| r.as_str()).collect();
+    .expect("call_logs");
+    let all_calls: i64 = sqlx::query_scalar("select count(*) from call_logs")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(all_calls, 2, "one call_logs row per call: {calls:?}");
+    assert_eq!(calls.len(), 2, "both calls ended: {calls:?}");
+    assert_eq!(calls[0].0, caller_a.call_id());
+    assert_eq!(calls[1].0, caller_b.call_id());
+    for (i, (call_id, status, session, codec)) in calls.iter().enumerate() {
+        assert_eq!(status, "completed", "{call_id}");
+        assert_eq!(codec.as_deref(), Some("PCMU"), "{call_id} answered");
+        assert_eq!(
+            *session,
+            Some(sessions[i].0),
+            "{call_id} linked to its session"
+        );
+        assert_eq!(sessions[i].1, "completed");
+    }
+
+    let messages_of = |session: Uuid| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "select role, content from messages where session_id = $1 order by created_at",
+            )
+            .bind(session)
+            .fetch_all(&pool)
+            .await
+            .expect("messages");
+            rows
+        }
+    };
+    let a = messages_of(sessions[0].0).await;
+    print!(
+        "call A's timeline:\n{}",
+        common::node::session_timeline(&pool, sessions[0].0).await
+    );
+    let roles: Vec<&str> = a.iter().map(|(r, _)| r.as_str()).collect();
     let mut expected_roles = vec!["assistant"];
     for _ in &questions {
         expected_roles.extend(["user", "assistant"]);
     }
     assert_eq!(
-        &roles[..expected_roles.len()],
-        expected_roles,
-        "{messages:?}"
+        roles, expected_roles,
+        "greeting, each question and reply, once: {a:?}"
     );
     for (i, (q, answer)) in questions.iter().enumerate() {
-        let said = &messages[2 + 2 * i].1;
         assert_eq!(
-            said,
+            &a[2 + 2 * i].1,
             answer,
             "the reply to {q:?} (heard as {:?})",
-            messages[1 + 2 * i].1
+            a[1 + 2 * i].1
         );
     }
+    let b = messages_of(sessions[1].0).await;
+    let roles: Vec<&str> = b.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["assistant", "user", "assistant"], "call B: {b:?}");
+    assert_eq!(b[2].1, questions[0].1, "call B's answer");
+    for (id, ..) in &sessions {
+        let (rows, kinds): (i64, i64) = sqlx::query_as(
+            "select count(*), count(distinct kind) from usage_logs where session_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .expect("usage");
+        assert_eq!((rows, kinds), (5, 5), "one usage row of each kind");
+    }
+    let conversations: i32 =
+        sqlx::query_scalar("select sum(conversations)::int4 from workspace_usage")
+            .fetch_one(&pool)
+            .await
+            .expect("workspace_usage");
+    assert_eq!(conversations, 2, "each call counted once");
+    let stats = node.runtime.records.stats();
+    println!("record writer: {stats:?}");
+    assert_eq!(stats.dropped(), 0, "no record dropped");
+    node.stop(Duration::from_secs(1)).await;
+    assert_eq!(spilled(spool.path()), (0, 0), "nothing left to spill");
+    // Last, so a slow machine still shows whether the records are right.
     for (i, d) in delays.iter().enumerate() {
         assert!(
             *d <= ANSWER_WITHIN,
@@ -204,49 +311,23 @@ async fn a_database_outage_mid_call_still_answers_every_question_and_loses_no_re
             ANSWER_WITHIN.as_millis()
         );
     }
-    let usage: i64 = poll(Duration::from_secs(10), || async {
-        let n: i64 = sqlx::query_scalar("select count(*) from usage_logs where session_id = $1")
-            .bind(session)
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (n >= 5).then_some(n)
-    })
-    .await
-    .expect("usage rows");
-    assert!(usage >= 5);
-    assert_eq!(node.runtime.records.dropped(), 0, "no record dropped");
-    node.stop(Duration::from_secs(1)).await;
 }
 
-/// The caller hangs up while the database is down: the call's end (the SIP
-/// layer's call_logs update and the runtime's records) must still be
-/// written when PostgreSQL returns.
+/// The caller hangs up while the database is down, and the node is stopped
+/// (the SIGTERM path) before it returns: the call's records go to the
+/// spill file. A new node started on the same folder once the database is
+/// back replays them: the call's end, session, messages and usage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hangup_during_the_outage_is_recorded_when_the_database_returns() {
+async fn a_node_stopped_during_the_outage_leaves_its_records_to_the_next() {
     common::node::init_logs();
-    let cluster = TempCluster::start();
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&cluster.admin_url())
-        .await
-        .expect("admin");
-    sqlx::query("create database sb")
-        .execute(&admin)
-        .await
-        .expect("create db");
-    admin.close().await;
-    let url = cluster.url("sb");
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&url)
-        .await
-        .expect("pool");
-    switchboard::db::migrate(&pool).await.expect("migrate");
-    switchboard::db::seed::seed_demo(&pool).await.expect("seed");
-    let config = node_config(&url, 46000, &[]);
-    let node = switchboard::serve::start(Arc::new(config), pool.clone())
+    let (cluster, url, pool) = seeded_cluster().await;
+    let spool = tempfile::tempdir().expect("spool dir");
+    let spool_dir = spool.path().display().to_string();
+    let extra = [
+        ("SWITCHBOARD_RECORDS__SPOOL_DIR", spool_dir.as_str()),
+        ("SWITCHBOARD_RECORDS__STOP_FLUSH_SECS", "1"),
+    ];
+    let node = switchboard::serve::start(Arc::new(node_config(&url, 46000, &extra)), pool.clone())
         .await
         .expect("node starts");
 
@@ -256,44 +337,57 @@ async fn a_hangup_during_the_outage_is_recorded_when_the_database_returns() {
         caller.hangup().await,
         "BYE answered while the database is down"
     );
-    // Longer than any give-up: the writers retry until the database returns.
-    tokio::time::sleep(OUTAGE).await;
+    node.stop(Duration::from_secs(1)).await;
+    let (files, lines) = spilled(spool.path());
+    println!("spilled at stop: {lines} records in {files} file(s)");
+    assert!(
+        lines >= 8,
+        "the call's end, session end, usage... spilled: {lines}"
+    );
     cluster.resume();
 
-    let row: Option<(
-        String,
-        Option<chrono::DateTime<chrono::Utc>>,
-        Option<String>,
-    )> = poll(Duration::from_secs(20), || async {
-        let r: Option<(
-            String,
-            Option<chrono::DateTime<chrono::Utc>>,
-            Option<String>,
-        )> = sqlx::query_as(
-            "select c.status, c.ended_at, s.status from call_logs c
-                     left join agent_sessions s on s.id = c.session_id",
-        )
-        .fetch_optional(&pool)
+    let node = switchboard::serve::start(Arc::new(node_config(&url, 46400, &extra)), pool.clone())
         .await
-        .ok()
-        .flatten();
-        r.filter(|r| r.0 != "in_progress" && r.1.is_some() && r.2.as_deref() != Some("active"))
-    })
-    .await;
-    let now: Vec<(String, Option<chrono::DateTime<chrono::Utc>>, Option<String>)> = sqlx::query_as(
-        "select c.status, c.ended_at, s.status from call_logs c left join agent_sessions s on s.id = c.session_id",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("call_logs");
-    let (status, _, session_status) =
-        row.unwrap_or_else(|| panic!("the call's end was not recorded after the outage: {now:?}"));
-    assert_eq!(status, "completed");
-    assert_eq!(session_status.as_deref(), Some("completed"));
-    let usage: i64 = sqlx::query_scalar("select count(*) from usage_logs")
+        .expect("a new node starts on the same folder");
+    assert!(
+        node.runtime.records.flush(Duration::from_secs(30)).await,
+        "the spill file was replayed"
+    );
+    let stats = node.runtime.records.stats();
+    println!("record writer after replay: {stats:?}");
+    assert_eq!(
+        stats.replayed as usize, lines,
+        "every spilled record written"
+    );
+    assert_eq!(stats.dropped(), 0);
+    assert_eq!(spilled(spool.path()), (0, 0), "replayed files deleted");
+    let (status, ended, session_status): (String, Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
+        sqlx::query_as(
+            "select c.status, c.ended_at, s.status from call_logs c left join agent_sessions s on s.id = c.session_id",
+        )
         .fetch_one(&pool)
         .await
-        .expect("usage");
-    assert!(usage >= 5, "usage rows: {usage}");
+        .expect("the call's row");
+    assert_eq!(status, "completed");
+    assert!(ended.is_some());
+    assert_eq!(session_status.as_deref(), Some("completed"));
+    let (usage, kinds): (i64, i64) =
+        sqlx::query_as("select count(*), count(distinct kind) from usage_logs")
+            .fetch_one(&pool)
+            .await
+            .expect("usage");
+    assert_eq!((usage, kinds), (5, 5), "one usage row of each kind");
+    let greeting: i64 =
+        sqlx::query_scalar("select count(*) from messages where role = 'assistant'")
+            .fetch_one(&pool)
+            .await
+            .expect("messages");
+    assert_eq!(greeting, 1, "the greeting, once");
+    let conversations: i32 =
+        sqlx::query_scalar("select sum(conversations)::int4 from workspace_usage")
+            .fetch_one(&pool)
+            .await
+            .expect("workspace_usage");
+    assert_eq!(conversations, 1);
     node.stop(Duration::from_secs(1)).await;
 }

@@ -15,13 +15,13 @@ use uuid::Uuid;
 use super::ledger::CallLedger;
 use super::profile::AgentProfile;
 use super::providers::Providers;
-use super::records::RecordOp;
 use super::registry::{ControlRequest, LiveCallInfo};
 use super::reply::{ReplyContext, ReplyEvent};
 use super::turn::{Action, Input, SayKind, TurnMachine, TurnSettings};
 use super::Runtime;
 use crate::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
 use crate::media::session::{MediaEvent, MediaSession, SessionConfig};
+use crate::records::Record;
 use crate::sip::call::{CallCommand, CallDirection, CallEvent, HangupBy, IncomingCall};
 
 /// How long each digit sent through the API lasts (RFC 4733 events).
@@ -62,7 +62,13 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         commands,
         ..
     } = call;
-    let profile = match load_profile(&rt, agent_id).await {
+    // Both at once: while the database is away each waits out the pool's
+    // acquire timeout, and the caller waits for the greeting.
+    let (profile, credentials) = tokio::join!(
+        load_profile(&rt, agent_id),
+        load_credentials(&rt, workspace_id)
+    );
+    let profile = match profile {
         Some(mut p) => {
             p.fill_variables(&variables);
             Arc::new(p)
@@ -78,18 +84,18 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
             return;
         }
     };
-    let providers = agent_providers(&rt, &profile).await;
+    let providers = rt.providers.for_agent(&rt.config, &profile, &credentials);
     // The first question then retrieves from memory, database or not.
     rt.knowledge
         .warm((profile.workspace_id, Some(profile.agent_id)));
     let session_id = Uuid::new_v4();
     let started_wall = Utc::now();
     let started = Instant::now();
-    rt.records.submit(RecordOp::StartSession {
+    rt.records.submit(Record::StartSession {
         id: session_id,
         workspace_id,
         agent_id,
-        channel: "phone",
+        channel: "phone".into(),
         // The person on the line: who called us, or whom we called.
         caller: match direction {
             CallDirection::Inbound => from_number.clone(),
@@ -98,8 +104,10 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         call_log_id: Some(call_log_id),
         at: started_wall,
     });
-    rt.records
-        .submit(RecordOp::CountConversation { workspace_id });
+    rt.records.submit(Record::CountConversation {
+        id: Uuid::new_v4(),
+        workspace_id,
+    });
 
     let recording_path = profile
         .recording_enabled
@@ -127,9 +135,9 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                     reason: "media failure".into(),
                 })
                 .await;
-            rt.records.submit(RecordOp::EndSession {
+            rt.records.submit(Record::EndSession {
                 id: session_id,
-                status: "failed",
+                status: "failed".into(),
                 summary: None,
                 at: Utc::now(),
             });
@@ -425,26 +433,40 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
     drop(rtp_port);
 }
 
-/// The agent's providers: its configured ones where the workspace has
-/// credentials, else the offline defaults. A database blip means defaults.
-async fn agent_providers(rt: &Runtime, profile: &AgentProfile) -> Providers {
+/// The workspace's provider credentials (the agent's configured providers
+/// use them); a database blip means the offline defaults.
+async fn load_credentials(
+    rt: &Runtime,
+    workspace_id: Uuid,
+) -> Vec<super::providers::ProviderCredential> {
     let key = rt.config.encryption_key_bytes();
-    let creds = match Providers::load_credentials(&rt.pool, profile.workspace_id, &key).await {
+    match Providers::load_credentials(&rt.pool, workspace_id, &key).await {
         Ok(c) => c,
         Err(err) => {
             tracing::warn!(error = %err, "provider credentials unavailable; offline defaults");
             Vec::new()
         }
-    };
-    rt.providers.for_agent(&rt.config, profile, &creds)
+    }
 }
 
+/// The agent as the database has it; while the database is unreachable,
+/// as it last had it (the runtime keeps the last profile of each agent), so
+/// a call to a known agent starts during an outage.
 async fn load_profile(rt: &Runtime, agent_id: Uuid) -> Option<AgentProfile> {
     // The agent was just routed from the database; a blip gets two retries.
     for attempt in 0..3u64 {
         match AgentProfile::load(&rt.pool, agent_id).await {
-            Ok(p) => return Some(p),
+            Ok(p) => {
+                rt.remember_profile(&p);
+                return Some(p);
+            }
             Err(err) => {
+                if let Some(p) = rt.last_profile(agent_id) {
+                    if !crate::db::is_permanent_error(&err) {
+                        tracing::warn!(error = %err, "database unreachable: the agent as last loaded");
+                        return Some(p);
+                    }
+                }
                 tracing::warn!(error = %err, attempt, "loading the agent failed");
                 tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
             }

@@ -14,10 +14,10 @@ use uuid::Uuid;
 use super::leads::LeadCollector;
 use super::llm::ChatMessage;
 use super::profile::AgentProfile;
-use super::records::{MessageRecord, RecordOp, RecordWriter, UsageRecord};
 use super::reply::ReplyEvent;
 use super::turn::continuation_after;
 use crate::metrics::{metrics, TurnTimes};
+use crate::records::{MessageRecord, Record, RecordWriter, UsageRecord};
 use crate::telemetry::TurnTrace;
 
 /// One sentence queued for playout.
@@ -75,7 +75,7 @@ pub struct CallLedger {
     tokens_in: u64,
     tokens_out: u64,
     messages: u64,
-    records: Vec<RecordOp>,
+    records: Vec<Record>,
     /// Contact details the caller gave, for the call's `leads` row.
     leads: LeadCollector,
     /// Where each turn is traced, with the call's SIP Call-ID.
@@ -436,11 +436,11 @@ impl CallLedger {
     ) {
         self.messages += 1;
         let i32_of = |v: Option<u32>| v.map(|v| v.min(i32::MAX as u32) as i32);
-        self.records.push(RecordOp::Message(MessageRecord {
+        self.records.push(Record::Message(MessageRecord {
             id: Uuid::new_v4(),
             workspace_id: self.workspace_id,
             session_id: self.session_id,
-            role,
+            role: role.into(),
             content: content.to_string(),
             interrupted,
             stt_ms: i32_of(stt_ms),
@@ -478,9 +478,9 @@ impl CallLedger {
         self.close_reply();
         self.flush_to(writer);
         let now = now_utc();
-        writer.submit(RecordOp::EndSession {
+        writer.submit(Record::EndSession {
             id: self.session_id,
-            status: session_status,
+            status: session_status.into(),
             summary: None,
             at: now,
         });
@@ -515,18 +515,19 @@ impl CallLedger {
         let mut cost = 0.0;
         for (kind, quantity, unit_cost, model) in usage {
             cost += quantity * unit_cost;
-            writer.submit(RecordOp::Usage(UsageRecord {
+            writer.submit(Record::Usage(UsageRecord {
                 id: Uuid::new_v4(),
                 workspace_id: self.workspace_id,
                 session_id: Some(self.session_id),
                 call_log_id: Some(self.call_log_id),
-                kind,
+                kind: kind.into(),
                 quantity,
                 unit_cost,
                 model,
             }));
         }
-        writer.submit(RecordOp::AddWorkspaceUsage {
+        writer.submit(Record::AddWorkspaceUsage {
+            id: Uuid::new_v4(),
             workspace_id: self.workspace_id,
             messages: self.messages as i64,
             tokens: (self.tokens_in + self.tokens_out) as i64,
@@ -538,13 +539,13 @@ impl CallLedger {
         if let Some(stats) = media_stats {
             latency["media"] = stats.clone();
         }
-        writer.submit(RecordOp::CallFigures {
+        writer.submit(Record::CallFigures {
             call_log_id: self.call_log_id,
             latency,
             cost,
         });
         if let Some(lead) = self.leads.lead() {
-            writer.submit(RecordOp::Lead {
+            writer.submit(Record::Lead {
                 id: Uuid::new_v4(),
                 workspace_id: self.workspace_id,
                 agent_id: self.profile.agent_id,
@@ -556,7 +557,7 @@ impl CallLedger {
             });
         }
         if let Some(rec) = recording {
-            writer.submit(RecordOp::Recording {
+            writer.submit(Record::Recording {
                 id: Uuid::new_v4(),
                 workspace_id: self.workspace_id,
                 call_log_id: self.call_log_id,

@@ -15,7 +15,6 @@ pub mod profile;
 pub mod provider_error;
 pub mod provider_http;
 pub mod providers;
-pub mod records;
 pub mod registry;
 pub mod reply;
 pub mod retrieval;

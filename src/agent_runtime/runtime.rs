@@ -1,19 +1,17 @@
-//! The process-wide part of the agent runtime: shared providers, the record
-//! writer and the live-call registry. It is the SIP layer's `CallHandler`.
+//! The process-wide part of the agent runtime: shared providers, the node's
+//! record writer and the live-call registry. It is the SIP layer's `CallHandler`.
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use super::profile::AgentProfile;
 use super::providers::Providers;
-use super::records::RecordWriter;
 use super::registry::Registry;
 use super::retrieval::KnowledgeIndex;
 use crate::config::Config;
+use crate::records::RecordWriter;
 use crate::sip::call::{CallHandler, IncomingCall};
-
-/// Writes queued while the database is away, per process.
-const RECORD_QUEUE: usize = 100_000;
 
 pub struct Runtime {
     pub pool: PgPool,
@@ -26,6 +24,9 @@ pub struct Runtime {
     pub knowledge: Arc<KnowledgeIndex>,
     /// Where turns are traced (`[telemetry] otlp_endpoint`), if anywhere.
     pub telemetry: Option<crate::telemetry::Telemetry>,
+    /// Each agent's profile as last loaded, for calls that start while the
+    /// database is unreachable. Bounded: cleared when full.
+    profiles: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, AgentProfile>>,
     /// The background pre-renderer (stopped with the runtime).
     prerender: Option<tokio::task::AbortHandle>,
 }
@@ -39,8 +40,13 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    pub fn new(pool: PgPool, config: Arc<Config>, providers: Providers) -> Arc<Runtime> {
-        let records = RecordWriter::start(pool.clone(), RECORD_QUEUE);
+    /// `records`: the node's record writer, shared with the SIP layer.
+    pub fn new(
+        pool: PgPool,
+        config: Arc<Config>,
+        providers: Providers,
+        records: RecordWriter,
+    ) -> Arc<Runtime> {
         let prerender =
             super::tts_prerender::spawn(pool.clone(), config.clone(), providers.clone())
                 .map(|t| t.abort_handle());
@@ -67,10 +73,27 @@ impl Runtime {
             records,
             registry: Registry::new(),
             providers,
+            profiles: Default::default(),
             prerender,
         })
     }
+
+    pub fn remember_profile(&self, profile: &AgentProfile) {
+        let mut profiles = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
+        if profiles.len() >= MAX_REMEMBERED_PROFILES {
+            profiles.clear();
+        }
+        profiles.insert(profile.agent_id, profile.clone());
+    }
+
+    pub fn last_profile(&self, agent_id: uuid::Uuid) -> Option<AgentProfile> {
+        let profiles = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
+        profiles.get(&agent_id).cloned()
+    }
 }
+
+/// Agents whose last profile is kept (about 1 KiB each).
+const MAX_REMEMBERED_PROFILES: usize = 10_000;
 
 /// The SIP layer's handler: each accepted call gets its own task.
 #[derive(Clone)]

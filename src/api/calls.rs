@@ -16,8 +16,8 @@ use super::auth::Principal;
 use super::body::{only_fields, req_str, JsonObject};
 use super::error::ApiError;
 use super::extract::Ids;
-use super::live::LiveCallView;
 use super::live::DtmfSent;
+use super::live::LiveCallView;
 use super::types::Role;
 use super::ApiState;
 

@@ -28,23 +28,8 @@ pub struct NegotiatedMedia {
     pub sources: crate::media::receiver::SourcePolicy,
 }
 
-/// Who ended a call (`call_logs.hangup_by`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HangupBy {
-    Caller,
-    Agent,
-    System,
-}
-
-impl HangupBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HangupBy::Caller => "caller",
-            HangupBy::Agent => "agent",
-            HangupBy::System => "system",
-        }
-    }
-}
+/// Who ended a call (`call_logs.hangup_by`); a record's value.
+pub use crate::records::HangupBy;
 
 /// What SIP tells the call while it runs.
 #[derive(Debug, Clone)]

@@ -250,7 +250,7 @@ impl Core {
     pub(super) fn log_start(&self, call: &Call, facts: &RouteFacts) -> CallLogStart {
         CallLogStart {
             id: call.log_id,
-            direction: call.direction,
+            direction: call.direction.as_str().into(),
             workspace_id: facts.workspace_id,
             agent_id: facts.agent_id,
             phone_number_id: facts.phone_number_id,
@@ -309,14 +309,14 @@ impl Core {
             };
             if let Some(f) = facts {
                 let end = CallEnd {
-                    status: "no_answer",
+                    status: "no_answer".into(),
                     sip_code: Some(487),
                     hangup_by: Some(HangupBy::Caller),
                     reason: "cancelled".into(),
                     at: Utc::now(),
                     duration_ms: None,
                 };
-                CallRecorder::rejected(&self.env.pool, self.log_start(call, &f), end);
+                CallRecorder::rejected(&self.env.records, self.log_start(call, &f), end);
             }
             self.remove_call(key);
             return;
@@ -338,14 +338,14 @@ impl Core {
                 };
                 if let Some(f) = &facts {
                     let end = CallEnd {
-                        status: status_for(code),
+                        status: status_for(code).into(),
                         sip_code: Some(code),
                         hangup_by: None,
                         reason: reason.to_string(),
                         at: Utc::now(),
                         duration_ms: None,
                     };
-                    CallRecorder::rejected(&self.env.pool, self.log_start(call, f), end);
+                    CallRecorder::rejected(&self.env.records, self.log_start(call, f), end);
                 }
                 let mut resp = self.response(&call.invite, code, reason, Some(key));
                 for (n, v) in headers {
@@ -380,14 +380,14 @@ impl Core {
             return;
         };
         let end = CallEnd {
-            status: "failed",
+            status: "failed".into(),
             sip_code: Some(503),
             hangup_by: Some(HangupBy::System),
             reason: reason.into(),
             at: Utc::now(),
             duration_ms: None,
         };
-        CallRecorder::rejected(&self.env.pool, start, end);
+        CallRecorder::rejected(&self.env.records, start, end);
         let mut resp = self.response(&call.invite, 503, "Service Unavailable", Some(key));
         resp.add_header("Retry-After", retry_after_secs.to_string());
         let invite_key = call.invite_key.clone();
@@ -424,7 +424,7 @@ impl Core {
             self.refuse_accepted(key, start, "no RTP port", 5, now);
             return;
         };
-        let recorder = CallRecorder::start(&self.env.pool, start);
+        let recorder = CallRecorder::start(&self.env.records, start);
         let local = std::net::SocketAddr::new(self.env.advertised_ip, lease.port());
         let (media, answer_sdp) = match &offer {
             Some((parsed, n)) => (
@@ -614,7 +614,7 @@ impl Core {
             call.cancelled = true;
         } else if let Some(r) = &call.recorder {
             r.ended(CallEnd {
-                status: "no_answer",
+                status: "no_answer".into(),
                 sip_code: Some(487),
                 hangup_by: Some(HangupBy::Caller),
                 reason: "cancelled".into(),

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::call::{CallCommand, SharedCallHandler};
@@ -76,7 +75,7 @@ pub struct Shared {
 pub struct Env {
     pub transports: Transports,
     pub decider: Arc<Decider>,
-    pub pool: PgPool,
+    pub records: crate::records::RecordWriter,
     pub handler: SharedCallHandler,
     pub ports: PortAllocator,
     pub rtp_bind_ip: IpAddr,

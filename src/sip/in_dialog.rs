@@ -409,7 +409,7 @@ impl Core {
             .map(|(_, t)| (at - t).num_milliseconds().max(0));
         if let Some(r) = &call.recorder {
             r.ended(CallEnd {
-                status,
+                status: status.into(),
                 sip_code,
                 hangup_by: Some(by),
                 reason: reason.to_string(),

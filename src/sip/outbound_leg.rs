@@ -245,7 +245,7 @@ impl Core {
             session_timer: None,
             variables: req.variables,
         };
-        let recorder = CallRecorder::start(&self.env.pool, self.log_start(&call, &facts));
+        let recorder = CallRecorder::start(&self.env.records, self.log_start(&call, &facts));
         self.calls.insert(key.clone(), call);
         if let Some(call) = self.calls.get_mut(&key) {
             call.recorder = Some(recorder);
@@ -388,7 +388,7 @@ impl Core {
                     tracing::info!(call_log_id = %call.log_id, status = f.outcome.status(), sip_code = ?f.sip_code, reason = %f.reason, "outbound call not answered");
                     if let Some(r) = &call.recorder {
                         r.ended(CallEnd {
-                            status: f.outcome.status(),
+                            status: f.outcome.status().into(),
                             sip_code: f.sip_code,
                             hangup_by,
                             reason: f.reason,

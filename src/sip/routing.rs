@@ -2,7 +2,10 @@
 //! address (`inbound_cidrs`, digest credentials), which agent owns the dialed
 //! number, whether the agent is live and the workspace under its plan limit,
 //! and per-trunk concurrency. Lookups are cached for `routing_cache_ttl_secs`
-//! so an INVITE flood does not become a query flood.
+//! so an INVITE flood does not become a query flood; while the database is
+//! unreachable, the last answer cached is used however old (calls to known
+//! numbers still reach their agent during an outage), and for 5 s after a
+//! lookup found it unreachable the cache answers without asking.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -72,7 +75,14 @@ pub struct Router {
     trunks: Mutex<Option<Cached<Arc<Vec<Trunk>>>>>,
     numbers: Mutex<HashMap<String, Cached<Arc<Vec<NumberRoute>>>>>,
     usage: Mutex<HashMap<Uuid, Cached<bool>>>,
+    /// Until then cached answers are used without asking the database: it
+    /// was just found unreachable, and each try waits out the pool's
+    /// acquire timeout while the caller waits for an answer.
+    away_until: Mutex<Option<Instant>>,
 }
+
+/// How long a lookup that found the database unreachable spares the next ones.
+const AWAY_HOLD: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -109,7 +119,16 @@ impl Router {
             trunks: Mutex::new(None),
             numbers: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            away_until: Mutex::new(None),
         }
+    }
+
+    fn database_away(&self) -> bool {
+        lock(&self.away_until).is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_away(&self) {
+        *lock(&self.away_until) = Some(Instant::now() + AWAY_HOLD);
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -119,7 +138,7 @@ impl Router {
     /// Enabled trunks that take inbound calls.
     pub async fn trunks(&self) -> Result<Arc<Vec<Trunk>>, sqlx::Error> {
         if let Some(c) = lock(&self.trunks).as_ref() {
-            if c.at.elapsed() < self.ttl {
+            if c.at.elapsed() < self.ttl || self.database_away() {
                 return Ok(c.value.clone());
             }
         }
@@ -135,13 +154,24 @@ impl Router {
             i32,
             i32,
         );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = match sqlx::query_as(
             "select id, workspace_id, name, inbound_cidrs, inbound_username, inbound_password, codecs, max_concurrent_calls, \
              country_code, national_length \
              from sip_trunks where enabled and direction in ('inbound', 'both') order by created_at",
         )
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        {
+            Ok(rows) => rows,
+            Err(err) => match lock(&self.trunks).as_ref() {
+                Some(c) if !crate::db::is_permanent_error(&err) => {
+                    self.mark_away();
+                    tracing::warn!(error = %err, "database unreachable: routing with the last trunks known");
+                    return Ok(c.value.clone());
+                }
+                _ => return Err(err),
+            },
+        };
         let trunks: Vec<Trunk> = rows
             .into_iter()
             .map(
@@ -193,19 +223,30 @@ impl Router {
     /// admitted it ([`select_route`]), never by the number alone.
     pub async fn numbers(&self, e164: &E164) -> Result<Arc<Vec<NumberRoute>>, sqlx::Error> {
         if let Some(c) = lock(&self.numbers).get(e164.as_str()) {
-            if c.at.elapsed() < self.ttl {
+            if c.at.elapsed() < self.ttl || self.database_away() {
                 return Ok(c.value.clone());
             }
         }
         type Row = (Uuid, Uuid, Option<Uuid>, Option<Uuid>, bool, Option<String>);
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = match sqlx::query_as(
             "select p.id, p.workspace_id, p.sip_trunk_id, p.agent_id, p.enabled, a.status::text \
              from phone_numbers p left join agents a on a.id = p.agent_id where p.e164 = $1 \
              order by p.created_at",
         )
         .bind(e164.as_str())
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        {
+            Ok(rows) => rows,
+            Err(err) => match lock(&self.numbers).get(e164.as_str()) {
+                Some(c) if !crate::db::is_permanent_error(&err) => {
+                    self.mark_away();
+                    tracing::warn!(error = %err, "database unreachable: routing with the last number lookup known");
+                    return Ok(c.value.clone());
+                }
+                _ => return Err(err),
+            },
+        };
         let routes: Arc<Vec<NumberRoute>> = Arc::new(
             rows.into_iter()
                 .map(
@@ -237,14 +278,24 @@ impl Router {
     /// `check_usage_limit(workspace_id)`: false when over the plan's limit.
     pub async fn usage_allows(&self, workspace_id: Uuid) -> Result<bool, sqlx::Error> {
         if let Some(c) = lock(&self.usage).get(&workspace_id) {
-            if c.at.elapsed() < self.ttl {
+            if c.at.elapsed() < self.ttl || self.database_away() {
                 return Ok(c.value);
             }
         }
-        let ok: bool = sqlx::query_scalar("select check_usage_limit($1)")
+        let ok: bool = match sqlx::query_scalar("select check_usage_limit($1)")
             .bind(workspace_id)
             .fetch_one(&self.pool)
-            .await?;
+            .await
+        {
+            Ok(ok) => ok,
+            Err(err) => match lock(&self.usage).get(&workspace_id) {
+                Some(c) if !crate::db::is_permanent_error(&err) => {
+                    self.mark_away();
+                    return Ok(c.value);
+                }
+                _ => return Err(err),
+            },
+        };
         let mut cache = lock(&self.usage);
         if cache.len() >= MAX_CACHE_ENTRIES {
             cache.clear();

@@ -24,6 +24,7 @@ use super::SipError;
 use crate::config::Config;
 use crate::media::ports::PortAllocator;
 use crate::media::Codec;
+use crate::records::RecordWriter;
 
 /// Queue of parsed messages from the transports to the core; when it is
 /// full (overload) new datagrams are dropped and peers retransmit.
@@ -84,17 +85,21 @@ pub struct SipServerHandle {
 
 impl SipServer {
     /// Binds `config.sip.listen` (UDP and TCP) and starts serving.
+    /// Routing reads `pool`; the calls' `call_logs` rows go to `records`
+    /// (the node's one record writer).
     pub async fn start(
         config: &Config,
         pool: PgPool,
+        records: RecordWriter,
         handler: SharedCallHandler,
     ) -> Result<SipServerHandle, SipError> {
-        Self::start_with(config, pool, handler, SipOptions::default()).await
+        Self::start_with(config, pool, records, handler, SipOptions::default()).await
     }
 
     pub async fn start_with(
         config: &Config,
         pool: PgPool,
+        records: RecordWriter,
         handler: SharedCallHandler,
         options: SipOptions,
     ) -> Result<SipServerHandle, SipError> {
@@ -133,7 +138,7 @@ impl SipServer {
         let env = Env {
             transports: transports.clone(),
             decider,
-            pool,
+            records,
             handler,
             ports: ports.clone(),
             rtp_bind_ip,

@@ -21,7 +21,8 @@ pub fn free_port() -> u16 {
 }
 
 /// The node's configuration: loopback SIP/API, RTP in `rtp_base..+200`,
-/// `database_url`, then `extra` (`SWITCHBOARD_…` keys) on top.
+/// `database_url`, records in memory only (no spill folder shared between
+/// test nodes), then `extra` (`SWITCHBOARD_…` keys) on top.
 pub fn node_config(database_url: &str, rtp_base: u16, extra: &[(&str, &str)]) -> Config {
     let sip_port = free_port();
     let mut env: Vec<(String, String)> = vec![
@@ -40,6 +41,7 @@ pub fn node_config(database_url: &str, rtp_base: u16, extra: &[(&str, &str)]) ->
         // machine running suites side by side (tests/runtime_admission.rs
         // turns it on).
         ("SWITCHBOARD_ADMISSION__MAX_STT_WAIT_MS".into(), "0".into()),
+        ("SWITCHBOARD_RECORDS__SPOOL_DIR".into(), String::new()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load_from(None, &env).expect("config")

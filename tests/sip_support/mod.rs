@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use switchboard::config::Config;
 use switchboard::db::testing::TestDb;
+use switchboard::records::RecordWriter;
 use switchboard::sip::call::{
     CallCommand, CallEvent, CallHandler, HangupBy, IncomingCall, NegotiatedMedia,
 };
@@ -146,6 +147,7 @@ impl Node {
             ),
             ("SWITCHBOARD_NODE_ID".to_string(), "test-node".to_string()),
             ("DATABASE_URL".to_string(), db.url.clone()),
+            ("SWITCHBOARD_RECORDS__SPOOL_DIR".to_string(), String::new()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::load_from(None, &env).expect("config");
@@ -153,10 +155,16 @@ impl Node {
             seen: Arc::new(Mutex::new(Vec::new())),
             script,
         };
-        let server =
-            SipServer::start_with(&config, db.pool.clone(), Arc::new(handler.clone()), options)
-                .await
-                .expect("SIP server starts");
+        let records = RecordWriter::start(db.pool.clone(), &config.records);
+        let server = SipServer::start_with(
+            &config,
+            db.pool.clone(),
+            records,
+            Arc::new(handler.clone()),
+            options,
+        )
+        .await
+        .expect("SIP server starts");
         Node {
             db,
             server,
