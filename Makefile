@@ -3,6 +3,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 FUZZ_SECONDS ?= 30
+# FUZZ_RUNS=1000000: each target runs that many inputs instead (no time limit).
+FUZZ_RUNS ?=
 FUZZ_TARGETS := sip_message sdp rtp_parse rtcp_parse telephone_event jitter_ops
 
 .PHONY: run test setup build fuzz fuzz-api bench
@@ -33,7 +35,8 @@ fuzz: setup
 	@# cargo-fuzz needs nightly flags: the nightly toolchain when installed, else stable with RUSTC_BOOTSTRAP.
 	if rustup toolchain list 2>/dev/null | grep -q nightly; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
 	for t in $(FUZZ_TARGETS); do \
-	  $(CARGO) $$tc fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	  if [ -n "$(FUZZ_RUNS)" ]; then limit=-runs=$(FUZZ_RUNS); else limit=-max_total_time=$(FUZZ_SECONDS); fi; \
+	  $(CARGO) $$tc fuzz run -O $$t -- $$limit -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
 	done
 
 # Schemathesis against /openapi.json of a running node; fails on any 5xx.

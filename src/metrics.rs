@@ -15,6 +15,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::records::{CALL_DIRECTIONS as DIRECTIONS, CALL_STATUSES as STATUSES};
+
 /// The content type of [`Metrics::render`]'s output.
 pub const TEXT_FORMAT: &str = prometheus::TEXT_FORMAT;
 
@@ -40,18 +42,6 @@ fn known(value: &str, set: &[&'static str]) -> &'static str {
         .copied()
         .unwrap_or("other")
 }
-
-const DIRECTIONS: &[&str] = &["inbound", "outbound", "web"];
-const STATUSES: &[&str] = &[
-    "ringing",
-    "in_progress",
-    "completed",
-    "failed",
-    "rejected",
-    "busy",
-    "no_answer",
-    "transferred",
-];
 
 /// RTP packets the node sent or received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,7 +440,7 @@ mod tests {
             "# TYPE switchboard_barge_ins_total counter",
             "# TYPE switchboard_db_write_failures_total counter",
             "# TYPE switchboard_sip_unauthenticated_rejections_total counter",
-            "switchboard_record_queue_depth{queue=\"call_logs\"}",
+            "switchboard_record_queue_depth{queue=\"records\"}",
             "switchboard_sip_responses_total{code=\"other\"}",
             "switchboard_http_request_seconds_count{route=\"/healthz\",status=\"200\"}",
             "switchboard_rtp_packets_total{direction=\"received\",outcome=\"late\"}",

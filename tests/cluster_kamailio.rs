@@ -432,6 +432,15 @@ async fn a_draining_node_takes_no_new_calls_and_finishes_its_own() {
         Some(0),
         "calls held through the drain failed:\n{tail}"
     );
+    let exited = poll(Duration::from_secs(15), || async {
+        (!Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    })
+    .await;
+    assert!(exited.is_some(), "the drained node did not exit");
+    // Its last records are written before it exits.
     let finished = count(
         &db.pool,
         &format!(
@@ -444,14 +453,6 @@ async fn a_draining_node_takes_no_new_calls_and_finishes_its_own() {
         finished, drained_calls,
         "the draining node's calls ended normally"
     );
-    let exited = poll(Duration::from_secs(15), || async {
-        (!Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.contains(") Z ")))
-        .then_some(())
-    })
-    .await;
-    assert!(exited.is_some(), "the drained node did not exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

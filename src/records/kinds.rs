@@ -26,7 +26,21 @@ impl HangupBy {
     }
 }
 
-/// A `call_logs` row as routing decides it (inbound).
+/// `call_logs.direction` values (the schema's check constraint).
+pub const CALL_DIRECTIONS: &[&str] = &["inbound", "outbound", "web"];
+/// `call_logs.status` values (the schema's check constraint).
+pub const CALL_STATUSES: &[&str] = &[
+    "ringing",
+    "in_progress",
+    "completed",
+    "failed",
+    "rejected",
+    "busy",
+    "no_answer",
+    "transferred",
+];
+
+/// A `call_logs` row as routing decides it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallLogStart {
     pub id: Uuid,

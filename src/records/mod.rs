@@ -17,6 +17,9 @@ mod sql;
 mod writer;
 
 pub use journal::{RecordStats, FIRST_RETRY_DELAY, MAX_RETRY_DELAY};
-pub use kinds::{CallEnd, CallLogStart, HangupBy, MessageRecord, Record, UsageRecord};
+pub use kinds::{
+    CallEnd, CallLogStart, HangupBy, MessageRecord, Record, UsageRecord, CALL_DIRECTIONS,
+    CALL_STATUSES,
+};
 pub use spool::MAX_LINE_BYTES;
 pub use writer::{Closed, RecordWriter};

@@ -258,7 +258,6 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
                 let st = &mut *st;
                 match result {
                     Ok(()) => {
-                        crate::metrics::metrics().record_queue_depth(st.journal.pending());
                         if failures > 0 {
                             tracing::info!(
                                 failures,
@@ -270,6 +269,7 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
                         if let Some(spool) = st.spool.as_mut() {
                             spool.applied(from_spool);
                         }
+                        crate::metrics::metrics().record_queue_depth(st.journal.pending());
                     }
                     Err(err) => {
                         crate::metrics::metrics().db_write_failed();
@@ -313,6 +313,7 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
                 }
             }
             Action::Idle | Action::Busy => {
+                crate::metrics::metrics().record_queue_depth(lock(&shared).journal.pending());
                 tokio::select! {
                     _ = shared.wake.notified() => {}
                     _ = tokio::time::sleep(SYNC_EVERY) => {}

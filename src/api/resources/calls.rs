@@ -4,17 +4,7 @@
 use crate::api::resource::{eq, out, Filter, Kind, Op, Resource, READ_ONLY};
 use crate::api::types::Role;
 
-const STATUSES: &[&str] = &[
-    "ringing",
-    "in_progress",
-    "completed",
-    "failed",
-    "rejected",
-    "busy",
-    "no_answer",
-    "transferred",
-];
-const DIRECTIONS: &[&str] = &["inbound", "outbound", "web"];
+use crate::records::{CALL_DIRECTIONS as DIRECTIONS, CALL_STATUSES as STATUSES};
 
 pub static CALL_LOGS: Resource = Resource {
     path: "call-logs",
