@@ -69,6 +69,7 @@ async fn main() {
             threads,
             workers: 1,
             sized_audio_ctx: true,
+            temperature_fallback: true,
         },
     )
     .unwrap();
@@ -78,6 +79,7 @@ async fn main() {
             threads,
             workers: 1,
             sized_audio_ctx: false,
+            temperature_fallback: true,
         },
     )
     .unwrap();

@@ -156,6 +156,7 @@ pub fn ears() -> &'static WhisperStt {
                 threads: 2,
                 workers: 1,
                 sized_audio_ctx: true,
+                temperature_fallback: false,
             },
         )
         .expect("load whisper base")

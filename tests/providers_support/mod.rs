@@ -42,6 +42,7 @@ pub fn whisper(workers: usize, sized: bool) -> Arc<WhisperStt> {
                 threads: 2,
                 workers,
                 sized_audio_ctx: sized,
+                temperature_fallback: true,
             },
         )
         .expect("load whisper"),
