@@ -5,9 +5,7 @@
 //! speak from 127.0.0.2, and the demo trunk admits only 127.0.0.2: a call
 //! gets in only if the node took the caller's address from Kamailio.
 
-#[allow(dead_code)]
 mod common;
-#[allow(dead_code)]
 mod sip_support;
 
 use std::net::{SocketAddr, UdpSocket};

@@ -3,9 +3,7 @@
 //! Retry-After (recorded `failed`) and the calls already up go on; once the
 //! node has room again it takes calls.
 
-#[allow(dead_code)]
 mod common;
-#[allow(dead_code)]
 mod sip_support;
 
 use std::time::Duration;

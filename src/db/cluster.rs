@@ -104,7 +104,7 @@ impl Cluster {
         .bind(api_addr)
         .execute(&self.pool)
         .await?;
-        let closed = close_calls_of(&self.pool, &[self.node_id.clone()]).await?;
+        let closed = close_calls_of(&self.pool, std::slice::from_ref(&self.node_id)).await?;
         if closed > 0 {
             tracing::warn!(closed, "closed calls an earlier run of this node left open");
         }
@@ -239,7 +239,7 @@ impl Cluster {
                 tracing::warn!("cluster heartbeat failed: {e}");
                 continue;
             }
-            if n % SWEEP_EVERY == 0 {
+            if n.is_multiple_of(SWEEP_EVERY) {
                 match self.sweep_lost().await {
                     Ok(0) => {}
                     Ok(closed) => tracing::warn!(closed, "closed the calls of lost nodes"),
