@@ -23,6 +23,28 @@ async fn refusals(db: &TestDb) -> Vec<(String, Option<i32>, Option<String>)> {
     .expect("rows")
 }
 
+/// A SIPp INVITE answered 503 with `Retry-After: {secs}`, and the refusals
+/// recorded once the node has written them.
+async fn refused_with_retry_after(
+    db: &TestDb,
+    sip: std::net::SocketAddr,
+    secs: u32,
+) -> Vec<(String, Option<i32>, Option<String>)> {
+    let refused = sip_support::sipp(sip, "uac_expect_503.xml", NUMBER, &[]).await;
+    refused.assert_ok();
+    assert!(
+        refused.messages.contains(&format!("Retry-After: {secs}")),
+        "{}",
+        refused.messages
+    );
+    common::node::poll(Duration::from_secs(5), || async {
+        let r = refusals(db).await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await
+    .expect("the refusal is recorded")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_answers_503_with_retry_after_and_keeps_its_call() {
     common::node::init_logs();
@@ -47,19 +69,7 @@ async fn a_full_node_answers_503_with_retry_after_and_keeps_its_call() {
         .await
         .expect("the first call is served");
 
-    let refused = sip_support::sipp(sip, "uac_expect_503.xml", NUMBER, &[]).await;
-    refused.assert_ok();
-    assert!(
-        refused.messages.contains("Retry-After: 7"),
-        "{}",
-        refused.messages
-    );
-    let rows = common::node::poll(Duration::from_secs(5), || async {
-        let r = refusals(&db).await;
-        (!r.is_empty()).then_some(r)
-    })
-    .await
-    .expect("the refusal is recorded");
+    let rows = refused_with_retry_after(&db, sip, 7).await;
     assert_eq!(
         rows,
         vec![(
@@ -100,19 +110,7 @@ async fn an_overloaded_node_refuses_new_calls_until_transcriptions_keep_up_again
     for _ in 0..20 {
         switchboard::agent_runtime::admission::record_stt_wait(Duration::from_millis(2_500));
     }
-    let refused = sip_support::sipp(sip, "uac_expect_503.xml", NUMBER, &[]).await;
-    refused.assert_ok();
-    assert!(
-        refused.messages.contains("Retry-After: 5"),
-        "{}",
-        refused.messages
-    );
-    let rows = common::node::poll(Duration::from_secs(5), || async {
-        let r = refusals(&db).await;
-        (!r.is_empty()).then_some(r)
-    })
-    .await
-    .expect("the refusal is recorded");
+    let rows = refused_with_retry_after(&db, sip, 5).await;
     assert_eq!(rows[0].2.as_deref(), Some("overloaded"));
 
     // The long waits leave the measure's 10 s window; quick ones follow.
