@@ -42,13 +42,21 @@ fn speech_16k() -> Vec<i16> {
 /// shared machine hits both alike; the minimum is the best estimate of the
 /// uncontended cost.
 async fn run_interleaved(a: &WhisperStt, b: &WhisperStt, pcm: &[i16]) -> [(Vec<f64>, String); 2] {
-    a.transcribe(pcm, None).await.expect("warm-up");
-    b.transcribe(pcm, None).await.expect("warm-up");
+    a.transcribe(pcm, &switchboard::agent_runtime::stt::SttHints::default())
+        .await
+        .expect("warm-up");
+    b.transcribe(pcm, &switchboard::agent_runtime::stt::SttHints::default())
+        .await
+        .expect("warm-up");
     let mut out = [(Vec::new(), String::new()), (Vec::new(), String::new())];
     for _ in 0..RUNS {
         for (i, stt) in [a, b].into_iter().enumerate() {
             let t0 = Instant::now();
-            out[i].1 = stt.transcribe(pcm, None).await.expect("transcribe").text;
+            out[i].1 = stt
+                .transcribe(pcm, &switchboard::agent_runtime::stt::SttHints::default())
+                .await
+                .expect("transcribe")
+                .text;
             out[i].0.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
     }

@@ -18,7 +18,9 @@ async fn main() -> anyhow::Result<()> {
             .map(|c| c[0])
             .collect();
         let pcm = switchboard::media::resample::resample_all(&mono, spec.sample_rate, 16_000)?;
-        let t = stt.transcribe(&pcm, None).await?;
+        let t = stt
+            .transcribe(&pcm, &switchboard::agent_runtime::stt::SttHints::default())
+            .await?;
         println!(
             "{path}: {:?} ({} ms audio, {} ms)",
             t.text, t.audio_ms, t.elapsed_ms

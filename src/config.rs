@@ -176,6 +176,8 @@ pub struct SttConfig {
     pub model_path: String,
     pub threads: u32,
     pub workers: usize,
+    /// Give the recognizer the knowledge's own words as a hint.
+    pub knowledge_hint: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

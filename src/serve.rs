@@ -142,7 +142,10 @@ fn spawn_stt_warm_up(stt: Arc<dyn crate::agent_runtime::stt::SpeechToText>) {
         let quiet: Vec<i16> = (0..24_000u32)
             .map(|i| ((i.wrapping_mul(2_654_435_761) >> 24) as i16 - 128) / 4)
             .collect();
-        match stt.transcribe(&quiet, Some("en")).await {
+        match stt
+            .transcribe(&quiet, &crate::agent_runtime::stt::SttHints::language("en"))
+            .await
+        {
             Ok(_) => tracing::info!(
                 ms = started.elapsed().as_millis() as u64,
                 "speech-to-text warmed up"

@@ -39,7 +39,10 @@ async fn speech_through_opus_with_loss_is_still_understood() {
     }
     assert_eq!(out.len(), packets.len() * 320);
     let _turn = whisper_turn().await;
-    let heard = whisper(1, true).transcribe(&out, None).await.unwrap();
+    let heard = whisper(1, true)
+        .transcribe(&out, &switchboard::agent_runtime::stt::SttHints::default())
+        .await
+        .unwrap();
     println!(
         "opus {kbps:.1} kbit/s, {lost} of {} packets lost: heard {:?}",
         packets.len(),

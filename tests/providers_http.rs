@@ -306,7 +306,7 @@ async fn transcriptions(State(m): State<Mock>, headers: HeaderMap, body: Bytes) 
         .stt
         .as_ref()
         .unwrap()
-        .transcribe(&pcm, None)
+        .transcribe(&pcm, &switchboard::agent_runtime::stt::SttHints::default())
         .await
         .unwrap()
         .text;
@@ -674,7 +674,13 @@ async fn openai_stt_uploads_a_wav_the_server_can_transcribe() {
         "sk-stt",
         "whisper-1",
     );
-    let t = stt.transcribe(&pcm, Some("en-US")).await.unwrap();
+    let t = stt
+        .transcribe(
+            &pcm,
+            &switchboard::agent_runtime::stt::SttHints::language("en-US"),
+        )
+        .await
+        .unwrap();
     assert!(words(&t.text).contains("saturday"), "{}", t.text);
     assert_eq!(t.text, t.text.trim());
     {
@@ -686,5 +692,8 @@ async fn openai_stt_uploads_a_wav_the_server_can_transcribe() {
     }
     let bad = OpenAiStt::new(loopback_client(), "http://127.0.0.1:9/v1", "", "whisper-1")
         .with_timeout(Duration::from_secs(2));
-    assert!(bad.transcribe(&pcm, None).await.is_err());
+    assert!(bad
+        .transcribe(&pcm, &switchboard::agent_runtime::stt::SttHints::default())
+        .await
+        .is_err());
 }

@@ -19,7 +19,10 @@ async fn whisper_transcribes_a_spoken_question() {
     let _turn = providers_support::whisper_turn().await;
     let stt = whisper(1, true);
     let t = stt
-        .transcribe(&pcm, Some("en-US"))
+        .transcribe(
+            &pcm,
+            &switchboard::agent_runtime::stt::SttHints::language("en-US"),
+        )
         .await
         .expect("transcribe");
     println!(
@@ -70,7 +73,13 @@ async fn espeak_speech_is_transcribed_back_to_its_text() {
     assert!((2.0..8.0).contains(&secs), "{secs} s");
     let pcm16 = resample_all(&pcm, rate, 16_000).unwrap();
     let _turn = providers_support::whisper_turn().await;
-    let t = whisper(1, true).transcribe(&pcm16, None).await.unwrap();
+    let t = whisper(1, true)
+        .transcribe(
+            &pcm16,
+            &switchboard::agent_runtime::stt::SttHints::default(),
+        )
+        .await
+        .unwrap();
     let w = words(&t.text);
     println!("heard: {w}");
     // whisper tiny may mishear a word ("nine" → "night"); the meaning must survive.
@@ -160,12 +169,18 @@ async fn dropped_transcription_never_blocks_the_pool() {
     // Full 30 s window: slow enough to be dropped mid-inference.
     let _turn = providers_support::whisper_turn().await;
     let slow = whisper(1, false);
-    let warm = slow.transcribe(&pcm, None).await.unwrap();
+    let warm = slow
+        .transcribe(&pcm, &switchboard::agent_runtime::stt::SttHints::default())
+        .await
+        .unwrap();
     for round in 0..2 {
         let abandoned = {
             let slow = slow.clone();
             let pcm = pcm.clone();
-            tokio::spawn(async move { slow.transcribe(&pcm, None).await })
+            tokio::spawn(async move {
+                slow.transcribe(&pcm, &switchboard::agent_runtime::stt::SttHints::default())
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(150 + 300 * round)).await;
         abandoned.abort();
@@ -176,7 +191,10 @@ async fn dropped_transcription_never_blocks_the_pool() {
             "the caller is released at once"
         );
         let t0 = Instant::now();
-        let next = slow.transcribe(&pcm, None).await.unwrap();
+        let next = slow
+            .transcribe(&pcm, &switchboard::agent_runtime::stt::SttHints::default())
+            .await
+            .unwrap();
         let waited = t0.elapsed();
         println!(
             "full-window run {} ms; next caller after a drop at {} ms waited {:?}",

@@ -160,7 +160,13 @@ async fn a_provider_url_on_an_internal_address_is_refused_before_any_connection(
     assert!(error.to_string().contains("refused"), "{error}");
 
     let stt = OpenAiStt::new(client.clone(), &base, "sk", "whisper-1");
-    let error = stt.transcribe(&[0i16; 1600], None).await.unwrap_err();
+    let error = stt
+        .transcribe(
+            &[0i16; 1600],
+            &switchboard::agent_runtime::stt::SttHints::default(),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(error, ProviderError::Refused(_)), "STT: {error:?}");
 
     let tts = OpenAiTts::new(client.clone(), &base, "sk", "tts-1");
@@ -180,7 +186,13 @@ async fn a_provider_url_on_an_internal_address_is_refused_before_any_connection(
         "http://10.0.0.1/v1",
     ] {
         let stt = OpenAiStt::new(client.clone(), url, "sk", "whisper-1");
-        let error = stt.transcribe(&[0i16; 1600], None).await.unwrap_err();
+        let error = stt
+            .transcribe(
+                &[0i16; 1600],
+                &switchboard::agent_runtime::stt::SttHints::default(),
+            )
+            .await
+            .unwrap_err();
         assert!(
             matches!(error, ProviderError::Refused(_)),
             "{url}: {error:?}"
@@ -230,7 +242,12 @@ async fn an_endless_error_body_costs_a_bounded_read() {
         "whisper-1",
     );
     let started = Instant::now();
-    let result = stt.transcribe(&vec![0i16; 16_000], Some("en")).await;
+    let result = stt
+        .transcribe(
+            &vec![0i16; 16_000],
+            &switchboard::agent_runtime::stt::SttHints::language("en"),
+        )
+        .await;
     let took = started.elapsed();
     println!("error after {took:?}: {result:?}");
     match result {
@@ -381,7 +398,13 @@ async fn endless_or_dripping_audio_and_an_endless_transcript_are_bounded() {
         "whisper-1",
     );
     let started = Instant::now();
-    let error = stt.transcribe(&[0i16; 1600], None).await.unwrap_err();
+    let error = stt
+        .transcribe(
+            &[0i16; 1600],
+            &switchboard::agent_runtime::stt::SttHints::default(),
+        )
+        .await
+        .unwrap_err();
     println!("endless transcript: {error} after {:?}", started.elapsed());
     assert!(matches!(error, ProviderError::Protocol(_)), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(2));

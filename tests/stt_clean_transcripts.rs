@@ -190,7 +190,13 @@ fn dump(name: &str, turn: u64, audio: &[i16]) {
 async fn transcribe(stt: &WhisperStt, audio: &[i16]) -> String {
     let mut last = None;
     for _ in 0..3 {
-        match stt.transcribe(audio, Some("en")).await {
+        match stt
+            .transcribe(
+                audio,
+                &switchboard::agent_runtime::stt::SttHints::language("en"),
+            )
+            .await
+        {
             Ok(t) => return t.text,
             Err(e) => last = Some(e),
         }

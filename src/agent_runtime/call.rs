@@ -17,6 +17,7 @@ use super::profile::AgentProfile;
 use super::providers::Providers;
 use super::registry::{ControlRequest, LiveCallInfo};
 use super::reply::{ReplyContext, ReplyEvent};
+use super::stt::SttHints;
 use super::turn::{Action, Input, SayKind, TurnMachine, TurnSettings};
 use super::Runtime;
 use crate::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
@@ -306,12 +307,21 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                     let stt = providers.stt.clone();
                     let embedder = providers.embedder.clone();
                     let tx = stt_tx.clone();
-                    let language = profile.stt_language.clone();
+                    let hints = SttHints {
+                        language: profile.stt_language.clone(),
+                        prompt: if rt.config.stt.knowledge_hint {
+                            rt.knowledge
+                                .cached((profile.workspace_id, Some(profile.agent_id)))
+                                .and_then(|k| k.recognizer_hint().map(str::to_string))
+                        } else {
+                            None
+                        },
+                    };
                     stt_tasks.insert(
                         turn,
                         tokio::spawn(async move {
                             let result = stt
-                                .transcribe(&audio, language.as_deref())
+                                .transcribe(&audio, &hints)
                                 .await
                                 .map_err(|e| e.to_string());
                             // The question's vector is computed while the

@@ -34,14 +34,42 @@ pub struct Transcript {
     pub elapsed_ms: u32,
 }
 
+/// What a transcription is told besides the audio.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SttHints {
+    /// Language such as "en" or "en-US".
+    pub language: Option<String>,
+    /// Text in the words the caller is likely to use (the agent's own
+    /// vocabulary, see `retrieval::vocabulary`): whisper's initial prompt,
+    /// the `prompt` field of an OpenAI-compatible service. It biases the
+    /// recognizer's spelling towards those words ("whiter", not "wider").
+    pub prompt: Option<String>,
+}
+
+impl SttHints {
+    pub fn language(language: &str) -> SttHints {
+        SttHints {
+            language: Some(language.to_string()),
+            prompt: None,
+        }
+    }
+
+    /// The language without its region, lower case ("en-US" → "en").
+    pub fn base_language(&self) -> Option<String> {
+        self.language
+            .as_deref()
+            .map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase())
+    }
+}
+
 #[async_trait]
 pub trait SpeechToText: Send + Sync {
-    /// Transcribes one utterance (16 kHz mono). `language` is a hint such as
-    /// "en" or "en-US". Dropping the future abandons the request at once.
+    /// Transcribes one utterance (16 kHz mono). Dropping the future abandons
+    /// the request at once.
     async fn transcribe(
         &self,
         pcm16k: &[i16],
-        language: Option<&str>,
+        hints: &SttHints,
     ) -> Result<Transcript, ProviderError>;
     /// Provider name for usage records.
     fn name(&self) -> String;
@@ -222,7 +250,7 @@ impl SpeechToText for WhisperStt {
     async fn transcribe(
         &self,
         pcm16k: &[i16],
-        language: Option<&str>,
+        hints: &SttHints,
     ) -> Result<Transcript, ProviderError> {
         let started = Instant::now();
         let audio_ms = (pcm16k.len() as u64 * 1000 / STT_SAMPLE_RATE as u64) as u32;
@@ -260,12 +288,20 @@ impl SpeechToText for WhisperStt {
         let ctx = self.ctx.clone();
         let states = self.states.clone();
         let options = self.options.clone();
-        let language =
-            language.map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase());
+        let language = hints.base_language();
+        let prompt = hints.prompt.clone();
         let job = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _cores = cores;
-            run_whisper(&ctx, &states, &options, &audio, language.as_deref(), abort)
+            run_whisper(
+                &ctx,
+                &states,
+                &options,
+                &audio,
+                language.as_deref(),
+                prompt.as_deref(),
+                abort,
+            )
         });
         // A decode that loops (tiny models on odd audio can repeat a token
         // until the context is full) must not hold the only worker: past the
@@ -295,6 +331,7 @@ fn run_whisper(
     options: &WhisperOptions,
     audio: &[f32],
     language: Option<&str>,
+    prompt: Option<&str>,
     abort: Arc<AtomicBool>,
 ) -> Result<String, ProviderError> {
     if abort.load(Ordering::Relaxed) {
@@ -324,6 +361,10 @@ fn run_whisper(
         params.set_audio_ctx(audio_ctx_for(audio.len()));
     }
     params.set_language(Some(language.unwrap_or("en")));
+    let prompt_tokens = prompt.map(|p| prompt_tokens(ctx, p)).unwrap_or_default();
+    if !prompt_tokens.is_empty() {
+        params.set_tokens(&prompt_tokens);
+    }
     // Speech runs at about 3 words (4 tokens) a second; a bound well above
     // that stops a repeating decode early instead of at the context limit.
     params.set_max_tokens(max_tokens_for(audio.len()));
@@ -371,6 +412,27 @@ fn run_whisper(
         tracing::debug!(raw, clean = %clean, "whisper repeated itself; repeats dropped");
     }
     Ok(clean)
+}
+
+/// Most prompt tokens given to whisper: it keeps at most half its text
+/// context (224 tokens) of a prompt, and every token costs decoder time.
+pub const MAX_PROMPT_TOKENS: usize = 96;
+
+/// `prompt` as whisper tokens, at most [`MAX_PROMPT_TOKENS`] (its start:
+/// the vocabulary puts the most telling words first). A prompt whisper
+/// cannot tokenize is dropped, not an error: it is only a hint.
+fn prompt_tokens(ctx: &WhisperContext, prompt: &str) -> Vec<std::ffi::c_int> {
+    let clean: String = prompt.chars().filter(|c| *c != '\0').collect();
+    match ctx.tokenize(&clean, 1024) {
+        Ok(mut tokens) => {
+            tokens.truncate(MAX_PROMPT_TOKENS);
+            tokens
+        }
+        Err(err) => {
+            tracing::debug!(%err, "whisper prompt not tokenized; transcribing without it");
+            Vec::new()
+        }
+    }
 }
 
 /// Tiny models sometimes loop, writing the same sentence (or the same few

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::provider_http::{read_body, send, Budget, CallLimits};
-use super::stt::{ProviderError, SpeechToText, Transcript, MAX_UTTERANCE_SAMPLES, STT_SAMPLE_RATE};
+use super::stt::{
+    ProviderError, SpeechToText, SttHints, Transcript, MAX_UTTERANCE_SAMPLES, STT_SAMPLE_RATE,
+};
 use super::wav::encode_wav;
 use crate::outbound::GuardedClient;
 
@@ -83,7 +85,7 @@ impl SpeechToText for OpenAiStt {
     async fn transcribe(
         &self,
         pcm16k: &[i16],
-        language: Option<&str>,
+        hints: &SttHints,
     ) -> Result<Transcript, ProviderError> {
         let started = tokio::time::Instant::now();
         let mut budget = Budget::start(self.limits, started);
@@ -91,13 +93,22 @@ impl SpeechToText for OpenAiStt {
         let audio_ms = (pcm.len() as u64 * 1000 / STT_SAMPLE_RATE as u64) as u32;
         let wav = encode_wav(pcm, STT_SAMPLE_RATE);
         let boundary = format!("switchboard-{}", uuid::Uuid::new_v4().simple());
-        let lang = language.map(|l| l.split(['-', '_']).next().unwrap_or(l).to_ascii_lowercase());
+        let lang = hints.base_language();
         let mut fields = vec![("model", self.model.as_str()), ("response_format", "json")];
         if let Some(l) = lang
             .as_deref()
             .filter(|l| l.len() <= 8 && l.chars().all(|c| c.is_ascii_alphabetic()))
         {
             fields.push(("language", l));
+        }
+        // The agent's vocabulary, as OpenAI's `prompt` field; a multipart
+        // field value must not hold the boundary's CR LF sequence.
+        let prompt = hints
+            .prompt
+            .as_deref()
+            .map(|p| p.replace(['\r', '\n'], " "));
+        if let Some(p) = prompt.as_deref().filter(|p| !p.is_empty()) {
+            fields.push(("prompt", p));
         }
         let req = self
             .client

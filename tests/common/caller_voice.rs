@@ -181,7 +181,10 @@ pub async fn hear_16k(pcm16k: &[i16]) -> String {
 /// busy machine records it and goes on).
 pub async fn try_hear_16k(pcm16k: &[i16]) -> Result<String, String> {
     ears()
-        .transcribe(pcm16k, Some("en"))
+        .transcribe(
+            pcm16k,
+            &switchboard::agent_runtime::stt::SttHints::language("en"),
+        )
         .await
         .map(|t| t.text.to_lowercase())
         .map_err(|e| e.to_string())

@@ -10,6 +10,7 @@ pub mod index;
 pub mod normalize;
 pub mod sql;
 pub mod store;
+pub mod vocabulary;
 
 use serde::Serialize;
 use uuid::Uuid;

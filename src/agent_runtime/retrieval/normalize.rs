@@ -172,6 +172,14 @@ pub fn words(text: &str, max: usize) -> Vec<String> {
     out
 }
 
+/// Whether a single word says something of a topic: not a stop word nor
+/// a conversational one ("need", "time").
+pub fn is_topic_word(word: &str) -> bool {
+    let t = tables();
+    let lower = word.to_lowercase();
+    !t.stop.contains(lower.as_str()) && !t.generic.contains(t.stemmer.stem(&lower).as_ref())
+}
+
 /// A matching term of a text, with its weight in a question (1 for topic
 /// words, [`GENERIC_WEIGHT`] for conversational ones).
 #[derive(Debug, Clone, PartialEq)]

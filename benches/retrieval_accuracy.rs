@@ -1,0 +1,255 @@
+//! Answer accuracy of retrieval alone, in seconds: the knowledge of the
+//! conversation benchmark's tuning bases and of the paraphrase fixtures is
+//! indexed in memory as the runtime indexes it (FAQ chunks `Q: …\nA: …`,
+//! their vectors and their questions' vectors from the default embedder,
+//! the everyday requests as the off-topic reference), each question is
+//! searched, and the offline answerer's rule decides: the best passage at
+//! or above its floor, else the fallback. Prints the misses of the tuning
+//! questions and only the totals of the untouched splits; the benchmark's
+//! held-out base is never read. The end-to-end figures are the paraphrase
+//! test's and the conversation benchmark's.
+//!
+//! Run: `cargo bench --bench retrieval_accuracy` (after scripts/setup).
+
+use std::path::Path;
+
+use serde_json::Value;
+use switchboard::agent_runtime::embeddings::Embedder;
+use switchboard::agent_runtime::llm_offline::ANSWER_FLOOR;
+use switchboard::agent_runtime::retrieval::index::ChunkRow;
+use switchboard::agent_runtime::retrieval::{AgentIndex, Everyday};
+use uuid::Uuid;
+
+const FALLBACK: &str = "fallback";
+
+struct Case {
+    said: String,
+    /// FAQ position, or None for the fallback.
+    expected: Option<usize>,
+}
+
+struct Kb {
+    name: String,
+    faqs: Vec<(String, String)>,
+    documents: Vec<String>,
+    tuning: Vec<Case>,
+    untouched: Vec<Case>,
+}
+
+fn read(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
+}
+
+fn faqs(v: &Value) -> Vec<(String, String)> {
+    v["faqs"]
+        .as_array()
+        .expect("faqs")
+        .iter()
+        .map(|f| {
+            (
+                f["question"].as_str().unwrap_or_default().to_string(),
+                f["answer"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A conversation benchmark base: questions name the FAQ by id.
+fn bench_kb(path: &Path) -> Kb {
+    let v = read(path);
+    let ids: Vec<&str> = v["faqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap_or_default())
+        .collect();
+    let tuning = v["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| Case {
+            said: q["said"].as_str().unwrap().to_string(),
+            expected: ids
+                .iter()
+                .position(|id| Some(*id) == q["expected"].as_str()),
+        })
+        .collect();
+    Kb {
+        name: v["name"].as_str().unwrap_or("?").into(),
+        faqs: faqs(&v),
+        documents: v["documents"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|x| x["content"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        tuning,
+        untouched: Vec::new(),
+    }
+}
+
+/// A paraphrase fixture: questions name the FAQ by position; the
+/// off-topic questions are asked of every fixture base.
+fn fixture_kb(path: &Path, off_topic: &Value) -> Kb {
+    let v = read(path);
+    let split = |key: &str| -> Vec<Case> {
+        let mut cases: Vec<Case> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| Case {
+                said: q["q"].as_str().unwrap().to_string(),
+                expected: q["faq"].as_u64().map(|f| f as usize),
+            })
+            .collect();
+        cases.extend(off_topic[key].as_array().unwrap().iter().map(|q| Case {
+            said: q.as_str().unwrap().to_string(),
+            expected: None,
+        }));
+        cases
+    };
+    Kb {
+        name: v["name"].as_str().unwrap_or("?").into(),
+        faqs: faqs(&v),
+        documents: Vec::new(),
+        tuning: split("questions"),
+        untouched: split("untouched"),
+    }
+}
+
+async fn index(kb: &Kb, embedder: &dyn Embedder, everyday: &Everyday) -> AgentIndex {
+    let contents: Vec<String> = kb
+        .faqs
+        .iter()
+        .map(|(q, a)| format!("Q: {q}\nA: {a}"))
+        .chain(kb.documents.iter().cloned())
+        .collect();
+    let vectors = embedder.embed(&contents).await.expect("embed chunks");
+    let questions: Vec<String> = kb.faqs.iter().map(|(q, _)| q.clone()).collect();
+    let question_vectors = embedder.embed(&questions).await.expect("embed questions");
+    let rows: Vec<ChunkRow> = contents
+        .into_iter()
+        .zip(vectors)
+        .enumerate()
+        .map(|(i, (content, v))| ChunkRow {
+            id: Uuid::from_u128(i as u128 + 1),
+            source_id: Uuid::nil(),
+            agent_id: None,
+            chunk_index: i as i32,
+            content,
+            embedding: Some(v),
+            question_embedding: question_vectors.get(i).cloned(),
+        })
+        .collect();
+    AgentIndex::build(rows).with_everyday(everyday)
+}
+
+/// (right, total) over `cases`, printing each miss when `show`.
+async fn score(
+    kb: &Kb,
+    idx: &AgentIndex,
+    embedder: &dyn Embedder,
+    cases: &[Case],
+    show: bool,
+) -> (usize, usize) {
+    let mut right = 0;
+    for case in cases {
+        let qv = embedder
+            .embed(std::slice::from_ref(&case.said))
+            .await
+            .expect("embed question")
+            .pop();
+        let found = idx.search(&case.said, qv.as_deref(), 4, 0.0);
+        let answered = found
+            .iter()
+            .find(|c| c.score >= ANSWER_FLOOR)
+            .map(|c| c.chunk_index as usize);
+        let ok = answered == case.expected;
+        right += ok as usize;
+        if show && !ok {
+            let name = |i: Option<usize>| {
+                i.and_then(|i| kb.faqs.get(i)).map_or_else(
+                    || match i {
+                        Some(d) => format!("document {d}"),
+                        None => FALLBACK.to_string(),
+                    },
+                    |(q, _)| q.clone(),
+                )
+            };
+            let top: Vec<String> = found
+                .iter()
+                .take(3)
+                .map(|c| {
+                    format!(
+                        "{:.3} (t {:.2} v {:.3}) {}",
+                        c.score,
+                        c.text_score,
+                        c.vector_score.unwrap_or(0.0),
+                        name(Some(c.chunk_index as usize))
+                    )
+                })
+                .collect();
+            println!(
+                "  MISS {:?}: want {:?}, got {:?}\n       {}",
+                case.said,
+                name(case.expected),
+                name(answered),
+                top.join("\n       ")
+            );
+        }
+    }
+    (right, cases.len())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = switchboard::config::Config::load(None).expect("config");
+    let embedder = switchboard::agent_runtime::sentence_embedder::shared(
+        &root.join(&config.embeddings.local_model_dir),
+        &root.join(&config.tts.onnxruntime_path),
+    )
+    .expect("the embedding model loads (run scripts/setup)");
+    let everyday = Everyday::embed(embedder.as_ref()).await.expect("everyday");
+    let off_topic = read(&root.join("tests/fixtures/knowledge/off_topic.json"));
+    let mut kbs: Vec<Kb> = ["dental.json", "garage.json"]
+        .iter()
+        .map(|f| bench_kb(&root.join("bench/conversation/kb").join(f)))
+        .collect();
+    for f in ["vet_clinic.json", "daycare.json"] {
+        kbs.push(fixture_kb(
+            &root.join("tests/fixtures/knowledge").join(f),
+            &off_topic,
+        ));
+    }
+    // The untouched splits are scored only when asked (`UNTOUCHED=1`), once
+    // tuning is over: reading their totals after every change would tune
+    // on them too.
+    let with_untouched = std::env::var("UNTOUCHED").is_ok();
+    let (mut tuning, mut untouched) = ((0, 0), (0, 0));
+    for kb in &kbs {
+        let idx = index(kb, embedder.as_ref(), &everyday).await;
+        println!("{}", kb.name);
+        let t = score(kb, &idx, embedder.as_ref(), &kb.tuning, true).await;
+        let u = if with_untouched {
+            score(kb, &idx, embedder.as_ref(), &kb.untouched, false).await
+        } else {
+            (0, 0)
+        };
+        println!("  tuning {}/{}, untouched {}/{}", t.0, t.1, u.0, u.1);
+        tuning = (tuning.0 + t.0, tuning.1 + t.1);
+        untouched = (untouched.0 + u.0, untouched.1 + u.1);
+    }
+    let pct = |(r, t): (usize, usize)| 100.0 * r as f64 / t.max(1) as f64;
+    println!(
+        "tuning {}/{} ({:.1} %), untouched {}/{} ({:.1} %)",
+        tuning.0,
+        tuning.1,
+        pct(tuning),
+        untouched.0,
+        untouched.1,
+        pct(untouched)
+    );
+}
