@@ -18,8 +18,6 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use switchboard::agent_runtime::retrieval::vocabulary::recognizer_hint;
 use switchboard::agent_runtime::stt::{SpeechToText, SttHints, WhisperOptions, WhisperStt};
-use switchboard::media::g711;
-use switchboard::media::resample::resample_all;
 
 struct Kb {
     name: String,
@@ -57,22 +55,6 @@ fn kb(path: &Path, question_field: &str) -> Kb {
     }
 }
 
-/// The question as the node's recognizer gets it: 8 kHz, μ-law there and
-/// back, resampled to 16 kHz by the node's own resampler.
-fn phone_16k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
-    let wav = caller_voice::speech_wav(dir, name, text, 0, 0);
-    let pcm: Vec<i16> = hound::WavReader::open(&wav)
-        .expect("wav")
-        .samples::<i16>()
-        .map(|s| s.unwrap_or(0))
-        .collect();
-    let mut codes = Vec::new();
-    g711::encode_ulaw(&pcm, &mut codes);
-    let mut back = Vec::new();
-    g711::decode_ulaw(&codes, &mut back);
-    resample_all(&back, 8000, 16_000).expect("resample")
-}
-
 fn load(file: &str) -> WhisperStt {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("data/models")
@@ -80,7 +62,12 @@ fn load(file: &str) -> WhisperStt {
     WhisperStt::load(
         &path,
         WhisperOptions {
-            threads: 2,
+            // One thread: on a machine busy with other work, whisper's
+            // threads spinning at barriers cost more than they bring.
+            threads: std::env::var("STT_HEARD_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(1),
             workers: 1,
             sized_audio_ctx: true,
             temperature_fallback: true,
@@ -103,7 +90,11 @@ async fn main() {
     let mut audio = Vec::new();
     for (k, kb) in kbs.iter().enumerate() {
         for (i, q) in kb.questions.iter().enumerate() {
-            audio.push((k, q.clone(), phone_16k(dir.path(), &format!("{k}-{i}"), q)));
+            audio.push((
+                k,
+                q.clone(),
+                caller_voice::phone_16k(dir.path(), &format!("{k}-{i}"), q),
+            ));
         }
     }
     let models: Vec<&str> = std::env::var("STT_HEARD_MODELS")
@@ -164,7 +155,7 @@ async fn main() {
     }
     let report = json!({
         "benchmark": "stt_heard",
-        "path": "Piper en_US-joe-medium → 8 kHz → G.711 μ-law → node resampler 16 kHz → whisper (2 threads)",
+        "path": "Piper en_US-joe-medium → 8 kHz → G.711 μ-law → node resampler 16 kHz → whisper",
         "questions": audio.len(),
         "knowledge": kbs.iter().map(|k| json!({"name": k.name, "hint": k.hint})).collect::<Vec<_>>(),
         "load_average_1m": std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().and_then(|x| x.parse::<f64>().ok())),

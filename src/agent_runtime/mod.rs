@@ -2,6 +2,7 @@
 //! (VAD → STT → retrieval → LLM → TTS), barge-in, persona rules, transfer,
 //! usage accounting and the call's records.
 pub mod admission;
+pub mod amd;
 pub mod call;
 pub mod embeddings;
 pub mod leads;

@@ -21,6 +21,7 @@ mod record_writer;
 pub mod resample;
 pub mod session;
 pub mod stats;
+pub mod tone;
 mod udp;
 pub mod vad;
 

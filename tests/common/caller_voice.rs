@@ -112,6 +112,22 @@ pub fn speech_16k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
     r.samples::<i16>().map(|s| s.unwrap_or(0)).collect()
 }
 
+/// `text` in the caller's voice as the node hears it on a phone call: 8 kHz,
+/// G.711 μ-law there and back, resampled to 16 kHz by the node's resampler.
+pub fn phone_16k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
+    let wav = speech_wav(dir, name, text, 0, 0);
+    let pcm: Vec<i16> = hound::WavReader::open(&wav)
+        .expect("open wav")
+        .samples::<i16>()
+        .map(|s| s.unwrap_or(0))
+        .collect();
+    let mut codes = Vec::new();
+    switchboard::media::g711::encode_ulaw(&pcm, &mut codes);
+    let mut back = Vec::new();
+    switchboard::media::g711::decode_ulaw(&codes, &mut back);
+    switchboard::media::resample::resample_all(&back, 8000, 16_000).expect("resample")
+}
+
 /// The robustness case only: `text` spoken by espeak-ng (a robotic voice
 /// whisper often mishears), same format as [`speech_wav`].
 pub fn espeak_speech_wav(
