@@ -62,7 +62,10 @@ pub fn aiortc_call(dir: &Path, url: &str, token: &str, questions: &[&Path]) -> V
         .arg("--out")
         .arg(dir.join("heard.wav"))
         .arg("--report")
-        .arg(&report);
+        .arg(&report)
+        // A fresh node warms whisper up for its first seconds; on a loaded
+        // two-core machine a question asked meanwhile waits past its limit.
+        .args(["--settle-ms", "5000"]);
     for q in questions {
         cmd.arg("--question").arg(q);
     }

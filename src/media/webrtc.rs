@@ -252,11 +252,8 @@ impl WebRtcEngine {
                 });
             })
         }));
-        let desc = RTCSessionDescription::offer(offer.to_owned())
-            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
-        pc.set_remote_description(desc)
-            .await
-            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
+        // Our track first: set before the offer, it takes the offer's audio
+        // section (sendrecv); added after, it would get a section of its own.
         let track = Arc::new(TrackLocalStaticRTP::new(
             capability(codec),
             "audio".to_owned(),
@@ -273,6 +270,11 @@ impl WebRtcEngine {
             let mut buf = vec![0u8; 1500];
             while sender.read(&mut buf).await.is_ok() {}
         });
+        let desc = RTCSessionDescription::offer(offer.to_owned())
+            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
+        pc.set_remote_description(desc)
+            .await
+            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
         let answer = pc
             .create_answer(None)
             .await
