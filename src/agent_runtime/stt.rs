@@ -448,13 +448,22 @@ pub fn collapse_repeats(text: &str) -> String {
 
 /// "Do you do grooming? Do" → "Do you do grooming?": the words after a
 /// sentence end, when they are all a prefix of the text's first words.
+/// Whisper also restarts after a comma it put where the sentence ended
+/// ("Do you wash dogs, do you"): the same, and the comma becomes a full stop.
 fn drop_restart(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().collect();
     let keys: Vec<String> = words.iter().map(|w| norm_word(w)).collect();
     for p in 1..words.len() {
-        let ends_sentence = words[p - 1].ends_with(['.', '?', '!']);
-        if ends_sentence && (p..words.len()).all(|i| keys[i] == keys[i - p]) {
-            return words[..p].join(" ");
+        let before = words[p - 1];
+        let ends_sentence = before.ends_with(['.', '?', '!']);
+        let ends_clause = before.ends_with([',', ';']);
+        if (ends_sentence || ends_clause) && (p..words.len()).all(|i| keys[i] == keys[i - p]) {
+            let mut kept = words[..p].join(" ");
+            if ends_clause {
+                kept.pop();
+                kept.push('.');
+            }
+            return kept;
         }
     }
     text.to_string()
@@ -572,6 +581,23 @@ mod tests {
         assert_eq!(max_tokens_for(3 * 16_000), 26);
         assert_eq!(max_tokens_for(10 * 16_000), 68);
         assert_eq!(max_tokens_for(60 * 16_000), 224);
+    }
+
+    #[test]
+    fn a_restart_after_a_comma_is_dropped_and_real_clauses_kept() {
+        assert_eq!(collapse_repeats("Do you wash dogs, do you"), "Do you wash dogs.");
+        assert_eq!(
+            collapse_repeats("Is your staff trained in first aid, is your staff trained"),
+            "Is your staff trained in first aid."
+        );
+        assert_eq!(
+            collapse_repeats("I want, I want a refund"),
+            "I want, I want a refund"
+        );
+        assert_eq!(
+            collapse_repeats("Yes, please book it for Monday"),
+            "Yes, please book it for Monday"
+        );
     }
 
     #[test]

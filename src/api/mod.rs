@@ -21,9 +21,10 @@ pub mod outbound_calls;
 pub mod ratelimit;
 pub mod resource;
 pub mod resources;
-pub mod secrets;
+pub use crate::secrets;
 pub mod types;
 pub mod validate;
+pub mod whip;
 pub mod workspaces;
 
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub cluster: Option<Arc<crate::db::cluster::Cluster>>,
     /// Places outbound calls (`POST …/calls`); absent, that answers 503.
     pub dialer: Option<Arc<dyn Dialer>>,
+    /// Runs browser calls (WHIP); absent, `…/whip` answers 503.
+    pub whip: Option<whip::WhipCalls>,
     /// Embeds knowledge chunks and search queries; the runtime's default.
     pub embedder: Arc<dyn Embedder>,
     /// The in-memory knowledge the runtime retrieves from (shared with it
@@ -153,6 +156,7 @@ impl ApiState {
             live: None,
             cluster: None,
             dialer: None,
+            whip: None,
             embedder,
         })
     }
@@ -172,6 +176,12 @@ impl ApiState {
     /// The node's SIP layer, for `POST …/calls`.
     pub fn with_dialer(mut self, dialer: Arc<dyn Dialer>) -> ApiState {
         self.dialer = Some(dialer);
+        self
+    }
+
+    /// The runtime and WHIP sessions, for `POST /v1/agents/{id}/whip`.
+    pub fn with_whip(mut self, whip: whip::WhipCalls) -> ApiState {
+        self.whip = Some(whip);
         self
     }
 
@@ -303,7 +313,8 @@ pub fn app(state: ApiState) -> Router {
         .merge(keys::routes())
         .merge(knowledge::routes())
         .merge(calls::routes())
-        .merge(outbound_calls::routes());
+        .merge(outbound_calls::routes())
+        .merge(whip::routes());
     for resource in resources::ALL {
         router = router.merge(resource::routes(resource));
     }
