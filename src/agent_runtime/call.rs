@@ -184,7 +184,8 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
         ..EndpointConfig::default()
     });
     let mut ledger = CallLedger::new(workspace_id, session_id, call_log_id, profile.clone())
-        .traced(rt.telemetry.clone(), &sip_call_id);
+        .traced(rt.telemetry.clone(), &sip_call_id)
+        .with_transcript(_registration.transcript());
 
     let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);
     let (stt_tx, mut stt_rx) = mpsc::channel::<(u64, Result<super::stt::Transcript, String>)>(8);
