@@ -69,7 +69,7 @@
 
     async function refresh() {
       const { items } = await SB.api("GET", SB.wsPath("calls/live"), undefined, { signal: controller.signal });
-      list.replaceChildren(SB.table(items, [
+      SB.fill(list, SB.table(items, [
         { label: "Started", value: (c) => SB.when(c.started_at) },
         { label: "Agent", value: (c) => agents[c.agent_id] || c.agent_id },
         { label: "From", value: (c) => c.from },
@@ -99,7 +99,7 @@
             end.disabled = true;
             await SB.api("DELETE", SB.wsPath("calls/live/" + call.call_log_id));
           }, "Hang-up requested."));
-      detail.replaceChildren(
+      SB.fill(detail,
         h("h2", null, call.from + " → " + call.to),
         h("p", { class: "small muted" }, "Call " + call.call_log_id + (call.node_id ? " on node " + call.node_id : "")),
         view.el, state, end ? h("div", { class: "actions" }, end) : null);

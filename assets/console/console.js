@@ -95,6 +95,12 @@ function append(el, child) {
   else el.appendChild(document.createTextNode(String(child)));
 }
 SB.h = h;
+/// Replaces an element's children (arrays flattened, null/false skipped).
+SB.fill = function (el) {
+  el.replaceChildren();
+  for (let i = 1; i < arguments.length; i++) append(el, arguments[i]);
+  return el;
+};
 
 SB.flash = function (message, kind) {
   const box = document.getElementById("flash");

@@ -328,7 +328,7 @@
         ask.disabled = true;
         try {
           const r = await SB.api("POST", SB.wsPath("agents/" + agent.value + "/knowledge/search"), { query: q.value.trim(), limit: 5 });
-          out.replaceChildren(
+          SB.fill(out,
             r.items.length
               ? r.items.map((c, i) => h("div", { class: "result" },
                   h("div", { class: "small muted" }, "#" + (i + 1) + " · score " + c.score.toFixed(3) +
