@@ -6,11 +6,15 @@
 //! same pages without the controls that change things; no page logs a
 //! JavaScript error. The widget script on a static page served from a
 //! loopback origin draws its button with the widget's colour, position and
-//! welcome message, and refuses an origin the widget does not allow.
+//! welcome message, and refuses an origin the widget does not allow. A real
+//! phone call (baresip asking in a Piper voice) shows on the live calls
+//! page with its transcript as it happens, and the page's "End call" ends it.
 //!
 //! Ports (this suite's range, 52000–52999): console test node SIP 52010,
 //! API 52011, RTP 52100+, DevTools 52012; widget test node 52020/52021,
-//! RTP 52300+, DevTools 52022, static pages 52023 and 52024.
+//! RTP 52300+, DevTools 52022, static pages 52023 and 52024; live-call
+//! test node 52030/52031, RTP 52500+, DevTools 52032, baresip SIP 52033
+//! and RTP 52700–52799.
 
 mod common;
 mod console_support;
@@ -438,6 +442,102 @@ async fn the_widget_draws_its_button_on_an_allowed_page_only() {
     .await;
     drop(page);
     drop(other);
+    drop(browser);
+    s.node.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_calls_page_follows_a_phone_call_and_ends_it() {
+    common::node::init_logs();
+    let s = console_support::start(52030, 52500, &[]).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let browser = Chromium::start(ChromiumOptions {
+        port: 52032,
+        profile_dir: dir.path(),
+        microphone: None,
+    })
+    .await;
+    let page = browser.page().await;
+    sign_in(&page, &s.base, console_support::OWNER_EMAIL).await;
+    visit(&page, &s.base, "live").await;
+
+    // The caller waits out the greeting, asks, then stays on the line
+    // (45 s of silence) until the page hangs up.
+    let question = common::speech_wav(
+        dir.path(),
+        "question",
+        "What time do you open on Saturday?",
+        6000,
+        45_000,
+    );
+    let uri = format!("sip:+15555550100@127.0.0.1:{}", 52030);
+    let caller = tokio::task::spawn_blocking({
+        let dir = dir.path().join("baresip");
+        move || common::BaresipCall::dial_rtp(&dir, 52033, (52700, 52799), &uri, &question, 70)
+    });
+    page.wait_for(
+        "document.getElementById('live-list').dataset.count === '1'",
+        WAIT,
+        "the call is listed",
+    )
+    .await;
+    page.eval("document.querySelector('#live-list tr.clickable').click(); true")
+        .await
+        .unwrap();
+    // The transcript so far, until it holds the question and its answer.
+    let read = "[...document.querySelectorAll('#live-transcript .line')].map(e => e.dataset.role + ':' + e.lastChild.textContent)";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let lines = loop {
+        let lines = page.eval(read).await.unwrap();
+        let has = |role: &str| {
+            lines.as_array().unwrap().iter().any(|l| {
+                let l = l.as_str().unwrap().to_lowercase();
+                l.starts_with(role) && l.contains("saturday")
+            })
+        };
+        if has("user:") && has("assistant:") {
+            break lines;
+        }
+        if std::time::Instant::now() > deadline {
+            page.eval("document.getElementById('end-call').click(); true").await.ok();
+            let log = caller.await.map(|c| c.log()).unwrap_or_default();
+            panic!("the live transcript shows no question and answer within 60 s: {lines}\nbaresip:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        lines[0].as_str().unwrap().starts_with("assistant:"),
+        "the greeting comes first: {lines}"
+    );
+    page.screenshot(&keep_screenshot(dir.path(), "live-call")).await;
+    page.eval("document.getElementById('end-call').click(); true")
+        .await
+        .unwrap();
+    page.wait_for(
+        "document.getElementById('live-state').textContent === 'The call has ended.'",
+        WAIT,
+        "the transcript stream ends with the call",
+    )
+    .await;
+    let (reason, by): (Option<String>, Option<String>) = common::node::poll(WAIT, || async {
+        sqlx::query_as(
+            "select hangup_reason, hangup_by from call_logs where status <> 'in_progress' and ended_at is not null",
+        )
+        .fetch_optional(&s.db.pool)
+        .await
+        .ok()
+        .flatten()
+    })
+    .await
+    .expect("the call ended in call_logs");
+    assert_eq!(
+        (by.as_deref(), reason.as_deref()),
+        (Some("agent"), Some("ended by API"))
+    );
+    let log = caller.await.expect("baresip ran").log();
+    assert!(log.contains("Call established"), "{log}");
+    assert_no_errors(&page, "live calls");
+    drop(page);
     drop(browser);
     s.node.stop(Duration::from_secs(2)).await;
 }
