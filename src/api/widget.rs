@@ -228,7 +228,9 @@ async fn public_config(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let grant = authorize_widget(&st.pool, None, &public_key, origin_of(&headers)).await?;
-    let row: Option<(Option<String>, String, Option<String>, String, String)> = sqlx::query_as(
+    /// colour, position, welcome message, agent name, agent status.
+    type Look = (Option<String>, String, Option<String>, String, String);
+    let row: Option<Look> = sqlx::query_as(
         "select w.primary_color, w.position, w.welcome_message, a.name, a.status::text
            from agent_web_widget_config w join agents a on a.id = w.agent_id
           where w.id = $1",
