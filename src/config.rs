@@ -54,6 +54,31 @@ pub struct Config {
     pub admission: AdmissionConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    pub webrtc: WebRtcConfig,
+}
+
+/// Browser calls (WHIP, `POST /v1/agents/{id}/whip`): which addresses ICE
+/// offers, and how a peer outside the node's network reaches it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WebRtcConfig {
+    pub enabled: bool,
+    /// Host candidates only from these addresses or ranges (`"127.0.0.0/8"`,
+    /// `"10.0.0.5"`); empty: every interface address.
+    pub ice_ips: Vec<String>,
+    /// Offer loopback addresses (off by default, as RFC 8445 says; tests
+    /// on one machine turn it on).
+    pub include_loopback: bool,
+    /// The public address of a node behind 1:1 NAT, written in its host
+    /// candidates instead of the private one.
+    pub public_ips: Vec<String>,
+    /// STUN servers (`"stun:stun.example.org:3478"`) for a server-reflexive
+    /// candidate; not together with `public_ips`.
+    pub stun_servers: Vec<String>,
+    /// UDP ports of the ICE sockets.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// WHIP sessions held at once (each is a call).
+    pub max_sessions: usize,
 }
 
 /// New calls are refused (503, Retry-After) when the node cannot serve
@@ -440,6 +465,23 @@ impl Config {
         }
         if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
             return bad("sip.ring_timeout_secs", "must be from 1 to 600");
+        }
+        if self.webrtc.port_min == 0 || self.webrtc.port_min > self.webrtc.port_max {
+            return bad("webrtc.port_min", "must be from 1 to webrtc.port_max");
+        }
+        if let Some(bad_ip) = self.webrtc.ice_ips.iter().find(|s| {
+            s.parse::<ipnet::IpNet>().is_err() && s.parse::<std::net::IpAddr>().is_err()
+        }) {
+            return bad(
+                "webrtc.ice_ips",
+                &format!("{bad_ip:?} is not an address or range"),
+            );
+        }
+        if !self.webrtc.public_ips.is_empty() && !self.webrtc.stun_servers.is_empty() {
+            return bad(
+                "webrtc.public_ips",
+                "give either public_ips (1:1 NAT) or stun_servers, not both",
+            );
         }
         if self.rtp.port_min >= self.rtp.port_max {
             return bad("rtp.port_min", "must be lower than rtp.port_max");

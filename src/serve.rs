@@ -105,6 +105,14 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
             cluster_stop.clone(),
         );
     }
+    if config.webrtc.enabled {
+        let calls = crate::agent_runtime::web_leg::WebCalls::new(&config.webrtc)
+            .context("setting up WebRTC (webrtc.*)")?;
+        api_state = api_state.with_whip(crate::api::whip::WhipCalls {
+            runtime: runtime.clone(),
+            calls,
+        });
+    }
     let api_state = api_state
         .with_embedder(embedder.clone())
         .with_knowledge(runtime.knowledge.clone());

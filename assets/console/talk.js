@@ -76,9 +76,10 @@
         throw new SB.ApiError(r.status, body);
       }
       this.location = new URL(r.headers.get("Location") || "", location.href).href;
+      this.callId = r.headers.get("X-Call-Log-Id");
       this.marks.answeredAt = performance.now();
       await this.pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
-      this.findCall(live);
+      this.findCall(live).catch(() => {});
     }
 
     /// The ids of the workspace's live calls, to tell the new one apart.
@@ -91,14 +92,14 @@
       }
     }
 
-    /// The call's id: the last segment of the WHIP Location when it names a
-    /// live call, else the new web call of this agent in the live list.
+    /// Follows the call's transcript once it is live (the call registers
+    /// when ICE and DTLS are up). Its id: the answer's `X-Call-Log-Id`,
+    /// else the new web call of this agent in the live list.
     async findCall(before) {
-      const tail = this.location.split("/").pop();
-      for (let i = 0; i < 40 && !this.ended; i++) {
+      for (let i = 0; i < 80 && !this.ended; i++) {
         const { items } = await SB.api("GET", SB.wsPath("calls/live"));
-        const mine = items.find((c) => c.call_log_id === tail) ||
-          items.find((c) => !before.has(c.call_log_id) && c.agent_id === this.agentId && c.direction === "web");
+        const mine = items.find((c) => c.call_log_id === this.callId) ||
+          (!this.callId && items.find((c) => !before.has(c.call_log_id) && c.agent_id === this.agentId && c.direction === "web"));
         if (mine) {
           this.callId = mine.call_log_id;
           SB.watchTranscript(this.callId, (kind, data) => {

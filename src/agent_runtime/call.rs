@@ -1,7 +1,8 @@
-//! The call task: one per accepted call, owning its state. It feeds the
-//! caller's audio to the endpointer and the turn machine, runs
-//! transcriptions and replies as abortable tasks, tracks what was actually
-//! played, and writes the call's records when it ends — on every path.
+//! The call driver: one task per call. It loads the agent, starts the
+//! leg's media, and then only carries out what the [`CallMachine`] decides
+//! — transcriptions and replies as abortable tasks, playout commands,
+//! transfer and hang-up on the leg — and writes the call's records when it
+//! ends, on every path. Any leg (SIP, WebRTC) drives it through [`LegSetup`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,75 +13,77 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::call_machine::{CallAction, CallInput, CallMachine};
+use super::leg::{LegEvent, LegSetup, SipLegSetup};
 use super::ledger::CallLedger;
 use super::profile::AgentProfile;
 use super::providers::Providers;
 use super::registry::{ControlRequest, LiveCallInfo};
 use super::reply::{ReplyContext, ReplyEvent};
-use super::turn::{Action, Input, SayKind, TurnMachine, TurnSettings};
+use super::turn::TurnSettings;
 use super::Runtime;
-use crate::media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
-use crate::media::session::{MediaEvent, MediaSession, SessionConfig};
+use crate::domain::SessionStatus;
+use crate::media::endpoint::EndpointConfig;
+use crate::media::Playout;
 use crate::records::Record;
-use crate::sip::call::{CallCommand, CallDirection, CallEvent, HangupBy, IncomingCall};
+use crate::sip::call::IncomingCall;
 
 /// How long each digit sent through the API lasts (RFC 4733 events).
 const DTMF_DIGIT_MS: u32 = 100;
 
-enum Ending {
-    Caller(String),
-    Agent(&'static str),
-    System(String),
-    Transferred,
-}
-
-/// Runs one call to its end. Never panics on peer input; every exit path
-/// writes the records and frees the media.
+/// Runs one SIP call to its end.
 pub async fn run_call(rt: Arc<Runtime>, call: IncomingCall) {
-    let span =
-        tracing::info_span!("call", call_id = %call.sip_call_id, call_log_id = %call.call_log_id);
-    let _guard = span.enter();
-    drop(_guard);
-    let fut = run_call_inner(rt, call);
-    tracing::Instrument::instrument(fut, span).await
+    run_leg(rt, Box::new(SipLegSetup::new(call))).await
 }
 
-async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
-    let IncomingCall {
-        call_log_id,
-        direction,
-        variables,
-        sip_call_id,
-        workspace_id,
-        agent_id,
-        from_number,
-        to_number,
-        media,
-        rtp_socket,
-        rtp_port,
-        mut events,
-        commands,
-        ..
-    } = call;
+/// Runs one call on any leg to its end. Never panics on peer input; every
+/// exit path writes the records and frees the media.
+pub async fn run_leg(rt: Arc<Runtime>, leg: Box<dyn LegSetup>) {
+    let info = leg.info();
+    let span = tracing::info_span!("call", call_id = %info.call_ref, call_log_id = %info.call_log_id, direction = info.direction.as_str());
+    tracing::Instrument::instrument(drive(rt, leg), span).await
+}
+
+/// The running call's tasks: at most one reply, and the transcriptions
+/// the machine asked for.
+struct Work {
+    reply: Option<JoinHandle<()>>,
+    stt: HashMap<u64, JoinHandle<()>>,
+    next_utt_base: u64,
+}
+
+impl Work {
+    fn cancel_reply(&mut self) {
+        if let Some(task) = self.reply.take() {
+            task.abort();
+        }
+    }
+
+    /// Cancels everything in flight at once: nothing keeps running or billing.
+    fn cancel_all(&mut self) {
+        self.cancel_reply();
+        for (_, task) in self.stt.drain() {
+            task.abort();
+        }
+    }
+}
+
+async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
+    let info = setup.info().clone();
     // Both at once: while the database is away each waits out the pool's
     // acquire timeout, and the caller waits for the greeting.
     let (profile, credentials) = tokio::join!(
-        load_profile(&rt, agent_id),
-        load_credentials(&rt, workspace_id)
+        load_profile(&rt, info.agent_id),
+        load_credentials(&rt, info.workspace_id)
     );
     let profile = match profile {
         Some(mut p) => {
-            p.fill_variables(&variables);
+            p.fill_variables(&info.variables);
             Arc::new(p)
         }
         None => {
             tracing::error!("agent could not be loaded; ending the call");
-            let _ = commands
-                .send(CallCommand::Hangup {
-                    by: HangupBy::System,
-                    reason: "agent unavailable".into(),
-                })
-                .await;
+            setup.refuse("agent unavailable");
             return;
         }
     };
@@ -93,222 +96,109 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
     let started = Instant::now();
     rt.records.submit(Record::StartSession {
         id: session_id,
-        workspace_id,
-        agent_id,
-        channel: "phone".into(),
-        // The person on the line: who called us, or whom we called.
-        caller: match direction {
-            CallDirection::Inbound => from_number.clone(),
-            CallDirection::Outbound => to_number.clone(),
-        },
-        call_log_id: Some(call_log_id),
+        workspace_id: info.workspace_id,
+        agent_id: info.agent_id,
+        channel: info.direction.channel().into(),
+        caller: info.caller().to_string(),
+        call_log_id: Some(info.call_log_id),
         at: started_wall,
     });
     rt.records.submit(Record::CountConversation {
         id: Uuid::new_v4(),
-        workspace_id,
+        workspace_id: info.workspace_id,
     });
 
-    let recording_path = profile
-        .recording_enabled
-        .then(|| rt.config.recording.dir.join(format!("{call_log_id}.wav")));
+    let recording_path = profile.recording_enabled.then(|| {
+        rt.config
+            .recording
+            .dir
+            .join(format!("{}.wav", info.call_log_id))
+    });
     if let Some(dir) = recording_path.as_ref().and_then(|p| p.parent()) {
         if let Err(err) = std::fs::create_dir_all(dir) {
             tracing::warn!(error = %err, "recording folder unavailable");
         }
     }
-    let mut session_config = SessionConfig::new(
-        media.remote_addr,
-        media.codec,
-        media.payload_type,
-        media.telephone_event_pt,
-    );
-    session_config.record_path = recording_path.clone();
-    session_config.sources = media.sources;
-    let (session, mut media_rx) = match MediaSession::start(rtp_socket, session_config) {
-        Ok(s) => s,
+    let mut leg = match setup.start(recording_path) {
+        Ok(leg) => leg,
         Err(err) => {
             tracing::error!(error = %err, "media session failed to start");
-            let _ = commands
-                .send(CallCommand::Hangup {
-                    by: HangupBy::System,
-                    reason: "media failure".into(),
-                })
-                .await;
             rt.records.submit(Record::EndSession {
                 id: session_id,
-                status: "failed".into(),
+                status: SessionStatus::Failed.as_str().into(),
                 summary: None,
                 at: Utc::now(),
             });
             return;
         }
     };
-    let playout = session.playout();
+    let playout = leg.playout();
 
     let (control_tx, mut control_rx) = mpsc::channel(4);
     let _registration = rt.registry.register(
         LiveCallInfo {
-            call_log_id,
+            call_log_id: info.call_log_id,
             session_id,
-            workspace_id,
-            agent_id,
-            sip_call_id: sip_call_id.clone(),
-            from_number: from_number.clone(),
-            to_number: to_number.clone(),
-            direction: direction.as_str(),
+            workspace_id: info.workspace_id,
+            agent_id: info.agent_id,
+            sip_call_id: info.call_ref.clone(),
+            from_number: info.from_number.clone(),
+            to_number: info.to_number.clone(),
+            direction: info.direction.as_str(),
             started_at: started_wall,
-            dtmf: media.telephone_event_pt.is_some(),
+            dtmf: info.dtmf,
         },
         control_tx,
     );
 
     let turn_cfg = &rt.config.turn;
-    let mut turns = TurnMachine::new(
-        TurnSettings {
-            end_of_turn_silence: Duration::from_millis(turn_cfg.end_of_turn_silence_ms as u64),
-            speculate_after: Duration::from_millis(turn_cfg.speculate_after_ms as u64),
-            complete_turn_silence: Duration::from_millis(turn_cfg.complete_turn_silence_ms as u64),
-            barge_in_min: Duration::from_millis(turn_cfg.barge_in_min_ms as u64),
-            backchannel_resume: Duration::from_millis(turn_cfg.backchannel_resume_ms as u64),
-            speech_onset: Duration::from_millis(turn_cfg.speech_onset_ms as u64),
-            interruptible: profile.interruptible,
-            silence_timeout: Duration::from_millis(profile.silence_timeout_ms),
-            max_call: Duration::from_secs(profile.max_call_seconds),
-        },
-        started,
-    );
-    let mut endpointer = Endpointer::new(EndpointConfig {
+    let ms = |v: u32| Duration::from_millis(v as u64);
+    let settings = TurnSettings {
+        end_of_turn_silence: ms(turn_cfg.end_of_turn_silence_ms),
+        speculate_after: ms(turn_cfg.speculate_after_ms),
+        complete_turn_silence: ms(turn_cfg.complete_turn_silence_ms),
+        barge_in_min: ms(turn_cfg.barge_in_min_ms),
+        backchannel_resume: ms(turn_cfg.backchannel_resume_ms),
+        speech_onset: ms(turn_cfg.speech_onset_ms),
+        interruptible: profile.interruptible,
+        silence_timeout: Duration::from_millis(profile.silence_timeout_ms),
+        max_call: Duration::from_secs(profile.max_call_seconds),
+    };
+    let endpoint = EndpointConfig {
         onset_ms: turn_cfg.speech_onset_ms,
         end_of_turn_silence_ms: turn_cfg.end_of_turn_silence_ms,
         ..EndpointConfig::default()
-    });
-    let mut ledger = CallLedger::new(workspace_id, session_id, call_log_id, profile.clone())
-        .traced(rt.telemetry.clone(), &sip_call_id)
-        .with_transcript(_registration.transcript());
+    };
+    let ledger = CallLedger::new(
+        info.workspace_id,
+        session_id,
+        info.call_log_id,
+        profile.clone(),
+    )
+    .traced(rt.telemetry.clone(), &info.call_ref)
+    .with_transcript(_registration.transcript());
+    let mut machine = CallMachine::new(profile.clone(), settings, endpoint, ledger, started);
 
     let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);
     let (stt_tx, mut stt_rx) = mpsc::channel::<(u64, Result<super::stt::Transcript, String>)>(8);
-    let mut stt_tasks: HashMap<u64, JoinHandle<()>> = HashMap::new();
-    let mut next_utt_base: u64 = 1 << 20;
-    let mut pending_hangup: Option<&'static str> = None;
-    let mut transfer_pending = false;
-    // Asked for, sent once the announcement ("I will transfer you…") has
-    // played: a trunk transfers at once, so an early REFER cuts it off.
-    let mut transfer_wanted = false;
-
-    // The greeting.
-    turns.agent_started_speaking(Instant::now());
-    ledger.begin_reply(0, None);
-    let mut reply_task: Option<JoinHandle<()>> = Some(spawn_say(
-        &rt,
-        &providers,
-        &profile,
-        &playout,
-        &reply_tx,
-        0,
-        &mut next_utt_base,
-        profile.greeting.clone(),
-    ));
+    let mut work = Work {
+        reply: None,
+        stt: HashMap::new(),
+        next_utt_base: 1 << 20,
+    };
 
     let ending = loop {
-        let deadline = tokio::time::Instant::from_std(turns.next_deadline());
-        let mut actions = Vec::new();
-        tokio::select! {
-            ev = media_rx.recv() => match ev {
-                Some(MediaEvent::Audio(frame)) => {
-                    let now = Instant::now();
-                    for ev in endpointer.push(&frame.samples, now) {
-                        let input = match ev {
-                            EndpointEvent::VoiceDetected { at } => Input::VoiceDetected { at },
-                            EndpointEvent::SpeechStarted { at } => Input::SpeechStarted { at },
-                            EndpointEvent::PauseStarted { at, audio } => Input::PauseStarted { at, audio },
-                            EndpointEvent::SpeechResumed { at } => Input::SpeechResumed { at },
-                            EndpointEvent::SpeechEnded { at, audio, .. } => Input::SpeechEnded { at, audio: Arc::new(audio) },
-                        };
-                        actions.extend(turns.handle(input, now));
-                    }
-                }
-                Some(MediaEvent::Dtmf { digit, .. }) => actions.extend(turns.handle(Input::Dtmf { digit }, Instant::now())),
-                Some(MediaEvent::PlayoutStarted { id, at }) => ledger.playout_started(id, at),
-                Some(MediaEvent::PlayoutFinished { id, .. }) => {
-                    ledger.playout_finished(id);
-                    if ledger.reply_complete() { actions.extend(turns.handle(Input::ReplyFinished, Instant::now())); }
-                }
-                Some(MediaEvent::PlayoutFlushed { id, played_ms }) => ledger.playout_flushed(id, played_ms),
-                // The peer's RTCP BYE is advisory; the SIP BYE ends the call.
-                Some(MediaEvent::RtcpBye) => tracing::debug!("RTCP BYE from the caller"),
-                None => break Ending::System("media stopped".into()),
-            },
-            ev = events.recv() => match ev {
-                Some(CallEvent::Hangup { by, reason }) => break match by {
-                    HangupBy::Caller => Ending::Caller(reason),
-                    _ => Ending::System(reason),
-                },
-                Some(CallEvent::Dtmf { digit, .. }) => actions.extend(turns.handle(Input::Dtmf { digit }, Instant::now())),
-                Some(CallEvent::MediaChanged { media, .. }) => session.update_remote(media.remote_addr, media.codec, media.payload_type),
-                Some(CallEvent::TransferResult { accepted, sip_code }) => {
-                    tracing::info!(accepted, sip_code, "transfer result");
-                    if accepted { break Ending::Transferred; }
-                    transfer_pending = false;
-                }
-                None => break Ending::System("signalling gone".into()),
-            },
-            req = control_rx.recv() => match req {
-                Some(ControlRequest::Hangup { reason }) => {
-                    tracing::info!(%reason, "hangup requested from outside the call");
-                    break Ending::Agent("ended by API");
-                }
-                Some(ControlRequest::Dtmf { digits }) => {
-                    for digit in digits.chars() {
-                        if let Err(err) = playout.send_dtmf(digit, DTMF_DIGIT_MS) {
-                            tracing::warn!(%err, %digit, "DTMF digit not sent");
-                        }
-                    }
-                    tracing::info!(%digits, "DTMF sent");
-                }
-                None => {}
-            },
-            ev = reply_rx.recv() => if let Some(ev) = ev {
-                if ledger.on_reply_event(ev) && ledger.reply_complete() {
-                    actions.extend(turns.handle(Input::ReplyFinished, Instant::now()));
-                }
-                if ledger.take_transfer_request() && !transfer_pending {
-                    transfer_wanted = profile.transfer_to.is_some();
-                }
-            },
-            res = stt_rx.recv() => if let Some((turn, result)) = res {
-                stt_tasks.remove(&turn);
-                let input = match result {
-                    Ok(t) => { tracing::debug!(turn, text = %t.text, ms = t.elapsed_ms, "transcript"); ledger.transcribed(turn, t.elapsed_ms, t.audio_ms); Input::Transcript { turn, text: t.text } }
-                    Err(err) => { tracing::warn!(%err, turn, "transcription failed"); Input::TranscriptFailed { turn } }
-                };
-                actions.extend(turns.handle(input, Instant::now()));
-            },
-            _ = tokio::time::sleep_until(deadline) => actions.extend(turns.handle(Input::Tick, Instant::now())),
-        }
-        ledger.flush_to(&rt.records);
-        if transfer_wanted && ledger.reply_complete() {
-            transfer_wanted = false;
-            if let Some(target) = profile.transfer_to.clone() {
-                transfer_pending = true;
-                let _ = commands.send(CallCommand::Transfer { target }).await;
-            }
-        }
-        if let Some(reason) = pending_hangup {
-            if ledger.reply_complete() {
-                break Ending::Agent(reason);
-            }
-        }
-        for action in actions {
+        // Carry out what the machine decided, up to the end.
+        let mut ending = None;
+        while let Some(action) = machine.poll_action() {
             match action {
-                Action::Transcribe { turn, audio } => {
+                CallAction::Transcribe { turn, audio } => {
                     tracing::debug!(turn, samples = audio.len(), "transcribing");
                     let stt = providers.stt.clone();
                     let embedder = providers.embedder.clone();
                     let tx = stt_tx.clone();
                     let language = profile.stt_language.clone();
-                    stt_tasks.insert(
+                    work.stt.insert(
                         turn,
                         tokio::spawn(async move {
                             let result = stt
@@ -324,114 +214,117 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
                         }),
                     );
                 }
-                Action::CancelTranscription { turn } => {
-                    if let Some(task) = stt_tasks.remove(&turn) {
+                CallAction::CancelTranscription { turn } => {
+                    if let Some(task) = work.stt.remove(&turn) {
                         task.abort();
                     }
                 }
-                Action::Respond {
+                CallAction::Respond {
                     turn,
                     text,
-                    speech_ended_at,
-                    repeats,
+                    history,
                 } => {
-                    if let Some(task) = reply_task.take() {
-                        task.abort();
-                    }
-                    let history = ledger.history(profile.context_window_size);
-                    ledger.user_turn(turn, &text, repeats.as_deref(), speech_ended_at);
-                    let ctx = reply_context(
-                        &rt,
-                        &providers,
-                        &profile,
-                        &playout,
-                        &reply_tx,
-                        turn,
-                        &mut next_utt_base,
-                    );
-                    reply_task = Some(tokio::spawn(ctx.answer(text, history)));
+                    work.cancel_reply();
+                    let ctx = reply_context(&rt, &providers, &profile, &playout, &reply_tx, turn, &mut work.next_utt_base);
+                    work.reply = Some(tokio::spawn(ctx.answer(text, history)));
                 }
-                Action::BargeIn => {
+                CallAction::Say { turn, text } => {
+                    work.cancel_reply();
+                    let ctx = reply_context(&rt, &providers, &profile, &playout, &reply_tx, turn, &mut work.next_utt_base);
+                    work.reply = Some(tokio::spawn(ctx.say(text)));
+                }
+                CallAction::BargeIn => {
                     playout.flush();
-                    if let Some(task) = reply_task.take() {
-                        task.abort();
-                    }
-                    ledger.interrupted();
+                    work.cancel_reply();
                     crate::metrics::metrics().barge_in();
                     tracing::info!("barge-in: playout flushed, reply cancelled");
                 }
-                Action::HoldPlayout => {
+                CallAction::HoldPlayout => {
                     playout.pause();
                     tracing::debug!("caller speech over the agent: playout held");
                 }
-                Action::ResumePlayout => {
+                CallAction::ResumePlayout => {
                     playout.resume();
                     tracing::debug!("backchannel: playout resumed");
                 }
-                Action::Say { text } => {
-                    let line = match text {
-                        SayKind::Reprompt => profile.reprompt(),
-                        SayKind::Goodbye => profile.goodbye(),
-                    };
-                    if let Some(task) = reply_task.take() {
-                        task.abort();
+                CallAction::Transfer { target } => {
+                    if !leg.transfer(target).await {
+                        tracing::info!("this leg cannot transfer");
+                        machine.handle(CallInput::TransferResult { accepted: false }, Instant::now());
                     }
-                    let turn = ledger.next_fixed_turn();
-                    ledger.begin_reply(turn, None);
-                    reply_task = Some(spawn_say(
-                        &rt,
-                        &providers,
-                        &profile,
-                        &playout,
-                        &reply_tx,
-                        turn,
-                        &mut next_utt_base,
-                        line,
-                    ));
                 }
-                Action::Hangup { reason } => pending_hangup = Some(reason),
+                CallAction::End(e) => ending = Some(e),
             }
         }
+        machine.flush_records(&rt.records);
+        if let Some(e) = ending {
+            break e;
+        }
+
+        let deadline = tokio::time::Instant::from_std(machine.next_deadline());
+        let input = tokio::select! {
+            ev = leg.next_event() => match ev {
+                Some(LegEvent::Audio(samples)) => CallInput::Audio(samples),
+                Some(LegEvent::Dtmf(digit)) => CallInput::Dtmf(digit),
+                Some(LegEvent::PlayoutStarted { id, at }) => CallInput::PlayoutStarted { id, at },
+                Some(LegEvent::PlayoutFinished { id }) => CallInput::PlayoutFinished { id },
+                Some(LegEvent::PlayoutFlushed { id, played_ms }) => CallInput::PlayoutFlushed { id, played_ms },
+                Some(LegEvent::TransferResult { accepted }) => CallInput::TransferResult { accepted },
+                Some(LegEvent::Ended { by, reason }) => CallInput::LegEnded { by, reason },
+                None => CallInput::LegEnded { by: crate::records::HangupBy::System, reason: "leg gone".into() },
+            },
+            req = control_rx.recv() => match req {
+                Some(ControlRequest::Hangup { reason }) => {
+                    tracing::info!(%reason, "hangup requested from outside the call");
+                    CallInput::EndRequested
+                }
+                Some(ControlRequest::Dtmf { digits }) => {
+                    for digit in digits.chars() {
+                        if let Err(err) = playout.send_dtmf(digit, DTMF_DIGIT_MS) {
+                            tracing::warn!(%err, %digit, "DTMF digit not sent");
+                        }
+                    }
+                    tracing::info!(%digits, "DTMF sent");
+                    continue;
+                }
+                None => continue,
+            },
+            ev = reply_rx.recv() => match ev {
+                Some(ev) => CallInput::Reply(ev),
+                None => continue,
+            },
+            res = stt_rx.recv() => match res {
+                Some((turn, result)) => {
+                    work.stt.remove(&turn);
+                    CallInput::Transcribed { turn, result }
+                }
+                None => continue,
+            },
+            _ = tokio::time::sleep_until(deadline) => CallInput::Tick,
+        };
+        machine.handle(input, Instant::now());
     };
 
-    // Cancel everything in flight at once: nothing keeps running or billing.
-    if let Some(task) = reply_task.take() {
-        task.abort();
-    }
-    for (_, task) in stt_tasks.drain() {
-        task.abort();
-    }
+    work.cancel_all();
     playout.flush();
-    let report = session.close().await;
+    let (status, hangup_by, reason) = ending.outcome();
+    if ending.leg_must_hang_up() {
+        leg.hang_up(hangup_by, reason.clone()).await;
+    }
+    let report = leg.close().await;
     let stats = serde_json::to_value(report.stats).ok();
     if let Some(err) = &report.recording_error {
         tracing::warn!(%err, "recording failed");
     }
-
-    let (status, hangup_by, reason) = match &ending {
-        Ending::Caller(r) => ("completed", HangupBy::Caller, r.clone()),
-        Ending::Agent(r) => ("completed", HangupBy::Agent, r.to_string()),
-        Ending::System(r) => ("failed", HangupBy::System, r.clone()),
-        Ending::Transferred => ("escalated", HangupBy::Agent, "transferred".into()),
-    };
-    if !matches!(ending, Ending::Caller(_) | Ending::Transferred) {
-        let _ = commands
-            .send(CallCommand::Hangup {
-                by: hangup_by,
-                reason: reason.clone(),
-            })
-            .await;
-    }
     let call_seconds = started.elapsed().as_secs_f64();
-    ledger.write_all(
+    machine.finish(
         &rt.records,
         status,
         call_seconds,
         stats.as_ref(),
         report.recording.as_ref(),
     );
-    tracing::info!(status, hangup_by = hangup_by.as_str(), %reason, call_seconds, "call ended");
-    drop(rtp_port);
+    tracing::info!(status = status.as_str(), hangup_by = hangup_by.as_str(), %reason, call_seconds, "call ended");
 }
 
 /// The workspace's provider credentials (the agent's configured providers
@@ -480,7 +373,7 @@ fn reply_context(
     rt: &Arc<Runtime>,
     providers: &Providers,
     profile: &Arc<AgentProfile>,
-    playout: &crate::media::session::Playout,
+    playout: &Playout,
     tx: &mpsc::Sender<ReplyEvent>,
     turn: u64,
     next_utt_base: &mut u64,
@@ -500,18 +393,4 @@ fn reply_context(
         embedder: Some(providers.embedder.clone() as Arc<dyn super::embeddings::Embedder>),
         embed_budget: Duration::from_millis(rt.config.embeddings.query_budget_ms),
     }
-}
-
-fn spawn_say(
-    rt: &Arc<Runtime>,
-    providers: &Providers,
-    profile: &Arc<AgentProfile>,
-    playout: &crate::media::session::Playout,
-    tx: &mpsc::Sender<ReplyEvent>,
-    turn: u64,
-    next_utt_base: &mut u64,
-    text: String,
-) -> JoinHandle<()> {
-    let ctx = reply_context(rt, providers, profile, playout, tx, turn, next_utt_base);
-    tokio::spawn(ctx.say(text))
 }

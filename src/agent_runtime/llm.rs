@@ -11,6 +11,7 @@ pub use super::llm_http::{AnthropicMessages, OpenAiChat};
 pub use super::llm_offline::OfflineAnswerer;
 pub use super::provider_error::ProviderError;
 use super::retrieval::RetrievedChunk;
+use crate::domain::EscalationPolicy;
 
 /// The marker a model may write instead of calling the `transfer_call` tool.
 pub const TRANSFER_MARKER: &str = "[TRANSFER]";
@@ -78,7 +79,7 @@ pub trait LanguageModel: Send + Sync {
 /// (`apologize`, `retry`, `escalate`, `transfer`): the fallback message, and
 /// whether a transfer should follow (only when there is somewhere to go).
 pub fn fallback_text(
-    policy: &str,
+    policy: EscalationPolicy,
     fallback_message: &str,
     has_transfer_target: bool,
 ) -> (String, bool) {
@@ -87,11 +88,10 @@ pub fn fallback_text(
     } else {
         fallback_message.trim()
     };
-    match policy {
-        "escalate" | "transfer" if has_transfer_target => {
-            (format!("{base} Let me transfer you to a colleague."), true)
-        }
-        _ => (base.to_string(), false),
+    if policy.transfers() && has_transfer_target {
+        (format!("{base} Let me transfer you to a colleague."), true)
+    } else {
+        (base.to_string(), false)
     }
 }
 
@@ -172,11 +172,11 @@ mod tests {
     #[test]
     fn fallback_policy() {
         assert_eq!(
-            fallback_text("apologize", "Sorry.", true),
+            fallback_text(EscalationPolicy::Apologize, "Sorry.", true),
             ("Sorry.".into(), false)
         );
-        assert!(fallback_text("transfer", "Sorry.", true).1);
-        assert!(!fallback_text("transfer", "Sorry.", false).1);
-        assert!(!fallback_text("retry", "", false).0.is_empty());
+        assert!(fallback_text(EscalationPolicy::Transfer, "Sorry.", true).1);
+        assert!(!fallback_text(EscalationPolicy::Transfer, "Sorry.", false).1);
+        assert!(!fallback_text(EscalationPolicy::Retry, "", false).0.is_empty());
     }
 }

@@ -3,8 +3,10 @@
 //! usage accounting and the call's records.
 pub mod admission;
 pub mod call;
+pub mod call_machine;
 pub mod embeddings;
 pub mod leads;
+pub mod leg;
 pub mod ledger;
 pub mod llm;
 pub mod llm_http;
@@ -32,5 +34,6 @@ pub mod tts_piper;
 pub mod tts_prerender;
 pub mod turn;
 pub mod wav;
+pub mod web_leg;
 
 pub use runtime::{AgentCalls, Runtime};

@@ -2,6 +2,8 @@
 //! call starts: persona, voice settings, limits, model and its prices.
 
 use sqlx::PgPool;
+
+use crate::domain::EscalationPolicy;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -15,8 +17,7 @@ pub struct AgentProfile {
     pub persona_instructions: String,
     pub greeting: String,
     pub fallback_message: String,
-    /// apologize, escalate, retry, transfer
-    pub escalation_policy: String,
+    pub escalation_policy: EscalationPolicy,
     pub transfer_to: Option<String>,
     pub interruptible: bool,
     pub silence_timeout_ms: u64,
@@ -183,7 +184,8 @@ impl From<AgentRow> for AgentProfile {
             persona_instructions: r.persona_instructions,
             greeting: r.greeting,
             fallback_message: r.fallback_message,
-            escalation_policy: r.escalation_policy,
+            // The SQL enum has no other values; an unknown one apologizes.
+            escalation_policy: r.escalation_policy.parse().unwrap_or(EscalationPolicy::Apologize),
             transfer_to: r.transfer_to,
             interruptible: r.interruptible,
             silence_timeout_ms: r.silence_timeout_ms.clamp(1000, 3_600_000) as u64,

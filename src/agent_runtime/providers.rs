@@ -144,7 +144,7 @@ impl Providers {
         for (provider, base_url, sealed) in rows {
             let api_key = match sealed.filter(|s| !s.is_empty()) {
                 None => String::new(),
-                Some(s) => match crate::api::secrets::decrypt(key, &s) {
+                Some(s) => match crate::secrets::decrypt(key, &s) {
                     Ok(k) => k,
                     Err(err) => {
                         tracing::warn!(%provider, %err, "provider key does not decrypt; provider skipped");

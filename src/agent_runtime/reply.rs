@@ -103,7 +103,7 @@ impl ReplyContext {
             max_tokens: p.max_tokens,
             fallback_message: p.fallback_message.clone(),
         };
-        let mut attempts = if p.escalation_policy == "retry" { 2 } else { 1 };
+        let mut attempts = p.escalation_policy.attempts();
         let mut speaker = Speaker::new(&self);
         loop {
             attempts -= 1;
@@ -122,8 +122,7 @@ impl ReplyContext {
                     tracing::warn!(error = %err, policy = %p.escalation_policy, "LLM failed; persona fallback");
                     if speaker.text.is_empty() {
                         speaker.say(&p.fallback_message).await;
-                        if matches!(p.escalation_policy.as_str(), "escalate" | "transfer")
-                            && p.transfer_to.is_some()
+                        if p.escalation_policy.transfers() && p.transfer_to.is_some()
                         {
                             let _ = self
                                 .events

@@ -23,11 +23,12 @@ pub mod outbound_calls;
 pub mod ratelimit;
 pub mod resource;
 pub mod resources;
-pub mod secrets;
+pub use crate::secrets;
 pub mod types;
 pub mod usage_summary;
 pub mod validate;
 pub mod voice_preview;
+pub mod whip;
 pub mod widget;
 pub mod workspaces;
 
@@ -62,6 +63,8 @@ pub struct ApiState {
     pub cluster: Option<Arc<crate::db::cluster::Cluster>>,
     /// Places outbound calls (`POST …/calls`); absent, that answers 503.
     pub dialer: Option<Arc<dyn Dialer>>,
+    /// Runs browser calls (WHIP); absent, `…/whip` answers 503.
+    pub whip: Option<whip::WhipCalls>,
     /// Embeds knowledge chunks and search queries; the runtime's default.
     pub embedder: Arc<dyn Embedder>,
     /// The in-memory knowledge the runtime retrieves from (shared with it
@@ -162,6 +165,7 @@ impl ApiState {
             cluster: None,
             dialer: None,
             voice: None,
+            whip: None,
             embedder,
         })
     }
@@ -187,6 +191,12 @@ impl ApiState {
     /// The node's runtime, for voice previews.
     pub fn with_voice(mut self, voice: Arc<dyn voice_preview::VoicePreview>) -> ApiState {
         self.voice = Some(voice);
+        self
+    }
+
+    /// The runtime and WHIP sessions, for `POST /v1/agents/{id}/whip`.
+    pub fn with_whip(mut self, whip: whip::WhipCalls) -> ApiState {
+        self.whip = Some(whip);
         self
     }
 
@@ -319,6 +329,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(knowledge::routes())
         .merge(calls::routes())
         .merge(outbound_calls::routes())
+        .merge(whip::routes())
         .merge(console::routes())
         .merge(widget::routes())
         .merge(live_transcript::routes())

@@ -52,7 +52,7 @@ fn uuid_field(body: &Map<String, Value>, field: &str) -> Result<Option<Uuid>, Ap
 }
 
 fn e164_field(field: &str, s: &str) -> Result<E164, ApiError> {
-    E164::parse(s.trim()).ok_or_else(|| {
+    E164::parse(s.trim()).map_err(|_| {
         ApiError::validation(
             field,
             "must be an E.164 number: + then 8 to 15 digits, no leading 0 (e.g. +15555550100)",
@@ -245,9 +245,8 @@ async fn place_call(
         return Err(ApiError::UsageLimit);
     }
 
-    let transport = match trunk.outbound_transport.as_str() {
-        "udp" => Transport::Udp,
-        "tcp" => Transport::Tcp,
+    let transport = match trunk.outbound_transport.parse() {
+        Ok(t @ (Transport::Udp | Transport::Tcp)) => t,
         _ => {
             return Err(unprocessable(
                 "sip_trunk_id",

@@ -6,29 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A telephone number in E.164: `+` then 8 to 15 digits, the first not 0.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct E164(String);
-
-impl E164 {
-    pub fn parse(s: &str) -> Result<E164, String> {
-        let digits = s.strip_prefix('+').ok_or("must start with + (E.164)")?;
-        if !(8..=15).contains(&digits.len()) {
-            return Err("must have 8 to 15 digits after +".into());
-        }
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("must contain only digits after +".into());
-        }
-        if digits.starts_with('0') {
-            return Err("country code cannot start with 0".into());
-        }
-        Ok(E164(s.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use crate::domain::{E164, EscalationPolicy, Transport};
+use crate::domain::name_enum;
 
 /// An IPv4 or IPv6 network (`203.0.113.0/24`); a bare address is a /32 or /128.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,43 +65,6 @@ impl SipHost {
     }
 }
 
-/// A closed set of lower-case names that is spelled the same in SQL.
-macro_rules! name_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [&'static str] = &[$($text),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(format!("must be one of: {}", Self::ALL.join(", "))),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-name_enum!(
-    /// SIP transport of a trunk's outbound leg.
-    Transport { Udp = "udp", Tcp = "tcp", Tls = "tls" }
-);
-
 name_enum!(
     /// Codec names a trunk may list, in preference order (the media layer
     /// speaks these).
@@ -170,7 +112,7 @@ pub const SQL_ENUMS: &[(&str, &[&str])] = &[
     ),
     (
         "fallback_policy",
-        &["apologize", "escalate", "retry", "transfer"],
+        EscalationPolicy::ALL,
     ),
     ("knowledge_type", &["PDF", "URL", "TEXT", "FAQ"]),
     (
@@ -184,7 +126,7 @@ pub const SQL_ENUMS: &[(&str, &[&str])] = &[
 /// A transfer target: an E.164 number or a `sip:`/`sips:` URI.
 pub fn parse_transfer_target(s: &str) -> Result<String, String> {
     if s.starts_with('+') {
-        return E164::parse(s).map(|e| e.0);
+        return E164::parse(s).map(E164::into_string);
     }
     if let Some(rest) = s.strip_prefix("sip:").or_else(|| s.strip_prefix("sips:")) {
         let host = rest.rsplit('@').next().unwrap_or("");
@@ -204,23 +146,6 @@ pub fn parse_transfer_target(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn e164() {
-        assert!(E164::parse("+15555550100").is_ok());
-        assert!(E164::parse("+4930123456").is_ok());
-        for bad in [
-            "15555550100",
-            "+1555",
-            "+1234567890123456",
-            "+1555 555",
-            "+0155555501",
-            "",
-            "+",
-        ] {
-            assert!(E164::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn cidr() {

@@ -35,6 +35,21 @@ const FRAME: Duration = Duration::from_millis(20);
 pub(crate) const CONTROL_HEADROOM: usize = 32;
 const RTP_HEADER: usize = 12;
 
+/// Where a session's RTP goes and comes from.
+pub(crate) enum Wire {
+    /// Our own UDP socket (the SIP leg): plain RTP, kernel-stamped.
+    Udp(UdpSocket),
+    /// Another stack carries the packets (the WebRTC leg's ICE and SRTP):
+    /// our RTP goes out on a bounded channel, the peer's comes in with its
+    /// arrival time, from `peer` as far as the receiver is concerned (the
+    /// stack has authenticated it already).
+    Channel {
+        out: mpsc::Sender<Vec<u8>>,
+        inbound: mpsc::Receiver<(Vec<u8>, Instant)>,
+        peer: SocketAddr,
+    },
+}
+
 /// What a slot's send leaves for the rest of its work.
 #[derive(Debug, Clone, Copy)]
 struct SentSlot {
@@ -45,9 +60,9 @@ struct SentSlot {
 }
 
 pub(crate) struct Driver {
-    /// Our RTP socket (non-blocking, kernel-stamped); closed by `finish`,
-    /// so the port is free when `close` returns.
-    sock: Option<UdpSocket>,
+    /// Our RTP socket (non-blocking, kernel-stamped) or channel; closed by
+    /// `finish`, so the port is free when `close` returns.
+    wire: Option<Wire>,
     receiver: Receiver,
     /// Both sides, handed to the recording writer a second at a time.
     recording: Option<RecordingFeed>,
@@ -77,7 +92,7 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        sock: UdpSocket,
+        wire: Wire,
         receiver: Receiver,
         recording: Option<RecordingFeed>,
         tx: mpsc::Sender<MediaEvent>,
@@ -86,7 +101,7 @@ impl Driver {
         rtcp_remote: SocketAddr,
     ) -> Driver {
         Driver {
-            sock: Some(sock),
+            wire: Some(wire),
             receiver,
             recording,
             tx: Some(tx),
@@ -169,10 +184,17 @@ impl Driver {
         let room = MAX_DATAGRAM - RTP_HEADER;
         self.datagram
             .extend_from_slice(&self.payload[..self.payload.len().min(room)]);
-        let Some(sock) = self.sock.as_ref() else {
-            return;
+        let sent = match self.wire.as_ref() {
+            None => return,
+            Some(Wire::Udp(sock)) => sock.send_to(&self.datagram, self.receiver.send_to()),
+            // A full channel (the stack is stalled) loses this packet, as
+            // a full socket buffer would.
+            Some(Wire::Channel { out, .. }) => out
+                .try_send(self.datagram.clone())
+                .map(|()| self.datagram.len())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::WouldBlock)),
         };
-        match sock.send_to(&self.datagram, self.receiver.send_to()) {
+        match sent {
             Ok(n) => {
                 let at = Instant::now();
                 if let Some(prev) = self.sent.last_at {
@@ -196,10 +218,13 @@ impl Driver {
     /// Reads what arrived since the last slot, RTP then RTCP, each datagram
     /// dated by the kernel.
     pub(crate) fn drain(&mut self) {
+        if let Some(Wire::Channel { .. }) = self.wire {
+            return self.drain_channel();
+        }
         let stamps = Stamps::now();
         let mut buf = std::mem::take(&mut self.received);
         for _ in 0..MAX_READS_PER_SLOT {
-            let Some(sock) = self.sock.as_ref() else {
+            let Some(Wire::Udp(sock)) = self.wire.as_ref() else {
                 break;
             };
             match recv_dated(sock, &mut buf) {
@@ -222,6 +247,21 @@ impl Driver {
             self.rtcp_sock = Some(rtcp_sock);
         }
         self.received = buf;
+    }
+
+    /// What the other stack delivered since the last slot (bounded, as
+    /// socket reads are).
+    fn drain_channel(&mut self) {
+        for _ in 0..MAX_READS_PER_SLOT {
+            let Some(Wire::Channel { inbound, peer, .. }) = self.wire.as_mut() else {
+                return;
+            };
+            let peer = *peer;
+            match inbound.try_recv() {
+                Ok((packet, at)) => self.on_datagram(&packet, peer, at),
+                Err(_) => return,
+            }
+        }
     }
 
     /// Second half of a slot, after every due packet of the clock went out:
@@ -303,7 +343,11 @@ impl Driver {
 
     fn rtcp_target(&self) -> (Option<&UdpSocket>, SocketAddr) {
         if self.rtcp_muxed {
-            (self.sock.as_ref(), self.receiver.send_to())
+            let sock = match self.wire.as_ref() {
+                Some(Wire::Udp(sock)) => Some(sock),
+                _ => None,
+            };
+            (sock, self.receiver.send_to())
         } else {
             (self.rtcp_sock.as_ref(), self.rtcp_remote)
         }
@@ -372,7 +416,7 @@ impl Driver {
         self.emit_playout_events(pacer);
         self.tx = None;
         self.send_rtcp_bye();
-        self.sock = None;
+        self.wire = None;
         self.rtcp_sock = None;
         let pending = self.recording.take().map(RecordingFeed::finish);
         let report = SessionReport {

@@ -23,55 +23,12 @@ pub mod session;
 pub mod stats;
 mod udp;
 pub mod vad;
+pub mod webrtc;
 
 pub use clock::{clock_status, configure_clock, ClockOptions, ClockScheduling, ClockStatus};
 pub use error::MediaError;
 pub use session::{Frame, MediaEvent, MediaSession, Playout, SessionConfig, SessionReport};
 pub use stats::MediaStats;
 
-/// An audio codec the media engine can encode and decode on the SIP leg.
-/// SIP's SDP negotiation picks one; payload type numbers travel beside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Codec {
-    /// G.711 µ-law, static payload type 0, 8 kHz.
-    Pcmu,
-    /// G.711 A-law, static payload type 8, 8 kHz.
-    Pcma,
-    /// G.722, static payload type 9, 16 kHz audio (RTP clock 8 kHz, RFC 3551).
-    G722,
-}
-
-impl Codec {
-    /// The SDP encoding name (`a=rtpmap:<pt> <name>/<clock>`).
-    pub fn sdp_name(self) -> &'static str {
-        match self {
-            Codec::Pcmu => "PCMU",
-            Codec::Pcma => "PCMA",
-            Codec::G722 => "G722",
-        }
-    }
-
-    /// The static payload type from RFC 3551.
-    pub fn static_payload_type(self) -> u8 {
-        match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
-            Codec::G722 => 9,
-        }
-    }
-
-    /// The RTP clock rate written in SDP and used for timestamps.
-    pub fn rtp_clock_rate(self) -> u32 {
-        8000
-    }
-
-    /// Parses an SDP/config codec name, case-insensitively.
-    pub fn from_name(name: &str) -> Option<Codec> {
-        match name.to_ascii_uppercase().as_str() {
-            "PCMU" => Some(Codec::Pcmu),
-            "PCMA" => Some(Codec::Pcma),
-            "G722" => Some(Codec::G722),
-            _ => None,
-        }
-    }
-}
+/// The codec type is the domain's (shared with SIP and the WebRTC leg).
+pub use crate::domain::Codec;

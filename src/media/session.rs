@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::clock::{MediaClock, Paced};
 use super::control::RtcpSession;
-use super::driver::{Driver, CONTROL_HEADROOM};
+use super::driver::{Driver, Wire, CONTROL_HEADROOM};
 use super::error::MediaError;
 use super::jitter::JitterConfig;
 use super::playout::FRAME_MS;
@@ -250,6 +250,28 @@ impl MediaSession {
         socket.set_nonblocking(true)?;
         enable_timestamps(&socket);
         let local = socket.local_addr()?;
+        Self::start_on(Wire::Udp(socket), local, cfg)
+    }
+
+    /// Starts a session whose packets another stack carries (the WebRTC
+    /// leg): our RTP goes to `out`, the peer's comes from `inbound` with
+    /// its arrival time. RTCP is that stack's; `cfg.rtcp` is ignored.
+    pub fn start_channel(
+        out: mpsc::Sender<Vec<u8>>,
+        inbound: mpsc::Receiver<(Vec<u8>, Instant)>,
+        mut cfg: SessionConfig,
+    ) -> Result<(MediaSession, mpsc::Receiver<MediaEvent>), MediaError> {
+        cfg.rtcp = false;
+        let peer = cfg.remote;
+        let wire = Wire::Channel { out, inbound, peer };
+        Self::start_on(wire, SocketAddr::from(([0, 0, 0, 0], 0)), cfg)
+    }
+
+    fn start_on(
+        wire: Wire,
+        local: SocketAddr,
+        cfg: SessionConfig,
+    ) -> Result<(MediaSession, mpsc::Receiver<MediaEvent>), MediaError> {
         let now = Instant::now();
         let pacer = Pacer::new(
             PacerConfig {
@@ -299,7 +321,7 @@ impl MediaSession {
         let rtcp_remote = SocketAddr::new(cfg.remote.ip(), cfg.remote.port().wrapping_add(1));
         let (tx, rx) = mpsc::channel(cfg.event_capacity.clamp(2 * CONTROL_HEADROOM, 4096));
         let driver = Driver::new(
-            socket,
+            wire,
             receiver,
             recording,
             tx,

@@ -27,18 +27,9 @@ impl HangupBy {
 }
 
 /// `call_logs.direction` values (the schema's check constraint).
-pub const CALL_DIRECTIONS: &[&str] = &["inbound", "outbound", "web"];
+pub const CALL_DIRECTIONS: &[&str] = crate::domain::CallDirection::ALL;
 /// `call_logs.status` values (the schema's check constraint).
-pub const CALL_STATUSES: &[&str] = &[
-    "ringing",
-    "in_progress",
-    "completed",
-    "failed",
-    "rejected",
-    "busy",
-    "no_answer",
-    "transferred",
-];
+pub const CALL_STATUSES: &[&str] = crate::domain::CallStatus::ALL;
 
 /// A `call_logs` row as routing decides it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -59,22 +59,7 @@ pub enum CallCommand {
 }
 
 /// Which way a call was set up (`call_logs.direction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallDirection {
-    /// A trunk called one of our numbers; the runtime answered.
-    Inbound,
-    /// We called out through a trunk (the API); the far end answered.
-    Outbound,
-}
-
-impl CallDirection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallDirection::Inbound => "inbound",
-            CallDirection::Outbound => "outbound",
-        }
-    }
-}
+pub use crate::domain::CallDirection;
 
 /// An answered call, handed to the runtime: inbound once our 200 OK is
 /// sent, outbound once the far end's 2xx is ACKed. The runtime runs both

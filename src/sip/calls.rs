@@ -113,6 +113,7 @@ impl Core {
         match transport {
             Transport::Udp => format!("sip:switchboard@{hp}"),
             Transport::Tcp => format!("sip:switchboard@{hp};transport=tcp"),
+            Transport::Tls => format!("sip:switchboard@{hp};transport=tls"),
         }
     }
 

@@ -5,29 +5,7 @@
 
 use super::message::uri_user;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct E164(String);
-
-impl E164 {
-    /// Accepts only the canonical form: `+` then 8 to 15 digits, no leading 0.
-    pub fn parse(s: &str) -> Option<E164> {
-        let digits = s.strip_prefix('+')?;
-        let ok = (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        ok.then(|| E164(s.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for E164 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::domain::E164;
 
 /// How a trunk writes national numbers: its country calling code and the
 /// national significant number length (NANP: "1" and 10).
@@ -87,7 +65,7 @@ pub fn normalise(raw: &str, plan: &NumberingPlan) -> Option<E164> {
         // Twilio/Telnyx style "15555550100": already international.
         digits
     };
-    E164::parse(&format!("+{international}"))
+    E164::parse(&format!("+{international}")).ok()
 }
 
 /// The number from a URI (`sip:`, `sips:`, `tel:`), E.164 when possible.
@@ -154,6 +132,6 @@ mod tests {
         ] {
             assert_eq!(normalise(raw, &nanp), None, "{raw}");
         }
-        assert_eq!(E164::parse("15555550100"), None);
+        assert!(E164::parse("15555550100").is_err());
     }
 }

@@ -109,6 +109,7 @@ pub fn build_invite(p: &InviteParts) -> Message {
     let uri = match p.transport {
         Transport::Udp => format!("sip:{}@{hp}", p.to),
         Transport::Tcp => format!("sip:{}@{hp};transport=tcp", p.to),
+        Transport::Tls => format!("sip:{}@{hp};transport=tls", p.to),
     };
     let from_host = host_port(p.from_domain.unwrap_or(p.host), None);
     let headers = vec![
@@ -510,6 +511,7 @@ mod tests {
                     assert_eq!(uri, "sip:+15551230000@trunk.example.com:5080;transport=tcp");
                     assert!(back.header("Via").unwrap().starts_with("SIP/2.0/TCP "));
                 }
+                Transport::Tls => unreachable!("not spoken yet"),
             }
         }
     }

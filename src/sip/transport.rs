@@ -52,24 +52,7 @@ impl Default for TcpLimits {
 
 pub type ConnId = u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    pub fn via_name(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-
-    pub fn reliable(self) -> bool {
-        self == Transport::Tcp
-    }
-}
+pub use crate::domain::Transport;
 
 /// Where a message goes: an address, and for TCP the connection it came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +133,9 @@ impl Transports {
                 if let Err(e) = self.udp.try_send_to(&bytes, target.addr) {
                     tracing::debug!(to = %target.addr, "UDP send failed: {e}");
                 }
+            }
+            Transport::Tls => {
+                tracing::debug!(to = %target.addr, "TLS is not spoken yet; message dropped")
             }
             Transport::Tcp => {
                 let sender = target

@@ -1,7 +1,10 @@
 //! What the console tests share: a node with the demo workspace, known
 //! passwords for a MANAGER (the demo OWNER) and a VIEWER, the API over
-//! HTTP, and headless Chromium (`cdp`).
+//! HTTP, headless Chromium (`cdp`) and a browser call (`browser_call`).
 
+#![allow(dead_code)]
+
+pub mod browser_call;
 pub mod cdp;
 
 use std::path::{Path, PathBuf};
@@ -35,9 +38,9 @@ pub async fn start(sip_port: u16, rtp_base: u16, extra: &[(&str, &str)]) -> Setu
     ];
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let node = super::common::node::start_node(&db.url, &db.pool, rtp_base, &env).await;
+    let node = crate::common::node::start_node(&db.url, &db.pool, rtp_base, &env).await;
     let base = format!("http://{}", node.api_addr);
-    let (agent, workspace) = super::common::node::demo_agent(&db.pool).await;
+    let (agent, workspace) = crate::common::node::demo_agent(&db.pool).await;
     let phc = switchboard::api::auth::hash_password(PASSWORD).expect("hash");
     sqlx::query("update auth.users set encrypted_password = $1 where email = $2")
         .bind(&phc)

@@ -4,7 +4,7 @@ use crate::api::resource::{dflt, eq, opt, req, Kind, Resource, READ_WRITE};
 use crate::api::types::Role;
 
 const TONES: &[&str] = &["professional", "friendly", "casual", "formal"];
-const POLICIES: &[&str] = &["apologize", "escalate", "retry", "transfer"];
+const POLICIES: &[&str] = crate::domain::EscalationPolicy::ALL;
 
 pub static PERSONAS: Resource = Resource {
     path: "personas",
