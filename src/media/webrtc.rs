@@ -252,11 +252,10 @@ impl WebRtcEngine {
                 });
             })
         }));
-        let desc = RTCSessionDescription::offer(offer.to_owned())
-            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
-        pc.set_remote_description(desc)
-            .await
-            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
+        // Our track first: the offer's audio m-line then takes this sending
+        // transceiver and the answer is `sendrecv`. Added after the offer,
+        // webrtc-rs answers a browser's `sendrecv` with `recvonly` (Chromium
+        // then never plays our audio).
         let track = Arc::new(TrackLocalStaticRTP::new(
             capability(codec),
             "audio".to_owned(),
@@ -267,6 +266,11 @@ impl WebRtcEngine {
             .add_track(local)
             .await
             .map_err(internal)?;
+        let desc = RTCSessionDescription::offer(offer.to_owned())
+            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
+        pc.set_remote_description(desc)
+            .await
+            .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
         // RTCP from the peer must be read for the interceptors (NACK,
         // reports) to work; its content is theirs.
         tokio::spawn(async move {
