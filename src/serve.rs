@@ -87,7 +87,8 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
             registry: runtime.registry.clone(),
             sip: sip.clone(),
         }) as Arc<dyn LiveCalls>)
-        .with_dialer(Arc::new(sip.clone()) as Arc<dyn Dialer>);
+        .with_dialer(Arc::new(sip.clone()) as Arc<dyn Dialer>)
+        .with_voice(runtime.clone() as Arc<dyn crate::api::voice_preview::VoicePreview>);
     let cluster_stop = CancellationToken::new();
     if let Some(c) = &cluster {
         api_state = api_state.with_cluster(c.clone());

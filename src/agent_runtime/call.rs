@@ -176,7 +176,8 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
         info.call_log_id,
         profile.clone(),
     )
-    .traced(rt.telemetry.clone(), &info.call_ref);
+    .traced(rt.telemetry.clone(), &info.call_ref)
+    .with_transcript(_registration.transcript());
     let mut machine = CallMachine::new(profile.clone(), settings, endpoint, ledger, started);
 
     let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);

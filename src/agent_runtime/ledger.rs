@@ -20,6 +20,8 @@ use crate::metrics::{metrics, TurnTimes};
 use crate::records::{MessageRecord, Record, RecordWriter, UsageRecord};
 use crate::telemetry::TurnTrace;
 
+use super::transcript::{Speaker, TranscriptFeed};
+
 /// One sentence queued for playout.
 #[derive(Debug)]
 struct Utterance {
@@ -80,6 +82,8 @@ pub struct CallLedger {
     leads: LeadCollector,
     /// Where each turn is traced, with the call's SIP Call-ID.
     telemetry: Option<(crate::telemetry::Telemetry, String)>,
+    /// The live transcript watchers see (the console's live calls).
+    transcript: Option<TranscriptFeed>,
 }
 
 impl CallLedger {
@@ -109,6 +113,19 @@ impl CallLedger {
             records: Vec::new(),
             leads: LeadCollector::default(),
             telemetry: None,
+            transcript: None,
+        }
+    }
+
+    /// Publishes the conversation to `feed` as it happens.
+    pub fn with_transcript(mut self, feed: TranscriptFeed) -> CallLedger {
+        self.transcript = Some(feed);
+        self
+    }
+
+    fn publish(&self, role: Speaker, text: &str) {
+        if let Some(feed) = &self.transcript {
+            feed.publish(role, text);
         }
     }
 
@@ -173,6 +190,7 @@ impl CallLedger {
             now_utc(),
         );
         self.history.push(ChatMessage::user(text));
+        self.publish(Speaker::User, text);
         self.leads.observe(text);
         self.begin_reply(turn, Some(speech_ended_at));
         if let Some(r) = self.reply.as_mut() {
@@ -202,6 +220,9 @@ impl CallLedger {
             } if turn == r.turn => {
                 r.tts_first_byte_ms.get_or_insert(tts_first_byte_ms);
                 self.tts_characters += text.chars().count() as u64;
+                if let Some(feed) = &self.transcript {
+                    feed.publish(Speaker::Assistant, &text);
+                }
                 r.utterances.insert(
                     utt,
                     Utterance {
@@ -361,6 +382,7 @@ impl CallLedger {
         };
         r.interrupted = true;
         r.done = true;
+        self.publish(Speaker::Event, "the caller interrupted the agent");
         self.write_cut(); // an earlier cut still waiting: write what is known
         self.cut = Some((r, now_utc()));
         self.write_cut_when_known();

@@ -27,6 +27,7 @@ pub mod sentences;
 pub mod sse;
 pub mod stt;
 pub mod stt_http;
+pub mod transcript;
 pub mod tts;
 pub mod tts_cache;
 pub mod tts_http;

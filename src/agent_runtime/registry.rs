@@ -10,6 +10,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::transcript::TranscriptFeed;
+
 /// What the API sees of a live call.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveCallInfo {
@@ -51,6 +53,7 @@ pub enum DtmfSent {
 struct Entry {
     info: LiveCallInfo,
     control: mpsc::Sender<ControlRequest>,
+    transcript: TranscriptFeed,
 }
 
 #[derive(Clone, Default)]
@@ -62,6 +65,14 @@ pub struct Registry {
 pub struct Registration {
     calls: Arc<DashMap<Uuid, Entry>>,
     id: Uuid,
+    transcript: TranscriptFeed,
+}
+
+impl Registration {
+    /// The call's live transcript, for the call's ledger to publish into.
+    pub fn transcript(&self) -> TranscriptFeed {
+        self.transcript.clone()
+    }
 }
 
 impl Drop for Registration {
@@ -81,10 +92,19 @@ impl Registry {
         control: mpsc::Sender<ControlRequest>,
     ) -> Registration {
         let id = info.call_log_id;
-        self.calls.insert(id, Entry { info, control });
+        let transcript = TranscriptFeed::new();
+        self.calls.insert(
+            id,
+            Entry {
+                info,
+                control,
+                transcript: transcript.clone(),
+            },
+        );
         Registration {
             calls: self.calls.clone(),
             id,
+            transcript,
         }
     }
 
@@ -138,6 +158,17 @@ impl Registry {
                 }
             }
             _ => DtmfSent::NoSuchCall,
+        }
+    }
+
+    /// The live transcript of a call of `workspace_id` (another workspace's
+    /// call is "no such call").
+    pub fn transcript(&self, workspace_id: Uuid, call_log_id: Uuid) -> Option<TranscriptFeed> {
+        match self.calls.get(&call_log_id) {
+            Some(entry) if entry.info.workspace_id == workspace_id => {
+                Some(entry.transcript.clone())
+            }
+            _ => None,
         }
     }
 

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 pub use crate::agent_runtime::registry::DtmfSent;
 use crate::agent_runtime::registry::Registry;
+use crate::agent_runtime::transcript::TranscriptFeed;
 use crate::sip::outbound_leg::{DialError, DialRequest};
 use crate::sip::SipServerHandle;
 
@@ -57,6 +58,11 @@ pub trait LiveCalls: Send + Sync {
     /// Queues RFC 4733 digits on an answered call of `workspace_id`.
     fn send_dtmf(&self, _workspace_id: Uuid, _call_id: Uuid, _digits: &str) -> DtmfSent {
         DtmfSent::NoSuchCall
+    }
+    /// The live transcript of an answered call of `workspace_id` held by
+    /// this node.
+    fn transcript(&self, _workspace_id: Uuid, _call_id: Uuid) -> Option<TranscriptFeed> {
+        None
     }
 }
 
@@ -103,6 +109,10 @@ impl LiveCalls for Registry {
     fn send_dtmf(&self, workspace_id: Uuid, call_id: Uuid, digits: &str) -> DtmfSent {
         Registry::send_dtmf(self, workspace_id, call_id, digits)
     }
+
+    fn transcript(&self, workspace_id: Uuid, call_id: Uuid) -> Option<TranscriptFeed> {
+        Registry::transcript(self, workspace_id, call_id)
+    }
 }
 
 /// A node's calls: the runtime's answered ones, plus outbound calls the
@@ -144,5 +154,9 @@ impl LiveCalls for NodeCalls {
     /// Answered calls only (a ringing call has no media yet).
     fn send_dtmf(&self, workspace_id: Uuid, call_id: Uuid, digits: &str) -> DtmfSent {
         Registry::send_dtmf(&self.registry, workspace_id, call_id, digits)
+    }
+
+    fn transcript(&self, workspace_id: Uuid, call_id: Uuid) -> Option<TranscriptFeed> {
+        Registry::transcript(&self.registry, workspace_id, call_id)
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod auth_routes;
 pub mod body;
 pub mod calls;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -13,6 +14,7 @@ pub mod html;
 pub mod keys;
 pub mod knowledge;
 pub mod live;
+pub mod live_transcript;
 pub mod metrics;
 pub mod openapi;
 mod openapi_custom;
@@ -23,8 +25,11 @@ pub mod resource;
 pub mod resources;
 pub use crate::secrets;
 pub mod types;
+pub mod usage_summary;
 pub mod validate;
+pub mod voice_preview;
 pub mod whip;
+pub mod widget;
 pub mod workspaces;
 
 use std::net::SocketAddr;
@@ -65,6 +70,9 @@ pub struct ApiState {
     /// The in-memory knowledge the runtime retrieves from (shared with it
     /// in `serve`), so a search here ranks as a call would.
     pub knowledge: Arc<KnowledgeIndex>,
+    /// Speaks voice previews as the node's calls would (`…/tts-preview`);
+    /// absent, that answers 503.
+    pub voice: Option<Arc<dyn voice_preview::VoicePreview>>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -156,6 +164,7 @@ impl ApiState {
             live: None,
             cluster: None,
             dialer: None,
+            voice: None,
             whip: None,
             embedder,
         })
@@ -176,6 +185,12 @@ impl ApiState {
     /// The node's SIP layer, for `POST …/calls`.
     pub fn with_dialer(mut self, dialer: Arc<dyn Dialer>) -> ApiState {
         self.dialer = Some(dialer);
+        self
+    }
+
+    /// The node's runtime, for voice previews.
+    pub fn with_voice(mut self, voice: Arc<dyn voice_preview::VoicePreview>) -> ApiState {
+        self.voice = Some(voice);
         self
     }
 
@@ -314,7 +329,12 @@ pub fn app(state: ApiState) -> Router {
         .merge(knowledge::routes())
         .merge(calls::routes())
         .merge(outbound_calls::routes())
-        .merge(whip::routes());
+        .merge(whip::routes())
+        .merge(console::routes())
+        .merge(widget::routes())
+        .merge(live_transcript::routes())
+        .merge(usage_summary::routes())
+        .merge(voice_preview::routes());
     for resource in resources::ALL {
         router = router.merge(resource::routes(resource));
     }

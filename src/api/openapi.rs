@@ -1,8 +1,7 @@
 //! OpenAPI 3.1 document generated from the same resource descriptions that
-//! validate requests (so the two cannot drift), at `/openapi.json`, and a
-//! reference page at `/docs` (Scalar, loaded by the browser).
+//! validate requests (so the two cannot drift), at `/openapi.json`; the
+//! reference page at `/docs` (Swagger UI, embedded) is served by `console`.
 
-use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
@@ -15,17 +14,7 @@ use super::ApiState;
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/openapi.json", get(|| async { Json(document()) }))
-        .route("/docs", get(|| async { Html(DOCS_HTML) }))
 }
-
-const DOCS_HTML: &str = r#"<!doctype html>
-<html><head><title>Switchboard API</title><meta charset="utf-8"/>
-<meta name="viewport" content="width=device-width, initial-scale=1"/></head>
-<body>
-<noscript>The machine-readable description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-<script id="api-reference" data-url="/openapi.json"></script>
-<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-</body></html>"#;
 
 /// `sip-trunks` → `SipTrunks`.
 fn schema_name(path: &str) -> String {

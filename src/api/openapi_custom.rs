@@ -443,6 +443,88 @@ under calls/live while it rings and talks; DELETE calls/live/{id} cancels or han
                    "responses": {"200": {"description": "audio", "content": {"audio/wav": {"schema": {"type": "string", "contentMediaType": "audio/wav"}}}},
                                  "401": {"description": "error"}, "404": {"description": "error"}}}),
         ),
+        (
+            "/v1/workspaces/{workspace_id}/calls/live/{call_id}/transcript",
+            "get",
+            json!({"summary": "Live transcript of a call held by this node (server-sent events)", "tags": ["calls"],
+                   "parameters": w_id("call_id"),
+                   "description": "Events: `line` {seq, role: user|assistant|event, text, at} — the lines so far, then each as it happens; `lost` {count} when this reader fell behind; `end` when the call is over. 404 when the call is not live on this node.",
+                   "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                 "401": {"description": "error"}, "404": {"description": "error"}}}),
+        ),
+        (
+            "/v1/workspaces/{workspace_id}/usage-summary",
+            "get",
+            op(
+                "This month's usage against the plan in force",
+                "usage",
+                w(),
+                None,
+                (200, json!({"type": "object", "properties": {
+                    "month": {"type": "string", "format": "date"}, "usage": {"type": "object"},
+                    "plan": {"type": ["object", "null"]}, "within_limits": {"type": "boolean"}}})),
+                READ_ERRORS,
+            ),
+        ),
+        (
+            "/v1/workspaces/{workspace_id}/agents/{id}/tts-preview",
+            "post",
+            {
+                let mut o = op(
+                    "Hear the agent's voice (WAV)",
+                    "agents",
+                    w_id("id"),
+                    Some(object(
+                        json!({"text": {"type": "string", "maxLength": 300, "description": "default: the persona's greeting"},
+                               "tts_provider": {"type": "string", "maxLength": 50},
+                               "tts_voice": {"type": "string", "maxLength": 100},
+                               "tts_speed": {"type": "number", "minimum": 0.25, "maximum": 4}}),
+                        &[],
+                    )),
+                    (200, Value::Null),
+                    WRITE_ERRORS,
+                );
+                o["responses"]["200"] = json!({"description": "audio", "content": {"audio/wav": {"schema": {"type": "string", "contentMediaType": "audio/wav"}}}});
+                o
+            },
+        ),
+        (
+            "/v1/workspaces/{workspace_id}/web-widgets/{id}/public-key",
+            "get",
+            op(
+                "The widget's public key, for /widget.js (MANAGER)",
+                "web-widgets",
+                w_id("id"),
+                None,
+                (200, json!({"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "public_key": {"type": "string", "pattern": "^pk_[0-9a-f]{32,128}$"}}})),
+                READ_ERRORS,
+            ),
+        ),
+        (
+            "/v1/workspaces/{workspace_id}/web-widgets/{id}/public-key",
+            "post",
+            op(
+                "Rotate the widget's public key: pages with the old one stop working (MANAGER)",
+                "web-widgets",
+                w_id("id"),
+                None,
+                (200, json!({"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "public_key": {"type": "string"}}})),
+                READ_ERRORS,
+            ),
+        ),
+        (
+            "/v1/widgets/{public_key}",
+            "get",
+            json!({"summary": "A web widget's look, for /widget.js on a page of its allowed_domains (no login; CORS to that Origin)",
+                   "tags": ["web-widgets"], "security": [],
+                   "parameters": [{"name": "public_key", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^pk_[0-9a-f]{32,128}$"}}],
+                   "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                                     "agent_id": {"type": "string", "format": "uuid"}, "agent_name": {"type": "string"},
+                                     "available": {"type": "boolean"}, "primary_color": {"type": "string"},
+                                     "position": {"type": "string"}, "welcome_message": {"type": "string"},
+                                     "whip_path": {"type": "string"}}}}}},
+                                 "401": {"description": "unknown key"}, "403": {"description": "Origin not in the widget's allowed_domains"}}}),
+        ),
     ];
     for (path, method, operation) in entries {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));

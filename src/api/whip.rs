@@ -35,8 +35,29 @@ pub struct WhipCalls {
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/v1/agents/{agent_id}/whip", post(offer))
-        .route("/v1/agents/{agent_id}/whip/{session_id}", delete(end))
+        .route("/v1/agents/{agent_id}/whip", post(offer).options(preflight))
+        .route(
+            "/v1/agents/{agent_id}/whip/{session_id}",
+            delete(end).options(preflight),
+        )
+}
+
+/// CORS preflight of a widget's WHIP request from another site's page:
+/// allowed for an `Origin` in the allowed domains of one of the agent's
+/// widgets (the request itself is then checked with its key).
+async fn preflight(State(st): State<ApiState>, ids: Ids, headers: HeaderMap) -> Response {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let allowed = match ids.get(0) {
+        Ok(agent_id) => super::widget::preflight(&st.pool, agent_id, origin).await,
+        Err(_) => None,
+    };
+    match allowed {
+        Some(cors) => (StatusCode::NO_CONTENT, cors).into_response(),
+        None => StatusCode::FORBIDDEN.into_response(),
+    }
 }
 
 /// Who may call an agent through WHIP, once authorised.
@@ -45,23 +66,38 @@ pub struct WhipCaller {
     pub workspace_id: Uuid,
     /// `call_logs.from_number` and `agent_sessions.caller`.
     pub caller: String,
+    /// A widget's page: the origin its answers carry CORS headers for.
+    pub cors_origin: Option<String>,
 }
 
-/// Authorises a WHIP request for `agent_workspace`: a user JWT with any
-/// role in it, or one of its API keys. Anything else is 401; a workspace
-/// the credential has no role in is 404 (its agents do not exist for it).
-///
-/// TODO(widget): the widget's public key from an `Origin` listed in the
-/// widget's `allowed_domains` (issue 14, item 4) is accepted here once
-/// `agent_web_widget_config.public_key` exists (the `console` branch's
-/// migration): look the key up for this agent, compare the `Origin` header,
-/// and answer `WhipCaller { caller: "web:widget:<origin>" }`.
+/// Authorises a WHIP request for `agent_id` of `agent_workspace`: a user
+/// JWT with any role in it, one of its API keys, or the public key of one
+/// of the agent's web widgets from an `Origin` in that widget's
+/// `allowed_domains` ([`super::widget::authorize_widget`]: wrong key 401,
+/// origin not allowed 403). Anything else is 401; a workspace the
+/// credential has no role in is 404 (its agents do not exist for it).
 pub async fn authorize(
     st: &ApiState,
     principal: Result<Principal, ApiError>,
-    _headers: &HeaderMap,
+    headers: &HeaderMap,
+    agent_id: Uuid,
     agent_workspace: Uuid,
 ) -> Result<WhipCaller, ApiError> {
+    if let Some(key) = widget_key(headers) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        let grant =
+            super::widget::authorize_widget(&st.pool, Some(agent_id), key, origin).await?;
+        if grant.workspace_id != agent_workspace {
+            return Err(ApiError::Unauthorized);
+        }
+        return Ok(WhipCaller {
+            workspace_id: agent_workspace,
+            caller: format!("web:widget:{}", grant.origin),
+            cors_origin: Some(grant.origin),
+        });
+    }
     let principal = principal?;
     st.require(&principal, agent_workspace, Role::Viewer)
         .await?;
@@ -72,7 +108,16 @@ pub async fn authorize(
     Ok(WhipCaller {
         workspace_id: agent_workspace,
         caller,
+        cors_origin: None,
     })
+}
+
+/// The bearer credential when it is a widget's public key (`pk_…`).
+fn widget_key(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && super::widget::is_public_key(token)).then_some(token)
 }
 
 fn problem(status: StatusCode, code: &str, message: &str) -> Response {
@@ -102,7 +147,7 @@ async fn offer(
         principal?;
         return Err(ApiError::NotFound);
     };
-    let who = authorize(&st, principal, &headers, workspace_id).await?;
+    let who = authorize(&st, principal, &headers, agent_id, workspace_id).await?;
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -176,6 +221,9 @@ async fn offer(
     if let Ok(v) = HeaderValue::from_str(&answer.call_log_id.to_string()) {
         h.insert("x-call-log-id", v);
     }
+    if let Some(origin) = &who.cors_origin {
+        h.extend(super::widget::cors_headers(origin));
+    }
     Ok(response)
 }
 
@@ -196,16 +244,22 @@ async fn end(
     principal: Result<Principal, ApiError>,
     ids: Ids,
     headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    let session_id = ids.get(1)?;
+) -> Result<Response, ApiError> {
+    let (agent_id, session_id) = (ids.get(0)?, ids.get(1)?);
     let whip = st.whip.clone().ok_or(ApiError::Unavailable)?;
     let Some(workspace_id) = whip.calls.workspace_of(session_id) else {
         principal?;
         return Err(ApiError::NotFound);
     };
-    let who = authorize(&st, principal, &headers, workspace_id).await?;
+    let who = authorize(&st, principal, &headers, agent_id, workspace_id).await?;
     if whip.calls.end(who.workspace_id, session_id) {
-        Ok(StatusCode::OK)
+        let mut response = StatusCode::OK.into_response();
+        if let Some(origin) = &who.cors_origin {
+            response
+                .headers_mut()
+                .extend(super::widget::cors_headers(origin));
+        }
+        Ok(response)
     } else {
         Err(ApiError::NotFound)
     }

@@ -75,13 +75,27 @@ impl BaresipCall {
     /// Dials `uri` from `127.0.0.1:sip_port` playing `wav`, and quits after
     /// `max_secs`. The call ends (baresip hangs up) when the file ends.
     pub fn dial(dir: &Path, sip_port: u16, uri: &str, wav: &Path, max_secs: u32) -> BaresipCall {
+        Self::dial_rtp(dir, sip_port, (31000, 31999), uri, wav, max_secs)
+    }
+
+    /// [`BaresipCall::dial`] with its RTP ports in `rtp` (a suite's own range).
+    pub fn dial_rtp(
+        dir: &Path,
+        sip_port: u16,
+        rtp: (u16, u16),
+        uri: &str,
+        wav: &Path,
+        max_secs: u32,
+    ) -> BaresipCall {
         std::fs::create_dir_all(dir).expect("baresip dir");
         let config = format!(
             "poll_method\tepoll\nsip_listen\t127.0.0.1:{sip_port}\n\
              audio_player\taufile,/dev/null\naudio_source\taufile,{wav}\naudio_alert\taufile,/dev/null\n\
              audio_srate\t8000\naudio_channels\t1\n\
              module_path\t/usr/lib/baresip/modules\nmodule\tg711.so\nmodule\taccount.so\nmodule\taufile.so\nmodule\tsndfile.so\n\
-             module_app\tmenu.so\nsnd_path\t{dir}\nrtp_ports\t31000-31999\n",
+             module_app\tmenu.so\nsnd_path\t{dir}\nrtp_ports\t{}-{}\n",
+            rtp.0,
+            rtp.1,
             wav = wav.display(),
             dir = dir.display()
         );

@@ -32,7 +32,7 @@ pub static CHANNEL_CONFIGS: Resource = Resource {
 pub static WEB_WIDGETS: Resource = Resource {
     path: "web-widgets",
     table: "agent_web_widget_config",
-    summary: "Web widget of an agent (colours, position, allowed domains)",
+    summary: "Web widget of an agent (colours, position, allowed domains); its public key: GET/POST …/web-widgets/{id}/public-key",
     fields: &[
         req("agent_id", Kind::Ref("agents")),
         opt("primary_color", Kind::Color),
@@ -43,7 +43,7 @@ pub static WEB_WIDGETS: Resource = Resource {
     filters: &[eq("agent_id", Kind::Ref("agents"))],
     writes: READ_WRITE,
     write_role: Role::Manager,
-    hidden: &[],
+    hidden: &["public_key"],
     children: &[],
     order: "t.created_at desc",
 };
