@@ -47,6 +47,33 @@ async fn api_key(pool: &sqlx::PgPool, workspace: Uuid, role: &str) -> String {
     key
 }
 
+/// A fresh database with the demo, a VIEWER key of the demo workspace,
+/// and a node whose ICE uses loopback ports from `ice_port_min`.
+struct WebNode {
+    db: TestDb,
+    agent: Uuid,
+    key: String,
+    node: switchboard::serve::Services,
+}
+
+async fn web_node(ice_port_min: u16) -> WebNode {
+    let db = TestDb::new().await;
+    switchboard::db::seed::seed_demo(&db.pool)
+        .await
+        .expect("seed");
+    let (agent, workspace) = demo_agent(&db.pool).await;
+    let key = api_key(&db.pool, workspace, "VIEWER").await;
+    let env = webrtc_env(ice_port_min);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let node = start_node(&db.url, &db.pool, 51200, &env).await;
+    WebNode {
+        db,
+        agent,
+        key,
+        node,
+    }
+}
+
 /// Runs the aiortc caller; its JSON report.
 pub fn aiortc_call(dir: &Path, url: &str, token: &str, questions: &[&Path]) -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -105,15 +132,12 @@ fn strings(v: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aiortc_peer_calls_through_whip_and_hears_the_right_answer() {
     common::node::init_logs();
-    let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool)
-        .await
-        .expect("seed");
-    let (agent, workspace) = demo_agent(&db.pool).await;
-    let key = api_key(&db.pool, workspace, "VIEWER").await;
-    let env = webrtc_env(51000);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let node = start_node(&db.url, &db.pool, 51200, &env).await;
+    let WebNode {
+        db,
+        agent,
+        key,
+        node,
+    } = web_node(51000).await;
 
     let dir = tempfile::tempdir().expect("tmp");
     let question = dir.path().join("question-16k.wav");
@@ -255,15 +279,12 @@ async fn an_aiortc_peer_calls_through_whip_and_hears_the_right_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_refuses_bad_credentials_unknown_or_draft_agents_the_plan_limit_and_bad_sdp() {
-    let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool)
-        .await
-        .expect("seed");
-    let (agent, workspace) = demo_agent(&db.pool).await;
-    let key = api_key(&db.pool, workspace, "VIEWER").await;
-    let env = webrtc_env(51100);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let node = start_node(&db.url, &db.pool, 51200, &env).await;
+    let WebNode {
+        db,
+        agent,
+        key,
+        node,
+    } = web_node(51100).await;
     let http = reqwest::Client::new();
     let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
@@ -398,15 +419,12 @@ async fn voice_to_voice_at_the_aiortc_peer() {
         "What payment methods do you accept?",
     ];
     common::node::init_logs();
-    let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool)
-        .await
-        .expect("seed");
-    let (agent, workspace) = demo_agent(&db.pool).await;
-    let key = api_key(&db.pool, workspace, "VIEWER").await;
-    let env = webrtc_env(51000);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let node = start_node(&db.url, &db.pool, 51200, &env).await;
+    let WebNode {
+        db,
+        agent,
+        key,
+        node,
+    } = web_node(51000).await;
     let dir = tempfile::tempdir().expect("tmp");
     let mut files = Vec::new();
     for (i, q) in QUESTIONS.iter().enumerate() {
