@@ -145,7 +145,12 @@ async fn an_aiortc_peer_calls_through_whip_and_hears_the_right_answer() {
     write_wav_16k(&question, &pcm);
     let url = format!("http://{}/v1/agents/{agent}/whip", node.api_addr);
     let report = tokio::task::spawn_blocking({
-        let (dir, url, key, q) = (dir.path().to_path_buf(), url.clone(), key.clone(), question.clone());
+        let (dir, url, key, q) = (
+            dir.path().to_path_buf(),
+            url.clone(),
+            key.clone(),
+            question.clone(),
+        );
         move || aiortc_call(&dir, &url, &key, &[&q])
     })
     .await
@@ -209,22 +214,26 @@ async fn an_aiortc_peer_calls_through_whip_and_hears_the_right_answer() {
     );
 
     // The records of a web call.
-    let row: Option<(String, String, Option<String>, Option<Uuid>, Option<String>)> =
-        poll(Duration::from_secs(10), || async {
-            sqlx::query_as(
-                "select direction, status, hangup_by, session_id, codec from call_logs \
+    // direction, status, hangup_by, session_id, codec
+    type CallRow = (String, String, Option<String>, Option<Uuid>, Option<String>);
+    let row: Option<CallRow> = poll(Duration::from_secs(10), || async {
+        sqlx::query_as(
+            "select direction, status, hangup_by, session_id, codec from call_logs \
                  where direction = 'web' and ended_at is not null",
-            )
-            .fetch_optional(&db.pool)
-            .await
-            .expect("call_logs")
-        })
-        .await;
-    let (direction, status, hangup_by, session, codec) =
-        row.expect("a finished web call_logs row");
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("call_logs")
+    })
+    .await;
+    let (direction, status, hangup_by, session, codec) = row.expect("a finished web call_logs row");
     assert_eq!(direction, "web");
     assert_eq!(status, "completed");
-    assert_eq!(hangup_by.as_deref(), Some("caller"), "WHIP DELETE is the caller's");
+    assert_eq!(
+        hangup_by.as_deref(),
+        Some("caller"),
+        "WHIP DELETE is the caller's"
+    );
     assert_eq!(codec.as_deref(), Some("opus"));
     let session = session.expect("call_logs.session_id");
     let (channel, s_status): (String, String) = poll(Duration::from_secs(10), || async {
@@ -269,7 +278,9 @@ async fn an_aiortc_peer_calls_through_whip_and_hears_the_right_answer() {
             .fetch_one(&db.pool)
             .await
             .expect("latency");
-    let turns = latency.as_ref().and_then(|l| l["turns"].as_array().cloned());
+    let turns = latency
+        .as_ref()
+        .and_then(|l| l["turns"].as_array().cloned());
     assert!(
         turns.is_some_and(|t| !t.is_empty()),
         "per-turn latency recorded: {latency:?}"
@@ -314,7 +325,13 @@ async fn whip_refuses_bad_credentials_unknown_or_draft_agents_the_plan_limit_and
     // Credentials: none, a wrong key, a forged JWT.
     let (s, b) = post(agent, None, sdp, offer).await;
     assert_eq!((s, code(&b).as_str()), (401, "unauthorized"), "{b}");
-    let (s, b) = post(agent, Some("sk_live_not_a_key_at_all_0000000000"), sdp, offer).await;
+    let (s, b) = post(
+        agent,
+        Some("sk_live_not_a_key_at_all_0000000000"),
+        sdp,
+        offer,
+    )
+    .await;
     assert_eq!((s, code(&b).as_str()), (401, "unauthorized"), "{b}");
     let (s, _) = post(agent, Some("eyJhbGciOiJIUzI1NiJ9.e30.forged"), sdp, offer).await;
     assert_eq!(s, 401);
@@ -452,8 +469,8 @@ async fn voice_to_voice_at_the_aiortc_peer() {
         .iter()
         .filter_map(|t| t["voice_to_voice_ms"].as_f64())
         .collect();
-    let unanswered = heard.iter().filter(|&&v| v >= 7000.0).count()
-        + (QUESTIONS.len() - heard.len());
+    let unanswered =
+        heard.iter().filter(|&&v| v >= 7000.0).count() + (QUESTIONS.len() - heard.len());
     let mut v2v: Vec<f64> = heard.into_iter().filter(|&v| v < 7000.0).collect();
     assert!(!v2v.is_empty(), "no turn answered: {report:#}");
     v2v.sort_by(f64::total_cmp);
