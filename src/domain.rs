@@ -168,7 +168,10 @@ impl EscalationPolicy {
 
     /// Whether a failure hands the caller to a person (when there is one).
     pub fn transfers(self) -> bool {
-        matches!(self, EscalationPolicy::Escalate | EscalationPolicy::Transfer)
+        matches!(
+            self,
+            EscalationPolicy::Escalate | EscalationPolicy::Transfer
+        )
     }
 }
 

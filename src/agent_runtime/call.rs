@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::call_machine::{CallAction, CallInput, CallMachine};
-use super::leg::{LegEvent, LegSetup, SipLegSetup};
 use super::ledger::CallLedger;
+use super::leg::{LegEvent, LegSetup, SipLegSetup};
 use super::profile::AgentProfile;
 use super::providers::Providers;
 use super::registry::{ControlRequest, LiveCallInfo};
@@ -235,12 +235,28 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
                     history,
                 } => {
                     work.cancel_reply();
-                    let ctx = reply_context(&rt, &providers, &profile, &playout, &reply_tx, turn, &mut work.next_utt_base);
+                    let ctx = reply_context(
+                        &rt,
+                        &providers,
+                        &profile,
+                        &playout,
+                        &reply_tx,
+                        turn,
+                        &mut work.next_utt_base,
+                    );
                     work.reply = Some(tokio::spawn(ctx.answer(text, history)));
                 }
                 CallAction::Say { turn, text } => {
                     work.cancel_reply();
-                    let ctx = reply_context(&rt, &providers, &profile, &playout, &reply_tx, turn, &mut work.next_utt_base);
+                    let ctx = reply_context(
+                        &rt,
+                        &providers,
+                        &profile,
+                        &playout,
+                        &reply_tx,
+                        turn,
+                        &mut work.next_utt_base,
+                    );
                     work.reply = Some(tokio::spawn(ctx.say(text)));
                 }
                 CallAction::BargeIn => {
@@ -260,7 +276,10 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
                 CallAction::Transfer { target } => {
                     if !leg.transfer(target).await {
                         tracing::info!("this leg cannot transfer");
-                        machine.handle(CallInput::TransferResult { accepted: false }, Instant::now());
+                        machine.handle(
+                            CallInput::TransferResult { accepted: false },
+                            Instant::now(),
+                        );
                     }
                 }
                 CallAction::End(e) => ending = Some(e),

@@ -32,7 +32,10 @@ pub enum CallInput {
     Audio(Vec<i16>),
     /// Tests: a frame whose voice the test decides (no VAD).
     #[cfg(test)]
-    Classified { samples: Vec<i16>, voiced: bool },
+    Classified {
+        samples: Vec<i16>,
+        voiced: bool,
+    },
     Dtmf(char),
     PlayoutStarted {
         id: u64,
@@ -53,9 +56,14 @@ pub enum CallInput {
         result: Result<Transcript, String>,
     },
     /// The leg's answer to a transfer the machine asked for.
-    TransferResult { accepted: bool },
+    TransferResult {
+        accepted: bool,
+    },
     /// The leg is gone (the caller hung up, signalling or media failed).
-    LegEnded { by: HangupBy, reason: String },
+    LegEnded {
+        by: HangupBy,
+        reason: String,
+    },
     /// Someone outside the call (the API) ended it.
     EndRequested,
     /// Time passed (the driver wakes at `next_deadline`).

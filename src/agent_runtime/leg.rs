@@ -50,12 +50,25 @@ pub enum LegEvent {
     /// 20 ms of caller audio at 16 kHz.
     Audio(Vec<i16>),
     Dtmf(char),
-    PlayoutStarted { id: u64, at: Instant },
-    PlayoutFinished { id: u64 },
-    PlayoutFlushed { id: u64, played_ms: u32 },
-    TransferResult { accepted: bool },
+    PlayoutStarted {
+        id: u64,
+        at: Instant,
+    },
+    PlayoutFinished {
+        id: u64,
+    },
+    PlayoutFlushed {
+        id: u64,
+        played_ms: u32,
+    },
+    TransferResult {
+        accepted: bool,
+    },
     /// The leg is over; nothing more will come.
-    Ended { by: HangupBy, reason: String },
+    Ended {
+        by: HangupBy,
+        reason: String,
+    },
 }
 
 /// A leg whose media has not started yet.

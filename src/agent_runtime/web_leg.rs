@@ -345,9 +345,7 @@ impl CallLeg for WebLeg {
         let leg = *self;
         let report = leg.session.close().await;
         leg.peer.close().await;
-        let (by, reason) = leg
-            .ended
-            .unwrap_or((HangupBy::System, "call ended".into()));
+        let (by, reason) = leg.ended.unwrap_or((HangupBy::System, "call ended".into()));
         let status = match by {
             HangupBy::System => CallStatus::Failed,
             _ => CallStatus::Completed,

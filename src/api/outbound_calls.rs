@@ -380,7 +380,7 @@ mod tests {
         let lo = crate::outbound::Allowed::parse(&["127.0.0.0/8"]).unwrap();
         assert_eq!(
             resolve_trunk("127.0.0.1", 5070, &lo).await.unwrap(),
-            "127.0.0.1:5070".parse().unwrap()
+            "127.0.0.1:5070".parse::<std::net::SocketAddr>().unwrap()
         );
         assert!(resolve_trunk("203.0.113.7", 5060, &none).await.is_ok());
     }

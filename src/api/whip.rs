@@ -23,8 +23,8 @@ use super::types::Role;
 use super::ApiState;
 use crate::agent_runtime::web_leg::{WebCallError, WebCallRequest, WebCalls};
 use crate::agent_runtime::{AgentCalls, Runtime};
-use crate::sip::call::CallHandler;
 use crate::media::webrtc::{WebRtcError, MAX_OFFER_BYTES};
+use crate::sip::call::CallHandler;
 
 /// The runtime that runs browser calls and the node's WHIP sessions.
 #[derive(Clone)]
@@ -214,7 +214,10 @@ async fn offer(
     let location = format!("/v1/agents/{agent_id}/whip/{}", answer.session_id);
     let mut response = (StatusCode::CREATED, answer.answer_sdp).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }

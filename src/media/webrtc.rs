@@ -108,7 +108,9 @@ pub fn pick_codec(offer: &str) -> Result<Codec, WebRtcError> {
         }
     }
     if !offer.starts_with("v=0") {
-        return Err(WebRtcError::BadOffer("not an SDP session description".into()));
+        return Err(WebRtcError::BadOffer(
+            "not an SDP session description".into(),
+        ));
     }
     if !seen_audio {
         return Err(WebRtcError::BadOffer("no audio section".into()));
@@ -260,10 +262,7 @@ impl WebRtcEngine {
             "switchboard".to_owned(),
         ));
         let local: Arc<dyn TrackLocal + Send + Sync> = track.clone();
-        let sender = pc
-            .add_track(local)
-            .await
-            .map_err(internal)?;
+        let sender = pc.add_track(local).await.map_err(internal)?;
         // RTCP from the peer must be read for the interceptors (NACK,
         // reports) to work; its content is theirs.
         tokio::spawn(async move {
@@ -314,13 +313,16 @@ impl WebRtcEngine {
     }
 }
 
+/// Our RTP to the stack, and the peer's from it with arrival times.
+type PacketChannels = (mpsc::Sender<Vec<u8>>, mpsc::Receiver<(Vec<u8>, Instant)>);
+
 /// One answered peer.
 pub struct WebRtcPeer {
     pc: Arc<RTCPeerConnection>,
     pub answer_sdp: String,
     pub codec: Codec,
     state: watch::Receiver<RTCPeerConnectionState>,
-    media: Option<(mpsc::Sender<Vec<u8>>, mpsc::Receiver<(Vec<u8>, Instant)>)>,
+    media: Option<PacketChannels>,
 }
 
 impl std::fmt::Debug for WebRtcPeer {
@@ -440,14 +442,12 @@ mod tests {
 
     #[test]
     fn offers_without_audio_or_sdp_are_refused() {
-        assert!(matches!(
-            pick_codec("hello"),
-            Err(WebRtcError::BadOffer(_))
-        ));
+        assert!(matches!(pick_codec("hello"), Err(WebRtcError::BadOffer(_))));
         let video = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
         assert!(matches!(pick_codec(video), Err(WebRtcError::BadOffer(_))));
         // Only the first audio section counts.
-        let two = format!("{CHROME_AUDIO}m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n");
+        let two =
+            format!("{CHROME_AUDIO}m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n");
         assert_eq!(pick_codec(&two).unwrap(), Codec::Opus);
     }
 }

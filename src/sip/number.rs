@@ -92,7 +92,7 @@ mod tests {
             "+15555550100;npdi",
         ] {
             assert_eq!(
-                normalise(raw, &nanp).map(|e| e.0),
+                normalise(raw, &nanp).map(E164::into_string),
                 Some("+15555550100".into()),
                 "{raw}"
             );
