@@ -351,14 +351,19 @@ async function route() {
   const page = SB.pages[name] || SB.pages.agents;
   main.dataset.page = SB.pages[name] ? name : "agents";
   main.dataset.ready = "false";
+  // Each navigation draws into its own element: a page still loading when
+  // the user moves on finishes into a detached element, not over the next.
+  const seq = (SB.seq = (SB.seq || 0) + 1);
+  const view = h("div", { class: "view" });
+  main.append(view);
   try {
-    await page(main, arg ? decodeURIComponent(arg) : undefined);
+    await page(view, arg ? decodeURIComponent(arg) : undefined);
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) {
-      main.append(h("div", { class: "card" }, h("p", null, "This page could not load: " + (e.message || e))));
+      view.append(h("div", { class: "card" }, h("p", null, "This page could not load: " + (e.message || e))));
     }
   }
-  main.dataset.ready = "true";
+  if (seq === SB.seq) main.dataset.ready = "true";
 }
 SB.route = route;
 

@@ -203,7 +203,7 @@
     const view = SB.transcriptView("talk-transcript");
     const audio = h("audio", { id: "talk-audio", autoplay: true });
     let call = null;
-    const talk = (SB.talk = { call: null, state: "idle" });
+    const talk = { call: null, state: "idle" };
     talk.recording = async () => (call ? base64(call.wav()) : null);
     talk.marks = () => (call ? Object.assign({ sampleRate: call.ctx && call.ctx.sampleRate, frames: call.frames, dropped: call.dropped, callId: call.callId }, call.marks) : null);
     const setState = (text) => { state.textContent = text; talk.state = text; };
@@ -238,6 +238,8 @@
     });
     SB.cleanups.push(() => { if (call) call.hangup(); });
 
+    // For tests and the devtools: the call on screen.
+    SB.talk = talk;
     main.append(
       h("h1", null, "Talk to an agent"),
       h("div", { class: "row" },

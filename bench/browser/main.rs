@@ -80,7 +80,15 @@ async fn main() {
         .await;
     let (mut outside, mut inside, mut failed) = (Vec::new(), Vec::new(), 0);
     for i in 0..calls {
-        page.eval(&format!("location.hash = '#/usage'; location.hash = '#/talk/{}'; true", s.agent))
+        // Away and back: a fresh talk page for each call.
+        page.eval("location.hash = '#/usage'; true").await.unwrap();
+        page.wait_for(
+            "document.getElementById('main').dataset.page === 'usage' && document.getElementById('main').dataset.ready === 'true'",
+            Duration::from_secs(30),
+            "the usage page",
+        )
+        .await;
+        page.eval(&format!("location.hash = '#/talk/{}'; true", s.agent))
             .await
             .unwrap();
         page.wait_for(
@@ -96,15 +104,23 @@ async fn main() {
         }
         let id: Option<uuid::Uuid> = call.call_log_id.as_deref().and_then(|c| c.parse().ok());
         let latency: Option<serde_json::Value> = match id {
-            Some(id) => common::node::poll(Duration::from_secs(20), || async move {
-                sqlx::query_scalar("select latency from call_logs where id = $1 and ended_at is not null")
-                    .bind(id)
-                    .fetch_optional(&s.db.pool)
-                    .await
-                    .ok()
-                    .flatten()
-            })
-            .await,
+            Some(id) => {
+                let pool = s.db.pool.clone();
+                common::node::poll(Duration::from_secs(20), || {
+                    let pool = pool.clone();
+                    async move {
+                        sqlx::query_scalar(
+                            "select latency from call_logs where id = $1 and ended_at is not null",
+                        )
+                        .bind(id)
+                        .fetch_optional(&pool)
+                        .await
+                        .ok()
+                        .flatten()
+                    }
+                })
+                .await
+            }
             None => None,
         };
         // The question's turn: the first answered turn after the greeting.
