@@ -471,9 +471,11 @@ impl Config {
         if self.webrtc.port_min == 0 || self.webrtc.port_min > self.webrtc.port_max {
             return bad("webrtc.port_min", "must be from 1 to webrtc.port_max");
         }
-        if let Some(bad_ip) = self.webrtc.ice_ips.iter().find(|s| {
-            s.parse::<ipnet::IpNet>().is_err() && s.parse::<std::net::IpAddr>().is_err()
-        }) {
+        if let Some(bad_ip) =
+            self.webrtc.ice_ips.iter().find(|s| {
+                s.parse::<ipnet::IpNet>().is_err() && s.parse::<std::net::IpAddr>().is_err()
+            })
+        {
             return bad(
                 "webrtc.ice_ips",
                 &format!("{bad_ip:?} is not an address or range"),

@@ -16,7 +16,7 @@ pub mod media;
 pub mod metrics;
 pub mod outbound;
 pub mod records;
-pub mod serve;
 pub mod secrets;
+pub mod serve;
 pub mod sip;
 pub mod telemetry;

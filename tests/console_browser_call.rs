@@ -62,8 +62,12 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
     .await;
     let page = browser.page().await;
     page.navigate(&format!("{}/console#/login", s.base)).await;
-    page.wait_for("!!document.getElementById('email')", Duration::from_secs(30), "login form")
-        .await;
+    page.wait_for(
+        "!!document.getElementById('email')",
+        Duration::from_secs(30),
+        "login form",
+    )
+    .await;
     page.eval(&format!(
         "document.getElementById('email').value = '{}';
          document.getElementById('password').value = '{}';
@@ -73,9 +77,15 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
     ))
     .await
     .unwrap();
-    page.wait_for("document.getElementById('main').dataset.page === 'agents'", Duration::from_secs(30), "signed in")
-        .await;
-    page.eval(&format!("location.hash = '#/talk/{}'; true", s.agent)).await.unwrap();
+    page.wait_for(
+        "document.getElementById('main').dataset.page === 'agents'",
+        Duration::from_secs(30),
+        "signed in",
+    )
+    .await;
+    page.eval(&format!("location.hash = '#/talk/{}'; true", s.agent))
+        .await
+        .unwrap();
     page.wait_for(
         "document.getElementById('main').dataset.ready === 'true' && !!document.getElementById('talk-start') && !document.getElementById('talk-start').disabled",
         Duration::from_secs(30),
@@ -83,13 +93,31 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
     )
     .await;
 
-    let call = talk(&page, "saturday", Duration::from_secs(90), Duration::from_secs(6)).await;
-    page.screenshot(&console_support::keep_screenshot(dir.path(), "talk-call")).await;
-    let errors: Vec<String> = page.take_errors().iter().map(|e| format!("{}: {}", e.source, e.text)).collect();
-    assert!(errors.is_empty(), "the talk page logged errors: {errors:#?}");
+    let call = talk(
+        &page,
+        "saturday",
+        Duration::from_secs(90),
+        Duration::from_secs(6),
+    )
+    .await;
+    page.screenshot(&console_support::keep_screenshot(dir.path(), "talk-call"))
+        .await;
+    let errors: Vec<String> = page
+        .take_errors()
+        .iter()
+        .map(|e| format!("{}: {}", e.source, e.text))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the talk page logged errors: {errors:#?}"
+    );
 
     // The transcript: the greeting, then the question, then the answer.
-    assert!(call.transcript[0].starts_with("assistant:"), "{:?}", call.transcript);
+    assert!(
+        call.transcript[0].starts_with("assistant:"),
+        "{:?}",
+        call.transcript
+    );
 
     // The node offers loopback only, so the pair the browser selected
     // reaches it on 127.0.0.1. Chromium sends from a host candidate of its
@@ -121,7 +149,11 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
     })
     .await
     .expect("a finished web call in call_logs");
-    assert_eq!(Some(call_log.0.to_string()), call.call_log_id, "the page followed this call");
+    assert_eq!(
+        Some(call_log.0.to_string()),
+        call.call_log_id,
+        "the page followed this call"
+    );
     let messages: Vec<(String, String)> = common::node::poll(Duration::from_secs(20), || async {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "select role, content from messages where session_id = $1 order by created_at",
@@ -137,7 +169,9 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
     .await
     .expect("the question among the session's messages");
     assert!(
-        messages.iter().any(|(r, c)| r == "assistant" && c.to_lowercase().contains("saturday")),
+        messages
+            .iter()
+            .any(|(r, c)| r == "assistant" && c.to_lowercase().contains("saturday")),
         "{messages:?}"
     );
     // What the page heard after the question, as whisper understands it,
@@ -150,8 +184,13 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
         .expect("the agent's answer");
     let heard = hear_16k(&call.answer_16k()).await;
     let recall = key_word_recall(&said, &heard);
-    assert!(recall >= 0.6, "the page heard {heard:?} for {said:?} (recall {recall:.2})");
-    let v2v = call.voice_to_voice_ms().expect("an answer after the question");
+    assert!(
+        recall >= 0.6,
+        "the page heard {heard:?} for {said:?} (recall {recall:.2})"
+    );
+    let v2v = call
+        .voice_to_voice_ms()
+        .expect("an answer after the question");
     println!("voice-to-voice at the browser: {v2v} ms (heard: {heard:?})");
     let channel: String = sqlx::query_scalar("select channel from agent_sessions where id = $1")
         .bind(call_log.2)
@@ -172,8 +211,10 @@ async fn the_widget_calls_the_agent_from_an_allowed_page() {
     let dir = tempfile::tempdir().expect("tmp");
     let origin = "http://127.0.0.1:52053";
     let (_, key) = s
-        .widget(serde_json::json!({"agent_id": s.agent, "welcome_message": "Talk to us",
-                                   "allowed_domains": [origin]}))
+        .widget(
+            serde_json::json!({"agent_id": s.agent, "welcome_message": "Talk to us",
+                                   "allowed_domains": [origin]}),
+        )
         .await;
     let html = format!(
         "<!doctype html><html><head><meta charset=utf-8><title>Shop</title><link rel=icon href='data:,'></head>
@@ -188,7 +229,9 @@ async fn the_widget_calls_the_agent_from_an_allowed_page() {
             async move { axum::response::Html(html) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 52053)).await.expect("page port");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 52053))
+        .await
+        .expect("page port");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -201,16 +244,25 @@ async fn the_widget_calls_the_agent_from_an_allowed_page() {
     .await;
     let page = browser.page().await;
     page.navigate(&format!("{origin}/")).await;
-    page.wait_for("window.SwitchboardWidget && SwitchboardWidget.state === 'ready'", Duration::from_secs(30), "the widget")
-        .await;
-    page.eval("SwitchboardWidget.button.click(); true").await.unwrap();
+    page.wait_for(
+        "window.SwitchboardWidget && SwitchboardWidget.state === 'ready'",
+        Duration::from_secs(30),
+        "the widget",
+    )
+    .await;
+    page.eval("SwitchboardWidget.button.click(); true")
+        .await
+        .unwrap();
     page.wait_for(
         "SwitchboardWidget.state === 'live' || SwitchboardWidget.error",
         Duration::from_secs(30),
         "the widget's call connects",
     )
     .await;
-    assert_eq!(page.eval("SwitchboardWidget.error").await.unwrap(), serde_json::Value::Null);
+    assert_eq!(
+        page.eval("SwitchboardWidget.error").await.unwrap(),
+        serde_json::Value::Null
+    );
     // The question is asked and answered: the session holds both.
     let from = format!("web:widget:{origin}");
     let messages: Vec<(String, String)> = common::node::poll(Duration::from_secs(90), || {
@@ -237,18 +289,30 @@ async fn the_widget_calls_the_agent_from_an_allowed_page() {
         let from = from.clone();
         let pool = s.db.pool.clone();
         async move {
-            sqlx::query_scalar("select status from call_logs where from_number = $1 and ended_at is not null")
-                .bind(&from)
-                .fetch_optional(&pool)
-                .await
-                .ok()
-                .flatten()
+            sqlx::query_scalar(
+                "select status from call_logs where from_number = $1 and ended_at is not null",
+            )
+            .bind(&from)
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten()
         }
     })
     .await;
-    assert!(ended.is_some(), "the widget's hang-up (DELETE on the Location) ends the call: {messages:?}");
-    let errors: Vec<String> = page.take_errors().iter().map(|e| format!("{}: {}", e.source, e.text)).collect();
-    assert!(errors.is_empty(), "the widget's page logged errors: {errors:#?}");
+    assert!(
+        ended.is_some(),
+        "the widget's hang-up (DELETE on the Location) ends the call: {messages:?}"
+    );
+    let errors: Vec<String> = page
+        .take_errors()
+        .iter()
+        .map(|e| format!("{}: {}", e.source, e.text))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the widget's page logged errors: {errors:#?}"
+    );
     drop(page);
     drop(browser);
     s.node.stop(Duration::from_secs(2)).await;

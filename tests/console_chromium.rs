@@ -85,9 +85,15 @@ async fn finished_call(s: &console_support::Setup) -> uuid::Uuid {
     .await
     .expect("session");
     for (i, (role, text)) in [
-        ("assistant", "Hello, thanks for calling. How can I help you today?"),
+        (
+            "assistant",
+            "Hello, thanks for calling. How can I help you today?",
+        ),
         ("user", "What time do you open on Saturday?"),
-        ("assistant", "On Saturday we open at 9 am and close at 1 pm."),
+        (
+            "assistant",
+            "On Saturday we open at 9 am and close at 1 pm.",
+        ),
     ]
     .iter()
     .enumerate()
@@ -172,7 +178,10 @@ async fn every_console_page_draws_without_errors_for_a_manager_and_a_viewer() {
         .await
         .unwrap();
     assert_eq!(controls[0], true, "a manager can save the agent");
-    assert!(controls[1].as_str().unwrap().starts_with("pk_"), "{controls}");
+    assert!(
+        controls[1].as_str().unwrap().starts_with("pk_"),
+        "{controls}"
+    );
     page.eval("document.getElementById('preview-play').click(); true")
         .await
         .unwrap();
@@ -251,8 +260,7 @@ async fn every_console_page_draws_without_errors_for_a_manager_and_a_viewer() {
         .unwrap();
     assert!(facts[0].as_u64().unwrap() >= 2, "{facts}");
     assert_eq!(
-        facts[1][1],
-        "user:What time do you open on Saturday?",
+        facts[1][1], "user:What time do you open on Saturday?",
         "{facts}"
     );
 
@@ -287,7 +295,11 @@ async fn every_console_page_draws_without_errors_for_a_manager_and_a_viewer() {
             .eval("[...document.querySelectorAll('main button')].map(b => b.textContent).filter(t => ['Save', 'Create', 'Delete', 'Add source', 'Save widget', 'Rotate key', 'End call'].includes(t))")
             .await
             .unwrap();
-        assert_eq!(writable, json!([]), "{name}: a viewer is offered {writable}");
+        assert_eq!(
+            writable,
+            json!([]),
+            "{name}: a viewer is offered {writable}"
+        );
         assert_no_errors(&page, &format!("{name} (viewer)"));
     }
     visit(&page, &base, &format!("agents/{agent}")).await;
@@ -304,7 +316,13 @@ async fn every_console_page_draws_without_errors_for_a_manager_and_a_viewer() {
     let widget = widgets["items"][0]["id"].as_str().unwrap().to_string();
     for method in [Method::GET, Method::POST] {
         let r = reqwest::Client::new()
-            .request(method.clone(), format!("{base}{}", s.ws(&format!("web-widgets/{widget}/public-key"))))
+            .request(
+                method.clone(),
+                format!(
+                    "{base}{}",
+                    s.ws(&format!("web-widgets/{widget}/public-key"))
+                ),
+            )
             .bearer_auth(&viewer)
             .send()
             .await
@@ -340,8 +358,10 @@ async fn the_widget_draws_its_button_on_an_allowed_page_only() {
     let dir = tempfile::tempdir().expect("tmp");
     let allowed = "http://127.0.0.1:52023";
     let (widget, key) = s
-        .widget(json!({"agent_id": s.agent, "primary_color": "#ff5500", "position": "bottom-left",
-                       "welcome_message": "Hi! Ask us anything.", "allowed_domains": [allowed]}))
+        .widget(
+            json!({"agent_id": s.agent, "primary_color": "#ff5500", "position": "bottom-left",
+                       "welcome_message": "Hi! Ask us anything.", "allowed_domains": [allowed]}),
+        )
         .await;
     let html = format!(
         "<!doctype html><html><head><meta charset=utf-8><title>Shop</title><link rel=icon href='data:,'></head>
@@ -361,7 +381,9 @@ async fn the_widget_draws_its_button_on_an_allowed_page_only() {
         }
         req.send()
     };
-    let r = get(Some("http://127.0.0.1:52023"), key.clone()).await.unwrap();
+    let r = get(Some("http://127.0.0.1:52023"), key.clone())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["access-control-allow-origin"],
@@ -370,10 +392,22 @@ async fn the_widget_draws_its_button_on_an_allowed_page_only() {
     let cfg: Value = r.json().await.unwrap();
     assert_eq!(cfg["primary_color"], "#ff5500");
     assert_eq!(cfg["agent_id"], s.agent.to_string());
-    assert_eq!(get(Some("http://127.0.0.1:52024"), key.clone()).await.unwrap().status(), 403);
+    assert_eq!(
+        get(Some("http://127.0.0.1:52024"), key.clone())
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
     assert_eq!(get(None, key.clone()).await.unwrap().status(), 403);
     let wrong = format!("pk_{}", "0".repeat(64));
-    assert_eq!(get(Some("http://127.0.0.1:52023"), wrong).await.unwrap().status(), 401);
+    assert_eq!(
+        get(Some("http://127.0.0.1:52023"), wrong)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 
     let browser = Chromium::start(ChromiumOptions {
         port: 52022,
@@ -403,9 +437,16 @@ async fn the_widget_draws_its_button_on_an_allowed_page_only() {
     assert_eq!(drawn["colour"], "rgb(255, 85, 0)", "{drawn}");
     assert_eq!(drawn["welcome"], "Hi! Ask us anything.");
     assert_eq!(drawn["position"], "fixed");
-    assert!(drawn["left"].as_f64().unwrap() < 40.0, "bottom-left: {drawn}");
-    assert!(drawn["bottom"].as_f64().unwrap() < 40.0, "bottom-left: {drawn}");
-    page.screenshot(&keep_screenshot(dir.path(), "widget")).await;
+    assert!(
+        drawn["left"].as_f64().unwrap() < 40.0,
+        "bottom-left: {drawn}"
+    );
+    assert!(
+        drawn["bottom"].as_f64().unwrap() < 40.0,
+        "bottom-left: {drawn}"
+    );
+    page.screenshot(&keep_screenshot(dir.path(), "widget"))
+        .await;
     assert_no_errors(&page, "the widget's page");
 
     // Another origin gets no widget.
@@ -428,11 +469,21 @@ async fn the_widget_draws_its_button_on_an_allowed_page_only() {
 
     // Rotation: the page's old key stops working at once.
     let (status, rotated) = s
-        .api(Method::POST, &s.ws(&format!("web-widgets/{widget}/public-key")), None)
+        .api(
+            Method::POST,
+            &s.ws(&format!("web-widgets/{widget}/public-key")),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_ne!(rotated["public_key"], key);
-    assert_eq!(get(Some("http://127.0.0.1:52023"), key.clone()).await.unwrap().status(), 401);
+    assert_eq!(
+        get(Some("http://127.0.0.1:52023"), key.clone())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     page.navigate(&format!("{allowed}/")).await;
     page.wait_for(
         "window.SwitchboardWidget && window.SwitchboardWidget.state === 'failed'",
@@ -499,7 +550,9 @@ async fn the_live_calls_page_follows_a_phone_call_and_ends_it() {
             break lines;
         }
         if std::time::Instant::now() > deadline {
-            page.eval("document.getElementById('end-call').click(); true").await.ok();
+            page.eval("document.getElementById('end-call').click(); true")
+                .await
+                .ok();
             let log = caller.await.map(|c| c.log()).unwrap_or_default();
             panic!("the live transcript shows no question and answer within 60 s: {lines}\nbaresip:\n{log}");
         }
@@ -509,7 +562,8 @@ async fn the_live_calls_page_follows_a_phone_call_and_ends_it() {
         lines[0].as_str().unwrap().starts_with("assistant:"),
         "the greeting comes first: {lines}"
     );
-    page.screenshot(&keep_screenshot(dir.path(), "live-call")).await;
+    page.screenshot(&keep_screenshot(dir.path(), "live-call"))
+        .await;
     page.eval("document.getElementById('end-call').click(); true")
         .await
         .unwrap();

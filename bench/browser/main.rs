@@ -51,12 +51,7 @@ async fn main() {
     ];
     let s = console_support::start(52040, 52900, &env).await;
     let dir = tempfile::tempdir().expect("tmp");
-    let mic = microphone_wav(
-        dir.path(),
-        "What time do you open on Saturday?",
-        8000,
-        1000,
-    );
+    let mic = microphone_wav(dir.path(), "What time do you open on Saturday?", 8000, 1000);
     let browser = Chromium::start(ChromiumOptions {
         port: 52042,
         profile_dir: dir.path(),
@@ -65,8 +60,12 @@ async fn main() {
     .await;
     let page = browser.page().await;
     page.navigate(&format!("{}/console#/login", s.base)).await;
-    page.wait_for("!!document.getElementById('email')", Duration::from_secs(30), "login")
-        .await;
+    page.wait_for(
+        "!!document.getElementById('email')",
+        Duration::from_secs(30),
+        "login",
+    )
+    .await;
     page.eval(&format!(
         "document.getElementById('email').value = '{}';
          document.getElementById('password').value = '{}';
@@ -76,8 +75,12 @@ async fn main() {
     ))
     .await
     .unwrap();
-    page.wait_for("document.getElementById('main').dataset.page === 'agents'", Duration::from_secs(30), "signed in")
-        .await;
+    page.wait_for(
+        "document.getElementById('main').dataset.page === 'agents'",
+        Duration::from_secs(30),
+        "signed in",
+    )
+    .await;
     let (mut outside, mut inside, mut failed) = (Vec::new(), Vec::new(), 0);
     for i in 0..calls {
         // Away and back: a fresh talk page for each call.
@@ -97,7 +100,13 @@ async fn main() {
             "the talk page",
         )
         .await;
-        let call = talk(&page, "saturday", Duration::from_secs(90), Duration::from_secs(5)).await;
+        let call = talk(
+            &page,
+            "saturday",
+            Duration::from_secs(90),
+            Duration::from_secs(5),
+        )
+        .await;
         match call.voice_to_voice_ms() {
             Some(ms) => outside.push(ms),
             None => failed += 1,
@@ -150,8 +159,10 @@ async fn main() {
         "date": chrono::Utc::now().to_rfc3339(),
     });
     println!("{}", serde_json::to_string_pretty(&result).unwrap());
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/browser_voice_to_voice.json");
-    std::fs::write(&out, serde_json::to_string_pretty(&result).unwrap() + "\n").expect("write results");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench/results/browser_voice_to_voice.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&result).unwrap() + "\n")
+        .expect("write results");
     drop(page);
     drop(browser);
     s.node.stop(Duration::from_secs(2)).await;

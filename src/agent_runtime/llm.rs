@@ -177,6 +177,8 @@ mod tests {
         );
         assert!(fallback_text(EscalationPolicy::Transfer, "Sorry.", true).1);
         assert!(!fallback_text(EscalationPolicy::Transfer, "Sorry.", false).1);
-        assert!(!fallback_text(EscalationPolicy::Retry, "", false).0.is_empty());
+        assert!(!fallback_text(EscalationPolicy::Retry, "", false)
+            .0
+            .is_empty());
     }
 }

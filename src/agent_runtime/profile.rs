@@ -185,7 +185,10 @@ impl From<AgentRow> for AgentProfile {
             greeting: r.greeting,
             fallback_message: r.fallback_message,
             // The SQL enum has no other values; an unknown one apologizes.
-            escalation_policy: r.escalation_policy.parse().unwrap_or(EscalationPolicy::Apologize),
+            escalation_policy: r
+                .escalation_policy
+                .parse()
+                .unwrap_or(EscalationPolicy::Apologize),
             transfer_to: r.transfer_to,
             interruptible: r.interruptible,
             silence_timeout_ms: r.silence_timeout_ms.clamp(1000, 3_600_000) as u64,

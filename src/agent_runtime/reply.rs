@@ -122,8 +122,7 @@ impl ReplyContext {
                     tracing::warn!(error = %err, policy = %p.escalation_policy, "LLM failed; persona fallback");
                     if speaker.text.is_empty() {
                         speaker.say(&p.fallback_message).await;
-                        if p.escalation_policy.transfers() && p.transfer_to.is_some()
-                        {
+                        if p.escalation_policy.transfers() && p.transfer_to.is_some() {
                             let _ = self
                                 .events
                                 .send(ReplyEvent::TransferRequested { turn: self.turn })

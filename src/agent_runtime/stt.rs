@@ -585,7 +585,10 @@ mod tests {
 
     #[test]
     fn a_restart_after_a_comma_is_dropped_and_real_clauses_kept() {
-        assert_eq!(collapse_repeats("Do you wash dogs, do you"), "Do you wash dogs.");
+        assert_eq!(
+            collapse_repeats("Do you wash dogs, do you"),
+            "Do you wash dogs."
+        );
         assert_eq!(
             collapse_repeats("Is your staff trained in first aid, is your staff trained"),
             "Is your staff trained in first aid."

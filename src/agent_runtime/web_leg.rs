@@ -57,6 +57,9 @@ pub enum WebCallError {
 
 struct Session {
     workspace_id: Uuid,
+    /// The agent called: a WHIP `DELETE` names it in its path, and a
+    /// credential for one agent (a widget key) ends only that agent's calls.
+    agent_id: Uuid,
     hangup: mpsc::Sender<()>,
 }
 
@@ -139,6 +142,7 @@ impl WebCalls {
             session_id,
             Session {
                 workspace_id: info.workspace_id,
+                agent_id: info.agent_id,
                 hangup: hangup_tx,
             },
         );
@@ -191,10 +195,11 @@ impl WebCalls {
         Ok(answer)
     }
 
-    /// WHIP `DELETE`: ends the session if it is this workspace's.
-    pub fn end(&self, workspace_id: Uuid, session_id: Uuid) -> bool {
+    /// WHIP `DELETE`: ends the session if it is this workspace's call to
+    /// this agent.
+    pub fn end(&self, workspace_id: Uuid, agent_id: Uuid, session_id: Uuid) -> bool {
         match self.sessions.get(&session_id) {
-            Some(s) if s.workspace_id == workspace_id => {
+            Some(s) if s.workspace_id == workspace_id && s.agent_id == agent_id => {
                 let _ = s.hangup.try_send(());
                 true
             }

@@ -38,11 +38,7 @@ static CONSOLE: &[Asset] = &[
     asset!("pages.js", JS, "console/pages.js"),
     asset!("calls.js", JS, "console/calls.js"),
     asset!("talk.js", JS, "console/talk.js"),
-    asset!(
-        "recorder-worklet.js",
-        JS,
-        "console/recorder-worklet.js"
-    ),
+    asset!("recorder-worklet.js", JS, "console/recorder-worklet.js"),
     asset!("console.css", CSS, "console/console.css"),
 ];
 
@@ -52,11 +48,7 @@ static DOCS: &[Asset] = &[
         JS,
         "vendor/swagger-ui/swagger-ui-bundle.js"
     ),
-    asset!(
-        "swagger-ui.css",
-        CSS,
-        "vendor/swagger-ui/swagger-ui.css"
-    ),
+    asset!("swagger-ui.css", CSS, "vendor/swagger-ui/swagger-ui.css"),
     asset!("docs.js", JS, "docs/docs.js"),
 ];
 
@@ -64,13 +56,20 @@ const INDEX_HTML: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/assets/console/index.html"
 ));
-const DOCS_HTML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/docs/index.html"));
-const WIDGET_JS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/widget/widget.js"));
+const DOCS_HTML: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/docs/index.html"
+));
+const WIDGET_JS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/widget/widget.js"
+));
 
 /// Scripts, styles, fetches and media from this server only (media also
 /// from `blob:`: recordings and voice previews are fetched with the token
 /// and played from memory). Inline styles are allowed for computed widths.
-const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+const CONSOLE_CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
      img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 /// Swagger UI needs inline styles and data: images; nothing leaves the server.
@@ -119,7 +118,10 @@ fn serve(list: &'static [Asset], name: &str) -> Result<Response, ApiError> {
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(asset.mime)),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
             // Not versioned by name: revalidated, cheap on loopback/LAN.
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],

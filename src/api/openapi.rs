@@ -12,8 +12,7 @@ use super::resources::ALL;
 use super::ApiState;
 
 pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/openapi.json", get(|| async { Json(document()) }))
+    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
 }
 
 /// `sip-trunks` → `SipTrunks`.

@@ -460,9 +460,12 @@ under calls/live while it rings and talks; DELETE calls/live/{id} cancels or han
                 "usage",
                 w(),
                 None,
-                (200, json!({"type": "object", "properties": {
+                (
+                    200,
+                    json!({"type": "object", "properties": {
                     "month": {"type": "string", "format": "date"}, "usage": {"type": "object"},
-                    "plan": {"type": ["object", "null"]}, "within_limits": {"type": "boolean"}}})),
+                    "plan": {"type": ["object", "null"]}, "within_limits": {"type": "boolean"}}}),
+                ),
                 READ_ERRORS,
             ),
         ),
@@ -496,7 +499,10 @@ under calls/live while it rings and talks; DELETE calls/live/{id} cancels or han
                 "web-widgets",
                 w_id("id"),
                 None,
-                (200, json!({"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "public_key": {"type": "string", "pattern": "^pk_[0-9a-f]{32,128}$"}}})),
+                (
+                    200,
+                    json!({"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "public_key": {"type": "string", "pattern": "^pk_[0-9a-f]{32,128}$"}}}),
+                ),
                 READ_ERRORS,
             ),
         ),
@@ -508,7 +514,10 @@ under calls/live while it rings and talks; DELETE calls/live/{id} cancels or han
                 "web-widgets",
                 w_id("id"),
                 None,
-                (200, json!({"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "public_key": {"type": "string"}}})),
+                (
+                    200,
+                    json!({"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "public_key": {"type": "string"}}}),
+                ),
                 READ_ERRORS,
             ),
         ),

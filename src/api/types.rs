@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::domain::{E164, EscalationPolicy, Transport};
 use crate::domain::name_enum;
+pub use crate::domain::{EscalationPolicy, Transport, E164};
 
 /// An IPv4 or IPv6 network (`203.0.113.0/24`); a bare address is a /32 or /128.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,10 +110,7 @@ pub const SQL_ENUMS: &[(&str, &[&str])] = &[
         "persona_tone",
         &["professional", "friendly", "casual", "formal"],
     ),
-    (
-        "fallback_policy",
-        EscalationPolicy::ALL,
-    ),
+    ("fallback_policy", EscalationPolicy::ALL),
     ("knowledge_type", &["PDF", "URL", "TEXT", "FAQ"]),
     (
         "subscription_status",

@@ -17,10 +17,7 @@ use super::types::Role;
 use super::ApiState;
 
 pub fn routes() -> Router<ApiState> {
-    Router::new().route(
-        "/v1/workspaces/{workspace_id}/usage-summary",
-        get(summary),
-    )
+    Router::new().route("/v1/workspaces/{workspace_id}/usage-summary", get(summary))
 }
 
 async fn summary(

@@ -49,11 +49,17 @@ pub type PreviewFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, ApiErro
 
 /// Synthesises a preview as the node's calls would (a WAV file).
 pub trait VoicePreview: Send + Sync {
-    fn preview(&self, workspace_id: Uuid, agent_id: Uuid, choice: VoiceChoice) -> PreviewFuture<'_>;
+    fn preview(&self, workspace_id: Uuid, agent_id: Uuid, choice: VoiceChoice)
+        -> PreviewFuture<'_>;
 }
 
 impl VoicePreview for Runtime {
-    fn preview(&self, workspace_id: Uuid, agent_id: Uuid, choice: VoiceChoice) -> PreviewFuture<'_> {
+    fn preview(
+        &self,
+        workspace_id: Uuid,
+        agent_id: Uuid,
+        choice: VoiceChoice,
+    ) -> PreviewFuture<'_> {
         Box::pin(async move {
             let mut profile = AgentProfile::load(&self.pool, agent_id).await?;
             if profile.workspace_id != workspace_id {
@@ -118,7 +124,9 @@ pub fn routes() -> Router<ApiState> {
 
 fn choice(body: &serde_json::Map<String, Value>) -> Result<VoiceChoice, ApiError> {
     only_fields(body, &["text", "tts_provider", "tts_voice", "tts_speed"])?;
-    let text = opt_str(body, "text")?.map(str::trim).filter(|t| !t.is_empty());
+    let text = opt_str(body, "text")?
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     if text.is_some_and(|t| t.chars().count() > MAX_PREVIEW_CHARS) {
         return Err(ApiError::validation(
             "text",

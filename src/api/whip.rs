@@ -84,11 +84,8 @@ pub async fn authorize(
     agent_workspace: Uuid,
 ) -> Result<WhipCaller, ApiError> {
     if let Some(key) = widget_key(headers) {
-        let origin = headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        let grant =
-            super::widget::authorize_widget(&st.pool, Some(agent_id), key, origin).await?;
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let grant = super::widget::authorize_widget(&st.pool, Some(agent_id), key, origin).await?;
         if grant.workspace_id != agent_workspace {
             return Err(ApiError::Unauthorized);
         }
@@ -255,7 +252,7 @@ async fn end(
         return Err(ApiError::NotFound);
     };
     let who = authorize(&st, principal, &headers, agent_id, workspace_id).await?;
-    if whip.calls.end(who.workspace_id, session_id) {
+    if whip.calls.end(who.workspace_id, agent_id, session_id) {
         let mut response = StatusCode::OK.into_response();
         if let Some(origin) = &who.cors_origin {
             response

@@ -57,7 +57,9 @@ pub struct WidgetGrant {
 pub fn is_public_key(s: &str) -> bool {
     s.strip_prefix(KEY_SCHEME).is_some_and(|hex| {
         (32..=128).contains(&hex.len())
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -250,10 +252,8 @@ async fn public_config(
     });
     let mut resp = (StatusCode::OK, Json(body)).into_response();
     resp.headers_mut().extend(cors_headers(&grant.origin));
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
 
@@ -299,7 +299,9 @@ async fn show_key(
     p: Principal,
     ids: Ids,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(key_row(&st, &p, ids.get(0)?, ids.get(1)?, false).await?))
+    Ok(Json(
+        key_row(&st, &p, ids.get(0)?, ids.get(1)?, false).await?,
+    ))
 }
 
 /// `POST …/web-widgets/{id}/public-key` (MANAGER): a new key; pages with
@@ -309,7 +311,9 @@ async fn rotate_key(
     p: Principal,
     ids: Ids,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(key_row(&st, &p, ids.get(0)?, ids.get(1)?, true).await?))
+    Ok(Json(
+        key_row(&st, &p, ids.get(0)?, ids.get(1)?, true).await?,
+    ))
 }
 
 #[cfg(test)]

@@ -451,12 +451,18 @@ mod tests {
         assert_eq!(rx.handle_datagram(&RR, stranger, t0), Received::Nothing);
         assert_eq!(rx.stats().dropped_foreign_source, 6);
         assert_eq!(rx.stats().packets, 0);
-        assert_eq!(rx.send_to(), "127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(
+            rx.send_to(),
+            "127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap()
+        );
         // The caller speaks, falls silent for 5 s; the stranger still loses.
         rx.handle_datagram(&packet(10), "127.0.0.1:4000".parse().unwrap(), t0);
         let later = t0 + Duration::from_secs(5);
         rx.handle_datagram(&packet(11), stranger, later);
-        assert_eq!(rx.send_to(), "127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(
+            rx.send_to(),
+            "127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap()
+        );
         assert_eq!(rx.stats().dropped_foreign_source, 7);
         assert!(!rx.ip_allowed(stranger.ip()));
     }

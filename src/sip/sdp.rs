@@ -380,7 +380,10 @@ m=video 6002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n";
             (n.codec, n.payload_type, n.telephone_event_pt),
             (Codec::Pcma, 8, Some(101))
         );
-        assert_eq!(n.remote, "127.0.0.1:6000".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(
+            n.remote,
+            "127.0.0.1:6000".parse::<std::net::SocketAddr>().unwrap()
+        );
         assert!(!n.on_hold);
         let answer = build_answer(&offer, &n, "127.0.0.1:20000".parse().unwrap(), 1, 1);
         assert!(

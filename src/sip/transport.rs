@@ -403,9 +403,15 @@ mod tests {
         assert_eq!(response_addr(&via, src), src);
         let via =
             Via::parse("SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK1;received=192.0.2.7").unwrap();
-        assert_eq!(response_addr(&via, src), "192.0.2.7:5062".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(
+            response_addr(&via, src),
+            "192.0.2.7:5062".parse::<std::net::SocketAddr>().unwrap()
+        );
         let via = Via::parse("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1").unwrap();
-        assert_eq!(response_addr(&via, src), "192.0.2.7:5060".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(
+            response_addr(&via, src),
+            "192.0.2.7:5060".parse::<std::net::SocketAddr>().unwrap()
+        );
         // The reflection: a claimed received and rport are ignored.
         let via = Via::parse(
             "SIP/2.0/UDP 192.0.2.7:40000;branch=z9hG4bK1;received=198.51.100.3;rport=9999",

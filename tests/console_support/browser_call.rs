@@ -22,7 +22,11 @@ pub fn microphone_wav(dir: &Path, text: &str, lead_ms: u32, tail_ms: u32) -> Pat
             .arg(crate::common::caller_voice::piper_wav(text))
             .args(["-r", "48000", "-c", "1", "-b", "16", "-e", "signed-integer"])
             .arg(&out)
-            .args(["pad", &format!("{}", lead_ms as f64 / 1000.0), &format!("{}", tail_ms as f64 / 1000.0)]),
+            .args([
+                "pad",
+                &format!("{}", lead_ms as f64 / 1000.0),
+                &format!("{}", tail_ms as f64 / 1000.0),
+            ]),
     );
     out
 }
@@ -69,7 +73,9 @@ pub async fn talk(page: &Page, answered: &str, limit: Duration, listen: Duration
             break lines;
         }
         if Instant::now() > deadline {
-            let state = page.eval("document.getElementById('talk-state').textContent").await;
+            let state = page
+                .eval("document.getElementById('talk-state').textContent")
+                .await;
             panic!(
                 "the page's transcript shows no question and answer about {answered:?} within {limit:?}: {lines:?} (state: {state:?}); page errors: {:?}",
                 page.errors()
@@ -144,7 +150,9 @@ impl BrowserCall {
     /// the recording): the end of its last loud frame.
     pub fn question_end_ms(&self) -> Option<u64> {
         let f = frames(&self.mic, self.rate);
-        f.iter().rposition(|&r| r > SPEECH_RMS).map(|i| (i as u64 + 1) * 20)
+        f.iter()
+            .rposition(|&r| r > SPEECH_RMS)
+            .map(|i| (i as u64 + 1) * 20)
     }
 
     /// Voice-to-voice where the user is: end of the question in the

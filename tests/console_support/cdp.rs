@@ -174,7 +174,9 @@ fn page_error(method: &str, params: &Value) -> Option<PageError> {
                 text: format!("{text} at {}:{}", d["url"], d["lineNumber"]),
             })
         }
-        "Runtime.consoleAPICalled" if matches!(params["type"].as_str(), Some("error" | "assert")) => {
+        "Runtime.consoleAPICalled"
+            if matches!(params["type"].as_str(), Some("error" | "assert")) =>
+        {
             let args: Vec<String> = params["args"]
                 .as_array()
                 .map(|a| {

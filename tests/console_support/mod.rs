@@ -34,7 +34,10 @@ pub async fn start(sip_port: u16, rtp_base: u16, extra: &[(&str, &str)]) -> Setu
         .expect("seed");
     let mut env = vec![
         ("SWITCHBOARD_SIP__LISTEN", format!("127.0.0.1:{sip_port}")),
-        ("SWITCHBOARD_API__LISTEN", format!("127.0.0.1:{}", sip_port + 1)),
+        (
+            "SWITCHBOARD_API__LISTEN",
+            format!("127.0.0.1:{}", sip_port + 1),
+        ),
     ];
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -88,12 +91,20 @@ pub async fn login(base: &str, email: &str) -> String {
         .json()
         .await
         .expect("token");
-    r["access_token"].as_str().expect("access_token").to_string()
+    r["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 impl Setup {
     /// An API call as the owner; (status, JSON body or null).
-    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = reqwest::Client::new()
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.owner_token);
@@ -115,10 +126,17 @@ impl Setup {
             .api(reqwest::Method::POST, &self.ws("web-widgets"), Some(body))
             .await;
         assert_eq!(status, 201, "{w}");
-        assert!(w.get("public_key").is_none(), "the generic view hides the key: {w}");
+        assert!(
+            w.get("public_key").is_none(),
+            "the generic view hides the key: {w}"
+        );
         let id: Uuid = w["id"].as_str().unwrap().parse().unwrap();
         let (status, k) = self
-            .api(reqwest::Method::GET, &self.ws(&format!("web-widgets/{id}/public-key")), None)
+            .api(
+                reqwest::Method::GET,
+                &self.ws(&format!("web-widgets/{id}/public-key")),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{k}");
         (id, k["public_key"].as_str().unwrap().to_string())
