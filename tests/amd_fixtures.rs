@@ -90,11 +90,10 @@ async fn people_machines_and_silence_are_told_apart_within_seconds() {
     let mut times = Vec::new();
     for f in FIXTURES {
         let mut audio = vec![0i16; f.lead_ms * 16];
-        let greeting_end;
         if !f.text.is_empty() {
             audio.extend(caller_voice::phone_16k(dir.path(), f.name, f.text));
         }
-        greeting_end = audio.len();
+        let greeting_end = audio.len();
         let beep_at = f.beep.map(|(freq, ms)| {
             audio.extend(vec![0i16; 200 * 16]);
             let at = audio.len();

@@ -188,6 +188,13 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
         next_utt_base: 1 << 20,
     };
 
+    // A reply's context: an answer or a fixed line of `turn`.
+    let new_reply = |turn: u64, utt_base: &mut u64| {
+        reply_context(
+            &rt, &providers, &profile, &playout, &reply_tx, turn, utt_base,
+        )
+    };
+
     let ending = loop {
         // Carry out what the machine decided, up to the end.
         let mut ending = None;
@@ -235,28 +242,12 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
                     history,
                 } => {
                     work.cancel_reply();
-                    let ctx = reply_context(
-                        &rt,
-                        &providers,
-                        &profile,
-                        &playout,
-                        &reply_tx,
-                        turn,
-                        &mut work.next_utt_base,
-                    );
+                    let ctx = new_reply(turn, &mut work.next_utt_base);
                     work.reply = Some(tokio::spawn(ctx.answer(text, history)));
                 }
                 CallAction::Say { turn, text } => {
                     work.cancel_reply();
-                    let ctx = reply_context(
-                        &rt,
-                        &providers,
-                        &profile,
-                        &playout,
-                        &reply_tx,
-                        turn,
-                        &mut work.next_utt_base,
-                    );
+                    let ctx = new_reply(turn, &mut work.next_utt_base);
                     work.reply = Some(tokio::spawn(ctx.say(text)));
                 }
                 CallAction::BargeIn => {

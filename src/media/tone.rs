@@ -88,7 +88,7 @@ impl ToneDetector {
         // A sine of amplitude A over n samples: power (A·n/2)², energy A²·n/2.
         let share = best_power / (energy * n as f32 / 2.0);
         ToneFrame {
-            pitch_hz: (share >= TONAL_SHARE).then(|| LOW_HZ + best as f32 * STEP_HZ),
+            pitch_hz: (share >= TONAL_SHARE).then_some(LOW_HZ + best as f32 * STEP_HZ),
         }
     }
 

@@ -79,8 +79,9 @@ pub struct AgentIndex {
     /// Everyday requests this knowledge does not cover: a match they beat
     /// is off-topic (empty until the requests are embedded).
     reference: Reference,
-    /// The knowledge's own words, for the recognizer (`vocabulary`).
-    recognizer_hint: Option<String>,
+    /// The knowledge's own words, for the recognizer (`vocabulary`),
+    /// built when first asked for (never while the hint is off).
+    recognizer_hint: std::sync::OnceLock<Option<String>>,
 }
 
 /// The question lines of a `Q: …\nA: …` chunk, if it is one.
@@ -130,7 +131,7 @@ impl AgentIndex {
             has_vector: vec![false; n],
             has_question_vector: vec![false; n],
             reference: Reference::default(),
-            recognizer_hint: None,
+            recognizer_hint: std::sync::OnceLock::new(),
         };
         let (mut total_len, mut total_qlen, mut questions_seen) = (0f32, 0f32, 0f32);
         for (i, row) in rows.into_iter().enumerate() {
@@ -194,21 +195,28 @@ impl AgentIndex {
         if questions_seen > 0.0 {
             idx.avg_question_len = (total_qlen / questions_seen).max(1.0);
         }
-        idx.recognizer_hint = recognizer_hint(
-            idx.docs.iter().filter_map(|d| faq_question(&d.row.content)),
-            idx.docs.iter().map(|d| match faq_question(&d.row.content) {
-                // The answer: what follows the question line.
-                Some(_) => d.row.content.split_once('\n').map_or("", |(_, a)| a),
-                None => d.row.content.as_str(),
-            }),
-        );
         idx
     }
 
     /// The knowledge's own words as a hint for the recognizer: whisper's
     /// initial prompt for this agent's callers.
     pub fn recognizer_hint(&self) -> Option<&str> {
-        self.recognizer_hint.as_deref()
+        self.recognizer_hint
+            .get_or_init(|| {
+                recognizer_hint(
+                    self.docs
+                        .iter()
+                        .filter_map(|d| faq_question(&d.row.content)),
+                    self.docs
+                        .iter()
+                        .map(|d| match faq_question(&d.row.content) {
+                            // The answer: what follows the question line.
+                            Some(_) => d.row.content.split_once('\n').map_or("", |(_, a)| a),
+                            None => d.row.content.as_str(),
+                        }),
+                )
+            })
+            .as_deref()
     }
 
     /// With the everyday requests of `everyday` (same model as the
