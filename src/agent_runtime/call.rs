@@ -125,6 +125,7 @@ async fn run_call_inner(rt: Arc<Runtime>, call: IncomingCall) {
     );
     session_config.record_path = recording_path.clone();
     session_config.sources = media.sources;
+    session_config.srtp = media.srtp.clone();
     let (session, mut media_rx) = match MediaSession::start(rtp_socket, session_config) {
         Ok(s) => s,
         Err(err) => {

@@ -2,10 +2,15 @@
 //! stateful encoders/decoders behind one type so the session and the pacer
 //! need not match on the codec for every frame. G.711 is ours (`g711`);
 //! G.722 (64 kbit/s, 16 kHz audio on an 8 kHz RTP clock) is the `ezk-g722`
-//! crate's port of the public-domain spandsp/libg722 codec.
+//! crate's port of the public-domain spandsp/libg722 codec; Opus is
+//! libopus (`super::opus`), run at 16 kHz on its 48 kHz RTP clock.
 
 use super::error::MediaError;
 use super::g711;
+use super::opus::{OpusDecoder, OpusEncoder};
+
+/// Opus on the SIP leg: 32 kbit/s is transparent for wideband speech.
+const OPUS_SIP_BITRATE: i32 = 32_000;
 use super::Codec;
 
 impl Codec {
@@ -13,7 +18,7 @@ impl Codec {
     pub fn pcm_rate(self) -> u32 {
         match self {
             Codec::Pcmu | Codec::Pcma => 8000,
-            Codec::G722 => 16000,
+            Codec::G722 | Codec::Opus => 16000,
         }
     }
 
@@ -32,6 +37,7 @@ impl Codec {
 pub struct Decoder {
     codec: Codec,
     g722: Option<ezk_g722::libg722::decoder::Decoder>,
+    opus: Option<OpusDecoder>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -51,14 +57,20 @@ impl Decoder {
                 false,
             )
         });
-        Ok(Decoder { codec, g722 })
+        let opus = match codec {
+            Codec::Opus => Some(OpusDecoder::new(codec.pcm_rate())?),
+            _ => None,
+        };
+        Ok(Decoder { codec, g722, opus })
     }
 
     pub fn codec(&self) -> Codec {
         self.codec
     }
 
-    /// Appends the decoded samples of `payload` to `out`.
+    /// Appends the decoded samples of `payload` to `out`. A payload the
+    /// codec cannot read (a corrupt Opus packet) appends nothing: the
+    /// receiver conceals the gap.
     pub fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
         match self.codec {
             Codec::Pcmu => g711::decode_ulaw(payload, out),
@@ -68,6 +80,32 @@ impl Decoder {
                     out.extend(d.decode(payload));
                 }
             }
+            Codec::Opus => {
+                if let Some(d) = self.opus.as_mut() {
+                    if let Err(e) = d.decode(payload, out) {
+                        tracing::trace!(error = %e, "Opus packet dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills a lost frame of `samples` the codec's own way when it has one
+    /// (Opus packet-loss concealment); `false` leaves it to the caller.
+    pub fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> bool {
+        let Some(d) = self.opus.as_mut() else {
+            return false;
+        };
+        let start = out.len();
+        match d.recover(None, out) {
+            Ok(_) => {
+                out.resize(start + samples, 0);
+                true
+            }
+            Err(_) => {
+                out.truncate(start);
+                false
+            }
         }
     }
 }
@@ -76,6 +114,7 @@ impl Decoder {
 pub struct Encoder {
     codec: Codec,
     g722: Option<ezk_g722::libg722::encoder::Encoder>,
+    opus: Option<OpusEncoder>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -95,14 +134,18 @@ impl Encoder {
                 false,
             )
         });
-        Ok(Encoder { codec, g722 })
+        let opus = match codec {
+            Codec::Opus => Some(OpusEncoder::new(codec.pcm_rate(), OPUS_SIP_BITRATE)?),
+            _ => None,
+        };
+        Ok(Encoder { codec, g722, opus })
     }
 
     pub fn codec(&self) -> Codec {
         self.codec
     }
 
-    /// Appends the encoding of `pcm` to `out`.
+    /// Appends the encoding of `pcm` (one frame) to `out`.
     pub fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) {
         match self.codec {
             Codec::Pcmu => g711::encode_ulaw(pcm, out),
@@ -110,6 +153,13 @@ impl Encoder {
             Codec::G722 => {
                 if let Some(e) = self.g722.as_mut() {
                     out.extend(e.encode(pcm));
+                }
+            }
+            Codec::Opus => {
+                if let Some(e) = self.opus.as_mut() {
+                    if let Err(err) = e.encode(pcm, out) {
+                        tracing::debug!(error = %err, "Opus frame not encoded");
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! Everything between RTP packets and 16 kHz PCM frames: RTP/RTCP sessions,
-//! G.711/G.722 codecs, RFC 4733 DTMF, jitter buffer, resampling, VAD and
+//! G.711/G.722/Opus codecs, SRTP, RFC 4733 DTMF, jitter buffer, resampling, VAD and
 //! endpointing, paced playout, recording. Knows nothing of agents, SIP or the
 //! database.
 
@@ -20,6 +20,7 @@ pub mod record;
 mod record_writer;
 pub mod resample;
 pub mod session;
+pub mod srtp;
 pub mod stats;
 mod udp;
 pub mod vad;
@@ -39,6 +40,9 @@ pub enum Codec {
     Pcma,
     /// G.722, static payload type 9, 16 kHz audio (RTP clock 8 kHz, RFC 3551).
     G722,
+    /// Opus (RFC 7587): a dynamic payload type, RTP clock 48 kHz whatever
+    /// the audio bandwidth; decoded and encoded at 16 kHz (the agent's rate).
+    Opus,
 }
 
 impl Codec {
@@ -48,21 +52,39 @@ impl Codec {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
             Codec::G722 => "G722",
+            Codec::Opus => "opus",
         }
     }
 
-    /// The static payload type from RFC 3551.
-    pub fn static_payload_type(self) -> u8 {
+    /// The static payload type from RFC 3551 (Opus has none).
+    pub fn static_payload_type(self) -> Option<u8> {
         match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
-            Codec::G722 => 9,
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::G722 => Some(9),
+            Codec::Opus => None,
         }
     }
 
-    /// The RTP clock rate written in SDP and used for timestamps.
+    /// The payload type our own offers use: the static one, else a
+    /// dynamic one (96–127) that no static codec of ours takes.
+    pub fn offer_payload_type(self) -> u8 {
+        self.static_payload_type().unwrap_or(111)
+    }
+
+    /// The RTP clock rate written in SDP and used for timestamps (and so
+    /// the rate of `telephone-event` beside this codec, RFC 4733 §2.1).
     pub fn rtp_clock_rate(self) -> u32 {
-        8000
+        match self {
+            Codec::Opus => opus::OPUS_RTP_CLOCK,
+            _ => 8000,
+        }
+    }
+
+    /// The encoding parameters after the clock rate in `a=rtpmap`: Opus is
+    /// always written `opus/48000/2` (RFC 7587 §7), mono or not.
+    pub fn rtpmap_channels(self) -> Option<u8> {
+        (self == Codec::Opus).then_some(2)
     }
 
     /// Parses an SDP/config codec name, case-insensitively.
@@ -71,6 +93,7 @@ impl Codec {
             "PCMU" => Some(Codec::Pcmu),
             "PCMA" => Some(Codec::Pcma),
             "G722" => Some(Codec::G722),
+            "OPUS" => Some(Codec::Opus),
             _ => None,
         }
     }

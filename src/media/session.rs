@@ -49,6 +49,8 @@ pub struct SessionConfig {
     /// Send and receive RTCP on the RTP port + 1 (and accept it muxed on
     /// the RTP port).
     pub rtcp: bool,
+    /// SRTP keys (SDES) when the call's media is encrypted.
+    pub srtp: Option<super::srtp::SrtpKeys>,
 }
 
 impl SessionConfig {
@@ -73,6 +75,7 @@ impl SessionConfig {
             max_queued_ms: 120_000,
             record_path: None,
             rtcp: true,
+            srtp: None,
         }
     }
 }
@@ -297,6 +300,13 @@ impl MediaSession {
             None
         };
         let rtcp_remote = SocketAddr::new(cfg.remote.ip(), cfg.remote.port().wrapping_add(1));
+        let srtp = match &cfg.srtp {
+            Some(keys) => Some(
+                super::srtp::SrtpSession::new(keys)
+                    .map_err(|e| MediaError::Io(std::io::Error::other(e.to_string())))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(cfg.event_capacity.clamp(2 * CONTROL_HEADROOM, 4096));
         let driver = Driver::new(
             socket,
@@ -306,6 +316,7 @@ impl MediaSession {
             cfg.rtcp.then_some(rtcp),
             rtcp_sock,
             rtcp_remote,
+            srtp,
         );
         let shared = Arc::new(Shared {
             pacer: Mutex::new(pacer),

@@ -93,6 +93,8 @@ pub struct Env {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long an outbound call may ring before we CANCEL.
     pub ring_timeout: Duration,
+    /// RFC 4028 settings (`sip.session_expires_secs`, `sip.min_se_secs`).
+    pub session_timers: super::session_timer::TimerSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,6 +122,8 @@ pub struct ServerEntry {
 pub enum Purpose {
     Bye,
     Refer { call: String },
+    /// Our session refresh (RFC 4028) of a call.
+    Refresh { call: String },
 }
 
 pub struct ClientEntry {
