@@ -427,9 +427,15 @@ pub fn loudest_second_rms(path: &Path) -> f64 {
 /// The caller's microphone: `secs` of a 1 kHz tone at 8 kHz (or 48 kHz),
 /// then silence until the file ends at `total_secs`.
 pub fn tone_wav(dir: &Path, rate: u32, secs: u32, total_secs: u32) -> PathBuf {
-    let path = dir.join(format!("tone-{rate}.wav"));
+    tone_wav_channels(dir, rate, 1, secs, total_secs)
+}
+
+/// The same in `channels` channels (baresip's file source must match its
+/// encoder: Opus is opened as 48 kHz stereo).
+pub fn tone_wav_channels(dir: &Path, rate: u32, channels: u16, secs: u32, total_secs: u32) -> PathBuf {
+    let path = dir.join(format!("tone-{rate}-{channels}.wav"));
     let spec = hound::WavSpec {
-        channels: 1,
+        channels,
         sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
@@ -441,7 +447,9 @@ pub fn tone_wav(dir: &Path, rate: u32, secs: u32, total_secs: u32) -> PathBuf {
         } else {
             0
         };
-        w.write_sample(s).expect("sample");
+        for _ in 0..channels {
+            w.write_sample(s).expect("sample");
+        }
     }
     w.finalize().expect("wav");
     path
