@@ -8,7 +8,8 @@
 //! requests reuse it (the client's Via is `WS <name>.invalid`, which no
 //! one could connect to). A client that does not ask for the `sip`
 //! subprotocol is refused. `scripts/setup` installs the npm packages
-//! (`tests/fixtures/sipjs`). Ports 53500–53599.
+//! (`tests/fixtures/sipjs`). The same over `wss://` (TLS with the test
+//! CA's certificate). Ports 53500–53599 and 53900–53999.
 
 mod secure_support;
 
@@ -28,13 +29,23 @@ fn sipjs_dir() -> PathBuf {
     dir
 }
 
-/// Runs the SIP.js caller; returns its JSON result.
-async fn sipjs_call(ws_url: &str, target: &str, rtp_port: u16, talk_secs: u32) -> serde_json::Value {
+/// Runs the SIP.js caller; returns its JSON result. `ca`: a CA Node must
+/// trust for `wss://`.
+async fn sipjs_call(
+    ws_url: &str,
+    target: &str,
+    rtp_port: u16,
+    talk_secs: u32,
+    ca: Option<&std::path::Path>,
+) -> serde_json::Value {
     let dir = sipjs_dir();
+    let mut cmd = tokio::process::Command::new("node");
+    if let Some(ca) = ca {
+        cmd.env("NODE_EXTRA_CA_CERTS", ca);
+    }
     let out = tokio::time::timeout(
         Duration::from_secs(u64::from(talk_secs) + 30),
-        tokio::process::Command::new("node")
-            .arg(dir.join("call.mjs"))
+        cmd.arg(dir.join("call.mjs"))
             .args([ws_url, target, &rtp_port.to_string(), &talk_secs.to_string()])
             .current_dir(&dir)
             .kill_on_drop(true)
@@ -72,7 +83,7 @@ async fn sipjs_calls_over_websocket_and_the_node_hangs_up_on_the_same_connection
         Some(std::net::SocketAddr::from(([127, 0, 0, 1], base + 2)))
     );
     let ws_url = format!("ws://127.0.0.1:{}", base + 2);
-    let result = sipjs_call(&ws_url, "sip:+15555550100@127.0.0.1", ports(53_580, 2), 20).await;
+    let result = sipjs_call(&ws_url, "sip:+15555550100@127.0.0.1", ports(53_580, 2), 20, None).await;
     println!("SIP.js: {result}");
     assert_eq!(result["answered"], true, "{result}");
     // The agent's hang-up (BYE) came to SIP.js over its WebSocket.
@@ -90,6 +101,34 @@ async fn sipjs_calls_over_websocket_and_the_node_hangs_up_on_the_same_connection
         result["answer_sdp"].as_str().is_some_and(|s| s.contains("RTP/AVP 0")),
         "{result}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipjs_calls_over_secure_websocket() {
+    let base = ports(53_900, 61);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let handler = MediaHandler {
+        hangup_after: Some(Duration::from_secs(3)),
+        ..Default::default()
+    };
+    let node = SecureNode::start(
+        base,
+        handler,
+        &[
+            ("SWITCHBOARD_SIP__WSS_LISTEN", format!("127.0.0.1:{}", base + 3)),
+            ("SWITCHBOARD_SIP__TLS_CERT_FILE", pki.node_cert.display().to_string()),
+            ("SWITCHBOARD_SIP__TLS_KEY_FILE", pki.node_key.display().to_string()),
+        ],
+    )
+    .await;
+    let url = format!("wss://127.0.0.1:{}", base + 3);
+    let result = sipjs_call(&url, "sip:+15555550100@127.0.0.1", ports(53_980, 2), 20, Some(&pki.ca)).await;
+    println!("SIP.js over WSS: {result}");
+    assert_eq!((result["answered"].as_bool(), result["ended_by"].as_str()), (Some(true), Some("node")), "{result}");
+    assert!(result["voiced_received"].as_u64().unwrap_or(0) >= 50, "{result}");
+    let rows = node.final_rows(1, Duration::from_secs(10)).await;
+    assert_eq!(rows[0].status, "completed", "{rows:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -690,6 +690,12 @@ impl Core {
         if let Some((a, _)) = call.answer.as_mut() {
             a.acked();
         }
+        // Our 200 carried the offer when the INVITE had none: SRTP is
+        // what it offered.
+        let offered_srtp = call
+            .answer
+            .as_ref()
+            .is_some_and(|(_, ok)| ok.body.windows(8).any(|w| w == b"RTP/SAVP"));
         call.answer = None;
         let sources = SourcePolicy {
             signalling_ip: Some(call.origin),
@@ -700,11 +706,6 @@ impl Core {
         let needs_answer = call.pending.as_ref().is_some_and(|p| p.media.is_none());
         if needs_answer {
             let local = std::net::SocketAddr::new(self.env.advertised_ip, call.local_port);
-            let offered_srtp = call.invite.body.is_empty()
-                && call
-                    .answer
-                    .as_ref()
-                    .is_some_and(|(_, ok)| ok.body.windows(8).any(|w| w == b"RTP/SAVP"));
             let negotiated = sdp::parse(&ack.body)
                 .ok()
                 .and_then(|s| sdp::negotiate(&s, &call.codecs).ok())
