@@ -88,10 +88,9 @@ impl Driver {
         rtcp: Option<RtcpSession>,
         rtcp_sock: Option<UdpSocket>,
         rtcp_remote: SocketAddr,
-        srtp: Option<SrtpSession>,
     ) -> Driver {
         Driver {
-            srtp,
+            srtp: None,
             sock: Some(sock),
             receiver,
             recording,
@@ -110,6 +109,11 @@ impl Driver {
             pending: None,
             report: None,
         }
+    }
+
+    /// Protects the session's packets with SRTP from now on.
+    pub(crate) fn set_srtp(&mut self, srtp: SrtpSession) {
+        self.srtp = Some(srtp);
     }
 
     pub(crate) fn emit(&mut self, ev: MediaEvent) {

@@ -308,7 +308,7 @@ impl MediaSession {
             None => None,
         };
         let (tx, rx) = mpsc::channel(cfg.event_capacity.clamp(2 * CONTROL_HEADROOM, 4096));
-        let driver = Driver::new(
+        let mut driver = Driver::new(
             socket,
             receiver,
             recording,
@@ -316,8 +316,10 @@ impl MediaSession {
             cfg.rtcp.then_some(rtcp),
             rtcp_sock,
             rtcp_remote,
-            srtp,
         );
+        if let Some(srtp) = srtp {
+            driver.set_srtp(srtp);
+        }
         let shared = Arc::new(Shared {
             pacer: Mutex::new(pacer),
             driver: Mutex::new(driver),

@@ -280,7 +280,12 @@ impl Core {
                     trusted: true,
                 },
             };
-            let _ = internal.send(Internal::Routed { key: tag, decision }).await;
+            let _ = internal
+                .send(Internal::Routed {
+                    key: tag,
+                    decision: Box::new(decision),
+                })
+                .await;
         });
     }
 

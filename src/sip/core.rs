@@ -34,7 +34,7 @@ pub const USER_AGENT: &str = "Switchboard";
 pub enum Internal {
     Routed {
         key: String,
-        decision: Decision,
+        decision: Box<Decision>,
     },
     Command {
         key: String,
@@ -668,7 +668,7 @@ impl Core {
 
     pub fn on_internal(&mut self, ev: Internal, now: Instant) {
         match ev {
-            Internal::Routed { key, decision } => self.on_routed(&key, decision, now),
+            Internal::Routed { key, decision } => self.on_routed(&key, *decision, now),
             Internal::Command { key, command } => self.on_command(&key, command, now),
             Internal::CommandsClosed { key } => self.on_commands_closed(&key, now),
             Internal::Dial { request, reply } => {
