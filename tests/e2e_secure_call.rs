@@ -8,6 +8,7 @@
 
 mod common;
 mod secure_support;
+mod sip_support;
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use switchboard::db::testing::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_greets_a_caller_over_tls_and_srtp() {
-    common::node::init_logs();
+    secure_support::init_logs();
     let db = TestDb::new().await;
     switchboard::db::seed::seed_demo(&db.pool).await.expect("seed");
     sqlx::query("update sip_trunks set srtp = 'required'")

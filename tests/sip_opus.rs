@@ -4,7 +4,9 @@
 //! logged with codec `opus` and recorded (16 kHz stereo WAV, caller left,
 //! agent right). Ports 53400–53599.
 
+mod common;
 mod secure_support;
+mod sip_support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

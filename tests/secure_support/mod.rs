@@ -3,8 +3,13 @@
 //! certificates made with the openssl CLI, a call handler that runs a real
 //! media session (SRTP when negotiated) playing a tone and measuring what
 //! it hears, and baresip as a scripted softphone over UDP, TLS or
-//! WebSocket with SRTP or Opus.
+//! WebSocket with SRTP or Opus. Builds on `tests/common` (baresip, logs)
+//! and `tests/sip_support` (SIPp), which each test crate declares beside it.
 #![allow(dead_code)]
+
+use crate::common::run;
+pub use crate::common::node::init_logs;
+pub use crate::sip_support::SippRun;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,19 +38,6 @@ pub fn ports(base: u16, n: u16) -> u16 {
         );
     }
     base
-}
-
-pub fn run(cmd: &mut Command) {
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A test CA and certificates it signed (EC P-256), made by the openssl
@@ -357,18 +349,7 @@ impl Baresip {
     /// when the file does).
     pub fn dial(dir: &Path, phone: &Softphone, uri: &str, wav: &Path, max_secs: u32) -> Baresip {
         Self::configure(dir, phone, wav);
-        let output = Command::new("timeout")
-            .arg(format!("{}", max_secs + 10))
-            .arg("baresip")
-            .arg("-f")
-            .arg(dir)
-            .arg("-e")
-            .arg(format!("/dial {uri}"))
-            .arg("-t")
-            .arg(max_secs.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("baresip (Debian package baresip-core) must be installed");
+        let output = crate::common::baresip_dial(dir, uri, max_secs);
         Baresip {
             dir: dir.to_path_buf(),
             output,
@@ -559,79 +540,22 @@ pub struct CallRow {
     pub duration_ms: Option<i64>,
 }
 
-/// What a SIPp run left.
-#[derive(Debug)]
-pub struct SippRun {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub errors: String,
-    pub messages: String,
-}
-
-impl SippRun {
-    pub fn assert_ok(&self) {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "SIPp failed.\nerrors:\n{}\nmessages:\n{}\nstdout:\n{}",
-            self.errors,
-            self.messages,
-            self.stdout
-        );
-    }
-}
-
 /// Runs one SIPp scenario (`tests/fixtures/sipp/NAME`) against `server`
-/// from `port` (media at `media_port`..+3), calling +15555550100.
+/// from `port` (media at `media_port`..+3), calling +15555550100, within
+/// 150 s.
 pub async fn sipp_run(
     server: std::net::SocketAddr,
     scenario: &str,
     port: u16,
     media_port: u16,
 ) -> SippRun {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let errors = dir.path().join("errors.log");
-    let messages = dir.path().join("messages.log");
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sipp")
-        .join(scenario);
-    let child = tokio::process::Command::new("sipp")
-        .arg(server.to_string())
-        .arg("-sf")
-        .arg(path)
-        .args(["-s", "+15555550100", "-m", "1", "-timeout", "150s", "-timeout_error", "-nostdin"])
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &media_port.to_string()])
-        .args(["-trace_err", "-trace_msg"])
-        .arg("-error_file")
-        .arg(&errors)
-        .arg("-message_file")
-        .arg(&messages)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp must be installed (Debian sip-tester)");
-    let out = tokio::time::timeout(Duration::from_secs(170), child.wait_with_output())
-        .await
-        .expect("SIPp did not finish in 170 s")
-        .expect("SIPp output");
-    SippRun {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr),
-        errors: std::fs::read_to_string(&errors).unwrap_or_default(),
-        messages: std::fs::read_to_string(&messages).unwrap_or_default(),
-    }
-}
-
-/// The node's logs in the test output when `RUST_LOG` is set (debugging).
-pub fn init_logs() {
-    if std::env::var("RUST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
+    crate::sip_support::sipp_with(
+        server,
+        scenario,
+        "+15555550100",
+        &["-i", "127.0.0.1"],
+        (port, media_port),
+        150,
+    )
+    .await
 }
