@@ -25,19 +25,25 @@ use switchboard::sip::call::{
 /// Ports of this suite: each test file takes a block of 200 from here.
 pub const PORT_BASE: u16 = 53_000;
 
-/// A block of `n` ports starting at `base` (within 53000–53999), all free
-/// on UDP and TCP right now.
+/// A block of `n` ports starting at `base` (within 53000–53999). The
+/// kernel also hands out this range as ephemeral ports (a database
+/// connection may hold one for a while), so the ports that must be bound
+/// exactly (the first four: SIP listeners, SIPp's media) are waited for,
+/// up to 10 s; the rest of a block is an RTP range, where a taken port is
+/// skipped by whoever allocates from it.
 pub fn ports(base: u16, n: u16) -> u16 {
     assert!(base >= PORT_BASE && base + n <= 54_000, "outside the suite's range");
-    for p in base..base + n {
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", p));
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", p));
-        assert!(
-            udp.is_ok() && tcp.is_ok(),
-            "port {p} of this suite's range is taken"
-        );
+    let free = |p: u16| {
+        std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+    };
+    for _ in 0..100 {
+        if (base..base + n.min(4)).all(free) {
+            return base;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    base
+    panic!("ports {base}..{} of this suite's range stayed taken for 10 s", base + n.min(4));
 }
 
 /// A test CA and certificates it signed (EC P-256), made by the openssl
