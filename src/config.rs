@@ -171,7 +171,9 @@ impl SipConfig {
         if v.is_empty() {
             return Ok(None);
         }
-        v.parse().map(Some).map_err(|_| format!("`{v}` is not an address:port"))
+        v.parse()
+            .map(Some)
+            .map_err(|_| format!("`{v}` is not an address:port"))
     }
 
     /// Session-timer settings for the SIP core.
@@ -501,7 +503,10 @@ impl Config {
             );
         }
         if !self.sip.wss_listen.trim().is_empty() && self.sip.tls_files().is_none() {
-            return bad("sip.wss_listen", "secure WebSocket needs tls_cert_file and tls_key_file");
+            return bad(
+                "sip.wss_listen",
+                "secure WebSocket needs tls_cert_file and tls_key_file",
+            );
         }
         if self.sip.min_se_secs < crate::sip::session_timer::MIN_SE_FLOOR {
             return bad(
@@ -509,7 +514,9 @@ impl Config {
                 "RFC 4028 allows no Min-SE below 90 seconds",
             );
         }
-        if self.sip.session_expires_secs != 0 && self.sip.session_expires_secs < self.sip.min_se_secs {
+        if self.sip.session_expires_secs != 0
+            && self.sip.session_expires_secs < self.sip.min_se_secs
+        {
             return bad(
                 "sip.session_expires_secs",
                 "must be 0 (off) or at least sip.min_se_secs",

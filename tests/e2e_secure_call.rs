@@ -19,7 +19,9 @@ use switchboard::db::testing::TestDb;
 async fn the_agent_greets_a_caller_over_tls_and_srtp() {
     secure_support::init_logs();
     let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool).await.expect("seed");
+    switchboard::db::seed::seed_demo(&db.pool)
+        .await
+        .expect("seed");
     sqlx::query("update sip_trunks set srtp = 'required'")
         .execute(&db.pool)
         .await
@@ -29,10 +31,22 @@ async fn the_agent_greets_a_caller_over_tls_and_srtp() {
     let base = ports(53_876, 24);
     let extra = [
         ("SWITCHBOARD_SIP__LISTEN", format!("127.0.0.1:{base}")),
-        ("SWITCHBOARD_SIP__TLS_LISTEN", format!("127.0.0.1:{}", base + 1)),
-        ("SWITCHBOARD_SIP__TLS_CERT_FILE", pki.node_cert.display().to_string()),
-        ("SWITCHBOARD_SIP__TLS_KEY_FILE", pki.node_key.display().to_string()),
-        ("SWITCHBOARD_API__LISTEN", format!("127.0.0.1:{}", base + 23)),
+        (
+            "SWITCHBOARD_SIP__TLS_LISTEN",
+            format!("127.0.0.1:{}", base + 1),
+        ),
+        (
+            "SWITCHBOARD_SIP__TLS_CERT_FILE",
+            pki.node_cert.display().to_string(),
+        ),
+        (
+            "SWITCHBOARD_SIP__TLS_KEY_FILE",
+            pki.node_key.display().to_string(),
+        ),
+        (
+            "SWITCHBOARD_API__LISTEN",
+            format!("127.0.0.1:{}", base + 23),
+        ),
         ("SWITCHBOARD_RTP__PORT_MAX", (base + 22).to_string()),
     ];
     let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -56,7 +70,10 @@ async fn the_agent_greets_a_caller_over_tls_and_srtp() {
     let heard = Baresip::received_wav(&run.dir).unwrap_or_else(|| panic!("no dump:\n{log}"));
     let rms = loudest_second_rms(&heard);
     println!("greeting over SRTP: loudest second RMS {rms:.0}");
-    assert!(rms > 500.0, "the greeting reached baresip through SRTP (RMS {rms:.0})\n{log}");
+    assert!(
+        rms > 500.0,
+        "the greeting reached baresip through SRTP (RMS {rms:.0})\n{log}"
+    );
     let row: (String, Option<String>) = common::node::poll(Duration::from_secs(15), || async {
         sqlx::query_as("select status, codec from call_logs where ended_at is not null")
             .fetch_optional(&db.pool)

@@ -25,7 +25,8 @@ async fn baresip_calls_with_opus_and_the_call_is_recorded() {
     };
     std::fs::create_dir_all(dir.path().join("recordings")).unwrap();
     let node = SecureNode::start(base, handler, &[]).await;
-    node.sql("update sip_trunks set codecs = '{opus,PCMU}'").await;
+    node.sql("update sip_trunks set codecs = '{opus,PCMU}'")
+        .await;
     let phone = Softphone {
         sip_port: ports(53_470, 2),
         rtp_port: ports(53_480, 10),
@@ -50,9 +51,20 @@ async fn baresip_calls_with_opus_and_the_call_is_recorded() {
         media.payload_type, media.telephone_event_pt
     );
     let report = node.handler.finished(0, Duration::from_secs(10)).await;
-    let (frames, voiced) = (call.frames.load(Ordering::Relaxed), call.voiced.load(Ordering::Relaxed));
-    println!("Opus call: {:?} in, {} voiced frames of {frames}", report.stats.packets_in, voiced);
-    assert!(report.stats.packets_in >= 150, "{:?}\n{}", report.stats, run.log());
+    let (frames, voiced) = (
+        call.frames.load(Ordering::Relaxed),
+        call.voiced.load(Ordering::Relaxed),
+    );
+    println!(
+        "Opus call: {:?} in, {} voiced frames of {frames}",
+        report.stats.packets_in, voiced
+    );
+    assert!(
+        report.stats.packets_in >= 150,
+        "{:?}\n{}",
+        report.stats,
+        run.log()
+    );
     assert_eq!(report.stats.malformed, 0);
     assert!(voiced >= 100, "the caller's tone decoded from Opus");
     let heard = Baresip::received_wav(&run.dir)
@@ -65,7 +77,12 @@ async fn baresip_calls_with_opus_and_the_call_is_recorded() {
     let mut reader = hound::WavReader::open(&recording.path).expect("recording");
     let samples: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap_or(0)).collect();
     let side_rms = |side: usize| {
-        let s: Vec<f64> = samples.iter().skip(side).step_by(2).map(|&x| x as f64).collect();
+        let s: Vec<f64> = samples
+            .iter()
+            .skip(side)
+            .step_by(2)
+            .map(|&x| x as f64)
+            .collect();
         (s.iter().map(|x| x * x).sum::<f64>() / s.len().max(1) as f64).sqrt()
     };
     assert!(side_rms(0) > 300.0, "caller side recorded: {}", side_rms(0));

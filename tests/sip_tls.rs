@@ -18,9 +18,18 @@ use switchboard::sip::transport::Transport;
 
 fn tls_env(pki: &Pki) -> Vec<(&'static str, String)> {
     vec![
-        ("SWITCHBOARD_SIP__TLS_CERT_FILE", pki.node_cert.display().to_string()),
-        ("SWITCHBOARD_SIP__TLS_KEY_FILE", pki.node_key.display().to_string()),
-        ("SWITCHBOARD_SIP__TLS_TRUST_FILE", pki.ca.display().to_string()),
+        (
+            "SWITCHBOARD_SIP__TLS_CERT_FILE",
+            pki.node_cert.display().to_string(),
+        ),
+        (
+            "SWITCHBOARD_SIP__TLS_KEY_FILE",
+            pki.node_key.display().to_string(),
+        ),
+        (
+            "SWITCHBOARD_SIP__TLS_TRUST_FILE",
+            pki.ca.display().to_string(),
+        ),
     ]
 }
 
@@ -61,10 +70,16 @@ async fn baresip_calls_over_tls_with_srtp_both_ways() {
         call.voiced.load(std::sync::atomic::Ordering::Relaxed),
         call.frames.load(std::sync::atomic::Ordering::Relaxed)
     );
-    assert!(stats.packets_in >= 150, "SRTP from baresip decrypted: {stats:?}");
+    assert!(
+        stats.packets_in >= 150,
+        "SRTP from baresip decrypted: {stats:?}"
+    );
     // One unreadable packet was seen in one run of many (not reproduced
     // with tracing on); anything more is a key or cipher mismatch.
-    assert!(stats.malformed <= 2, "SRTP packets failed to authenticate: {stats:?}");
+    assert!(
+        stats.malformed <= 2,
+        "SRTP packets failed to authenticate: {stats:?}"
+    );
     assert!(
         call.voiced.load(std::sync::atomic::Ordering::Relaxed) >= 100,
         "the caller's tone was heard through SRTP"
@@ -72,7 +87,10 @@ async fn baresip_calls_over_tls_with_srtp_both_ways() {
     let heard = Baresip::received_wav(&phone_run.dir)
         .unwrap_or_else(|| panic!("baresip wrote no dump:\n{}", phone_run.log()));
     let rms = loudest_second_rms(&heard);
-    assert!(rms > 1000.0, "baresip heard our tone through SRTP (RMS {rms:.0})");
+    assert!(
+        rms > 1000.0,
+        "baresip heard our tone through SRTP (RMS {rms:.0})"
+    );
     let log = phone_run.log();
     assert!(log.contains("SRTP") || log.contains("srtp"), "{log}");
 }
@@ -127,7 +145,10 @@ async fn mutual_tls_admits_only_clients_the_ca_signed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(&dir.path().join("pki"));
     let mut env = tls_env(&pki);
-    env.push(("SWITCHBOARD_SIP__TLS_CLIENT_CA_FILE", pki.ca.display().to_string()));
+    env.push((
+        "SWITCHBOARD_SIP__TLS_CLIENT_CA_FILE",
+        pki.ca.display().to_string(),
+    ));
     let handler = MediaHandler::default();
     let node = SecureNode::start(base, handler, &env).await;
     let uri = format!("sip:+15555550100@127.0.0.1:{};transport=tls", base + 1);
@@ -139,7 +160,12 @@ async fn mutual_tls_admits_only_clients_the_ca_signed() {
         ..Default::default()
     };
     let wav = tone_wav(dir.path(), 8000, 1, 3);
-    let (d, p, u, w) = (dir.path().join("anonymous"), phone.clone(), uri.clone(), wav.clone());
+    let (d, p, u, w) = (
+        dir.path().join("anonymous"),
+        phone.clone(),
+        uri.clone(),
+        wav.clone(),
+    );
     let run = tokio::task::spawn_blocking(move || Baresip::dial(&d, &p, &u, &w, 5))
         .await
         .expect("baresip");

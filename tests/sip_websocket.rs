@@ -48,7 +48,12 @@ async fn sipjs_call(
     let out = tokio::time::timeout(
         Duration::from_secs(u64::from(talk_secs) + 30),
         cmd.arg(dir.join("call.mjs"))
-            .args([ws_url, target, &rtp_port.to_string(), &talk_secs.to_string()])
+            .args([
+                ws_url,
+                target,
+                &rtp_port.to_string(),
+                &talk_secs.to_string(),
+            ])
             .current_dir(&dir)
             .kill_on_drop(true)
             .output(),
@@ -77,7 +82,10 @@ async fn sipjs_calls_over_websocket_and_the_node_hangs_up_on_the_same_connection
     let node = SecureNode::start(
         base,
         handler,
-        &[("SWITCHBOARD_SIP__WS_LISTEN", format!("127.0.0.1:{}", base + 2))],
+        &[(
+            "SWITCHBOARD_SIP__WS_LISTEN",
+            format!("127.0.0.1:{}", base + 2),
+        )],
     )
     .await;
     assert_eq!(
@@ -85,12 +93,22 @@ async fn sipjs_calls_over_websocket_and_the_node_hangs_up_on_the_same_connection
         Some(std::net::SocketAddr::from(([127, 0, 0, 1], base + 2)))
     );
     let ws_url = format!("ws://127.0.0.1:{}", base + 2);
-    let result = sipjs_call(&ws_url, "sip:+15555550100@127.0.0.1", ports(53_580, 2), 20, None).await;
+    let result = sipjs_call(
+        &ws_url,
+        "sip:+15555550100@127.0.0.1",
+        ports(53_580, 2),
+        20,
+        None,
+    )
+    .await;
     println!("SIP.js: {result}");
     assert_eq!(result["answered"], true, "{result}");
     // The agent's hang-up (BYE) came to SIP.js over its WebSocket.
     assert_eq!(result["ended_by"], "node", "{result}");
-    assert!(result["voiced_received"].as_u64().unwrap_or(0) >= 100, "{result}");
+    assert!(
+        result["voiced_received"].as_u64().unwrap_or(0) >= 100,
+        "{result}"
+    );
     let rows = node.final_rows(1, Duration::from_secs(10)).await;
     assert_eq!(
         (rows[0].status.as_str(), rows[0].hangup_by.as_deref()),
@@ -98,9 +116,14 @@ async fn sipjs_calls_over_websocket_and_the_node_hangs_up_on_the_same_connection
         "{rows:?}"
     );
     let call = node.handler.call(0);
-    assert!(call.voiced.load(Ordering::Relaxed) >= 100, "SIP.js's tone reached the node");
     assert!(
-        result["answer_sdp"].as_str().is_some_and(|s| s.contains("RTP/AVP 0")),
+        call.voiced.load(Ordering::Relaxed) >= 100,
+        "SIP.js's tone reached the node"
+    );
+    assert!(
+        result["answer_sdp"]
+            .as_str()
+            .is_some_and(|s| s.contains("RTP/AVP 0")),
         "{result}"
     );
 }
@@ -118,17 +141,40 @@ async fn sipjs_calls_over_secure_websocket() {
         base,
         handler,
         &[
-            ("SWITCHBOARD_SIP__WSS_LISTEN", format!("127.0.0.1:{}", base + 3)),
-            ("SWITCHBOARD_SIP__TLS_CERT_FILE", pki.node_cert.display().to_string()),
-            ("SWITCHBOARD_SIP__TLS_KEY_FILE", pki.node_key.display().to_string()),
+            (
+                "SWITCHBOARD_SIP__WSS_LISTEN",
+                format!("127.0.0.1:{}", base + 3),
+            ),
+            (
+                "SWITCHBOARD_SIP__TLS_CERT_FILE",
+                pki.node_cert.display().to_string(),
+            ),
+            (
+                "SWITCHBOARD_SIP__TLS_KEY_FILE",
+                pki.node_key.display().to_string(),
+            ),
         ],
     )
     .await;
     let url = format!("wss://127.0.0.1:{}", base + 3);
-    let result = sipjs_call(&url, "sip:+15555550100@127.0.0.1", ports(53_980, 2), 20, Some(&pki.ca)).await;
+    let result = sipjs_call(
+        &url,
+        "sip:+15555550100@127.0.0.1",
+        ports(53_980, 2),
+        20,
+        Some(&pki.ca),
+    )
+    .await;
     println!("SIP.js over WSS: {result}");
-    assert_eq!((result["answered"].as_bool(), result["ended_by"].as_str()), (Some(true), Some("node")), "{result}");
-    assert!(result["voiced_received"].as_u64().unwrap_or(0) >= 50, "{result}");
+    assert_eq!(
+        (result["answered"].as_bool(), result["ended_by"].as_str()),
+        (Some(true), Some("node")),
+        "{result}"
+    );
+    assert!(
+        result["voiced_received"].as_u64().unwrap_or(0) >= 50,
+        "{result}"
+    );
     let rows = node.final_rows(1, Duration::from_secs(10)).await;
     assert_eq!(rows[0].status, "completed", "{rows:?}");
 }
@@ -140,7 +186,10 @@ async fn a_websocket_client_without_the_sip_subprotocol_is_refused() {
         base,
         MediaHandler::default(),
         &[
-            ("SWITCHBOARD_SIP__WS_LISTEN", format!("127.0.0.1:{}", base + 2)),
+            (
+                "SWITCHBOARD_SIP__WS_LISTEN",
+                format!("127.0.0.1:{}", base + 2),
+            ),
             ("SWITCHBOARD_RTP__PORT_MIN", "53594".to_string()),
             ("SWITCHBOARD_RTP__PORT_MAX", "53599".to_string()),
             ("SWITCHBOARD_SIP__TLS_LISTEN", String::new()),
@@ -168,7 +217,9 @@ async fn a_websocket_client_without_the_sip_subprotocol_is_refused() {
                    Via: SIP/2.0/WS abc.invalid;branch=z9hG4bKws1\r\n\
                    From: <sip:probe@abc.invalid>;tag=1\r\nTo: <sip:+15555550100@127.0.0.1>\r\n\
                    Call-ID: ws-options-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
-    ws.send(tokio_tungstenite::tungstenite::Message::text(options)).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(options))
+        .await
+        .unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("an answer")
@@ -176,6 +227,9 @@ async fn a_websocket_client_without_the_sip_subprotocol_is_refused() {
         .expect("no error");
     let text = reply.into_text().expect("text");
     assert!(text.starts_with("SIP/2.0 200 OK"), "{text}");
-    assert!(text.contains("Via: SIP/2.0/WS abc.invalid;branch=z9hG4bKws1"), "{text}");
+    assert!(
+        text.contains("Via: SIP/2.0/WS abc.invalid;branch=z9hG4bKws1"),
+        "{text}"
+    );
     drop(node);
 }

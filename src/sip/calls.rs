@@ -22,8 +22,8 @@ use super::sdp::{self, Negotiated, SessionDescription};
 use super::session_timer::{self, Refresher, SessionTimer, TimerHeaders, UasTimer};
 use super::transport::{Target, Transport};
 use crate::media::ports::PortLease;
-use crate::media::srtp::{SrtpKey, SrtpKeys};
 use crate::media::receiver::SourcePolicy;
+use crate::media::srtp::{SrtpKey, SrtpKeys};
 use crate::media::Codec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -121,9 +121,13 @@ pub struct ServerEntry {
 #[derive(Debug, Clone)]
 pub enum Purpose {
     Bye,
-    Refer { call: String },
+    Refer {
+        call: String,
+    },
     /// Our session refresh (RFC 4028) of a call.
-    Refresh { call: String },
+    Refresh {
+        call: String,
+    },
 }
 
 pub struct ClientEntry {

@@ -109,10 +109,7 @@ fn not_acceptable(warning: &str, facts: RouteFacts) -> Decision {
     Decision::Reject {
         code: 488,
         reason: "Not Acceptable Here",
-        headers: vec![(
-            "Warning".into(),
-            format!("304 switchboard \"{warning}\""),
-        )],
+        headers: vec![("Warning".into(), format!("304 switchboard \"{warning}\""))],
         facts: Some(facts),
         trusted: true,
     }
@@ -304,7 +301,10 @@ impl Decider {
         // requires it, which needs TLS.
         let offer_srtp = offer.is_none() && trunk.srtp == super::sdes::SrtpPolicy::Required;
         if offer_srtp && !f.secure {
-            return Ok(not_acceptable("this trunk requires SRTP (RTP/SAVP over TLS)", facts));
+            return Ok(not_acceptable(
+                "this trunk requires SRTP (RTP/SAVP over TLS)",
+                facts,
+            ));
         }
         let Some(mut slot) = self.slots.try_acquire(trunk.id, trunk.max_concurrent_calls) else {
             return Ok(reject(486, "Busy Here", Some(facts)));

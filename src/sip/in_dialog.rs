@@ -164,7 +164,11 @@ impl Core {
         now: Instant,
     ) {
         let min_se = self.env.session_timers.min_se;
-        let Some(timer) = self.calls.get_mut(key).and_then(|c| c.session_timer.as_mut()) else {
+        let Some(timer) = self
+            .calls
+            .get_mut(key)
+            .and_then(|c| c.session_timer.as_mut())
+        else {
             return;
         };
         let asked = TimerHeaders::read(req);
@@ -238,7 +242,11 @@ impl Core {
         let answered = TimerHeaders::read(resp);
         match code {
             200..=299 => {
-                if let Some(t) = self.calls.get_mut(key).and_then(|c| c.session_timer.as_mut()) {
+                if let Some(t) = self
+                    .calls
+                    .get_mut(key)
+                    .and_then(|c| c.session_timer.as_mut())
+                {
                     let we_refresh = answered.refresher.map(|r| r == Refresher::Uac);
                     t.refreshed(now, answered.session_expires, we_refresh);
                 }
@@ -246,7 +254,11 @@ impl Core {
             }
             422 => {
                 let asked = answered.min_se.unwrap_or(0);
-                if let Some(t) = self.calls.get_mut(key).and_then(|c| c.session_timer.as_mut()) {
+                if let Some(t) = self
+                    .calls
+                    .get_mut(key)
+                    .and_then(|c| c.session_timer.as_mut())
+                {
                     if asked > t.interval() {
                         t.refreshed(now, Some(asked), Some(true));
                         self.send_refresh(key, now);
@@ -260,7 +272,10 @@ impl Core {
                 &format!("session refresh answered {code}"),
                 now,
             ),
-            _ => tracing::info!(code, "session refresh refused; the session expires unless the far end refreshes"),
+            _ => tracing::info!(
+                code,
+                "session refresh refused; the session expires unless the far end refreshes"
+            ),
         }
     }
 
@@ -352,7 +367,13 @@ impl Core {
         match call.session_timer.as_mut().and_then(|t| t.poll(now)) {
             Some(TimerAction::Expire) => {
                 tracing::info!(call_log_id = %call.log_id, "session timer expired: no refresh came");
-                self.end_call(key, "completed", HangupBy::System, "session timer expired", now);
+                self.end_call(
+                    key,
+                    "completed",
+                    HangupBy::System,
+                    "session timer expired",
+                    now,
+                );
                 return;
             }
             Some(TimerAction::Refresh) => {

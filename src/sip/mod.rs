@@ -21,12 +21,12 @@ pub mod records;
 pub mod routing;
 pub mod sdes;
 pub mod sdp;
-pub mod session_timer;
 pub mod server;
+pub mod session_timer;
 mod strangers;
 pub mod stream;
-pub mod transaction;
 pub mod tls;
+pub mod transaction;
 pub mod transport;
 mod websocket;
 

@@ -213,7 +213,13 @@ impl Core {
             contact: &contact,
             call_id: &call_id,
             local_tag: &key,
-            sdp_offer: sdp::build_offer(&codecs, local, session_id, 1, req.srtp.then_some(&srtp_key)),
+            sdp_offer: sdp::build_offer(
+                &codecs,
+                local,
+                session_id,
+                1,
+                req.srtp.then_some(&srtp_key),
+            ),
             session_timers: self.env.session_timers,
         });
         let target = Target {

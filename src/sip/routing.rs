@@ -178,7 +178,19 @@ impl Router {
         let trunks: Vec<Trunk> = rows
             .into_iter()
             .map(
-                |(id, workspace_id, name, cidrs, username, password, codecs, max, cc, nsn, srtp)| {
+                |(
+                    id,
+                    workspace_id,
+                    name,
+                    cidrs,
+                    username,
+                    password,
+                    codecs,
+                    max,
+                    cc,
+                    nsn,
+                    srtp,
+                )| {
                     let cidrs = cidrs
                         .iter()
                         .filter_map(|c| {

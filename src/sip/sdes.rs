@@ -103,7 +103,13 @@ mod tests {
     fn usable_lines_parse_and_round_trip() {
         let key = SrtpKey::random();
         let line = crypto_attribute(3, &key);
-        assert_eq!(parse_crypto(&line), Some(Crypto { tag: 3, key: key.clone() }));
+        assert_eq!(
+            parse_crypto(&line),
+            Some(Crypto {
+                tag: 3,
+                key: key.clone()
+            })
+        );
         assert_eq!(
             parse_crypto(&format!("{line}|2^31")).map(|c| c.tag),
             Some(3),

@@ -532,15 +532,28 @@ m=video 6002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n";
             "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 7000 RTP/SAVP 0 101\r\n\
              a=rtpmap:101 telephone-event/8000\r\n\
              a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:AAAA\r\na=crypto:2 {}\r\n",
-            sdes::crypto_attribute(9, &theirs).split_once(' ').unwrap().1
+            sdes::crypto_attribute(9, &theirs)
+                .split_once(' ')
+                .unwrap()
+                .1
         );
         let parsed = parse(offer.as_bytes()).unwrap();
         let n = negotiate(&parsed, &[Codec::Pcmu]).unwrap();
         let chosen = n.srtp.clone().expect("SRTP");
         assert_eq!((chosen.tag, &chosen.key), (2, &theirs));
         let ours = SrtpKey::random();
-        let answer = build_answer(&parsed, &n, "127.0.0.1:20000".parse().unwrap(), 1, 1, Some(&ours));
-        assert!(answer.contains("m=audio 20000 RTP/SAVP 0 101\r\n"), "{answer}");
+        let answer = build_answer(
+            &parsed,
+            &n,
+            "127.0.0.1:20000".parse().unwrap(),
+            1,
+            1,
+            Some(&ours),
+        );
+        assert!(
+            answer.contains("m=audio 20000 RTP/SAVP 0 101\r\n"),
+            "{answer}"
+        );
         let back = parse(answer.as_bytes()).unwrap();
         assert_eq!(back.media[0].crypto[0].tag, 2);
         assert_eq!(back.media[0].crypto[0].key, ours);
@@ -552,7 +565,13 @@ m=video 6002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n";
             Err(SdpError::NoUsableCrypto)
         );
         // Our own SAVP offer parses back with its key.
-        let offer = build_offer(&[Codec::Pcmu], "127.0.0.1:20002".parse().unwrap(), 1, 1, Some(&ours));
+        let offer = build_offer(
+            &[Codec::Pcmu],
+            "127.0.0.1:20002".parse().unwrap(),
+            1,
+            1,
+            Some(&ours),
+        );
         let n = negotiate(&parse(offer.as_bytes()).unwrap(), &[Codec::Pcmu]).unwrap();
         assert_eq!(n.srtp.map(|c| (c.tag, c.key)), Some((1, ours)));
     }
@@ -564,16 +583,31 @@ m=video 6002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n";
                      a=rtpmap:101 telephone-event/48000\r\na=rtpmap:100 telephone-event/8000\r\n";
         let parsed = parse(offer.as_bytes()).unwrap();
         let n = negotiate(&parsed, &[Codec::Opus, Codec::Pcmu]).unwrap();
-        assert_eq!((n.codec, n.payload_type, n.telephone_event_pt), (Codec::Opus, 96, Some(101)));
+        assert_eq!(
+            (n.codec, n.payload_type, n.telephone_event_pt),
+            (Codec::Opus, 96, Some(101))
+        );
         let answer = build_answer(&parsed, &n, "127.0.0.1:20000".parse().unwrap(), 1, 1, None);
         assert!(answer.contains("a=rtpmap:96 opus/48000/2\r\n"), "{answer}");
-        assert!(answer.contains("a=rtpmap:101 telephone-event/48000\r\n"), "{answer}");
+        assert!(
+            answer.contains("a=rtpmap:101 telephone-event/48000\r\n"),
+            "{answer}"
+        );
         // PCMU first: the 8 kHz event type goes with it.
         let n = negotiate(&parsed, &[Codec::Pcmu, Codec::Opus]).unwrap();
         assert_eq!((n.codec, n.telephone_event_pt), (Codec::Pcmu, Some(100)));
         // Our offer lists Opus on a dynamic type and events at both rates.
-        let ours = build_offer(&[Codec::Opus, Codec::Pcmu], "127.0.0.1:20002".parse().unwrap(), 1, 1, None);
-        assert!(ours.contains("m=audio 20002 RTP/AVP 111 0 101 102\r\n"), "{ours}");
+        let ours = build_offer(
+            &[Codec::Opus, Codec::Pcmu],
+            "127.0.0.1:20002".parse().unwrap(),
+            1,
+            1,
+            None,
+        );
+        assert!(
+            ours.contains("m=audio 20002 RTP/AVP 111 0 101 102\r\n"),
+            "{ours}"
+        );
         let n = negotiate(&parse(ours.as_bytes()).unwrap(), &[Codec::Opus]).unwrap();
         assert_eq!((n.payload_type, n.telephone_event_pt), (111, Some(102)));
     }

@@ -172,13 +172,19 @@ impl SipServer {
             let t = transports.clone();
             match kind {
                 super::transport::Transport::Tls => {
-                    tokio::spawn(cancel_on(cancel.clone(), t.run_stream_listener(listener, kind)));
+                    tokio::spawn(cancel_on(
+                        cancel.clone(),
+                        t.run_stream_listener(listener, kind),
+                    ));
                 }
                 super::transport::Transport::Wss => {
                     tokio::spawn(cancel_on(cancel.clone(), t.run_ws_listener(listener, true)));
                 }
                 _ => {
-                    tokio::spawn(cancel_on(cancel.clone(), t.run_ws_listener(listener, false)));
+                    tokio::spawn(cancel_on(
+                        cancel.clone(),
+                        t.run_ws_listener(listener, false),
+                    ));
                 }
             }
         }
@@ -238,19 +244,22 @@ async fn bind_listeners(
     let wanted = [
         (
             Transport::Tls,
-            if transports.tls.is_some() { sip.tls_listen.as_str() } else { "" },
+            if transports.tls.is_some() {
+                sip.tls_listen.as_str()
+            } else {
+                ""
+            },
         ),
         (Transport::Ws, sip.ws_listen.as_str()),
         (Transport::Wss, sip.wss_listen.as_str()),
     ];
     let mut out = Vec::new();
     for (kind, value) in wanted {
-        let addr = crate::config::SipConfig::optional_listen(value).map_err(|why| {
-            SipError::Bind {
+        let addr =
+            crate::config::SipConfig::optional_listen(value).map_err(|why| SipError::Bind {
                 addr: listen_or_unspecified(value),
                 source: std::io::Error::other(why),
-            }
-        })?;
+            })?;
         let Some(addr) = addr else { continue };
         if kind == Transport::Wss && transports.tls.is_none() {
             continue;

@@ -121,7 +121,10 @@ pub enum UasTimer {
 /// says so; with no choice made we refresh when the caller accepts UPDATE
 /// (our refresh), else we leave it to the caller.
 pub fn answer_invite(req: &TimerHeaders, settings: TimerSettings) -> UasTimer {
-    let floor = settings.min_se.max(req.min_se.unwrap_or(0)).max(MIN_SE_FLOOR);
+    let floor = settings
+        .min_se
+        .max(req.min_se.unwrap_or(0))
+        .max(MIN_SE_FLOOR);
     let interval = match req.session_expires {
         Some(se) if se < settings.min_se.max(MIN_SE_FLOOR) => {
             if req.supported {
@@ -266,7 +269,10 @@ mod tests {
         assert_eq!(h.min_se, Some(100));
         assert!(h.supported && h.allows_update);
         let compact = headers("x: 300\r\nk: timer\r\n");
-        assert_eq!((compact.session_expires, compact.supported), (Some(300), true));
+        assert_eq!(
+            (compact.session_expires, compact.supported),
+            (Some(300), true)
+        );
         let junk = headers("Session-Expires: soon;refresher=maybe\r\nMin-SE: -1\r\n");
         assert_eq!(junk, TimerHeaders::default());
         let huge = headers("Session-Expires: 99999999999999999999\r\n");
@@ -276,13 +282,19 @@ mod tests {
     #[test]
     fn a_uas_answers_422_only_to_callers_that_can_retry() {
         let small = headers("Session-Expires: 60\r\nSupported: timer\r\n");
-        assert_eq!(answer_invite(&small, SETTINGS), UasTimer::TooSmall { min_se: 90 });
+        assert_eq!(
+            answer_invite(&small, SETTINGS),
+            UasTimer::TooSmall { min_se: 90 }
+        );
         let strict = TimerSettings {
             min_se: 300,
             ..SETTINGS
         };
         let asked = headers("Session-Expires: 120\r\nSupported: timer\r\n");
-        assert_eq!(answer_invite(&asked, strict), UasTimer::TooSmall { min_se: 300 });
+        assert_eq!(
+            answer_invite(&asked, strict),
+            UasTimer::TooSmall { min_se: 300 }
+        );
         // Without Supported: timer the interval is raised, and we refresh.
         let old = headers("Session-Expires: 60\r\n");
         assert_eq!(
@@ -309,19 +321,31 @@ mod tests {
         let free = headers("Session-Expires: 120\r\nSupported: timer\r\nAllow: UPDATE\r\n");
         assert!(matches!(
             answer_invite(&free, SETTINGS),
-            UasTimer::On { refresher: Refresher::Uas, .. }
+            UasTimer::On {
+                refresher: Refresher::Uas,
+                ..
+            }
         ));
         let no_update = headers("Session-Expires: 120\r\nSupported: timer\r\n");
         assert!(matches!(
             answer_invite(&no_update, SETTINGS),
-            UasTimer::On { refresher: Refresher::Uac, .. }
+            UasTimer::On {
+                refresher: Refresher::Uac,
+                ..
+            }
         ));
         // Their Min-SE raises our interval.
         let floor = headers("Session-Expires: 120\r\nMin-SE: 600\r\nSupported: timer\r\n");
-        assert!(matches!(answer_invite(&floor, SETTINGS), UasTimer::On { interval: 600, .. }));
+        assert!(matches!(
+            answer_invite(&floor, SETTINGS),
+            UasTimer::On { interval: 600, .. }
+        ));
         // Supported but not asked: we grant ours; not supported: none.
         let quiet = headers("Supported: timer\r\n");
-        assert!(matches!(answer_invite(&quiet, SETTINGS), UasTimer::On { interval: 1800, .. }));
+        assert!(matches!(
+            answer_invite(&quiet, SETTINGS),
+            UasTimer::On { interval: 1800, .. }
+        ));
         assert_eq!(answer_invite(&headers(""), SETTINGS), UasTimer::Off);
     }
 
@@ -336,7 +360,10 @@ mod tests {
         timer.refreshed(t0 + Duration::from_secs(50), None, None);
         assert_eq!(timer.poll(t0 + Duration::from_secs(100)), None);
         assert_eq!(timer.next_wake(), t0 + Duration::from_secs(110));
-        assert_eq!(timer.poll(t0 + Duration::from_secs(110)), Some(TimerAction::Expire));
+        assert_eq!(
+            timer.poll(t0 + Duration::from_secs(110)),
+            Some(TimerAction::Expire)
+        );
         // Long intervals keep 32 s of margin.
         let long = SessionTimer::new(1800, false, t0);
         assert_eq!(long.next_wake(), t0 + Duration::from_secs(1768));
@@ -348,17 +375,26 @@ mod tests {
         let mut timer = SessionTimer::new(120, true, t0);
         assert_eq!(timer.next_wake(), t0 + Duration::from_secs(60));
         assert_eq!(timer.poll(t0 + Duration::from_secs(59)), None);
-        assert_eq!(timer.poll(t0 + Duration::from_secs(60)), Some(TimerAction::Refresh));
+        assert_eq!(
+            timer.poll(t0 + Duration::from_secs(60)),
+            Some(TimerAction::Refresh)
+        );
         // Asked once: the next wake is the expiry, in case it never lands.
         assert_eq!(timer.poll(t0 + Duration::from_secs(61)), None);
         assert_eq!(timer.next_wake(), t0 + Duration::from_secs(88));
         // Our UPDATE got its 200 at 61 s: the next refresh is at 121 s.
         timer.refreshed(t0 + Duration::from_secs(61), Some(120), None);
         assert_eq!(timer.next_wake(), t0 + Duration::from_secs(121));
-        assert_eq!(timer.poll(t0 + Duration::from_secs(121)), Some(TimerAction::Refresh));
+        assert_eq!(
+            timer.poll(t0 + Duration::from_secs(121)),
+            Some(TimerAction::Refresh)
+        );
         // This one never answers: the session ends at 61 + 88 s.
         assert_eq!(timer.poll(t0 + Duration::from_secs(148)), None);
-        assert_eq!(timer.poll(t0 + Duration::from_secs(149)), Some(TimerAction::Expire));
+        assert_eq!(
+            timer.poll(t0 + Duration::from_secs(149)),
+            Some(TimerAction::Expire)
+        );
         // Intervals are kept within bounds.
         assert_eq!(SessionTimer::new(5, true, t0).interval(), 90);
         assert_eq!(SessionTimer::new(u32::MAX, true, t0).interval(), 86_400);

@@ -270,10 +270,9 @@ impl Transports {
                 let tcp = TcpStream::connect(addr).await?;
                 let _ = tcp.set_nodelay(true);
                 if transport == Transport::Tls {
-                    let tls = this
-                        .tls
-                        .as_ref()
-                        .ok_or_else(|| std::io::Error::other("TLS is not configured (sip.tls_cert_file)"))?;
+                    let tls = this.tls.as_ref().ok_or_else(|| {
+                        std::io::Error::other("TLS is not configured (sip.tls_cert_file)")
+                    })?;
                     let host = this
                         .tls_names
                         .get(&addr)
@@ -282,7 +281,12 @@ impl Transports {
                     let name = super::tls::server_name(&host)
                         .ok_or_else(|| std::io::Error::other("bad TLS server name"))?;
                     let stream = tls.connector.connect(name, tcp).await?;
-                    Ok::<_, std::io::Error>(this.register_stream(stream, addr, Transport::Tls, None))
+                    Ok::<_, std::io::Error>(this.register_stream(
+                        stream,
+                        addr,
+                        Transport::Tls,
+                        None,
+                    ))
                 } else {
                     Ok(this.register_stream(tcp, addr, Transport::Tcp, None))
                 }

@@ -72,12 +72,16 @@ impl Transports {
             tokio::spawn(async move {
                 let deadline = this.tcp_limits.message_deadline;
                 if !secure {
-                    this.serve_ws(stream, peer, Transport::Ws, permit, deadline).await;
+                    this.serve_ws(stream, peer, Transport::Ws, permit, deadline)
+                        .await;
                     return;
                 }
                 let Some(tls) = this.tls.clone() else { return };
                 match tokio::time::timeout(deadline, tls.acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => this.serve_ws(s, peer, Transport::Wss, permit, deadline).await,
+                    Ok(Ok(s)) => {
+                        this.serve_ws(s, peer, Transport::Wss, permit, deadline)
+                            .await
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, "WSS TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "WSS TLS handshake timed out"),
                 }

@@ -7,8 +7,8 @@
 //! and `tests/sip_support` (SIPp), which each test crate declares beside it.
 #![allow(dead_code)]
 
-use crate::common::run;
 pub use crate::common::node::init_logs;
+use crate::common::run;
 pub use crate::sip_support::SippRun;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +32,10 @@ pub const PORT_BASE: u16 = 53_000;
 /// up to 10 s; the rest of a block is an RTP range, where a taken port is
 /// skipped by whoever allocates from it.
 pub fn ports(base: u16, n: u16) -> u16 {
-    assert!(base >= PORT_BASE && base + n <= 54_000, "outside the suite's range");
+    assert!(
+        base >= PORT_BASE && base + n <= 54_000,
+        "outside the suite's range"
+    );
     let free = |p: u16| {
         std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
             && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
@@ -43,7 +46,10 @@ pub fn ports(base: u16, n: u16) -> u16 {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("ports {base}..{} of this suite's range stayed taken for 10 s", base + n.min(4));
+    panic!(
+        "ports {base}..{} of this suite's range stayed taken for 10 s",
+        base + n.min(4)
+    );
 }
 
 /// A test CA and certificates it signed (EC P-256), made by the openssl
@@ -64,7 +70,14 @@ impl Pki {
         std::fs::create_dir_all(dir).expect("pki dir");
         let p = |n: &str| dir.join(n);
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
             .args(["-nodes", "-days", "2", "-subj", "/CN=Switchboard Test CA"])
             .args(["-addext", "basicConstraints=critical,CA:TRUE"])
             .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
@@ -74,7 +87,13 @@ impl Pki {
             .arg(p("ca.pem")));
         for (name, cn) in [("node", "127.0.0.1"), ("client", "test-client")] {
             run(Command::new("openssl")
-                .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+                .args([
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                ])
                 .args(["-nodes", "-subj", &format!("/CN={cn}")])
                 .arg("-keyout")
                 .arg(p(&format!("{name}.key")))
@@ -145,7 +164,11 @@ pub struct MediaCall {
 
 impl MediaCall {
     pub fn media(&self) -> NegotiatedMedia {
-        self.media.lock().unwrap().clone().expect("the call reached the handler")
+        self.media
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the call reached the handler")
     }
 
     pub fn report(&self) -> Option<SessionReport> {
@@ -363,7 +386,12 @@ impl Baresip {
     }
 
     /// Starts baresip as a callee (auto-answer) in the background.
-    pub fn listen(dir: &Path, phone: &Softphone, wav: &Path, max_secs: u32) -> tokio::process::Child {
+    pub fn listen(
+        dir: &Path,
+        phone: &Softphone,
+        wav: &Path,
+        max_secs: u32,
+    ) -> tokio::process::Child {
         Self::configure(dir, phone, wav);
         tokio::process::Command::new("baresip")
             .arg("-f")
@@ -388,17 +416,21 @@ impl Baresip {
 
     /// The decoded audio baresip received (`dump-*-dec.wav`).
     pub fn received_wav(dir: &Path) -> Option<PathBuf> {
-        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("dump-") && n.ends_with("-dec.wav"))
-        })
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("dump-") && n.ends_with("-dec.wav"))
+            })
     }
 }
 
 /// RMS of a WAV file's first channel over its loudest second.
 pub fn loudest_second_rms(path: &Path) -> f64 {
-    let mut reader = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader =
+        hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let spec = reader.spec();
     let samples: Vec<i16> = reader
         .samples::<i16>()
@@ -419,7 +451,13 @@ pub fn tone_wav(dir: &Path, rate: u32, secs: u32, total_secs: u32) -> PathBuf {
 
 /// The same in `channels` channels (baresip's file source must match its
 /// encoder: Opus is opened as 48 kHz stereo).
-pub fn tone_wav_channels(dir: &Path, rate: u32, channels: u16, secs: u32, total_secs: u32) -> PathBuf {
+pub fn tone_wav_channels(
+    dir: &Path,
+    rate: u32,
+    channels: u16,
+    secs: u32,
+    total_secs: u32,
+) -> PathBuf {
     let path = dir.join(format!("tone-{rate}-{channels}.wav"));
     let spec = hound::WavSpec {
         channels,
@@ -461,8 +499,14 @@ impl SecureNode {
             .await
             .expect("seed demo");
         let mut env: Vec<(String, String)> = vec![
-            ("SWITCHBOARD_SIP__LISTEN".into(), format!("127.0.0.1:{base}")),
-            ("SWITCHBOARD_SIP__TLS_LISTEN".into(), format!("127.0.0.1:{}", base + 1)),
+            (
+                "SWITCHBOARD_SIP__LISTEN".into(),
+                format!("127.0.0.1:{base}"),
+            ),
+            (
+                "SWITCHBOARD_SIP__TLS_LISTEN".into(),
+                format!("127.0.0.1:{}", base + 1),
+            ),
             ("SWITCHBOARD_RTP__PORT_MIN".into(), (base + 10).to_string()),
             ("SWITCHBOARD_RTP__PORT_MAX".into(), (base + 60).to_string()),
             ("SWITCHBOARD_NODE_ID".into(), "secure-node".into()),

@@ -328,7 +328,15 @@ pub async fn sipp(
     extra: &[&str],
 ) -> SippRun {
     let (port, media_port) = (free_port(), free_media_port());
-    sipp_with(server, scenario_name, service, extra, (port, media_port), 20).await
+    sipp_with(
+        server,
+        scenario_name,
+        service,
+        extra,
+        (port, media_port),
+        20,
+    )
+    .await
 }
 
 /// The same from chosen ports (SIP, media) with a scenario time limit.
@@ -379,7 +387,7 @@ pub async fn sipp_with(
     )
     .await
     .expect("SIPp did not finish in time")
-        .expect("SIPp output");
+    .expect("SIPp output");
     SippRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).to_string()
