@@ -142,9 +142,73 @@ pub struct SipConfig {
     /// How long an outbound call may ring before it is CANCELled and
     /// logged `no_answer`.
     pub ring_timeout_secs: u64,
+    /// SIP over TLS: the listening address (with the certificate and key
+    /// set), the node's certificate chain and key (PEM), the CA whose
+    /// clients alone are accepted (empty: no client certificate asked) and
+    /// extra roots trusted for outbound TLS trunks (empty: public roots).
+    #[serde(default)]
+    pub tls_listen: String,
+    #[serde(default)]
+    pub tls_cert_file: String,
+    #[serde(default)]
+    pub tls_key_file: String,
+    #[serde(default)]
+    pub tls_client_ca_file: String,
+    #[serde(default)]
+    pub tls_trust_file: String,
+    /// SIP over WebSocket (RFC 7118) and secure WebSocket (needs the TLS
+    /// certificate); empty: off.
+    #[serde(default)]
+    pub ws_listen: String,
+    #[serde(default)]
+    pub wss_listen: String,
+    /// RFC 4028 session timers: the interval we ask for (0: none unless
+    /// the peer asks) and the smallest we accept (422 below it).
+    #[serde(default = "default_session_expires")]
+    pub session_expires_secs: u32,
+    #[serde(default = "default_min_se")]
+    pub min_se_secs: u32,
+}
+
+fn default_session_expires() -> u32 {
+    1800
+}
+
+fn default_min_se() -> u32 {
+    90
 }
 
 impl SipConfig {
+    /// The TLS files, when a certificate and key are configured.
+    pub fn tls_files(&self) -> Option<crate::sip::tls::TlsFiles> {
+        let nonempty = |s: &str| (!s.trim().is_empty()).then(|| std::path::PathBuf::from(s.trim()));
+        Some(crate::sip::tls::TlsFiles {
+            cert: nonempty(&self.tls_cert_file)?,
+            key: nonempty(&self.tls_key_file)?,
+            client_ca: nonempty(&self.tls_client_ca_file),
+            trust: nonempty(&self.tls_trust_file),
+        })
+    }
+
+    /// An optional listening address (`""` is off).
+    pub fn optional_listen(value: &str) -> Result<Option<SocketAddr>, String> {
+        let v = value.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|_| format!("`{v}` is not an address:port"))
+    }
+
+    /// Session-timer settings for the SIP core.
+    pub fn session_timers(&self) -> crate::sip::session_timer::TimerSettings {
+        crate::sip::session_timer::TimerSettings {
+            session_expires: self.session_expires_secs,
+            min_se: self.min_se_secs,
+        }
+    }
+
     pub fn tcp_limits(&self) -> crate::sip::transport::TcpLimits {
         crate::sip::transport::TcpLimits {
             max_connections: self.tcp_max_connections,
@@ -448,6 +512,41 @@ impl Config {
             return bad(
                 "sip.tcp_message_deadline_ms",
                 "TCP deadlines must be greater than 0",
+            );
+        }
+        for (key, value) in [
+            ("sip.tls_listen", &self.sip.tls_listen),
+            ("sip.ws_listen", &self.sip.ws_listen),
+            ("sip.wss_listen", &self.sip.wss_listen),
+        ] {
+            if let Err(why) = SipConfig::optional_listen(value) {
+                return bad(key, &why);
+            }
+        }
+        if self.sip.tls_cert_file.trim().is_empty() != self.sip.tls_key_file.trim().is_empty() {
+            return bad(
+                "sip.tls_key_file",
+                "TLS needs both tls_cert_file and tls_key_file",
+            );
+        }
+        if !self.sip.wss_listen.trim().is_empty() && self.sip.tls_files().is_none() {
+            return bad(
+                "sip.wss_listen",
+                "secure WebSocket needs tls_cert_file and tls_key_file",
+            );
+        }
+        if self.sip.min_se_secs < crate::sip::session_timer::MIN_SE_FLOOR {
+            return bad(
+                "sip.min_se_secs",
+                "RFC 4028 allows no Min-SE below 90 seconds",
+            );
+        }
+        if self.sip.session_expires_secs != 0
+            && self.sip.session_expires_secs < self.sip.min_se_secs
+        {
+            return bad(
+                "sip.session_expires_secs",
+                "must be 0 (off) or at least sip.min_se_secs",
             );
         }
         if self.cluster.enabled && self.node_id.trim().is_empty() {

@@ -81,22 +81,54 @@ pub(crate) use name_enum;
 
 name_enum!(
     /// A SIP transport: a trunk's `outbound_transport`, a Via's protocol.
-    Transport { Udp = "udp", Tcp = "tcp", Tls = "tls" }
+    Transport {
+        Udp = "udp",
+        Tcp = "tcp",
+        Tls = "tls",
+        /// SIP over WebSocket (RFC 7118), and over secure WebSocket: only
+        /// ever dialled in (a browser or softphone), never a trunk's.
+        Ws = "ws",
+        Wss = "wss",
+    }
 );
 
 impl Transport {
+    /// What a trunk's `outbound_transport` may be: the ones we can dial.
+    pub const TRUNK: &'static [&'static str] = &["udp", "tcp", "tls"];
+
     /// The protocol as a Via header writes it.
     pub fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+        }
+    }
+
+    /// The `transport=` URI parameter (none for UDP, the default).
+    pub fn uri_param(self) -> Option<&'static str> {
+        match self {
+            Transport::Udp => None,
+            other => Some(other.as_str()),
         }
     }
 
     /// Stream transports: no retransmission of requests (RFC 3261 §17).
     pub fn reliable(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Tls)
+        self != Transport::Udp
+    }
+
+    /// Encrypted on the wire: SDP over it may carry SRTP keys.
+    pub fn secure(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    /// A WebSocket connection cannot be opened by us (the browser or
+    /// softphone dials in): without it, nothing can be sent.
+    pub fn dialable(self) -> bool {
+        !matches!(self, Transport::Ws | Transport::Wss)
     }
 }
 
@@ -185,8 +217,9 @@ pub enum Codec {
     Pcma,
     /// G.722, static payload type 9, 16 kHz audio (RTP clock 8 kHz, RFC 3551).
     G722,
-    /// Opus (RFC 7587): 48 kHz RTP clock, dynamic payload type; the WebRTC
-    /// leg's codec. Not offered on the SIP leg yet.
+    /// Opus (RFC 7587): a dynamic payload type, RTP clock 48 kHz whatever
+    /// the audio bandwidth; decoded and encoded at 16 kHz (the agent's rate).
+    /// The WebRTC leg's codec, and the SIP leg's when the peer offers it.
     Opus,
 }
 
@@ -201,17 +234,30 @@ impl Codec {
         }
     }
 
-    /// The static payload type from RFC 3551 (Opus: the usual dynamic 111).
-    pub fn static_payload_type(self) -> u8 {
+    /// The static payload type from RFC 3551 (Opus has none).
+    pub fn static_payload_type(self) -> Option<u8> {
         match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
-            Codec::G722 => 9,
-            Codec::Opus => 111,
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::G722 => Some(9),
+            Codec::Opus => None,
         }
     }
 
-    /// The RTP clock rate written in SDP and used for timestamps.
+    /// The payload type our own offers use: the static one, else the usual
+    /// dynamic 111 (96–127, taken by no static codec of ours).
+    pub fn offer_payload_type(self) -> u8 {
+        self.static_payload_type().unwrap_or(111)
+    }
+
+    /// The encoding parameters after the clock rate in `a=rtpmap`: Opus is
+    /// always written `opus/48000/2` (RFC 7587 §7), mono or not.
+    pub fn rtpmap_channels(self) -> Option<u8> {
+        (self == Codec::Opus).then_some(2)
+    }
+
+    /// The RTP clock rate written in SDP and used for timestamps (and so
+    /// the rate of `telephone-event` beside this codec, RFC 4733 §2.1).
     pub fn rtp_clock_rate(self) -> u32 {
         match self {
             Codec::Opus => 48_000,

@@ -153,6 +153,7 @@ impl LegSetup for SipLegSetup {
         );
         cfg.record_path = record;
         cfg.sources = media.sources;
+        cfg.srtp = media.srtp;
         match MediaSession::start(call.rtp_socket, cfg) {
             Ok((session, media_rx)) => Ok(Box::new(SipLeg {
                 session,

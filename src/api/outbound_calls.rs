@@ -126,6 +126,7 @@ struct TrunkRow {
     from_domain: Option<String>,
     codecs: Vec<String>,
     max_concurrent_calls: i32,
+    srtp: String,
     usable: bool,
 }
 
@@ -167,7 +168,7 @@ async fn place_call(
     }
     let trunks: Vec<TrunkRow> = sqlx::query_as(
         "select id, outbound_host, outbound_port, outbound_transport, outbound_username, outbound_password, \
-                from_domain, codecs, max_concurrent_calls, \
+                from_domain, codecs, max_concurrent_calls, srtp, \
                 (enabled and direction in ('outbound', 'both') and coalesce(outbound_host, '') <> '') as usable \
          from sip_trunks where workspace_id = $1 and ($2::uuid is null or id = $2) order by created_at, id",
     )
@@ -245,15 +246,26 @@ async fn place_call(
         return Err(ApiError::UsageLimit);
     }
 
-    let transport = match trunk.outbound_transport.parse() {
-        Ok(t @ (Transport::Udp | Transport::Tcp)) => t,
-        _ => {
+    let transport = match trunk.outbound_transport.as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        _ if st.config.sip.tls_files().is_none() => {
             return Err(unprocessable(
                 "sip_trunk_id",
-                "the trunk's outbound_transport is tls, which this node does not speak yet",
+                "the trunk's outbound_transport is tls and this node has no TLS certificate (sip.tls_cert_file)",
             ))
         }
+        _ => Transport::Tls,
     };
+    // SRTP is offered on TLS trunks that require it; without TLS the keys
+    // would cross the network in the clear, so such a trunk cannot call.
+    let srtp = trunk.srtp == "required";
+    if srtp && transport != Transport::Tls {
+        return Err(unprocessable(
+            "sip_trunk_id",
+            "the trunk requires SRTP, which needs outbound_transport tls",
+        ));
+    }
     let host = trunk.outbound_host.clone().unwrap_or_default();
     let port = trunk
         .outbound_port
@@ -277,7 +289,7 @@ async fn place_call(
         .codecs
         .iter()
         .filter_map(|c| Codec::from_name(c))
-        .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+        .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma | Codec::Opus))
         .collect();
     let request = DialRequest {
         workspace_id: ws,
@@ -293,6 +305,7 @@ async fn place_call(
         from_domain: trunk.from_domain.filter(|d| !d.is_empty()),
         credentials,
         codecs,
+        srtp,
         max_concurrent_calls: trunk.max_concurrent_calls.max(0) as usize,
         variables,
     };

@@ -69,7 +69,9 @@ impl Decoder {
         self.codec
     }
 
-    /// Appends the decoded samples of `payload` to `out`.
+    /// Appends the decoded samples of `payload` to `out`. A payload the
+    /// codec cannot read (a corrupt Opus packet) appends nothing: the
+    /// receiver conceals the gap.
     pub fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
         match self.codec {
             Codec::Pcmu => g711::decode_ulaw(payload, out),
@@ -79,11 +81,31 @@ impl Decoder {
                     out.extend(d.decode(payload));
                 }
             }
-            // A corrupt packet appends nothing: the receiver conceals it.
             Codec::Opus => {
-                if let Some(Err(e)) = self.opus.as_mut().map(|d| d.decode(payload, out)) {
-                    tracing::trace!(error = %e, "Opus packet dropped");
+                if let Some(d) = self.opus.as_mut() {
+                    if let Err(e) = d.decode(payload, out) {
+                        tracing::trace!(error = %e, "Opus packet dropped");
+                    }
                 }
+            }
+        }
+    }
+
+    /// Fills a lost frame of `samples` the codec's own way when it has one
+    /// (Opus packet-loss concealment); `false` leaves it to the caller.
+    pub fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> bool {
+        let Some(d) = self.opus.as_mut() else {
+            return false;
+        };
+        let start = out.len();
+        match d.recover(None, out) {
+            Ok(_) => {
+                out.resize(start + samples, 0);
+                true
+            }
+            Err(_) => {
+                out.truncate(start);
+                false
             }
         }
     }
@@ -124,7 +146,7 @@ impl Encoder {
         self.codec
     }
 
-    /// Appends the encoding of `pcm` to `out`.
+    /// Appends the encoding of `pcm` (one frame) to `out`.
     pub fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) {
         match self.codec {
             Codec::Pcmu => g711::encode_ulaw(pcm, out),

@@ -18,6 +18,7 @@ use super::playout::{Pacer, PacketHeader, PlayoutEvent};
 use super::receiver::{Received, Receiver};
 use super::record_writer::{Finished, RecordingFeed};
 use super::session::{lock, Frame, MediaEvent, SessionReport};
+use super::srtp::SrtpSession;
 use super::stats::{MediaStats, SendCounters};
 use super::udp::{recv_dated, Stamps};
 use super::Codec;
@@ -88,6 +89,9 @@ pub(crate) struct Driver {
     pending: Option<SentSlot>,
     /// What `finish` reported, for a second `finish` (drop after close).
     report: Option<SessionReport>,
+    /// SDES-keyed SRTP/SRTCP on this call (a TLS leg): every packet out is
+    /// protected, every packet in must authenticate or is dropped.
+    srtp: Option<SrtpSession>,
 }
 
 impl Driver {
@@ -101,6 +105,7 @@ impl Driver {
         rtcp_remote: SocketAddr,
     ) -> Driver {
         Driver {
+            srtp: None,
             wire: Some(wire),
             receiver,
             recording,
@@ -119,6 +124,11 @@ impl Driver {
             pending: None,
             report: None,
         }
+    }
+
+    /// Protects the session's packets with SRTP from now on.
+    pub(crate) fn set_srtp(&mut self, srtp: SrtpSession) {
+        self.srtp = Some(srtp);
     }
 
     pub(crate) fn emit(&mut self, ev: MediaEvent) {
@@ -184,14 +194,29 @@ impl Driver {
         let room = MAX_DATAGRAM - RTP_HEADER;
         self.datagram
             .extend_from_slice(&self.payload[..self.payload.len().min(room)]);
+        let sealed;
+        let bytes: &[u8] = match self.srtp.as_mut() {
+            Some(srtp) => match srtp.protect_rtp(&self.datagram) {
+                Ok(b) => {
+                    sealed = b;
+                    &sealed
+                }
+                Err(e) => {
+                    self.sent.errors += 1;
+                    tracing::debug!(error = %e, "SRTP protect failed");
+                    return;
+                }
+            },
+            None => &self.datagram,
+        };
         let sent = match self.wire.as_ref() {
             None => return,
-            Some(Wire::Udp(sock)) => sock.send_to(&self.datagram, self.receiver.send_to()),
+            Some(Wire::Udp(sock)) => sock.send_to(bytes, self.receiver.send_to()),
             // A full channel (the stack is stalled) loses this packet, as
             // a full socket buffer would.
             Some(Wire::Channel { out, .. }) => out
-                .try_send(self.datagram.clone())
-                .map(|()| self.datagram.len())
+                .try_send(bytes.to_vec())
+                .map(|()| bytes.len())
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::WouldBlock)),
         };
         match sent {
@@ -239,7 +264,19 @@ impl Driver {
         if let Some(rtcp_sock) = self.rtcp_sock.take() {
             for _ in 0..MAX_READS_PER_SLOT {
                 match recv_dated(&rtcp_sock, &mut buf) {
-                    Ok((n, from, stamp)) => self.on_rtcp(&buf[..n], from, stamps.arrival(stamp)),
+                    Ok((n, from, stamp)) => {
+                        let plain = match self.srtp.as_mut() {
+                            Some(srtp) => match srtp.unprotect_rtcp(&buf[..n]) {
+                                Ok(p) => p,
+                                Err(_) => {
+                                    self.receiver.count_malformed();
+                                    continue;
+                                }
+                            },
+                            None => bytes::Bytes::copy_from_slice(&buf[..n]),
+                        };
+                        self.on_rtcp(&plain, from, stamps.arrival(stamp))
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => tracing::debug!(error = %e, "RTCP receive error"),
                 }
@@ -300,6 +337,30 @@ impl Driver {
     }
 
     pub(crate) fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        let opened;
+        let data: &[u8] = match self.srtp.as_mut() {
+            Some(srtp) => {
+                // RFC 5761 §4: RTCP packet types 200–204 sit where RTP has M+PT.
+                let is_rtcp = data.len() > 1 && (200..=204).contains(&data[1]);
+                let plain = if is_rtcp {
+                    srtp.unprotect_rtcp(data)
+                } else {
+                    srtp.unprotect_rtp(data)
+                };
+                match plain {
+                    Ok(p) => {
+                        opened = p;
+                        &opened
+                    }
+                    Err(e) => {
+                        tracing::trace!(error = %e, %from, "SRTP packet dropped");
+                        self.receiver.count_malformed();
+                        return;
+                    }
+                }
+            }
+            None => data,
+        };
         match self.receiver.handle_datagram(data, from, now) {
             Received::Digits(digits) => {
                 for d in digits {
@@ -368,16 +429,30 @@ impl Driver {
         else {
             return;
         };
+        self.send_rtcp(&bytes);
+    }
+
+    /// Sends one compound RTCP packet, as SRTCP on a keyed call.
+    fn send_rtcp(&mut self, bytes: &[u8]) {
+        let sealed = match self.srtp.as_mut() {
+            Some(srtp) => match srtp.protect_rtcp(bytes) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::debug!(error = %e, "SRTCP protect failed");
+                    return;
+                }
+            },
+            None => None,
+        };
+        let wire = sealed.as_deref().unwrap_or(bytes);
         if let (Some(sock), to) = self.rtcp_target() {
-            let _ = sock.send_to(&bytes, to);
+            let _ = sock.send_to(wire, to);
         }
     }
 
-    fn send_rtcp_bye(&self) {
+    fn send_rtcp_bye(&mut self) {
         if let Some(bye) = self.rtcp.as_ref().and_then(|r| r.bye()) {
-            if let (Some(sock), to) = self.rtcp_target() {
-                let _ = sock.send_to(&bye, to);
-            }
+            self.send_rtcp(&bye);
         }
     }
 

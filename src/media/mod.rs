@@ -1,5 +1,5 @@
 //! Everything between RTP packets and 16 kHz PCM frames: RTP/RTCP sessions,
-//! G.711/G.722 codecs, RFC 4733 DTMF, jitter buffer, resampling, VAD and
+//! G.711/G.722/Opus codecs, SRTP, RFC 4733 DTMF, jitter buffer, resampling, VAD and
 //! endpointing, paced playout, recording. Knows nothing of agents, SIP or the
 //! database.
 
@@ -20,6 +20,7 @@ pub mod record;
 mod record_writer;
 pub mod resample;
 pub mod session;
+pub mod srtp;
 pub mod stats;
 pub mod tone;
 mod udp;

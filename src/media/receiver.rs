@@ -316,6 +316,12 @@ impl Receiver {
         self.stats.dropped_foreign_source += 1;
     }
 
+    /// Counts a datagram the owner could not read (SRTP that did not
+    /// authenticate or decrypt).
+    pub fn count_malformed(&mut self) {
+        self.stats.malformed += 1;
+    }
+
     fn accept_source(&mut self, from: SocketAddr, now: Instant) -> bool {
         if !self.source_allowed(from) {
             return false;
@@ -380,8 +386,10 @@ impl Receiver {
                     }
                 }
                 Pop::Lost | Pop::Empty => {
-                    self.fifo.resize(start + n, 0);
-                    self.concealer.conceal(&mut self.fifo[start..]);
+                    if !self.decoder.conceal(n, &mut self.fifo) {
+                        self.fifo.resize(start + n, 0);
+                        self.concealer.conceal(&mut self.fifo[start..]);
+                    }
                 }
             }
         }

@@ -49,6 +49,8 @@ pub struct SessionConfig {
     /// Send and receive RTCP on the RTP port + 1 (and accept it muxed on
     /// the RTP port).
     pub rtcp: bool,
+    /// SRTP keys (SDES) when the call's media is encrypted.
+    pub srtp: Option<super::srtp::SrtpKeys>,
 }
 
 impl SessionConfig {
@@ -73,6 +75,7 @@ impl SessionConfig {
             max_queued_ms: 120_000,
             record_path: None,
             rtcp: true,
+            srtp: None,
         }
     }
 }
@@ -319,8 +322,15 @@ impl MediaSession {
             None
         };
         let rtcp_remote = SocketAddr::new(cfg.remote.ip(), cfg.remote.port().wrapping_add(1));
+        let srtp = match &cfg.srtp {
+            Some(keys) => Some(
+                super::srtp::SrtpSession::new(keys)
+                    .map_err(|e| MediaError::Io(std::io::Error::other(e.to_string())))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(cfg.event_capacity.clamp(2 * CONTROL_HEADROOM, 4096));
-        let driver = Driver::new(
+        let mut driver = Driver::new(
             wire,
             receiver,
             recording,
@@ -329,6 +339,9 @@ impl MediaSession {
             rtcp_sock,
             rtcp_remote,
         );
+        if let Some(srtp) = srtp {
+            driver.set_srtp(srtp);
+        }
         let shared = Arc::new(Shared {
             pacer: Mutex::new(pacer),
             driver: Mutex::new(driver),

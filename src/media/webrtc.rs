@@ -184,7 +184,7 @@ impl WebRtcEngine {
             .register_codec(
                 RTCRtpCodecParameters {
                     capability: capability(codec),
-                    payload_type: codec.static_payload_type(),
+                    payload_type: codec.offer_payload_type(),
                     ..Default::default()
                 },
                 RTPCodecType::Audio,
@@ -237,7 +237,7 @@ impl WebRtcEngine {
         // The peer's audio, as RTP, to the media clock. Its payload type
         // is set to the one our receiver expects: one codec is negotiated.
         let (in_tx, in_rx) = mpsc::channel::<(Vec<u8>, Instant)>(INBOUND_QUEUE);
-        let pt = codec.static_payload_type();
+        let pt = codec.offer_payload_type();
         pc.on_track(Box::new(move |track, _receiver, _transceiver| {
             let tx = in_tx.clone();
             Box::pin(async move {
@@ -387,7 +387,7 @@ impl WebRtcPeer {
             .media
             .take()
             .ok_or_else(|| MediaError::Io(std::io::Error::other("media already started")))?;
-        let pt = self.codec.static_payload_type();
+        let pt = self.codec.offer_payload_type();
         // The peer's address as our receiver sees it: the packets are the
         // stack's, authenticated by SRTP; any fixed address does.
         let peer = SocketAddr::from(([127, 0, 0, 1], 9));

@@ -26,6 +26,9 @@ pub struct NegotiatedMedia {
     /// Which sources the call's media may come from: the SDP address, or
     /// (latched as `rtp.latch` says) the IP the INVITE came from.
     pub sources: crate::media::receiver::SourcePolicy,
+    /// SRTP keys (SDES, on a TLS leg), when the media is encrypted; the
+    /// media session must be started with them (`SessionConfig::srtp`).
+    pub srtp: Option<crate::media::srtp::SrtpKeys>,
 }
 
 /// Who ended a call (`call_logs.hangup_by`); a record's value.

@@ -19,9 +19,11 @@ use super::number::{self, NumberingPlan};
 use super::records::{CallEnd, CallLogStart, CallRecorder};
 use super::routing::TrunkSlot;
 use super::sdp::{self, Negotiated, SessionDescription};
+use super::session_timer::{self, Refresher, SessionTimer, TimerHeaders, UasTimer};
 use super::transport::{Target, Transport};
 use crate::media::ports::PortLease;
 use crate::media::receiver::SourcePolicy;
+use crate::media::srtp::{SrtpKey, SrtpKeys};
 use crate::media::Codec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +76,14 @@ pub struct Call {
     pub sdp_version: u64,
     pub transfer_deadline: Option<Instant>,
     pub transfer_target: Option<String>,
-    /// RFC 4028: the interval the trunk asked for, and when the session
-    /// ends unless refreshed (re-INVITE or UPDATE).
-    pub session_timer: Option<(u32, Option<Instant>)>,
+    /// RFC 4028 as agreed in the INVITE transaction (interval, refresher,
+    /// `Require: timer`), and the running timer once answered.
+    pub timer_plan: Option<(u32, Refresher, bool)>,
+    pub session_timer: Option<SessionTimer>,
+    /// Our SDES key for this call's SRTP (used only if the SDP says so),
+    /// and whether the media handed over is SRTP.
+    pub srtp_key: SrtpKey,
+    pub srtp_in_use: bool,
     /// Outbound calls: the API's variables, handed to the runtime.
     pub variables: Vec<(String, String)>,
 }
@@ -108,12 +115,11 @@ pub(super) fn raw_number(uri: &str) -> String {
 
 impl Core {
     pub(super) fn contact(&self, transport: Transport) -> String {
-        let local = self.env.transports.local_addr();
+        let local = self.env.transports.local_addr_for(transport);
         let hp = host_port(&self.env.advertised_ip.to_string(), Some(local.port()));
-        match transport {
-            Transport::Udp => format!("sip:switchboard@{hp}"),
-            Transport::Tcp => format!("sip:switchboard@{hp};transport=tcp"),
-            Transport::Tls => format!("sip:switchboard@{hp};transport=tls"),
+        match transport.uri_param() {
+            None => format!("sip:switchboard@{hp}"),
+            Some(t) => format!("sip:switchboard@{hp};transport={t}"),
         }
     }
 
@@ -125,10 +131,11 @@ impl Core {
         }
     }
 
-    pub(super) fn via_sent_by(&self) -> String {
+    /// Our Via sent-by for requests over `transport` (its listener's port).
+    pub(super) fn via_sent_by(&self, transport: Transport) -> String {
         host_port(
             &self.env.advertised_ip.to_string(),
-            Some(self.env.transports.local_addr().port()),
+            Some(self.env.transports.local_addr_for(transport).port()),
         )
     }
 
@@ -156,6 +163,31 @@ impl Core {
             self.respond(key, resp, now);
             return;
         }
+        // RFC 4028 §9: an interval below our Min-SE is refused at once.
+        let timer_plan = match session_timer::answer_invite(
+            &TimerHeaders::read(&invite),
+            self.env.session_timers,
+        ) {
+            UasTimer::TooSmall { min_se } => {
+                if self.stranger_may_hear(origin, now) {
+                    let mut r = self.response(
+                        &invite,
+                        422,
+                        "Session Interval Too Small",
+                        Some(&random_token(10)),
+                    );
+                    r.add_header("Min-SE", min_se.to_string());
+                    self.respond(key, r, now);
+                }
+                return;
+            }
+            UasTimer::Off => None,
+            UasTimer::On {
+                interval,
+                refresher,
+                require,
+            } => Some((interval, refresher, require)),
+        };
         // Optional (§8.2.6.1), and a stranger's flood must not buy answers.
         if self.stranger_may_hear(origin, now) {
             let trying = self.response(&invite, 100, "Trying", None);
@@ -185,6 +217,7 @@ impl Core {
             authorization: invite.header("Authorization").map(str::to_string),
             sdp: (!invite.body.is_empty()).then(|| invite.body.to_vec()),
             now_unix: chrono::Utc::now().timestamp().max(0) as u64,
+            secure: source.transport.secure(),
         };
         if let Some(e) = self.server_txs.get_mut(key) {
             e.call = Some(tag.clone());
@@ -220,7 +253,10 @@ impl Core {
             sdp_version: 1,
             transfer_deadline: None,
             transfer_target: None,
+            timer_plan,
             session_timer: None,
+            srtp_key: SrtpKey::random(),
+            srtp_in_use: false,
             variables: Vec::new(),
         };
         self.calls.insert(tag.clone(), call);
@@ -244,7 +280,12 @@ impl Core {
                     trusted: true,
                 },
             };
-            let _ = internal.send(Internal::Routed { key: tag, decision }).await;
+            let _ = internal
+                .send(Internal::Routed {
+                    key: tag,
+                    decision: Box::new(decision),
+                })
+                .await;
         });
     }
 
@@ -360,9 +401,10 @@ impl Core {
                 slot,
                 codecs,
                 offer,
+                offer_srtp,
             } => {
                 self.trust_server_tx(&invite_key);
-                self.accept(key, facts, slot, codecs, offer, now)
+                self.accept(key, facts, slot, codecs, (offer, offer_srtp), now)
             }
         }
     }
@@ -402,7 +444,7 @@ impl Core {
         facts: RouteFacts,
         slot: TrunkSlot,
         codecs: Vec<Codec>,
-        offer: Option<(SessionDescription, Negotiated)>,
+        (offer, offer_srtp): (Option<(SessionDescription, Negotiated)>, bool),
         now: Instant,
     ) {
         let Some(call) = self.calls.get(key) else {
@@ -427,14 +469,21 @@ impl Core {
         };
         let recorder = CallRecorder::start(&self.env.records, start);
         let local = std::net::SocketAddr::new(self.env.advertised_ip, lease.port());
+        let key_ours = &call.srtp_key;
         let (media, answer_sdp) = match &offer {
             Some((parsed, n)) => (
-                Some(to_media(n, local, self.media_sources(call))),
-                sdp::build_answer(parsed, n, local, call_session_id(call), 1),
+                Some(to_media(n, local, self.media_sources(call), key_ours)),
+                sdp::build_answer(parsed, n, local, call_session_id(call), 1, Some(key_ours)),
             ),
             None => (
                 None,
-                sdp::build_offer(&codecs, local, call_session_id(call), 1),
+                sdp::build_offer(
+                    &codecs,
+                    local,
+                    call_session_id(call),
+                    1,
+                    offer_srtp.then_some(key_ours),
+                ),
             ),
         };
         let contact = self.contact(call.source.transport);
@@ -449,10 +498,14 @@ impl Core {
         ok.add_header("Allow", ALLOW);
         ok.add_header("Accept", ACCEPT);
         ok.add_header("Supported", SUPPORTED);
-        let session_timer = session_expires(&call.invite);
-        if let Some(se) = session_timer {
-            ok.add_header("Session-Expires", format!("{se};refresher=uac"));
-            ok.add_header("Require", "timer");
+        if let Some((interval, refresher, require)) = call.timer_plan {
+            ok.add_header(
+                "Session-Expires",
+                format!("{interval};refresher={}", refresher.as_str()),
+            );
+            if require {
+                ok.add_header("Require", "timer");
+            }
         }
         ok.set_body("application/sdp", answer_sdp.into_bytes());
         let invite_key = call.invite_key.clone();
@@ -474,7 +527,6 @@ impl Core {
         call.phase = Phase::Ringing;
         call.answer = Some((AnswerRetransmit::new(now, self.env.timers, true), ok));
         call.answer_at = Some(now + self.env.answer_delay);
-        call.session_timer = session_timer.map(|se| (se, None));
         let at = call.answer_at;
         self.respond(&invite_key, ringing, now);
         self.schedule(at, Wake::Call(key.to_string()));
@@ -498,9 +550,10 @@ impl Core {
             ok = msg;
             invite_key = call.invite_key.clone();
             call.phase = Phase::Answered;
-            if let Some((se, deadline)) = call.session_timer.as_mut() {
-                *deadline = Some(now + std::time::Duration::from_secs(u64::from(*se)));
-            }
+            // We are the UAS: we refresh when the plan says `uas`.
+            call.session_timer = call.timer_plan.map(|(interval, refresher, _)| {
+                SessionTimer::new(interval, refresher == Refresher::Uas, now)
+            });
             let at = Utc::now();
             call.answered_at = Some((now, at));
             crate::metrics::metrics()
@@ -555,6 +608,7 @@ impl Core {
         let Some(facts) = call.facts.clone() else {
             return;
         };
+        call.srtp_in_use = media.srtp.is_some();
         let (events_tx, events_rx) = mpsc::channel(32);
         let (commands_tx, mut commands_rx) = mpsc::channel::<CallCommand>(16);
         call.events = Some(events_tx);
@@ -641,22 +695,31 @@ impl Core {
         if let Some((a, _)) = call.answer.as_mut() {
             a.acked();
         }
+        // Our 200 carried the offer when the INVITE had none: SRTP is
+        // what it offered.
+        let offered_srtp = call
+            .answer
+            .as_ref()
+            .is_some_and(|(_, ok)| ok.body.windows(8).any(|w| w == b"RTP/SAVP"));
         call.answer = None;
         let sources = SourcePolicy {
             signalling_ip: Some(call.origin),
             latch: self.env.latch,
         };
-        // Offerless INVITE: the ACK carries the answer to our offer.
+        // Offerless INVITE: the ACK carries the answer to our offer (SRTP
+        // exactly when we offered it).
         let needs_answer = call.pending.as_ref().is_some_and(|p| p.media.is_none());
         if needs_answer {
             let local = std::net::SocketAddr::new(self.env.advertised_ip, call.local_port);
             let negotiated = sdp::parse(&ack.body)
                 .ok()
-                .and_then(|s| sdp::negotiate(&s, &call.codecs).ok());
+                .and_then(|s| sdp::negotiate(&s, &call.codecs).ok())
+                .filter(|n| n.srtp.is_some() == offered_srtp);
             match negotiated {
                 Some(n) => {
+                    let media = to_media(&n, local, sources, &call.srtp_key);
                     if let Some(p) = call.pending.as_mut() {
-                        p.media = Some(to_media(&n, local, sources));
+                        p.media = Some(media);
                     }
                     self.hand_over(key);
                 }
@@ -676,10 +739,13 @@ pub(super) fn call_session_id(call: &Call) -> u64 {
     call.log_id.as_u64_pair().0 >> 1
 }
 
+/// The media a negotiation agreed; on RTP/SAVP with `ours` (our SDES key)
+/// and the peer's key.
 pub(super) fn to_media(
     n: &Negotiated,
     local: std::net::SocketAddr,
     sources: SourcePolicy,
+    ours: &SrtpKey,
 ) -> NegotiatedMedia {
     NegotiatedMedia {
         sources,
@@ -689,19 +755,18 @@ pub(super) fn to_media(
         payload_type: n.payload_type,
         telephone_event_pt: n.telephone_event_pt,
         ptime_ms: n.ptime_ms,
+        srtp: n.srtp.as_ref().map(|theirs| SrtpKeys {
+            local: ours.clone(),
+            remote: theirs.key.clone(),
+        }),
     }
 }
 
-pub(super) fn session_expires(invite: &Message) -> Option<u32> {
-    let v = invite.header("Session-Expires")?;
-    let secs: u32 = v.split(';').next()?.trim().parse().ok()?;
-    Some(secs.max(90))
-}
-
-/// Where our in-dialog requests go: over TCP the caller's connection, over
-/// UDP the Contact address when it is an IP literal, else the source.
+/// Where our in-dialog requests go: over a connection (TCP, TLS,
+/// WebSocket) the caller's, over UDP the Contact address when it is an IP
+/// literal, else the source.
 pub(super) fn request_target(call: &Call) -> Target {
-    if call.source.transport == Transport::Tcp {
+    if call.source.transport.reliable() {
         return call.source;
     }
     let contact = call

@@ -34,7 +34,7 @@ pub const USER_AGENT: &str = "Switchboard";
 pub enum Internal {
     Routed {
         key: String,
-        decision: Decision,
+        decision: Box<Decision>,
     },
     Command {
         key: String,
@@ -93,6 +93,8 @@ pub struct Env {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long an outbound call may ring before we CANCEL.
     pub ring_timeout: Duration,
+    /// RFC 4028 settings (`sip.session_expires_secs`, `sip.min_se_secs`).
+    pub session_timers: super::session_timer::TimerSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,7 +121,13 @@ pub struct ServerEntry {
 #[derive(Debug, Clone)]
 pub enum Purpose {
     Bye,
-    Refer { call: String },
+    Refer {
+        call: String,
+    },
+    /// Our session refresh (RFC 4028) of a call.
+    Refresh {
+        call: String,
+    },
 }
 
 pub struct ClientEntry {
@@ -664,7 +672,7 @@ impl Core {
 
     pub fn on_internal(&mut self, ev: Internal, now: Instant) {
         match ev {
-            Internal::Routed { key, decision } => self.on_routed(&key, decision, now),
+            Internal::Routed { key, decision } => self.on_routed(&key, *decision, now),
             Internal::Command { key, command } => self.on_command(&key, command, now),
             Internal::CommandsClosed { key } => self.on_commands_closed(&key, now),
             Internal::Dial { request, reply } => {

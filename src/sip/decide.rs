@@ -1,6 +1,9 @@
 //! The answer to a new INVITE, in DESIGN.md's order: source/trunk (403,
 //! digest 401), dialed number within the admitting trunks' numbers (404),
-//! agent and plan (480), trunk capacity (486), codecs (488) — or accept.
+//! agent and plan (480), trunk capacity (486), codecs and media encryption
+//! (488: no common codec, SRTP without a usable key, SRTP where the trunk
+//! or the transport does not allow it, plain RTP where it requires SRTP)
+//! — or accept.
 //! Runs as its own task (it may query the database) and posts the decision
 //! back to the SIP core. A trunk with a username and no usable password
 //! refuses (403) rather than checking a digest against an empty one;
@@ -62,6 +65,9 @@ pub enum Decision {
         codecs: Vec<Codec>,
         /// `None` for an offerless INVITE (we offer in the 200).
         offer: Option<(SessionDescription, Negotiated)>,
+        /// An offerless INVITE on a trunk that requires SRTP: our offer
+        /// in the 200 is RTP/SAVP.
+        offer_srtp: bool,
     },
 }
 
@@ -85,6 +91,9 @@ pub struct InviteFacts {
     pub authorization: Option<String>,
     pub sdp: Option<Vec<u8>>,
     pub now_unix: u64,
+    /// The INVITE came over an encrypted transport (TLS, WSS): only then
+    /// may SDP carry SRTP keys.
+    pub secure: bool,
 }
 
 pub struct Decider {
@@ -93,6 +102,17 @@ pub struct Decider {
     pub digest: DigestServer,
     /// In a cluster, a trunk's calls are counted over every node.
     pub cluster: Option<Arc<crate::db::cluster::Cluster>>,
+}
+
+/// 488 with a Warning (RFC 3261 §20.43) that says why.
+fn not_acceptable(warning: &str, facts: RouteFacts) -> Decision {
+    Decision::Reject {
+        code: 488,
+        reason: "Not Acceptable Here",
+        headers: vec![("Warning".into(), format!("304 switchboard \"{warning}\""))],
+        facts: Some(facts),
+        trusted: true,
+    }
 }
 
 fn reject(code: u16, reason: &'static str, facts: Option<RouteFacts>) -> Decision {
@@ -260,23 +280,32 @@ impl Decider {
                     Err(_) => return Ok(reject(488, "Not Acceptable Here", Some(facts))),
                 };
                 match sdp::negotiate(&parsed, &trunk.codecs) {
-                    Ok(n) => Some((parsed, n)),
-                    Err(_) => {
-                        return Ok(Decision::Reject {
-                            code: 488,
-                            reason: "Not Acceptable Here",
-                            headers: vec![(
-                                "Warning".into(),
-                                "304 switchboard \"Media type not available\"".into(),
-                            )],
-                            facts: Some(facts),
-                            trusted: true,
-                        })
+                    Ok(n) => {
+                        if let Err(why) = trunk.srtp.check(n.srtp.is_some(), f.secure) {
+                            return Ok(not_acceptable(why, facts));
+                        }
+                        Some((parsed, n))
                     }
+                    Err(sdp::SdpError::NoUsableCrypto) => {
+                        return Ok(not_acceptable(
+                            "SRTP needs an a=crypto line with AES_CM_128_HMAC_SHA1_80",
+                            facts,
+                        ))
+                    }
+                    Err(_) => return Ok(not_acceptable("Media type not available", facts)),
                 }
             }
             None => None,
         };
+        // Offerless: our offer in the 200 is SRTP only when the trunk
+        // requires it, which needs TLS.
+        let offer_srtp = offer.is_none() && trunk.srtp == super::sdes::SrtpPolicy::Required;
+        if offer_srtp && !f.secure {
+            return Ok(not_acceptable(
+                "this trunk requires SRTP (RTP/SAVP over TLS)",
+                facts,
+            ));
+        }
         let Some(mut slot) = self.slots.try_acquire(trunk.id, trunk.max_concurrent_calls) else {
             return Ok(reject(486, "Busy Here", Some(facts)));
         };
@@ -308,6 +337,7 @@ impl Decider {
             slot,
             codecs: trunk.codecs.clone(),
             offer,
+            offer_srtp,
         })
     }
 }

@@ -16,4 +16,6 @@ pub enum SipError {
     Sdp(#[from] super::sdp::SdpError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("SIP over TLS: {0}")]
+    Tls(#[from] super::tls::TlsError),
 }

@@ -1,7 +1,8 @@
 //! In-dialog life of an answered call: BYE, re-INVITE/UPDATE (media
-//! changes, hold, RFC 4028 refreshes), INFO DTMF, NOTIFY for our REFER,
-//! the runtime's commands, the call's timers, and ending the call (BYE,
-//! event, call_logs row, slot and port released).
+//! changes, hold, RFC 4028 refreshes in both directions: theirs answered,
+//! ours sent as UPDATE when we are the refresher), INFO DTMF, NOTIFY for
+//! our REFER, the runtime's commands, the call's timers, and ending the
+//! call (BYE, event, call_logs row, slot and port released).
 
 use std::time::Instant;
 
@@ -11,9 +12,10 @@ use super::call::{CallCommand, CallEvent, HangupBy};
 use super::calls::{call_session_id, request_target, response_target, to_media, Phase};
 use super::core::{Core, Purpose, Wake, ALLOW};
 use super::dialog::{parse_dtmf_relay, AnswerTimer};
-use super::message::{host_port, Message, Method};
+use super::message::{Message, Method};
 use super::records::CallEnd;
 use super::sdp;
+use super::session_timer::{Refresher, TimerAction, TimerHeaders};
 use super::transport::Transport;
 
 impl Core {
@@ -64,9 +66,7 @@ impl Core {
             Method::Update if !req.body.is_empty() => self.on_reinvite(key, tx_key, &req, now),
             Method::Update => {
                 let mut resp = self.response(&req, 200, "OK", None);
-                if let Some(se) = self.refresh_session(key, now) {
-                    resp.add_header("Session-Expires", format!("{se};refresher=uac"));
-                }
+                self.refresh_session(key, &req, &mut resp, now);
                 self.respond(tx_key, resp, now);
             }
             // We never send reliable provisionals (no 100rel), so no PRACK fits.
@@ -100,23 +100,25 @@ impl Core {
         };
         call.sdp_version += 1;
         let (sid, version) = (call_session_id(call), call.sdp_version);
-        let refreshed = call.session_timer.as_mut().map(|(se, deadline)| {
-            *deadline = Some(now + std::time::Duration::from_secs(u64::from(*se)));
-            *se
-        });
+        let srtp_key = call.srtp_key.clone();
+        // The leg's media stays as encrypted (or not) as it was set up.
+        let was_srtp = call.srtp_in_use;
         let offer = sdp::parse(&req.body).ok();
-        let negotiated = offer
-            .as_ref()
-            .and_then(|o| sdp::negotiate(o, &call.codecs).ok().map(|n| (o.clone(), n)));
+        let negotiated = offer.as_ref().and_then(|o| {
+            sdp::negotiate(o, &call.codecs)
+                .ok()
+                .filter(|n| n.srtp.is_some() == was_srtp)
+                .map(|n| (o.clone(), n))
+        });
         let resp = match (&offer, negotiated) {
             (_, Some((o, n))) => {
                 let mut r = self.response(req, 200, "OK", None);
                 r.add_header("Contact", format!("<{contact}>"));
                 r.set_body(
                     "application/sdp",
-                    sdp::build_answer(&o, &n, local, sid, version).into_bytes(),
+                    sdp::build_answer(&o, &n, local, sid, version, Some(&srtp_key)).into_bytes(),
                 );
-                let media = to_media(&n, local, sources);
+                let media = to_media(&n, local, sources, &srtp_key);
                 self.event(
                     key,
                     CallEvent::MediaChanged {
@@ -136,38 +138,145 @@ impl Core {
                 r.add_header("Contact", format!("<{contact}>"));
                 r.set_body(
                     "application/sdp",
-                    sdp::build_offer(&codecs, local, sid, version).into_bytes(),
+                    sdp::build_offer(&codecs, local, sid, version, was_srtp.then_some(&srtp_key))
+                        .into_bytes(),
                 );
                 r
             }
             _ => self.response(req, 488, "Not Acceptable Here", None),
         };
         let mut resp = resp;
-        if let (Some(se), Some(200)) = (refreshed, resp.status()) {
-            resp.add_header("Session-Expires", format!("{se};refresher=uac"));
-            resp.add_header("Require", "timer");
+        if resp.status() == Some(200) {
+            self.refresh_session(key, req, &mut resp, now);
         }
         self.respond(tx_key, resp, now);
-        self.schedule_session_timer(key);
     }
 
-    /// Pushes the session expiry out by its interval; returns the interval.
-    pub(super) fn refresh_session(&mut self, key: &str, now: Instant) -> Option<u32> {
-        let call = self.calls.get_mut(key)?;
-        let (se, deadline) = call.session_timer.as_mut()?;
-        *deadline = Some(now + std::time::Duration::from_secs(u64::from(*se)));
-        let se = *se;
+    /// The far end's re-INVITE or UPDATE refreshed the session (RFC 4028
+    /// §10): the timer restarts (with the interval it asks for, within our
+    /// Min-SE), and the 2xx says who refreshes from now on: the sender of
+    /// this request (`uac`) unless we were the refresher.
+    pub(super) fn refresh_session(
+        &mut self,
+        key: &str,
+        req: &Message,
+        resp: &mut Message,
+        now: Instant,
+    ) {
+        let min_se = self.env.session_timers.min_se;
+        let Some(timer) = self
+            .calls
+            .get_mut(key)
+            .and_then(|c| c.session_timer.as_mut())
+        else {
+            return;
+        };
+        let asked = TimerHeaders::read(req);
+        let interval = asked.session_expires.map(|se| se.max(min_se));
+        let we_refresh = match asked.refresher {
+            Some(Refresher::Uac) => Some(false),
+            Some(Refresher::Uas) => Some(true),
+            None => None,
+        };
+        timer.refreshed(now, interval, we_refresh);
+        let refresher = if timer.we_refresh() { "uas" } else { "uac" };
+        resp.add_header(
+            "Session-Expires",
+            format!("{};refresher={refresher}", timer.interval()),
+        );
+        if asked.supported {
+            resp.add_header("Require", "timer");
+        }
         self.schedule_session_timer(key);
-        Some(se)
     }
 
     pub(super) fn schedule_session_timer(&mut self, key: &str) {
         let at = self
             .calls
             .get(key)
-            .and_then(|c| c.session_timer)
-            .and_then(|(_, d)| d);
+            .and_then(|c| c.session_timer.as_ref())
+            .map(|t| t.next_wake());
         self.schedule(at, Wake::Call(key.to_string()));
+    }
+
+    /// We are the refresher and half the interval has passed: an UPDATE
+    /// with no body (RFC 4028 §7.4, RFC 3311) carrying the interval.
+    fn send_refresh(&mut self, key: &str, now: Instant) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        let transport = call.source.transport;
+        let via = self.via_sent_by(transport);
+        let contact = self.contact(transport);
+        let min_se = self.env.session_timers.min_se;
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(interval) = call.session_timer.as_ref().map(|t| t.interval()) else {
+            return;
+        };
+        let Some(dialog) = call.dialog.as_mut() else {
+            return;
+        };
+        let mut req = dialog.request(Method::Update, &via, transport.via_name(), &contact);
+        req.add_header("Session-Expires", format!("{interval};refresher=uac"));
+        req.add_header("Min-SE", min_se.to_string());
+        req.add_header("Supported", "timer");
+        let to = request_target(call);
+        tracing::debug!(call_log_id = %call.log_id, interval, "refreshing the session (UPDATE)");
+        self.send_request(
+            req,
+            to,
+            Purpose::Refresh {
+                call: key.to_string(),
+            },
+            now,
+        );
+    }
+
+    /// The answer to our refresh: 2xx restarts the timer; 422 asks again
+    /// with the far end's Min-SE; 408 and 481 end the call (§10); other
+    /// refusals leave the session to expire.
+    fn on_refresh_response(&mut self, key: &str, resp: &Message, now: Instant) {
+        let code = resp.status().unwrap_or(500);
+        let answered = TimerHeaders::read(resp);
+        match code {
+            200..=299 => {
+                if let Some(t) = self
+                    .calls
+                    .get_mut(key)
+                    .and_then(|c| c.session_timer.as_mut())
+                {
+                    let we_refresh = answered.refresher.map(|r| r == Refresher::Uac);
+                    t.refreshed(now, answered.session_expires, we_refresh);
+                }
+                self.schedule_session_timer(key);
+            }
+            422 => {
+                let asked = answered.min_se.unwrap_or(0);
+                if let Some(t) = self
+                    .calls
+                    .get_mut(key)
+                    .and_then(|c| c.session_timer.as_mut())
+                {
+                    if asked > t.interval() {
+                        t.refreshed(now, Some(asked), Some(true));
+                        self.send_refresh(key, now);
+                    }
+                }
+            }
+            408 | 481 => self.end_call(
+                key,
+                "completed",
+                HangupBy::System,
+                &format!("session refresh answered {code}"),
+                now,
+            ),
+            _ => tracing::info!(
+                code,
+                "session refresh refused; the session expires unless the far end refreshes"
+            ),
+        }
     }
 
     pub(super) fn on_notify(&mut self, key: &str, req: &Message, now: Instant) {
@@ -217,17 +326,29 @@ impl Core {
     }
 
     pub fn on_client_response(&mut self, purpose: &Purpose, resp: &Message, now: Instant) {
-        if let Purpose::Refer { call } = purpose {
-            let code = resp.status().unwrap_or(500);
-            if code >= 300 {
-                self.transfer_done(call, code, now);
+        match purpose {
+            Purpose::Refer { call } => {
+                let code = resp.status().unwrap_or(500);
+                if code >= 300 {
+                    self.transfer_done(call, code, now);
+                }
             }
+            Purpose::Refresh { call } => self.on_refresh_response(call, resp, now),
+            Purpose::Bye => {}
         }
     }
 
     pub fn on_client_timeout(&mut self, purpose: &Purpose, now: Instant) {
-        if let Purpose::Refer { call } = purpose {
-            self.transfer_done(call, 408, now);
+        match purpose {
+            Purpose::Refer { call } => self.transfer_done(call, 408, now),
+            Purpose::Refresh { call } => self.end_call(
+                call,
+                "completed",
+                HangupBy::System,
+                "session refresh timed out",
+                now,
+            ),
+            Purpose::Bye => {}
         }
     }
 
@@ -243,13 +364,24 @@ impl Core {
             self.transfer_done(key, 408, now);
             return;
         }
-        if call
-            .session_timer
-            .and_then(|(_, d)| d)
-            .is_some_and(|at| at <= now)
-        {
-            self.end_call(key, "completed", HangupBy::System, "session expired", now);
-            return;
+        match call.session_timer.as_mut().and_then(|t| t.poll(now)) {
+            Some(TimerAction::Expire) => {
+                tracing::info!(call_log_id = %call.log_id, "session timer expired: no refresh came");
+                self.end_call(
+                    key,
+                    "completed",
+                    HangupBy::System,
+                    "session timer expired",
+                    now,
+                );
+                return;
+            }
+            Some(TimerAction::Refresh) => {
+                self.send_refresh(key, now);
+                self.schedule_session_timer(key);
+                return;
+            }
+            None => {}
         }
         if call.phase != Phase::Answered {
             return;
@@ -311,21 +443,17 @@ impl Core {
     }
 
     pub(super) fn transfer(&mut self, key: &str, target: &str, now: Instant) {
-        let via = self.via_sent_by();
+        let Some(transport) = self.calls.get(key).map(|c| c.source.transport) else {
+            return;
+        };
+        let via = self.via_sent_by(transport);
+        let contact = self.contact(transport);
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
         if call.phase != Phase::Confirmed && call.phase != Phase::Answered {
             return;
         }
-        let transport = call.source.transport;
-        let contact = {
-            let hp = host_port(
-                &self.env.advertised_ip.to_string(),
-                Some(self.env.transports.local_addr().port()),
-            );
-            format!("sip:switchboard@{hp}")
-        };
         let Some(dialog) = call.dialog.as_mut() else {
             return;
         };
@@ -364,17 +492,13 @@ impl Core {
         reason: &str,
         now: Instant,
     ) {
-        let via = self.via_sent_by();
-        let Some(call) = self.calls.get_mut(key) else {
+        let Some(transport) = self.calls.get(key).map(|c| c.source.transport) else {
             return;
         };
-        let transport = call.source.transport;
-        let contact = {
-            let hp = host_port(
-                &self.env.advertised_ip.to_string(),
-                Some(self.env.transports.local_addr().port()),
-            );
-            format!("sip:switchboard@{hp}")
+        let via = self.via_sent_by(transport);
+        let contact = self.contact(transport);
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
         };
         let target = request_target(call);
         let bye = call.dialog.as_mut().map(|d| {

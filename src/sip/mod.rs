@@ -1,5 +1,6 @@
-//! SIP over UDP and TCP: message parsing (rsip), sans-IO transactions and
-//! dialogs, SDP offer/answer, digest authentication, inbound routing,
+//! SIP over UDP, TCP, TLS and WebSocket: message parsing (rsip), sans-IO
+//! transactions, dialogs and session timers, SDP offer/answer with SDES
+//! keys for SRTP, digest authentication, inbound routing,
 //! outbound INVITEs (`dial`, `outbound_leg`), and the narrow call interface
 //! handed to the agent runtime.
 pub mod call;
@@ -18,12 +19,16 @@ pub mod number;
 pub mod outbound_leg;
 pub mod records;
 pub mod routing;
+pub mod sdes;
 pub mod sdp;
 pub mod server;
+pub mod session_timer;
 mod strangers;
 pub mod stream;
+pub mod tls;
 pub mod transaction;
 pub mod transport;
+mod websocket;
 
 pub use error::SipError;
 pub use server::{SipOptions, SipServer, SipServerHandle};

@@ -47,6 +47,9 @@ pub struct DialRequest {
     pub credentials: Option<(String, String)>,
     /// The trunk's codec preference (limited to what the media engine runs).
     pub codecs: Vec<Codec>,
+    /// Offer SRTP (RTP/SAVP with our SDES key): a TLS trunk whose `srtp`
+    /// is `required`. The answer must then be SRTP too.
+    pub srtp: bool,
     pub max_concurrent_calls: usize,
     /// For the agent's prompt and greeting.
     pub variables: Vec<(String, String)>,
@@ -100,16 +103,17 @@ pub struct InviteParts<'a> {
     pub call_id: &'a str,
     pub local_tag: &'a str,
     pub sdp_offer: String,
+    /// RFC 4028: the interval we ask for and our Min-SE (none when 0).
+    pub session_timers: super::session_timer::TimerSettings,
 }
 
 /// The INVITE to the trunk: `sip:<to>@host:port`, From our number with our
 /// tag, CSeq 1, a fresh branch, our SDP offer.
 pub fn build_invite(p: &InviteParts) -> Message {
     let hp = host_port(p.host, Some(p.port));
-    let uri = match p.transport {
-        Transport::Udp => format!("sip:{}@{hp}", p.to),
-        Transport::Tcp => format!("sip:{}@{hp};transport=tcp", p.to),
-        Transport::Tls => format!("sip:{}@{hp};transport=tls", p.to),
+    let uri = match p.transport.uri_param() {
+        None => format!("sip:{}@{hp}", p.to),
+        Some(t) => format!("sip:{}@{hp};transport={t}", p.to),
     };
     let from_host = host_port(p.from_domain.unwrap_or(p.host), None);
     let headers = vec![
@@ -135,8 +139,18 @@ pub fn build_invite(p: &InviteParts) -> Message {
         ("CSeq".to_string(), "1 INVITE".to_string()),
         ("Contact".to_string(), format!("<{}>", p.contact)),
         ("Allow".to_string(), ALLOW.to_string()),
+        ("Supported".to_string(), "timer".to_string()),
         ("User-Agent".to_string(), USER_AGENT.to_string()),
     ];
+    let mut headers = headers;
+    if p.session_timers.session_expires > 0 {
+        // The far end (the UAS) chooses who refreshes (RFC 4028 §7.1).
+        headers.push((
+            "Session-Expires".to_string(),
+            p.session_timers.session_expires.to_string(),
+        ));
+        headers.push(("Min-SE".to_string(), p.session_timers.min_se.to_string()));
+    }
     let mut m = Message {
         start: StartLine::Request {
             method: Method::Invite,
@@ -182,8 +196,12 @@ impl Core {
             req.codecs.clone()
         };
         let session_id = log_id.as_u64_pair().0 >> 1;
-        let via = self.via_sent_by();
+        let via = self.via_sent_by(req.transport);
         let contact = self.contact(req.transport);
+        let srtp_key = crate::media::srtp::SrtpKey::random();
+        if req.transport == Transport::Tls {
+            self.env.transports.expect_tls_name(req.target, &req.host);
+        }
         let invite = build_invite(&InviteParts {
             to: &req.to,
             from: &req.from,
@@ -195,7 +213,14 @@ impl Core {
             contact: &contact,
             call_id: &call_id,
             local_tag: &key,
-            sdp_offer: sdp::build_offer(&codecs, local, session_id, 1),
+            sdp_offer: sdp::build_offer(
+                &codecs,
+                local,
+                session_id,
+                1,
+                req.srtp.then_some(&srtp_key),
+            ),
+            session_timers: self.env.session_timers,
         });
         let target = Target {
             transport: req.transport,
@@ -243,7 +268,10 @@ impl Core {
             sdp_version: 1,
             transfer_deadline: None,
             transfer_target: None,
+            timer_plan: None,
             session_timer: None,
+            srtp_key,
+            srtp_in_use: false,
             variables: req.variables,
         };
         let recorder = CallRecorder::start(&self.env.records, self.log_start(&call, &facts));
@@ -296,9 +324,9 @@ impl Core {
         let Some(entry) = self.dials.get_mut(call_id) else {
             return;
         };
-        // Over TCP, later requests (ACK, CANCEL, BYE) use the connection
-        // the answers came on.
-        if source.transport == Transport::Tcp && entry.target.transport == Transport::Tcp {
+        // Over a connection (TCP, TLS), later requests (ACK, CANCEL, BYE)
+        // use the one the answers came on.
+        if source.transport.reliable() && entry.target.transport == source.transport {
             entry.target.conn = source.conn;
             let key = entry.key.clone();
             if let Some(call) = self.calls.get_mut(&key) {
@@ -374,9 +402,11 @@ impl Core {
                 DialOutput::Progress { code, sdp } => {
                     tracing::debug!(call_log_id = ?self.calls.get(&key).map(|c| c.log_id), code, early_media = sdp.is_some(), "outbound call progressing");
                 }
-                DialOutput::Answered { dialog, sdp, .. } => {
-                    self.dial_answered(&key, *dialog, sdp, now)
-                }
+                DialOutput::Answered {
+                    dialog,
+                    sdp,
+                    response,
+                } => self.dial_answered(&key, *dialog, sdp, &response, now),
                 DialOutput::Failed(f) => {
                     let Some(call) = self.remove_call(&key) else {
                         continue;
@@ -417,6 +447,7 @@ impl Core {
         key: &str,
         dialog: super::dialog::Dialog,
         sdp_answer: Option<bytes::Bytes>,
+        response: &Message,
         now: Instant,
     ) {
         let cancelled = self
@@ -444,14 +475,29 @@ impl Core {
             self.end_call(key, status, by, why, now);
             return;
         }
+        // SRTP answered exactly when we offered it (a plain answer to our
+        // SAVP offer would send the media in the clear).
+        let offered_srtp = call.invite.body.windows(8).any(|w| w == b"RTP/SAVP");
         let negotiated = sdp_answer
             .as_deref()
             .and_then(|b| sdp::parse(b).ok())
-            .and_then(|s| sdp::negotiate(&s, &call.codecs).ok());
+            .and_then(|s| sdp::negotiate(&s, &call.codecs).ok())
+            .filter(|n| n.srtp.is_some() == offered_srtp);
         let Some(n) = negotiated else {
             self.end_call(key, "failed", HangupBy::System, "no usable SDP answer", now);
             return;
         };
+        // RFC 4028 §7.2: the 2xx says whether a timer runs and who
+        // refreshes; we are its UAC.
+        let timers = super::session_timer::TimerHeaders::read(response);
+        if let Some(interval) = timers.session_expires {
+            let we_refresh = timers.refresher != Some(super::session_timer::Refresher::Uas);
+            call.session_timer = Some(super::session_timer::SessionTimer::new(
+                interval.max(self.env.session_timers.min_se),
+                we_refresh,
+                now,
+            ));
+        }
         let Some(sources) = self.calls.get(key).map(|c| self.media_sources(c)) else {
             return;
         };
@@ -459,7 +505,7 @@ impl Core {
             return;
         };
         let local = SocketAddr::new(self.env.advertised_ip, call.local_port);
-        let media = to_media(&n, local, sources);
+        let media = to_media(&n, local, sources, &call.srtp_key);
         let at = Utc::now();
         call.answered_at = Some((now, at));
         if let Some(r) = &call.recorder {
@@ -472,6 +518,7 @@ impl Core {
             view.state = "in_progress";
         }
         self.hand_over(key);
+        self.schedule_session_timer(key);
     }
 }
 
@@ -480,10 +527,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_invite_is_well_formed_for_udp_and_tcp() {
+    fn the_invite_is_well_formed_for_udp_tcp_and_tls() {
         let to = E164::parse("+15551230000").unwrap();
         let from = E164::parse("+15555550100").unwrap();
-        for transport in [Transport::Udp, Transport::Tcp] {
+        for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
             let m = build_invite(&InviteParts {
                 to: &to,
                 from: &from,
@@ -496,6 +543,7 @@ mod tests {
                 call_id: "abc@127.0.0.1",
                 local_tag: "ourtag",
                 sdp_offer: "v=0\r\n".into(),
+                session_timers: Default::default(),
             });
             m.validate_request().unwrap();
             let back = Message::parse(&m.to_bytes()).unwrap();
@@ -511,8 +559,15 @@ mod tests {
                     assert_eq!(uri, "sip:+15551230000@trunk.example.com:5080;transport=tcp");
                     assert!(back.header("Via").unwrap().starts_with("SIP/2.0/TCP "));
                 }
-                Transport::Tls => unreachable!("not spoken yet"),
+                _ => {
+                    assert_eq!(uri, "sip:+15551230000@trunk.example.com:5080;transport=tls");
+                    assert!(back.header("Via").unwrap().starts_with("SIP/2.0/TLS "));
+                }
             }
+            // RFC 4028: we ask for timers and let the far end pick the refresher.
+            assert_eq!(back.header("Session-Expires"), Some("1800"));
+            assert_eq!(back.header("Min-SE"), Some("90"));
+            assert!(back.header_values("Supported").contains(&"timer"));
         }
     }
 }

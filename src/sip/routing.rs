@@ -39,6 +39,8 @@ pub struct Trunk {
     pub max_concurrent_calls: usize,
     /// How this trunk writes national numbers.
     pub plan: NumberingPlan,
+    /// Media encryption on this trunk's calls (`sip_trunks.srtp`).
+    pub srtp: super::sdes::SrtpPolicy,
 }
 
 impl Trunk {
@@ -153,10 +155,11 @@ impl Router {
             i32,
             i32,
             i32,
+            String,
         );
         let rows: Vec<Row> = match sqlx::query_as(
             "select id, workspace_id, name, inbound_cidrs, inbound_username, inbound_password, codecs, max_concurrent_calls, \
-             country_code, national_length \
+             country_code, national_length, srtp \
              from sip_trunks where enabled and direction in ('inbound', 'both') order by created_at",
         )
         .fetch_all(&self.pool)
@@ -175,7 +178,19 @@ impl Router {
         let trunks: Vec<Trunk> = rows
             .into_iter()
             .map(
-                |(id, workspace_id, name, cidrs, username, password, codecs, max, cc, nsn)| {
+                |(
+                    id,
+                    workspace_id,
+                    name,
+                    cidrs,
+                    username,
+                    password,
+                    codecs,
+                    max,
+                    cc,
+                    nsn,
+                    srtp,
+                )| {
                     let cidrs = cidrs
                         .iter()
                         .filter_map(|c| {
@@ -205,6 +220,7 @@ impl Router {
                             country_code: cc.clamp(1, 999).to_string(),
                             national_length: nsn.clamp(4, 14) as usize,
                         },
+                        srtp: super::sdes::SrtpPolicy::from_name(&srtp),
                     }
                 },
             )
@@ -425,6 +441,7 @@ mod tests {
             codecs: vec![Codec::Pcmu],
             max_concurrent_calls: 10,
             plan: NumberingPlan::default(),
+            srtp: Default::default(),
         }
     }
 

@@ -1,10 +1,14 @@
 //! SDP (RFC 4566) parsing and the offer/answer model (RFC 3264) for one
 //! audio stream: pick the first codec of our preference list the offer has,
-//! keep the offer's payload types, answer `telephone-event` when offered.
+//! keep the offer's payload types, answer `telephone-event` at the chosen
+//! codec's clock rate (8 kHz, or 48 kHz beside Opus) when offered, and for
+//! RTP/SAVP take the first usable SDES key (`sdes`).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
+use super::sdes::{self, Crypto};
+use crate::media::srtp::SrtpKey;
 use crate::media::Codec;
 
 const MAX_FORMATS: usize = 64;
@@ -15,6 +19,9 @@ pub enum SdpError {
     Malformed(&'static str),
     #[error("no audio stream with a common codec")]
     NoCommonCodec,
+    /// RTP/SAVP offered without an `a=crypto` line this node can use.
+    #[error("SRTP offered without a usable crypto line (AES_CM_128_HMAC_SHA1_80, one inline key)")]
+    NoUsableCrypto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +70,10 @@ pub struct MediaDescription {
     pub connection: Option<IpAddr>,
     pub direction: Option<Direction>,
     pub ptime: Option<u32>,
+    /// Usable SDES keys, in the offer's order (unusable lines skipped).
+    pub crypto: Vec<Crypto>,
+    /// `a=crypto` lines seen, usable or not.
+    pub crypto_lines: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +172,8 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
                     connection: None,
                     direction: None,
                     ptime: None,
+                    crypto: Vec::new(),
+                    crypto_lines: 0,
                 });
             }
             "a" => {
@@ -194,6 +207,10 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
                         }
                     }
                     "ptime" => m.ptime = arg.trim().parse().ok().filter(|p| (10..=200).contains(p)),
+                    "crypto" if m.crypto_lines < sdes::MAX_CRYPTO_LINES => {
+                        m.crypto_lines += 1;
+                        m.crypto.extend(sdes::parse_crypto(arg));
+                    }
                     _ => {}
                 }
             }
@@ -219,6 +236,19 @@ pub struct Negotiated {
     /// The answer's direction; anything but sendrecv means hold.
     pub direction: Direction,
     pub on_hold: bool,
+    /// RTP/SAVP: the peer's SDES key (its tag is echoed in our answer).
+    pub srtp: Option<Crypto>,
+}
+
+impl Negotiated {
+    /// The RTP profile of the accepted stream.
+    pub fn proto(&self) -> &'static str {
+        if self.srtp.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        }
+    }
 }
 
 fn payload_type_for(m: &MediaDescription, codec: Codec) -> Option<u8> {
@@ -231,7 +261,7 @@ fn payload_type_for(m: &MediaDescription, codec: Codec) -> Option<u8> {
                     && r.clock_rate == codec.rtp_clock_rate()
             }
             // Static payload types need no rtpmap (RFC 3551).
-            None => pt == codec.static_payload_type(),
+            None => Some(pt) == codec.static_payload_type(),
         };
         if matches {
             return Some(pt);
@@ -240,10 +270,13 @@ fn payload_type_for(m: &MediaDescription, codec: Codec) -> Option<u8> {
     None
 }
 
-/// Picks the first offered audio stream that has one of `prefs`, in our order.
+/// Picks the first offered audio stream that has one of `prefs`, in our
+/// order: plain RTP/AVP, or RTP/SAVP with a usable SDES key.
 pub fn negotiate(offer: &SessionDescription, prefs: &[Codec]) -> Result<Negotiated, SdpError> {
+    let mut keyless_savp = false;
     for (index, m) in offer.media.iter().enumerate() {
-        if m.kind != "audio" || m.port == 0 || !m.proto.starts_with("RTP/AVP") {
+        let secure = m.proto.eq_ignore_ascii_case("RTP/SAVP");
+        if m.kind != "audio" || m.port == 0 || !(m.proto.starts_with("RTP/AVP") || secure) {
             continue;
         }
         let Some((codec, payload_type)) = prefs
@@ -252,10 +285,22 @@ pub fn negotiate(offer: &SessionDescription, prefs: &[Codec]) -> Result<Negotiat
         else {
             continue;
         };
+        let srtp = match (secure, m.crypto.first()) {
+            (false, _) => None,
+            (true, Some(c)) => Some(c.clone()),
+            (true, None) => {
+                keyless_savp = true;
+                continue;
+            }
+        };
+        // RFC 4733 §2.1: the event clock is the audio codec's.
         let telephone_event_pt = m
             .rtpmaps
             .iter()
-            .find(|r| r.name.eq_ignore_ascii_case("telephone-event") && r.clock_rate == 8000)
+            .find(|r| {
+                r.name.eq_ignore_ascii_case("telephone-event")
+                    && r.clock_rate == codec.rtp_clock_rate()
+            })
             .map(|r| r.payload_type)
             .filter(|pt| m.formats.iter().any(|f| f == &pt.to_string()));
         let ip = m
@@ -277,9 +322,31 @@ pub fn negotiate(offer: &SessionDescription, prefs: &[Codec]) -> Result<Negotiat
             remote: SocketAddr::new(ip, m.port),
             direction: offered.answer(),
             on_hold,
+            srtp,
         });
     }
-    Err(SdpError::NoCommonCodec)
+    Err(if keyless_savp {
+        SdpError::NoUsableCrypto
+    } else {
+        SdpError::NoCommonCodec
+    })
+}
+
+fn rtpmap_line(out: &mut String, pt: u8, codec: Codec) {
+    let _ = write!(
+        out,
+        "a=rtpmap:{pt} {}/{}",
+        codec.sdp_name(),
+        codec.rtp_clock_rate()
+    );
+    if let Some(ch) = codec.rtpmap_channels() {
+        let _ = write!(out, "/{ch}");
+    }
+    out.push_str("\r\n");
+    if codec == Codec::Opus {
+        // Mono speech with in-band FEC (RFC 7587 §6.1).
+        let _ = write!(out, "a=fmtp:{pt} useinbandfec=1; stereo=0\r\n");
+    }
 }
 
 fn header(out: &mut String, local: IpAddr, session_id: u64, version: u64) {
@@ -291,13 +358,15 @@ fn header(out: &mut String, local: IpAddr, session_id: u64, version: u64) {
 }
 
 /// The answer to `offer`: the accepted stream with our RTP port, every other
-/// stream refused with port 0 (RFC 3264 §6).
+/// stream refused with port 0 (RFC 3264 §6). On RTP/SAVP `local_key` is our
+/// SDES key, answered under the offer's chosen tag.
 pub fn build_answer(
     offer: &SessionDescription,
     n: &Negotiated,
     local: SocketAddr,
     session_id: u64,
     version: u64,
+    local_key: Option<&SrtpKey>,
 ) -> String {
     let mut out = String::with_capacity(400);
     header(&mut out, local.ip(), session_id, version);
@@ -311,23 +380,26 @@ pub fn build_answer(
             out,
             "m=audio {} {} {}",
             local.port(),
-            m.proto,
+            n.proto(),
             n.payload_type
         );
         if let Some(te) = n.telephone_event_pt {
             let _ = write!(out, " {te}");
         }
-        let _ = write!(
-            out,
-            "\r\na=rtpmap:{} {}/{}\r\n",
-            n.payload_type,
-            n.codec.sdp_name(),
-            n.codec.rtp_clock_rate()
-        );
+        out.push_str("\r\n");
+        rtpmap_line(&mut out, n.payload_type, n.codec);
         if let Some(te) = n.telephone_event_pt {
             let _ = write!(
                 out,
-                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+                "a=rtpmap:{te} telephone-event/{}\r\na=fmtp:{te} 0-16\r\n",
+                n.codec.rtp_clock_rate()
+            );
+        }
+        if let (Some(theirs), Some(key)) = (&n.srtp, local_key) {
+            let _ = write!(
+                out,
+                "a=crypto:{}\r\n",
+                sdes::crypto_attribute(theirs.tag, key)
             );
         }
         let _ = write!(
@@ -340,27 +412,48 @@ pub fn build_answer(
     out
 }
 
-/// Our offer (offerless INVITE answered in the 200, or outbound calls).
-pub fn build_offer(prefs: &[Codec], local: SocketAddr, session_id: u64, version: u64) -> String {
-    let mut out = String::with_capacity(400);
+/// The `telephone-event` payload types of our offers, per clock rate.
+const OFFER_EVENTS: [(u32, u8); 2] = [(8000, 101), (48_000, 102)];
+
+/// Our offer (offerless INVITE answered in the 200, or outbound calls):
+/// `prefs` in order, `telephone-event` at each of their clock rates, and
+/// with `key` RTP/SAVP with our SDES key under tag 1.
+pub fn build_offer(
+    prefs: &[Codec],
+    local: SocketAddr,
+    session_id: u64,
+    version: u64,
+    key: Option<&SrtpKey>,
+) -> String {
+    let mut out = String::with_capacity(500);
     header(&mut out, local.ip(), session_id, version);
-    let _ = write!(out, "m=audio {} RTP/AVP", local.port());
+    let proto = if key.is_some() { "RTP/SAVP" } else { "RTP/AVP" };
+    let events: Vec<(u32, u8)> = OFFER_EVENTS
+        .iter()
+        .copied()
+        .filter(|(rate, _)| prefs.iter().any(|c| c.rtp_clock_rate() == *rate))
+        .collect();
+    let _ = write!(out, "m=audio {} {proto}", local.port());
     for c in prefs {
-        let _ = write!(out, " {}", c.static_payload_type());
+        let _ = write!(out, " {}", c.offer_payload_type());
     }
-    out.push_str(" 101\r\n");
+    for (_, pt) in &events {
+        let _ = write!(out, " {pt}");
+    }
+    out.push_str("\r\n");
     for c in prefs {
+        rtpmap_line(&mut out, c.offer_payload_type(), *c);
+    }
+    for (rate, pt) in &events {
         let _ = write!(
             out,
-            "a=rtpmap:{} {}/{}\r\n",
-            c.static_payload_type(),
-            c.sdp_name(),
-            c.rtp_clock_rate()
+            "a=rtpmap:{pt} telephone-event/{rate}\r\na=fmtp:{pt} 0-16\r\n"
         );
     }
-    out.push_str(
-        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
-    );
+    if let Some(k) = key {
+        let _ = write!(out, "a=crypto:{}\r\n", sdes::crypto_attribute(1, k));
+    }
+    out.push_str("a=ptime:20\r\na=sendrecv\r\n");
     out
 }
 
@@ -385,7 +478,7 @@ m=video 6002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n";
             "127.0.0.1:6000".parse::<std::net::SocketAddr>().unwrap()
         );
         assert!(!n.on_hold);
-        let answer = build_answer(&offer, &n, "127.0.0.1:20000".parse().unwrap(), 1, 1);
+        let answer = build_answer(&offer, &n, "127.0.0.1:20000".parse().unwrap(), 1, 1, None);
         assert!(
             answer.contains("m=audio 20000 RTP/AVP 8 101\r\n"),
             "{answer}"
@@ -428,9 +521,97 @@ m=video 6002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n";
             "127.0.0.1:20002".parse().unwrap(),
             7,
             1,
+            None,
         );
         let parsed = parse(offer.as_bytes()).unwrap();
         let n = negotiate(&parsed, &[Codec::Pcma]).unwrap();
         assert_eq!((n.payload_type, n.telephone_event_pt), (8, Some(101)));
+    }
+
+    #[test]
+    fn savp_takes_the_first_usable_key_and_answers_its_tag() {
+        let theirs = SrtpKey::random();
+        let offer = format!(
+            "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 7000 RTP/SAVP 0 101\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n\
+             a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:AAAA\r\na=crypto:2 {}\r\n",
+            sdes::crypto_attribute(9, &theirs)
+                .split_once(' ')
+                .unwrap()
+                .1
+        );
+        let parsed = parse(offer.as_bytes()).unwrap();
+        let n = negotiate(&parsed, &[Codec::Pcmu]).unwrap();
+        let chosen = n.srtp.clone().expect("SRTP");
+        assert_eq!((chosen.tag, &chosen.key), (2, &theirs));
+        let ours = SrtpKey::random();
+        let answer = build_answer(
+            &parsed,
+            &n,
+            "127.0.0.1:20000".parse().unwrap(),
+            1,
+            1,
+            Some(&ours),
+        );
+        assert!(
+            answer.contains("m=audio 20000 RTP/SAVP 0 101\r\n"),
+            "{answer}"
+        );
+        let back = parse(answer.as_bytes()).unwrap();
+        assert_eq!(back.media[0].crypto[0].tag, 2);
+        assert_eq!(back.media[0].crypto[0].key, ours);
+        // SAVP with no usable key: refused as such (488), not as codecs.
+        let keyless = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 7000 RTP/SAVP 0\r\n\
+                       a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:AAAA\r\n";
+        assert_eq!(
+            negotiate(&parse(keyless.as_bytes()).unwrap(), &[Codec::Pcmu]),
+            Err(SdpError::NoUsableCrypto)
+        );
+        // Our own SAVP offer parses back with its key.
+        let offer = build_offer(
+            &[Codec::Pcmu],
+            "127.0.0.1:20002".parse().unwrap(),
+            1,
+            1,
+            Some(&ours),
+        );
+        let n = negotiate(&parse(offer.as_bytes()).unwrap(), &[Codec::Pcmu]).unwrap();
+        assert_eq!(n.srtp.map(|c| (c.tag, c.key)), Some((1, ours)));
+    }
+
+    #[test]
+    fn opus_negotiates_at_48_khz_with_its_own_telephone_event() {
+        let offer = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 7000 RTP/AVP 96 0 101 100\r\n\
+                     a=rtpmap:96 opus/48000/2\r\na=fmtp:96 useinbandfec=1\r\n\
+                     a=rtpmap:101 telephone-event/48000\r\na=rtpmap:100 telephone-event/8000\r\n";
+        let parsed = parse(offer.as_bytes()).unwrap();
+        let n = negotiate(&parsed, &[Codec::Opus, Codec::Pcmu]).unwrap();
+        assert_eq!(
+            (n.codec, n.payload_type, n.telephone_event_pt),
+            (Codec::Opus, 96, Some(101))
+        );
+        let answer = build_answer(&parsed, &n, "127.0.0.1:20000".parse().unwrap(), 1, 1, None);
+        assert!(answer.contains("a=rtpmap:96 opus/48000/2\r\n"), "{answer}");
+        assert!(
+            answer.contains("a=rtpmap:101 telephone-event/48000\r\n"),
+            "{answer}"
+        );
+        // PCMU first: the 8 kHz event type goes with it.
+        let n = negotiate(&parsed, &[Codec::Pcmu, Codec::Opus]).unwrap();
+        assert_eq!((n.codec, n.telephone_event_pt), (Codec::Pcmu, Some(100)));
+        // Our offer lists Opus on a dynamic type and events at both rates.
+        let ours = build_offer(
+            &[Codec::Opus, Codec::Pcmu],
+            "127.0.0.1:20002".parse().unwrap(),
+            1,
+            1,
+            None,
+        );
+        assert!(
+            ours.contains("m=audio 20002 RTP/AVP 111 0 101 102\r\n"),
+            "{ours}"
+        );
+        let n = negotiate(&parse(ours.as_bytes()).unwrap(), &[Codec::Opus]).unwrap();
+        assert_eq!((n.payload_type, n.telephone_event_pt), (111, Some(102)));
     }
 }

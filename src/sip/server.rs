@@ -1,5 +1,6 @@
-//! `SipServer::start` binds UDP and TCP on `sip.listen` and runs the SIP
-//! core on one task (the thin tokio driver around `core::Core`). The handle
+//! `SipServer::start` binds UDP and TCP on `sip.listen` (and TLS,
+//! WebSocket and secure WebSocket where configured) and runs the SIP core
+//! on one task (the thin tokio driver around `core::Core`). The handle
 //! reports the bound address and live calls, and drains for SIGTERM: new
 //! INVITEs get 503 + Retry-After while live calls go on up to a limit.
 
@@ -110,13 +111,14 @@ impl SipServer {
             .sip
             .max_message_bytes
             .min(super::message::MAX_MESSAGE_BYTES);
-        let (transports, listener) =
+        let (mut transports, listener) =
             Transports::bind(listen, max_message, config.sip.tcp_limits(), inbound_tx)
                 .await
                 .map_err(|source| SipError::Bind {
                     addr: listen,
                     source,
                 })?;
+        let extra = bind_listeners(config, &mut transports).await?;
         let local = transports.local_addr();
         let shared = Arc::new(Shared::default());
         let mut key = [0u8; 32];
@@ -158,6 +160,7 @@ impl SipServer {
             latch: config.rtp.latch,
             trusted_proxies: config.sip.trusted_proxies.clone(),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
+            session_timers: config.sip.session_timers(),
         };
         let cancel = CancellationToken::new();
         tokio::spawn(cancel_on(cancel.clone(), transports.clone().run_udp()));
@@ -165,6 +168,26 @@ impl SipServer {
             cancel.clone(),
             transports.clone().run_tcp(listener),
         ));
+        for (kind, listener) in extra {
+            let t = transports.clone();
+            match kind {
+                super::transport::Transport::Tls => {
+                    tokio::spawn(cancel_on(
+                        cancel.clone(),
+                        t.run_stream_listener(listener, kind),
+                    ));
+                }
+                super::transport::Transport::Wss => {
+                    tokio::spawn(cancel_on(cancel.clone(), t.run_ws_listener(listener, true)));
+                }
+                _ => {
+                    tokio::spawn(cancel_on(
+                        cancel.clone(),
+                        t.run_ws_listener(listener, false),
+                    ));
+                }
+            }
+        }
         let token = cancel.clone();
         tokio::spawn(async move {
             let mut core = Core::new(env);
@@ -193,7 +216,8 @@ impl SipServer {
             }
             tracing::info!("SIP core stopped");
         });
-        tracing::info!(%local, "SIP listening on UDP and TCP");
+        let l = transports.listeners();
+        tracing::info!(%local, tls = ?l.tls, ws = ?l.ws, wss = ?l.wss, "SIP listening on UDP and TCP");
         Ok(SipServerHandle {
             local,
             shared,
@@ -203,6 +227,63 @@ impl SipServer {
             ports,
         })
     }
+}
+
+/// Loads the TLS material and binds the TLS, WebSocket and secure
+/// WebSocket listeners the configuration asks for.
+async fn bind_listeners(
+    config: &Config,
+    transports: &mut Transports,
+) -> Result<Vec<(super::transport::Transport, tokio::net::TcpListener)>, SipError> {
+    use super::transport::Transport;
+    let sip = &config.sip;
+    if let Some(files) = sip.tls_files() {
+        let ctx = super::tls::TlsContext::load(&files).map_err(SipError::Tls)?;
+        transports.tls = Some(ctx);
+    }
+    let wanted = [
+        (
+            Transport::Tls,
+            if transports.tls.is_some() {
+                sip.tls_listen.as_str()
+            } else {
+                ""
+            },
+        ),
+        (Transport::Ws, sip.ws_listen.as_str()),
+        (Transport::Wss, sip.wss_listen.as_str()),
+    ];
+    let mut out = Vec::new();
+    for (kind, value) in wanted {
+        let addr =
+            crate::config::SipConfig::optional_listen(value).map_err(|why| SipError::Bind {
+                addr: listen_or_unspecified(value),
+                source: std::io::Error::other(why),
+            })?;
+        let Some(addr) = addr else { continue };
+        if kind == Transport::Wss && transports.tls.is_none() {
+            continue;
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SipError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| SipError::Bind { addr, source })?;
+        match kind {
+            Transport::Tls => transports.listeners.tls = Some(bound),
+            Transport::Ws => transports.listeners.ws = Some(bound),
+            _ => transports.listeners.wss = Some(bound),
+        }
+        out.push((kind, listener));
+    }
+    Ok(out)
+}
+
+fn listen_or_unspecified(value: &str) -> SocketAddr {
+    value
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 async fn cancel_on(token: CancellationToken, fut: impl std::future::Future<Output = ()>) {
@@ -240,6 +321,11 @@ impl SipServerHandle {
 
     pub fn tcp_connections(&self) -> usize {
         self.transports.tcp_connections()
+    }
+
+    /// The bound TLS, WebSocket and secure WebSocket addresses.
+    pub fn listeners(&self) -> super::transport::Listeners {
+        self.transports.listeners()
     }
 
     pub fn is_draining(&self) -> bool {

@@ -1,11 +1,16 @@
-//! UDP and TCP on one address. Each received datagram or framed TCP message
-//! is parsed here (off the SIP core's task) and queued, bounded, to the core;
-//! a full queue drops the message (UDP peers retransmit). TCP connections are
-//! framed by `stream::StreamFramer` (Content-Length, a deadline per message);
-//! a broken or late frame closes that connection only. TCP connections are
-//! capped in all and per source (an IPv6 source is its /64).
-//! Sending never blocks the caller: UDP uses `try_send_to`, TCP a bounded
-//! per-connection queue.
+//! UDP and TCP on one address, TLS and WebSocket (RFC 7118) on their own
+//! ports. Each received datagram or framed message is parsed here (off the
+//! SIP core's task) and queued, bounded, to the core; a full queue drops
+//! the message (UDP peers retransmit). Byte streams (TCP, TLS) are framed
+//! by `stream::StreamFramer` (Content-Length, a deadline per message); a
+//! WebSocket message is one SIP message (`websocket`). A broken or late
+//! frame closes that connection only. Connections of every kind share one
+//! cap, in all and per source (an IPv6 source is its /64), and one table:
+//! responses and in-dialog requests go back on the connection a request
+//! came on, and outbound requests reuse the connection already open to
+//! their destination (§18.2.2, RFC 5923's spirit).
+//! Sending never blocks the caller: UDP uses `try_send_to`, connections a
+//! bounded per-connection queue.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,16 +19,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::message::{Message, ParseError};
 use super::stream::{StreamFramer, StreamLimits};
+use super::tls::TlsContext;
 
-const TCP_SEND_QUEUE: usize = 64;
+pub(super) const CONN_SEND_QUEUE: usize = 64;
 /// Bytes asked of the socket per read.
 const TCP_READ_CHUNK: usize = 8192;
+/// Connecting (and the TLS handshake) to a peer takes at most this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bounds on TCP connections (`sip.tcp_*` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +62,7 @@ pub type ConnId = u64;
 
 pub use crate::domain::Transport;
 
-/// Where a message goes: an address, and for TCP the connection it came on.
+/// Where a message goes: an address, and for connections the one it came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     pub transport: Transport,
@@ -71,17 +79,38 @@ pub struct Inbound {
     pub raw_len: usize,
 }
 
-/// The bound sockets and the table of live TCP connections.
+/// The bound addresses of the optional listeners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Listeners {
+    pub tls: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
+}
+
+/// The bound sockets and the table of live connections.
 #[derive(Clone)]
 pub struct Transports {
     udp: Arc<UdpSocket>,
-    tcp: Arc<DashMap<ConnId, mpsc::Sender<Bytes>>>,
+    pub(super) conns: Arc<DashMap<ConnId, mpsc::Sender<Bytes>>>,
+    /// The connection we last opened (or were reached on) per destination,
+    /// so requests to a trunk reuse it rather than open one each.
+    by_peer: Arc<DashMap<(Transport, SocketAddr), ConnId>>,
+    /// The certificate name to check when we connect to an address over
+    /// TLS (the trunk's host name, set when a call is placed).
+    tls_names: Arc<DashMap<SocketAddr, String>>,
     local: SocketAddr,
+    pub(super) listeners: Listeners,
+    pub(super) tls: Option<TlsContext>,
     next_conn: Arc<AtomicU64>,
-    inbound: mpsc::Sender<Inbound>,
-    max_message: usize,
-    tcp_limits: TcpLimits,
+    pub(super) inbound: mpsc::Sender<Inbound>,
+    pub(super) max_message: usize,
+    pub(super) tcp_limits: TcpLimits,
+    permits: Arc<Semaphore>,
+    per_source: Arc<DashMap<IpAddr, usize>>,
 }
+
+/// What a connection holds until it closes: its place in the caps.
+pub(super) type ConnPermit = Option<(OwnedSemaphorePermit, SourceSlot)>;
 
 impl Transports {
     /// Binds UDP then TCP on the same port (with port 0, the port UDP got).
@@ -99,12 +128,18 @@ impl Transports {
                 Ok(listener) => {
                     let t = Transports {
                         udp: Arc::new(udp),
-                        tcp: Arc::new(DashMap::new()),
+                        conns: Arc::new(DashMap::new()),
+                        by_peer: Arc::new(DashMap::new()),
+                        tls_names: Arc::new(DashMap::new()),
                         local,
+                        listeners: Listeners::default(),
+                        tls: None,
                         next_conn: Arc::new(AtomicU64::new(1)),
                         inbound,
                         max_message,
                         tcp_limits,
+                        permits: Arc::new(Semaphore::new(tcp_limits.max_connections)),
+                        per_source: Arc::new(DashMap::new()),
                     };
                     return Ok((t, listener));
                 }
@@ -117,54 +152,109 @@ impl Transports {
             .unwrap_or_else(|| std::io::Error::other("could not bind UDP and TCP on one port")))
     }
 
+    /// The UDP/TCP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
-    pub fn tcp_connections(&self) -> usize {
-        self.tcp.len()
+    /// Our address for `transport` (its listener's, else UDP/TCP's).
+    pub fn local_addr_for(&self, transport: Transport) -> SocketAddr {
+        let l = self.listeners;
+        match transport {
+            Transport::Udp | Transport::Tcp => None,
+            Transport::Tls => l.tls,
+            Transport::Ws => l.ws,
+            Transport::Wss => l.wss,
+        }
+        .unwrap_or(self.local)
     }
 
-    /// Sends without waiting. A full or closed TCP queue drops the message
-    /// (the transaction layer reports the timeout).
-    pub fn send(&self, target: &Target, bytes: Bytes) {
-        match target.transport {
-            Transport::Udp => {
-                if let Err(e) = self.udp.try_send_to(&bytes, target.addr) {
-                    tracing::debug!(to = %target.addr, "UDP send failed: {e}");
-                }
-            }
-            Transport::Tls => {
-                tracing::debug!(to = %target.addr, "TLS is not spoken yet; message dropped")
-            }
-            Transport::Tcp => {
-                let sender = target
-                    .conn
-                    .and_then(|id| self.tcp.get(&id).map(|s| s.clone()));
-                match sender {
-                    Some(s) => {
-                        if s.try_send(bytes).is_err() {
-                            tracing::debug!(to = %target.addr, "TCP queue full or closed");
-                        }
-                    }
-                    None => self.connect_and_send(target.addr, bytes),
-                }
-            }
+    pub fn listeners(&self) -> Listeners {
+        self.listeners
+    }
+
+    /// Open connections of every stream kind (TCP, TLS, WebSocket).
+    pub fn tcp_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Outbound TLS to `addr` checks a certificate for `host`.
+    pub fn expect_tls_name(&self, addr: SocketAddr, host: &str) {
+        // Bounded by the trunks dialled; one entry per address.
+        if self.tls_names.len() < 10_000 {
+            self.tls_names.insert(addr, host.to_string());
         }
     }
 
-    /// The connection the peer used is gone: open a new one (§18.2.2).
-    fn connect_and_send(&self, addr: SocketAddr, bytes: Bytes) {
+    /// Sends without waiting. A full or closed queue drops the message
+    /// (the transaction layer reports the timeout).
+    pub fn send(&self, target: &Target, bytes: Bytes) {
+        if target.transport == Transport::Udp {
+            if let Err(e) = self.udp.try_send_to(&bytes, target.addr) {
+                tracing::debug!(to = %target.addr, "UDP send failed: {e}");
+            }
+            return;
+        }
+        let conn = target
+            .conn
+            .filter(|id| self.conns.contains_key(id))
+            .or_else(|| {
+                self.by_peer
+                    .get(&(target.transport, target.addr))
+                    .map(|id| *id)
+            });
+        match conn.and_then(|id| self.conns.get(&id).map(|s| s.clone())) {
+            Some(s) => {
+                if s.try_send(bytes).is_err() {
+                    tracing::debug!(to = %target.addr, "connection queue full or closed");
+                }
+            }
+            None if target.transport.dialable() => {
+                self.connect_and_send(target.transport, target.addr, bytes)
+            }
+            None => tracing::debug!(to = %target.addr, "WebSocket peer gone; message dropped"),
+        }
+    }
+
+    /// No connection to the peer: open one (§18.2.2), TLS as it asks.
+    fn connect_and_send(&self, transport: Transport, addr: SocketAddr, bytes: Bytes) {
         let this = self.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let id = this.register(stream, addr);
-                    if let Some(s) = this.tcp.get(&id) {
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let tcp = TcpStream::connect(addr).await?;
+                let _ = tcp.set_nodelay(true);
+                if transport == Transport::Tls {
+                    let tls = this.tls.as_ref().ok_or_else(|| {
+                        std::io::Error::other("TLS is not configured (sip.tls_cert_file)")
+                    })?;
+                    let host = this
+                        .tls_names
+                        .get(&addr)
+                        .map(|h| h.clone())
+                        .unwrap_or_else(|| addr.ip().to_string());
+                    let name = super::tls::server_name(&host)
+                        .ok_or_else(|| std::io::Error::other("bad TLS server name"))?;
+                    let stream = tls.connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(this.register_stream(
+                        stream,
+                        addr,
+                        Transport::Tls,
+                        None,
+                    ))
+                } else {
+                    Ok(this.register_stream(tcp, addr, Transport::Tcp, None))
+                }
+            })
+            .await;
+            match connected {
+                Ok(Ok(id)) => {
+                    this.by_peer.insert((transport, addr), id);
+                    if let Some(s) = this.conns.get(&id) {
                         let _ = s.try_send(bytes);
                     }
                 }
-                _ => tracing::debug!(to = %addr, "TCP connect failed"),
+                Ok(Err(e)) => tracing::info!(to = %addr, ?transport, "connect failed: {e}"),
+                Err(_) => tracing::info!(to = %addr, ?transport, "connect timed out"),
             }
         });
     }
@@ -199,62 +289,100 @@ impl Transports {
         }
     }
 
-    /// Accepts TCP connections until the listener fails.
-    pub async fn run_tcp(self, listener: TcpListener) {
-        let permits = Arc::new(Semaphore::new(self.tcp_limits.max_connections));
-        let per_source: Arc<DashMap<IpAddr, usize>> = Arc::new(DashMap::new());
-        let per_source_max = self.tcp_limits.max_per_source;
+    /// A connection from `peer` may open: its place in the caps, or `None`
+    /// (it is closed at once).
+    pub(super) fn admit(&self, peer: SocketAddr) -> Option<ConnPermit> {
+        let Some(slot) =
+            SourceSlot::take(&self.per_source, peer.ip(), self.tcp_limits.max_per_source)
+        else {
+            tracing::debug!(%peer, "connection refused: too many from this source");
+            return None;
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection refused: connection limit reached");
+            return None;
+        };
+        Some(Some((permit, slot)))
+    }
+
+    /// Accepts one listener's connections until it fails; `tls` wraps each
+    /// in TLS first (its handshake bounded by the message deadline).
+    pub async fn run_stream_listener(self, listener: TcpListener, transport: Transport) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::debug!("TCP accept error: {e}");
+                    tracing::debug!("accept error: {e}");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             };
-            let Some(slot) = SourceSlot::take(&per_source, peer.ip(), per_source_max) else {
-                tracing::debug!(%peer, "TCP connection refused: too many from this source");
+            let Some(permit) = self.admit(peer) else {
                 drop(stream);
                 continue;
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "TCP connection refused: connection limit reached");
-                drop(stream);
-                continue;
-            };
-            let id = self.register_with_permit(stream, peer, Some((permit, slot)));
-            tracing::trace!(conn = id, %peer, "TCP connection");
+            let _ = stream.set_nodelay(true);
+            match (transport, self.tls.clone()) {
+                (Transport::Tls, Some(tls)) => {
+                    let this = self.clone();
+                    let deadline = self.tcp_limits.message_deadline;
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(deadline, tls.acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => {
+                                this.register_stream(s, peer, Transport::Tls, permit);
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    });
+                }
+                (Transport::Tls, None) => {}
+                _ => {
+                    let id = self.register_stream(stream, peer, Transport::Tcp, permit);
+                    tracing::trace!(conn = id, %peer, "TCP connection");
+                }
+            }
         }
     }
 
-    fn register(&self, stream: TcpStream, peer: SocketAddr) -> ConnId {
-        self.register_with_permit(stream, peer, None)
+    /// Accepts TCP connections until the listener fails.
+    pub async fn run_tcp(self, listener: TcpListener) {
+        self.run_stream_listener(listener, Transport::Tcp).await
     }
 
-    fn register_with_permit(
+    pub(super) fn new_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs a byte-stream connection (TCP or TLS): a writer task fed by the
+    /// connection's queue, a reader that frames and parses its messages.
+    fn register_stream<S>(
         &self,
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
-        permit: Option<(tokio::sync::OwnedSemaphorePermit, SourceSlot)>,
-    ) -> ConnId {
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_SEND_QUEUE);
-        self.tcp.insert(id, tx);
+        transport: Transport,
+        permit: ConnPermit,
+    ) -> ConnId
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let id = self.new_conn_id();
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CONN_SEND_QUEUE);
+        self.conns.insert(id, tx);
         tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if writer.write_all(&bytes).await.is_err() {
                     break;
                 }
             }
+            let _ = writer.shutdown().await;
         });
         let this = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let source = Target {
-                transport: Transport::Tcp,
+                transport,
                 addr: peer,
                 conn: Some(id),
             };
@@ -277,7 +405,7 @@ impl Transports {
                             let _ = this.inbound.try_send(inbound);
                         }
                         Err(e) => {
-                            tracing::debug!(conn = id, %peer, "closing TCP connection: {e}");
+                            tracing::debug!(conn = id, %peer, "closing connection: {e}");
                             break 'conn;
                         }
                     }
@@ -288,20 +416,27 @@ impl Transports {
                     Ok(Ok(n)) => framer.handle_input(std::time::Instant::now(), &chunk[..n]),
                     Err(_) => {
                         if let Some(e) = framer.handle_timeout(std::time::Instant::now()) {
-                            tracing::debug!(conn = id, %peer, "closing TCP connection: {e}");
+                            tracing::debug!(conn = id, %peer, "closing connection: {e}");
                             break;
                         }
                     }
                 }
             }
-            this.tcp.remove(&id);
+            this.forget_conn(id, transport, peer);
         });
         id
+    }
+
+    /// A connection closed: its sender goes (ending its writer) and so
+    /// does its place in the reuse table.
+    pub(super) fn forget_conn(&self, id: ConnId, transport: Transport, peer: SocketAddr) {
+        self.conns.remove(&id);
+        self.by_peer.remove_if(&(transport, peer), |_, v| *v == id);
     }
 }
 
 /// One connection's place in its source's count, given back on drop.
-struct SourceSlot {
+pub(super) struct SourceSlot {
     counts: Arc<DashMap<IpAddr, usize>>,
     ip: IpAddr,
 }

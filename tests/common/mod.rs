@@ -103,18 +103,7 @@ impl BaresipCall {
         std::fs::write(dir.join("accounts"), "<sip:test@127.0.0.1>;regint=0\n")
             .expect("baresip accounts");
         std::fs::write(dir.join("contacts"), "").expect("baresip contacts");
-        let output = Command::new("timeout")
-            .arg(format!("{}", max_secs + 10))
-            .arg("baresip")
-            .arg("-f")
-            .arg(dir)
-            .arg("-e")
-            .arg(format!("/dial {uri}"))
-            .arg("-t")
-            .arg(max_secs.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("baresip (Debian package baresip-core) must be installed");
+        let output = baresip_dial(dir, uri, max_secs);
         BaresipCall {
             dir: dir.to_path_buf(),
             output,
@@ -141,6 +130,23 @@ impl BaresipCall {
             })
             .unwrap_or_else(|| panic!("baresip wrote no dump-*-dec.wav; its log:\n{}", self.log()))
     }
+}
+
+/// Runs baresip with the configuration in `dir`, dials `uri`, and quits
+/// after `max_secs` (killed 10 s later if it hangs).
+pub fn baresip_dial(dir: &Path, uri: &str, max_secs: u32) -> std::process::Output {
+    Command::new("timeout")
+        .arg(format!("{}", max_secs + 10))
+        .arg("baresip")
+        .arg("-f")
+        .arg(dir)
+        .arg("-e")
+        .arg(format!("/dial {uri}"))
+        .arg("-t")
+        .arg(max_secs.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("baresip (Debian package baresip-core) must be installed")
 }
 
 pub fn short_timeout() -> Duration {

@@ -327,11 +327,32 @@ pub async fn sipp(
     service: &str,
     extra: &[&str],
 ) -> SippRun {
+    let (port, media_port) = (free_port(), free_media_port());
+    sipp_with(
+        server,
+        scenario_name,
+        service,
+        extra,
+        (port, media_port),
+        20,
+    )
+    .await
+}
+
+/// The same from chosen ports (SIP, media) with a scenario time limit.
+pub async fn sipp_with(
+    server: SocketAddr,
+    scenario_name: &str,
+    service: &str,
+    extra: &[&str],
+    (port, media_port): (u16, u16),
+    limit_secs: u64,
+) -> SippRun {
     let dir = tempfile::tempdir().expect("tempdir");
     let errors = dir.path().join("errors.log");
     let messages = dir.path().join("messages.log");
-    let port = free_port().to_string();
-    let media_port = free_media_port().to_string();
+    let (port, media_port) = (port.to_string(), media_port.to_string());
+    let limit = format!("{limit_secs}s");
     let mut cmd = tokio::process::Command::new("sipp");
     cmd.arg(server.to_string())
         .arg("-sf")
@@ -342,7 +363,7 @@ pub async fn sipp(
             "-m",
             "1",
             "-timeout",
-            "20s",
+            &limit,
             "-timeout_error",
             "-nostdin",
         ])
@@ -360,10 +381,13 @@ pub async fn sipp(
     let child = cmd
         .spawn()
         .expect("sipp must be installed (Debian sip-tester)");
-    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-        .await
-        .expect("SIPp did not finish in 90 s")
-        .expect("SIPp output");
+    let out = tokio::time::timeout(
+        Duration::from_secs(limit_secs.max(70) + 20),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("SIPp did not finish in time")
+    .expect("SIPp output");
     SippRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).to_string()

@@ -86,6 +86,8 @@ pub async fn check_number_free(
 
 const TRUNK_PROVIDERS: &[&str] = &["twilio", "telnyx", "generic"];
 const DIRECTIONS: &[&str] = &["inbound", "outbound", "both"];
+/// `sip_trunks.srtp`: media encryption on the trunk's TLS calls.
+const SRTP_POLICIES: &[&str] = &["off", "optional", "required"];
 
 pub static SIP_TRUNKS: Resource = Resource {
     path: "sip-trunks",
@@ -100,7 +102,9 @@ pub static SIP_TRUNKS: Resource = Resource {
         opt("inbound_password", Kind::Secret),
         opt("outbound_host", Kind::SipHost),
         opt("outbound_port", Kind::Port),
-        dflt("outbound_transport", Kind::Enum(Transport::ALL)),
+        dflt("outbound_transport", Kind::Enum(Transport::TRUNK)),
+        // SRTP (SDES) on TLS calls: off, optional, required.
+        dflt("srtp", Kind::Enum(SRTP_POLICIES)),
         opt("outbound_username", Kind::Text(200)),
         opt("outbound_password", Kind::Secret),
         opt("from_domain", Kind::SipHost),
