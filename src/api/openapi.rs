@@ -139,6 +139,14 @@ pub(crate) fn page_params() -> Vec<Value> {
     ]
 }
 
+/// Resource lists also take `?after=<id>`: the page after that item
+/// (keyset pagination; the previous page's `next_after`).
+fn keyset_page_params() -> Vec<Value> {
+    let mut params = page_params();
+    params.push(param("after", "query", uuid(), false));
+    params
+}
+
 fn filter_params(filters: &[Filter]) -> Vec<Value> {
     filters
         .iter()
@@ -187,6 +195,14 @@ pub(crate) fn list_of(item: Value) -> Value {
         "limit": {"type": "integer"}, "offset": {"type": "integer"}}, "required": ["items"]})
 }
 
+/// A resource list's page: `next_after` is the `after` of the next page
+/// (null on a last, short page).
+fn keyset_list_of(item: Value) -> Value {
+    let mut page = list_of(item);
+    page["properties"]["next_after"] = json!({"type": ["string", "null"], "format": "uuid"});
+    page
+}
+
 pub(crate) fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
@@ -200,7 +216,7 @@ fn add_resource(r: &Resource, paths: &mut Map<String, Value>, schemas: &mut Map<
     schemas.insert(name.clone(), row_schema(r.fields));
     let mut collection = Map::new();
     let mut params = id_params(&["workspace_id"]);
-    params.extend(page_params());
+    params.extend(keyset_page_params());
     params.extend(filter_params(r.filters));
     collection.insert(
         "get".into(),
@@ -209,7 +225,7 @@ fn add_resource(r: &Resource, paths: &mut Map<String, Value>, schemas: &mut Map<
             tag,
             params,
             None,
-            (200, list_of(schema_ref(&name))),
+            (200, keyset_list_of(schema_ref(&name))),
             READ_ERRORS,
         ),
     );

@@ -179,7 +179,8 @@ pub struct Resource {
     /// Columns never returned.
     pub hidden: &'static [&'static str],
     pub children: &'static [Child],
-    /// `order by` of lists (always followed by `id` for a stable order).
+    /// The column lists are ordered by, newest (largest) first, then `id`
+    /// (descending too), so a page can start after a given row (`?after=`).
     pub order: &'static str,
 }
 
@@ -370,6 +371,19 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     st.require(p, ws, Role::Viewer).await?;
     let (limit, offset) = pagination(q)?;
+    let after = match q.get("after") {
+        None => None,
+        Some(_) if offset > 0 => {
+            return Err(ApiError::validation(
+                "after",
+                "give either after or offset, not both",
+            ))
+        }
+        Some(raw) => Some(
+            Uuid::parse_str(raw)
+                .map_err(|_| ApiError::validation("after", "must be the id of a listed item"))?,
+        ),
+    };
     // Column names come from the static field list, never from the request.
     let minus: String = omitted_in_lists(r.fields, q.get("include"))
         .iter()
@@ -381,9 +395,23 @@ pub async fn list(
     );
     let mut binds = Vec::new();
     push_filters(r.filters, q, &mut sql, &mut binds, 2)?;
+    let col = r.order;
+    if let Some(id) = after {
+        // Keyset: the rows after the given one in (column, id) descending
+        // order; the first condition lets the (workspace, column) index
+        // start there instead of counting rows from the top.
+        let n = 2 + binds.len();
+        let cursor = format!(
+            "(select c.{col} from {} c where c.id = ${n}::uuid and c.workspace_id = $1)",
+            r.table
+        );
+        sql.push_str(&format!(
+            " and t.{col} <= {cursor} and (t.{col}, t.id) < ({cursor}, ${n}::uuid)"
+        ));
+        binds.push(id.to_string());
+    }
     sql.push_str(&format!(
-        " order by {}, t.id limit {limit} offset {offset}",
-        r.order
+        " order by t.{col} desc, t.id desc limit {limit} offset {offset}"
     ));
     let mut tx = st.begin(p).await?;
     let mut query = sqlx::query_scalar::<_, Value>(&sql).bind(ws);
@@ -396,8 +424,13 @@ pub async fn list(
         .into_iter()
         .map(|row| present(r.fields, r.hidden, row))
         .collect();
+    // A full page may have a next one: it starts after this page's last row.
+    let next_after = match items.last() {
+        Some(last) if items.len() as i64 == limit => last.get("id").cloned(),
+        _ => None,
+    };
     Ok(Json(
-        json!({"items": items, "limit": limit, "offset": offset}),
+        json!({"items": items, "limit": limit, "offset": offset, "next_after": next_after}),
     ))
 }
 

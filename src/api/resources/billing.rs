@@ -31,7 +31,7 @@ pub static SUBSCRIPTIONS: Resource = Resource {
     write_role: Role::Owner,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };
 
 pub static USAGE: Resource = Resource {
@@ -52,7 +52,7 @@ pub static USAGE: Resource = Resource {
     write_role: Role::Owner,
     hidden: &[],
     children: &[],
-    order: "t.month desc",
+    order: "month",
 };
 
 pub static USAGE_LOGS: Resource = Resource {
@@ -89,7 +89,7 @@ pub static USAGE_LOGS: Resource = Resource {
     write_role: Role::Owner,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };
 
 pub static INVOICES: Resource = Resource {
@@ -107,5 +107,5 @@ pub static INVOICES: Resource = Resource {
     write_role: Role::Owner,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };

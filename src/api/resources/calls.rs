@@ -57,7 +57,7 @@ pub static CALL_LOGS: Resource = Resource {
     write_role: Role::Owner,
     hidden: &[],
     children: &[],
-    order: "t.started_at desc",
+    order: "started_at",
 };
 
 pub static CALL_RECORDINGS: Resource = Resource {
@@ -75,5 +75,5 @@ pub static CALL_RECORDINGS: Resource = Resource {
     write_role: Role::Owner,
     hidden: &["storage_path"],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };

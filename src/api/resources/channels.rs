@@ -26,7 +26,7 @@ pub static CHANNEL_CONFIGS: Resource = Resource {
     write_role: Role::Manager,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };
 
 pub static WEB_WIDGETS: Resource = Resource {
@@ -45,5 +45,5 @@ pub static WEB_WIDGETS: Resource = Resource {
     write_role: Role::Manager,
     hidden: &["public_key"],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };

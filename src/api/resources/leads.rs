@@ -24,5 +24,5 @@ pub static LEADS: Resource = Resource {
     write_role: Role::Manager,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };

@@ -35,5 +35,5 @@ pub static PROVIDER_CONFIGS: Resource = Resource {
     write_role: Role::Manager,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };

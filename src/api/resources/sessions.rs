@@ -47,5 +47,5 @@ pub static SESSIONS: Resource = Resource {
         table: "messages",
         foreign_key: "session_id",
     }],
-    order: "t.started_at desc",
+    order: "started_at",
 };

@@ -123,7 +123,7 @@ pub static SIP_TRUNKS: Resource = Resource {
     write_role: Role::Manager,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };
 
 pub static PHONE_NUMBERS: Resource = Resource {
@@ -147,5 +147,5 @@ pub static PHONE_NUMBERS: Resource = Resource {
     write_role: Role::Manager,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };
