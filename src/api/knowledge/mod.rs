@@ -78,7 +78,7 @@ pub static KNOWLEDGE: Resource = Resource {
     write_role: Role::Manager,
     hidden: &[],
     children: &[],
-    order: "t.created_at desc",
+    order: "created_at",
 };
 
 pub fn routes() -> Router<ApiState> {
