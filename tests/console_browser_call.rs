@@ -192,6 +192,26 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
         .voice_to_voice_ms()
         .expect("an answer after the question");
     println!("voice-to-voice at the browser: {v2v} ms (heard: {heard:?})");
+    // The node's own figures of the turn, as for a SIP call.
+    let latency: Option<serde_json::Value> = common::node::poll(Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, Option<serde_json::Value>>(
+            "select latency from call_logs where id = $1",
+        )
+        .bind(call_log.0)
+        .fetch_one(&s.db.pool)
+        .await
+        .ok()
+        .flatten()
+    })
+    .await;
+    let inside = latency
+        .as_ref()
+        .and_then(|l| l["turns"].as_array())
+        .and_then(|turns| turns.iter().find_map(|t| t["voice_to_voice_ms"].as_u64()));
+    assert!(
+        inside.is_some_and(|ms| ms > 0),
+        "call_logs.latency of the web call has no answered turn: {latency:?}"
+    );
     let channel: String = sqlx::query_scalar("select channel from agent_sessions where id = $1")
         .bind(call_log.2)
         .fetch_one(&s.db.pool)

@@ -132,10 +132,11 @@ async fn main() {
             }
             None => None,
         };
-        // The question's turn: the first answered turn after the greeting.
+        // The question's turn: the first answered turn after the greeting
+        // (`call_logs.latency` is `{"turns": [...], "media": {...}}`).
         let turn_ms = latency
             .as_ref()
-            .and_then(|l| l.as_array())
+            .and_then(|l| l["turns"].as_array())
             .and_then(|turns| turns.iter().find_map(|t| t["voice_to_voice_ms"].as_u64()));
         if let Some(ms) = turn_ms {
             inside.push(ms);
