@@ -23,6 +23,7 @@ fn profile(transfer_to: Option<&str>) -> Arc<AgentProfile> {
         fallback_message: "Sorry.".into(),
         escalation_policy: EscalationPolicy::Apologize,
         transfer_to: transfer_to.map(str::to_string),
+        transfer_unavailable: false,
         interruptible: true,
         silence_timeout_ms: 8000,
         max_call_seconds: 600,

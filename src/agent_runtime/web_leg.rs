@@ -118,7 +118,9 @@ impl WebCalls {
             from_number: req.caller,
             to_number: format!("agent:{}", req.agent_id),
             variables: Vec::new(),
+            // Digits come from the browser (RFC 4733) but are not sent to it.
             dtmf: false,
+            can_transfer: false,
         };
         let started_at = Utc::now();
         rt.records.submit(Record::CallLog {
@@ -348,7 +350,8 @@ impl CallLeg for WebLeg {
     }
 
     async fn transfer(&mut self, _target: String) -> bool {
-        // A browser has no one to hand the call to.
+        // A browser has no one to hand the call to (its profile offers no
+        // transfer: `AgentProfile::without_transfer`).
         false
     }
 

@@ -137,14 +137,20 @@ pub fn pick_codec(offer: &str) -> Result<Codec, WebRtcError> {
     }
 }
 
-/// The payload type of the offer's `telephone-event` at `clock_rate` in its
-/// first audio section (RFC 4733 events share the audio's clock).
-pub fn telephone_event_pt(offer: &str, clock_rate: u32) -> Option<u8> {
-    let (_, maps) = first_audio(offer)?;
+/// The offer's `telephone-event` payload types and clocks in its first
+/// audio section, at most four. The answer keeps every one (webrtc-rs
+/// matches them by name), and Chromium sends its digits with the 8 kHz one
+/// even on an Opus call, so any of them is a digit.
+pub fn telephone_events(offer: &str) -> Vec<(u8, u32)> {
+    let Some((_, maps)) = first_audio(offer) else {
+        return Vec::new();
+    };
     maps.iter()
         .filter_map(|m| rtpmap(m))
-        .find(|(_, enc, rate)| enc.eq_ignore_ascii_case("telephone-event") && *rate == clock_rate)
-        .map(|(pt, _, _)| pt)
+        .filter(|(_, enc, _)| enc.eq_ignore_ascii_case("telephone-event"))
+        .map(|(pt, _, rate)| (pt, rate))
+        .take(4)
+        .collect()
 }
 
 fn capability(codec: Codec) -> RTCRtpCodecCapability {
@@ -204,7 +210,7 @@ impl WebRtcEngine {
             return Err(WebRtcError::BadOffer("offer too large".into()));
         }
         let codec = pick_codec(offer)?;
-        let events = telephone_event_pt(offer, codec.rtp_clock_rate());
+        let events: Vec<u8> = telephone_events(offer).iter().map(|(pt, _)| *pt).collect();
         let mut media = MediaEngine::default();
         media
             .register_codec(
@@ -216,13 +222,13 @@ impl WebRtcEngine {
                 RTPCodecType::Audio,
             )
             .map_err(internal)?;
-        if let Some(pt) = events {
+        if let Some((pt, clock_rate)) = telephone_events(offer).first().copied() {
             media
                 .register_codec(
                     RTCRtpCodecParameters {
                         capability: RTCRtpCodecCapability {
                             mime_type: MIME_TYPE_TELEPHONE_EVENT.to_owned(),
-                            clock_rate: codec.rtp_clock_rate(),
+                            clock_rate,
                             channels: 0,
                             sdp_fmtp_line: "0-15".to_owned(),
                             rtcp_feedback: vec![],
@@ -270,9 +276,10 @@ impl WebRtcEngine {
         &self,
         pc: &Arc<RTCPeerConnection>,
         codec: Codec,
-        events: Option<u8>,
+        events: Vec<u8>,
         offer: &str,
     ) -> Result<WebRtcPeer, WebRtcError> {
+        let dtmf = !events.is_empty();
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         pc.on_peer_connection_state_change(Box::new(move |s| {
             tracing::debug!(state = %s, "peer connection");
@@ -286,13 +293,26 @@ impl WebRtcEngine {
         let pt = codec.offer_payload_type();
         pc.on_track(Box::new(move |track, _receiver, _transceiver| {
             let tx = in_tx.clone();
+            let events = events.clone();
             Box::pin(async move {
                 if track.kind() != RTPCodecType::Audio {
                     return;
                 }
                 tokio::spawn(async move {
-                    while let Ok((mut pkt, _)) = track.read_rtp().await {
-                        pkt.header.payload_type = if Some(pkt.header.payload_type) == events {
+                    let mut last_pt = None;
+                    loop {
+                        let mut pkt = match track.read_rtp().await {
+                            Ok((pkt, _)) => pkt,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "the peer's audio track ended");
+                                break;
+                            }
+                        };
+                        if last_pt != Some(pkt.header.payload_type) {
+                            last_pt = Some(pkt.header.payload_type);
+                            tracing::trace!(pt = pkt.header.payload_type, "the peer's payload type");
+                        }
+                        pkt.header.payload_type = if events.contains(&pkt.header.payload_type) {
                             EVENT_PT
                         } else {
                             pt
@@ -343,6 +363,7 @@ impl WebRtcEngine {
             .await
             .ok_or_else(|| internal("no local description"))?
             .sdp;
+        tracing::trace!(offer, answer = %answer_sdp, "SDP");
         // Our RTP to the peer, written by one task per call.
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUTBOUND_QUEUE);
         let writer = track.clone();
@@ -357,7 +378,7 @@ impl WebRtcEngine {
             pc: pc.clone(),
             answer_sdp,
             codec,
-            dtmf: events.is_some(),
+            dtmf,
             state: state_rx,
             media: Some((out_tx, in_rx)),
         })
@@ -494,19 +515,23 @@ mod tests {
     }
 
     #[test]
-    fn telephone_event_at_the_codecs_clock_is_found() {
+    fn telephone_events_of_the_audio_section_are_found() {
         let chrome = CHROME_AUDIO.replace(" 111 0 8", " 111 0 8 110 126")
             + "a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n\
                a=rtpmap:126 telephone-event/8000\r\n";
-        assert_eq!(telephone_event_pt(&chrome, 48_000), Some(110));
-        assert_eq!(telephone_event_pt(&chrome, 8_000), Some(126));
-        assert_eq!(telephone_event_pt(CHROME_AUDIO, 48_000), None);
+        assert_eq!(telephone_events(&chrome), [(110, 48_000), (126, 8_000)]);
+        assert!(telephone_events(CHROME_AUDIO).is_empty());
         // Another section's events, a bad number: none.
         let video = "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n\
                      m=video 9 X 96\r\na=rtpmap:96 telephone-event/48000\r\n";
-        assert_eq!(telephone_event_pt(video, 48_000), None);
+        assert!(telephone_events(video).is_empty());
         let bad = "v=0\r\nm=audio 9 X 300\r\na=rtpmap:300 telephone-event/48000\r\n";
-        assert_eq!(telephone_event_pt(bad, 48_000), None);
+        assert!(telephone_events(bad).is_empty());
+        // A hostile offer's list is cut.
+        let many: String = (96..120)
+            .map(|pt| format!("a=rtpmap:{pt} telephone-event/8000\r\n"))
+            .collect();
+        assert_eq!(telephone_events(&format!("v=0\r\nm=audio 9 X 96\r\n{many}")).len(), 4);
     }
 
     #[test]
