@@ -31,7 +31,9 @@ mod console_support;
 use std::time::Duration;
 
 use common::caller_voice::{hear_16k, key_word_recall};
-use console_support::browser_call::{microphone_wav, talk, talk_then, BrowserCall};
+use console_support::browser_call::{
+    microphone_wav, open_talk_page, talk, talk_then, BrowserCall,
+};
 use console_support::netns::in_loopback_namespace;
 use console_support::cdp::{Chromium, ChromiumOptions};
 
@@ -73,37 +75,7 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
     })
     .await;
     let page = browser.page().await;
-    page.navigate(&format!("{}/console#/login", s.base)).await;
-    page.wait_for(
-        "!!document.getElementById('email')",
-        Duration::from_secs(30),
-        "login form",
-    )
-    .await;
-    page.eval(&format!(
-        "document.getElementById('email').value = '{}';
-         document.getElementById('password').value = '{}';
-         document.getElementById('login-submit').click(); true",
-        console_support::OWNER_EMAIL,
-        console_support::PASSWORD
-    ))
-    .await
-    .unwrap();
-    page.wait_for(
-        "document.getElementById('main').dataset.page === 'agents'",
-        Duration::from_secs(30),
-        "signed in",
-    )
-    .await;
-    page.eval(&format!("location.hash = '#/talk/{}'; true", s.agent))
-        .await
-        .unwrap();
-    page.wait_for(
-        "document.getElementById('main').dataset.ready === 'true' && !!document.getElementById('talk-start') && !document.getElementById('talk-start').disabled",
-        Duration::from_secs(30),
-        "the talk page",
-    )
-    .await;
+    open_talk_page(&page, &s.base, s.agent).await;
 
     let call = talk(
         &page,
@@ -377,33 +349,7 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
     })
     .await;
     let page = browser.page().await;
-    page.navigate(&format!("{}/console#/login", s.base)).await;
-    page.wait_for("!!document.getElementById('email')", Duration::from_secs(30), "login form")
-        .await;
-    page.eval(&format!(
-        "document.getElementById('email').value = '{}';
-         document.getElementById('password').value = '{}';
-         document.getElementById('login-submit').click(); true",
-        console_support::OWNER_EMAIL,
-        console_support::PASSWORD
-    ))
-    .await
-    .unwrap();
-    page.wait_for(
-        "document.getElementById('main').dataset.page === 'agents'",
-        Duration::from_secs(30),
-        "signed in",
-    )
-    .await;
-    page.eval(&format!("location.hash = '#/talk/{}'; true", s.agent))
-        .await
-        .unwrap();
-    page.wait_for(
-        "document.getElementById('main').dataset.ready === 'true' && !!document.getElementById('talk-start') && !document.getElementById('talk-start').disabled",
-        Duration::from_secs(30),
-        "the talk page",
-    )
-    .await;
+    open_talk_page(&page, &s.base, s.agent).await;
 
     // The request for a person gets its answer ("…cannot be transferred to
     // a person…"); once it has played, the page presses 1 on the call.
@@ -442,9 +388,11 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
             .await
             .expect("insertDTMF");
         page.wait_for(
-            "[...document.querySelectorAll('#talk-transcript .line')].some(e => e.dataset.role === 'user' && e.lastChild.textContent.includes('pressed 1'))",
-            Duration::from_secs(20),
-            "the digit in the live transcript",
+            "(() => { const l = [...document.querySelectorAll('#talk-transcript .line')];
+                      const d = l.findIndex(e => e.dataset.role === 'user' && e.lastChild.textContent.includes('pressed 1'));
+                      return d >= 0 && l.slice(d + 1).some(e => e.dataset.role === 'assistant'); })()",
+            Duration::from_secs(30),
+            "the digit and the agent's answer to it in the live transcript",
         )
         .await;
     })

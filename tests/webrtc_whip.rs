@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::caller_voice::{hear_16k, speech_16k};
-use common::node::{demo_agent, poll, start_node};
-use common::whip::{aiortc_call, api_key, webrtc_env, write_wav_16k};
+use common::node::{api_key, demo_agent, poll, start_node};
+use common::whip::{aiortc_call, webrtc_env, write_wav_16k};
 use serde_json::Value;
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;

@@ -11,8 +11,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::node::{demo_agent, poll, start_node};
-use common::whip::{aiortc_call, api_key, question_wav, webrtc_env};
+use common::node::{api_key, demo_agent, poll, start_node};
+use common::whip::{aiortc_call, question_wav, webrtc_env};
 use serde_json::Value;
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;

@@ -382,38 +382,8 @@ mod tests {
 
     #[test]
     fn a_browser_call_to_a_transferring_agent_is_told_it_cannot_be_transferred() {
-        use crate::agent_runtime::profile::AgentProfile;
-        use crate::domain::EscalationPolicy;
-        let mut p = AgentProfile {
-            workspace_id: uuid::Uuid::nil(),
-            agent_id: uuid::Uuid::nil(),
-            agent_name: "Front desk".into(),
-            instructions: String::new(),
-            persona_name: "Ada".into(),
-            tone: "friendly".into(),
-            persona_instructions: String::new(),
-            greeting: "Hello.".into(),
-            fallback_message: "Sorry.".into(),
-            escalation_policy: EscalationPolicy::Transfer,
-            transfer_to: Some("+15555550199".into()),
-            transfer_unavailable: false,
-            interruptible: true,
-            silence_timeout_ms: 8000,
-            max_call_seconds: 600,
-            recording_enabled: false,
-            stt_provider: "whisper".into(),
-            stt_language: None,
-            tts_provider: "piper".into(),
-            tts_voice: "en-us".into(),
-            tts_speed: 1.0,
-            llm_provider: "offline".into(),
-            llm_model: "offline".into(),
-            temperature: 0.2,
-            max_tokens: 200,
-            context_window_size: 4000,
-            input_cost_per_1k: 0.0,
-            output_cost_per_1k: 0.0,
-        };
+        let mut p =
+            crate::agent_runtime::profile::AgentProfile::for_tests(Some("+15555550199"));
         let phone = crate::agent_runtime::reply::system_prompt(&p);
         let (text, transfer) =
             OfflineAnswerer::new().answer(&req("Can I speak to a person?", vec![], &phone));

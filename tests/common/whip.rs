@@ -1,13 +1,12 @@
 //! Browser calls without a browser: the aiortc caller (PyPI, in
 //! `data/venv`, `tests/fixtures/whip/aiortc_caller.py`) calls an agent
 //! through WHIP, asks Piper-voiced questions and records the answers; a
-//! node's ICE settings for loopback only; API keys for its credential.
+//! node's ICE settings for loopback only.
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use uuid::Uuid;
 
 /// ICE on loopback only, on 100 UDP ports from `port_min`.
 pub fn webrtc_env(port_min: u16) -> Vec<(&'static str, String)> {
@@ -17,22 +16,6 @@ pub fn webrtc_env(port_min: u16) -> Vec<(&'static str, String)> {
         ("SWITCHBOARD_WEBRTC__PORT_MIN", port_min.to_string()),
         ("SWITCHBOARD_WEBRTC__PORT_MAX", (port_min + 99).to_string()),
     ]
-}
-
-/// A new API key of `workspace` with `role`.
-pub async fn api_key(pool: &sqlx::PgPool, workspace: Uuid, role: &str) -> String {
-    let (key, prefix, hash) = switchboard::api::auth::generate_api_key();
-    sqlx::query(
-        "insert into api_keys (workspace_id, name, prefix, key_hash, role) values ($1, 'whip', $2, $3, $4::app_role)",
-    )
-    .bind(workspace)
-    .bind(&prefix)
-    .bind(&hash)
-    .bind(role)
-    .execute(pool)
-    .await
-    .expect("api key");
-    key
 }
 
 /// Runs the aiortc caller; its JSON report.

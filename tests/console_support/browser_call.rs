@@ -45,6 +45,47 @@ pub struct BrowserCall {
     pub call_log_id: Option<String>,
 }
 
+/// Signs the demo OWNER in to the console at `base` and opens "Talk to an
+/// agent" for `agent`, ready to start a call.
+pub async fn open_talk_page(page: &Page, base: &str, agent: uuid::Uuid) {
+    sign_in(page, base).await;
+    page.eval(&format!("location.hash = '#/talk/{agent}'; true"))
+        .await
+        .expect("to the talk page");
+    page.wait_for(
+        "document.getElementById('main').dataset.ready === 'true' && !!document.getElementById('talk-start') && !document.getElementById('talk-start').disabled",
+        Duration::from_secs(30),
+        "the talk page",
+    )
+    .await;
+}
+
+/// Signs the demo OWNER in to the console at `base`.
+pub async fn sign_in(page: &Page, base: &str) {
+    page.navigate(&format!("{base}/console#/login")).await;
+    page.wait_for(
+        "!!document.getElementById('email')",
+        Duration::from_secs(30),
+        "login form",
+    )
+    .await;
+    page.eval(&format!(
+        "document.getElementById('email').value = '{}';
+         document.getElementById('password').value = '{}';
+         document.getElementById('login-submit').click(); true",
+        super::OWNER_EMAIL,
+        super::PASSWORD
+    ))
+    .await
+    .expect("sign in");
+    page.wait_for(
+        "document.getElementById('main').dataset.page === 'agents'",
+        Duration::from_secs(30),
+        "signed in",
+    )
+    .await;
+}
+
 const READ_LINES: &str = "[...document.querySelectorAll('#talk-transcript .line')].map(e => e.dataset.role + ':' + e.lastChild.textContent)";
 
 /// On the talk page of `agent` (already open and signed in): starts the
