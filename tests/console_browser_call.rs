@@ -362,6 +362,18 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
         .ok()
         .flatten()
     };
+    // The session's messages once the digit and an answer after it are in.
+    let answered_digit = || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select m.role, m.content from messages m join call_logs c on c.session_id = m.session_id \
+              where c.direction = 'web' order by m.created_at",
+        )
+        .fetch_all(&s.db.pool)
+        .await
+        .ok()?;
+        let digit = rows.iter().position(|(r, c)| r == "user" && c == "The caller pressed 1.")?;
+        rows[digit..].iter().any(|(r, _)| r == "assistant").then_some(rows)
+    };
     let call = talk_then(&page, "person", Duration::from_secs(90), Duration::from_secs(2), || async {
         common::node::poll(Duration::from_secs(30), refused)
             .await
@@ -395,6 +407,10 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
             "the digit and the agent's answer to it in the live transcript",
         )
         .await;
+        // …and that answer has played (its message is written then).
+        common::node::poll(Duration::from_secs(30), answered_digit)
+            .await
+            .expect("the agent's answer to the digit played");
     })
     .await;
     assert_loopback(&call);
@@ -420,19 +436,9 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
         .expect("a finished web call");
     assert_eq!((status.as_str(), hangup_by.as_deref()), ("completed", Some("caller")));
     let session = session.expect("session");
-    let messages: Vec<(String, String)> = common::node::poll(Duration::from_secs(20), || async {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "select role, content from messages where session_id = $1 order by created_at",
-        )
-        .bind(session)
-        .fetch_all(&s.db.pool)
+    let messages = common::node::poll(Duration::from_secs(20), answered_digit)
         .await
-        .ok()?;
-        let digit = rows.iter().position(|(r, c)| r == "user" && c == "The caller pressed 1.")?;
-        rows[digit..].iter().any(|(r, _)| r == "assistant").then_some(rows)
-    })
-    .await
-    .expect("the digit and the agent's answer to it among the session's messages");
+        .expect("the digit and the agent's answer to it among the session's messages");
     let refusal = messages
         .iter()
         .position(|(r, c)| r == "assistant" && c.contains("cannot be transferred"))
