@@ -31,11 +31,9 @@ mod console_support;
 use std::time::Duration;
 
 use common::caller_voice::{hear_16k, key_word_recall};
-use console_support::browser_call::{
-    microphone_wav, open_talk_page, talk, talk_then, BrowserCall,
-};
-use console_support::netns::in_loopback_namespace;
+use console_support::browser_call::{microphone_wav, open_talk_page, talk, talk_then, BrowserCall};
 use console_support::cdp::{Chromium, ChromiumOptions};
+use console_support::netns::in_loopback_namespace;
 
 const QUESTION: &str = "What time do you open on Saturday?";
 /// Silence before the question: the greeting plays first (about 5 s, after
@@ -159,17 +157,18 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
         .expect("an answer after the question");
     println!("voice-to-voice at the browser: {v2v} ms (heard: {heard:?})");
     // The node's own figures of the turn, as for a SIP call.
-    let latency: Option<serde_json::Value> = common::node::poll(Duration::from_secs(20), || async {
-        sqlx::query_scalar::<_, Option<serde_json::Value>>(
-            "select latency from call_logs where id = $1",
-        )
-        .bind(call_log.0)
-        .fetch_one(&s.db.pool)
-        .await
-        .ok()
-        .flatten()
-    })
-    .await;
+    let latency: Option<serde_json::Value> =
+        common::node::poll(Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, Option<serde_json::Value>>(
+                "select latency from call_logs where id = $1",
+            )
+            .bind(call_log.0)
+            .fetch_one(&s.db.pool)
+            .await
+            .ok()
+            .flatten()
+        })
+        .await;
     let inside = latency
         .as_ref()
         .and_then(|l| l["turns"].as_array())
@@ -310,7 +309,10 @@ async fn the_widget_calls_the_agent_from_an_allowed_page() {
 /// Both ends of the pair the browser selected, and of every pair it
 /// formed, are on 127.0.0.0/8.
 fn assert_loopback(call: &BrowserCall) {
-    let loopback = |a: &str| a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback = |a: &str| {
+        a.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
     assert!(
         loopback(&call.pair.0) && loopback(&call.pair.1),
         "selected ICE pair {:?}",
@@ -341,7 +343,12 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
         .await
         .expect("transfer_to");
     let dir = tempfile::tempdir().expect("tmp");
-    let mic = microphone_wav(dir.path(), "Can I speak to a real person, please?", LEAD_MS, 1000);
+    let mic = microphone_wav(
+        dir.path(),
+        "Can I speak to a real person, please?",
+        LEAD_MS,
+        1000,
+    );
     let browser = Chromium::start(ChromiumOptions {
         port: 53042,
         profile_dir: dir.path(),
@@ -371,8 +378,13 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
         .fetch_all(&s.db.pool)
         .await
         .ok()?;
-        let digit = rows.iter().position(|(r, c)| r == "user" && c == "The caller pressed 1.")?;
-        rows[digit..].iter().any(|(r, _)| r == "assistant").then_some(rows)
+        let digit = rows
+            .iter()
+            .position(|(r, c)| r == "user" && c == "The caller pressed 1.")?;
+        rows[digit..]
+            .iter()
+            .any(|(r, _)| r == "assistant")
+            .then_some(rows)
     };
     let call = talk_then(&page, "person", Duration::from_secs(90), Duration::from_secs(2), || async {
         common::node::poll(Duration::from_secs(30), refused)
@@ -419,7 +431,10 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
         .iter()
         .map(|e| format!("{}: {}", e.source, e.text))
         .collect();
-    assert!(errors.is_empty(), "the talk page logged errors: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "the talk page logged errors: {errors:#?}"
+    );
 
     // The records: not transferred, the refusal said, the digit taken.
     let (status, hangup_by, session): (String, Option<String>, Option<uuid::Uuid>) =
@@ -434,7 +449,10 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
         })
         .await
         .expect("a finished web call");
-    assert_eq!((status.as_str(), hangup_by.as_deref()), ("completed", Some("caller")));
+    assert_eq!(
+        (status.as_str(), hangup_by.as_deref()),
+        ("completed", Some("caller"))
+    );
     let session = session.expect("session");
     let messages = common::node::poll(Duration::from_secs(20), answered_digit)
         .await
@@ -442,12 +460,17 @@ async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
     let refusal = messages
         .iter()
         .position(|(r, c)| r == "assistant" && c.contains("cannot be transferred"))
-        .unwrap_or_else(|| panic!("the agent did not say the call cannot be transferred: {messages:?}"));
+        .unwrap_or_else(|| {
+            panic!("the agent did not say the call cannot be transferred: {messages:?}")
+        });
     let digit = messages
         .iter()
         .position(|(r, c)| r == "user" && c == "The caller pressed 1.")
         .expect("digit");
-    assert!(refusal < digit, "the call went on after the refusal: {messages:?}");
+    assert!(
+        refusal < digit,
+        "the call went on after the refusal: {messages:?}"
+    );
     let session_status: String =
         sqlx::query_scalar("select status from agent_sessions where id = $1")
             .bind(session)

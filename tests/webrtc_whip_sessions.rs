@@ -182,11 +182,9 @@ async fn a_widget_key_of_one_agent_cannot_end_another_agents_browser_call() {
         .await
         .expect("JSON");
     assert!(
-        live["items"]
-            .as_array()
-            .is_some_and(|calls| calls
-                .iter()
-                .any(|c| c["call_log_id"] == call_log.to_string())),
+        live["items"].as_array().is_some_and(|calls| calls
+            .iter()
+            .any(|c| c["call_log_id"] == call_log.to_string())),
         "{live:#}"
     );
     // …and the caller asks its question, hears the answer and hangs up.

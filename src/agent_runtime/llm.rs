@@ -22,7 +22,6 @@ pub const TRANSFER_TOOL: &str = "transfer_call";
 pub const NO_TRANSFER_ON_WEB: &str =
     "This call comes from a web page and cannot be transferred to a person";
 
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// "user" or "assistant" ("system" lines go into `LlmRequest::system`).

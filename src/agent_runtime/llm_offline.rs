@@ -382,8 +382,7 @@ mod tests {
 
     #[test]
     fn a_browser_call_to_a_transferring_agent_is_told_it_cannot_be_transferred() {
-        let mut p =
-            crate::agent_runtime::profile::AgentProfile::for_tests(Some("+15555550199"));
+        let mut p = crate::agent_runtime::profile::AgentProfile::for_tests(Some("+15555550199"));
         let phone = crate::agent_runtime::reply::system_prompt(&p);
         let (text, transfer) =
             OfflineAnswerer::new().answer(&req("Can I speak to a person?", vec![], &phone));
@@ -398,11 +397,8 @@ mod tests {
         assert_eq!(text, NO_TRANSFER_ON_WEB_LINE);
         // An agent with no one to transfer to says what it always said.
         p.without_transfer();
-        let (text, _) = OfflineAnswerer::new().answer(&req(
-            "Can I speak to a person?",
-            vec![],
-            "no tool",
-        ));
+        let (text, _) =
+            OfflineAnswerer::new().answer(&req("Can I speak to a person?", vec![], "no tool"));
         assert_eq!(text, NO_ONE_LINE);
     }
 

@@ -303,9 +303,9 @@ pub(crate) fn openapi_paths(paths: &mut serde_json::Map<String, serde_json::Valu
         "summary": "Call the agent from a browser or any WebRTC peer (WHIP, RFC 9725)",
         "tags": ["whip"],
         "description": "The body is the SDP offer (Opus/48000 or PCMU/8000 audio, ICE credentials, a DTLS fingerprint). \
-The credential is a user JWT or API key of the agent's workspace (any role), or the public key (pk_…) of one of the agent's \
-web widgets from a page whose Origin is in that widget's allowed_domains (the answers then carry CORS headers for it). \
-The answer holds every ICE candidate (no trickle). DELETE on the Location ends the call.",
+    The credential is a user JWT or API key of the agent's workspace (any role), or the public key (pk_…) of one of the agent's \
+    web widgets from a page whose Origin is in that widget's allowed_domains (the answers then carry CORS headers for it). \
+    The answer holds every ICE candidate (no trickle). DELETE on the Location ends the call.",
         "parameters": [agent.clone()],
         "security": security.clone(),
         "requestBody": {"required": true, "content": {"application/sdp": {"schema": {"type": "string"}}}},

@@ -310,7 +310,10 @@ impl WebRtcEngine {
                         };
                         if last_pt != Some(pkt.header.payload_type) {
                             last_pt = Some(pkt.header.payload_type);
-                            tracing::trace!(pt = pkt.header.payload_type, "the peer's payload type");
+                            tracing::trace!(
+                                pt = pkt.header.payload_type,
+                                "the peer's payload type"
+                            );
                         }
                         pkt.header.payload_type = if events.contains(&pkt.header.payload_type) {
                             EVENT_PT
@@ -531,7 +534,10 @@ mod tests {
         let many: String = (96..120)
             .map(|pt| format!("a=rtpmap:{pt} telephone-event/8000\r\n"))
             .collect();
-        assert_eq!(telephone_events(&format!("v=0\r\nm=audio 9 X 96\r\n{many}")).len(), 4);
+        assert_eq!(
+            telephone_events(&format!("v=0\r\nm=audio 9 X 96\r\n{many}")).len(),
+            4
+        );
     }
 
     #[test]

@@ -36,7 +36,13 @@ pub async fn in_loopback_namespace(test: &str) -> bool {
     let url = socket_url().await;
     let exe = std::env::current_exe().expect("the test binary");
     let status = Command::new("unshare")
-        .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")
