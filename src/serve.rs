@@ -23,6 +23,8 @@ pub struct Services {
     pub sip: SipServerHandle,
     pub api_addr: SocketAddr,
     pub runtime: Arc<Runtime>,
+    /// The node's browser calls (WHIP), when `webrtc.enabled`.
+    web: Option<Arc<crate::agent_runtime::web_leg::WebCalls>>,
     api_stop: CancellationToken,
     api_task: tokio::task::JoinHandle<()>,
     /// Stops the cluster heartbeat (after the drain, so others see it).
@@ -105,12 +107,16 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
             cluster_stop.clone(),
         );
     }
+    let mut web = None;
     if config.webrtc.enabled {
         let calls = crate::agent_runtime::web_leg::WebCalls::new(&config.webrtc)
             .context("setting up WebRTC (webrtc.*)")?;
+        web = Some(calls.clone());
+        let draining = sip.clone();
         api_state = api_state.with_whip(crate::api::whip::WhipCalls {
             runtime: runtime.clone(),
             calls,
+            draining: Arc::new(move || draining.is_draining()),
         });
     }
     let api_state = api_state
@@ -135,6 +141,7 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
         sip,
         api_addr,
         runtime,
+        web,
         api_stop,
         api_task,
         cluster_stop,
@@ -208,14 +215,27 @@ fn spawn_knowledge_start(
 }
 
 impl Services {
-    /// Graceful stop: new INVITEs get 503, live calls get up to `limit` to
-    /// end, queued records are written (`records.stop_flush_secs`, then what
-    /// is left goes to the spill file for the next start), then everything
-    /// stops.
+    /// Graceful stop: new INVITEs and WHIP offers get 503, live calls (SIP
+    /// and browser) get up to `limit` to end, queued records are written
+    /// (`records.stop_flush_secs`, then what is left goes to the spill file
+    /// for the next start), then everything stops.
     pub async fn stop(self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
         let left = self.sip.drain(limit).await;
         if left > 0 {
             tracing::warn!(left, "calls still live at the drain limit were hung up");
+        }
+        if let Some(web) = &self.web {
+            while !web.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !web.is_empty() {
+                tracing::warn!(
+                    left = web.len(),
+                    "browser calls still live at the drain limit are hung up"
+                );
+                web.hang_up_all();
+            }
         }
         // The calls' last records are queued as their tasks end.
         for _ in 0..50 {

@@ -641,6 +641,41 @@ async fn health_openapi_and_docs() {
             "{p} missing from the OpenAPI document"
         );
     }
+    // WHIP: an SDP body, 201 with Location, its refusals, DELETE on the
+    // session, and a widget's public key among the credentials.
+    let whip = &paths["/v1/agents/{agent_id}/whip"]["post"];
+    assert!(
+        whip["requestBody"]["content"]["application/sdp"].is_object(),
+        "{whip}"
+    );
+    assert!(whip["responses"]["201"]["content"]["application/sdp"].is_object());
+    assert!(whip["responses"]["201"]["headers"]["Location"].is_object());
+    for code in [
+        "400", "401", "402", "403", "404", "406", "415", "422", "503",
+    ] {
+        assert!(whip["responses"][code].is_object(), "WHIP {code} missing");
+    }
+    assert!(whip["responses"]["503"]["headers"]["Retry-After"].is_object());
+    let schemes: Vec<&str> = whip["security"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_object()?.keys().next().map(String::as_str))
+        .collect();
+    assert_eq!(schemes, ["bearer", "apiKey", "widgetKey"]);
+    assert!(doc.body["components"]["securitySchemes"]["widgetKey"].is_object());
+    let hang_up = &paths["/v1/agents/{agent_id}/whip/{session_id}"]["delete"];
+    for code in ["200", "401", "403", "404"] {
+        assert!(
+            hang_up["responses"][code].is_object(),
+            "WHIP DELETE {code} missing"
+        );
+    }
+    // A widget's look needs no login.
+    assert_eq!(
+        paths["/v1/widgets/{public_key}"]["get"]["security"],
+        serde_json::json!([])
+    );
     let agent_schema = &doc.body["components"]["schemas"]["AgentsCreate"];
     assert_eq!(agent_schema["properties"]["temperature"]["maximum"], 2.0);
     let docs = api.call(reqwest::Method::GET, "/docs", None, None).await;

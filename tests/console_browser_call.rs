@@ -4,8 +4,15 @@
 //! WebRTC (WHIP). The page must show the live transcript of the question
 //! and of the answer; the answer's audio the page recorded must be
 //! understood by whisper (the caller's recognizer, not the agent's); the
-//! ICE pair the browser used is on loopback; `call_logs` has a `web` row
-//! whose session holds the question and the answer; no page error.
+//! ICE pairs the browser formed are all on loopback (each test runs in a
+//! network namespace with only `lo`: `console_support::netns`); `call_logs`
+//! has a `web` row whose session holds the question and the answer, and the
+//! turn's latency; no page error.
+//!
+//! A caller of an agent that transfers phone calls asks for a person: the
+//! browser call cannot be transferred, the agent says so and the call goes
+//! on; a key pressed on the page (RFC 4733 from Chromium's `RTCDTMFSender`)
+//! reaches the agent as a SIP caller's digit does.
 //!
 //! The widget does the same from a business's page: on a static page
 //! served from a loopback origin its allowed domains list, a click on its
@@ -15,7 +22,8 @@
 //! Ports (52000–52999): console call: SIP 52040, API 52041, DevTools
 //! 52042, ICE 52800–52849, RTP 52900–52949 (unused by a web call); widget
 //! call: SIP 52050, API 52051, DevTools 52052, static page 52053, ICE
-//! 52850–52899, RTP 52950–52999.
+//! 52850–52899, RTP 52950–52999; digits and transfer: SIP 53040, API
+//! 53041, DevTools 53042, ICE 53800–53849, RTP 53850–53999 (the web2 range).
 
 mod common;
 mod console_support;
@@ -23,8 +31,9 @@ mod console_support;
 use std::time::Duration;
 
 use common::caller_voice::{hear_16k, key_word_recall};
-use console_support::browser_call::{microphone_wav, talk};
+use console_support::browser_call::{microphone_wav, open_talk_page, talk, talk_then, BrowserCall};
 use console_support::cdp::{Chromium, ChromiumOptions};
+use console_support::netns::in_loopback_namespace;
 
 const QUESTION: &str = "What time do you open on Saturday?";
 /// Silence before the question: the greeting plays first (about 5 s, after
@@ -49,6 +58,9 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_talks_to_the_demo_agent_from_the_browser() {
+    if !in_loopback_namespace("the_console_talks_to_the_demo_agent_from_the_browser").await {
+        return;
+    }
     common::node::init_logs();
     let env = webrtc_env(52800, 52949);
     let s = console_support::start(52040, 52900, &env_refs(&env)).await;
@@ -61,37 +73,7 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
     })
     .await;
     let page = browser.page().await;
-    page.navigate(&format!("{}/console#/login", s.base)).await;
-    page.wait_for(
-        "!!document.getElementById('email')",
-        Duration::from_secs(30),
-        "login form",
-    )
-    .await;
-    page.eval(&format!(
-        "document.getElementById('email').value = '{}';
-         document.getElementById('password').value = '{}';
-         document.getElementById('login-submit').click(); true",
-        console_support::OWNER_EMAIL,
-        console_support::PASSWORD
-    ))
-    .await
-    .unwrap();
-    page.wait_for(
-        "document.getElementById('main').dataset.page === 'agents'",
-        Duration::from_secs(30),
-        "signed in",
-    )
-    .await;
-    page.eval(&format!("location.hash = '#/talk/{}'; true", s.agent))
-        .await
-        .unwrap();
-    page.wait_for(
-        "document.getElementById('main').dataset.ready === 'true' && !!document.getElementById('talk-start') && !document.getElementById('talk-start').disabled",
-        Duration::from_secs(30),
-        "the talk page",
-    )
-    .await;
+    open_talk_page(&page, &s.base, s.agent).await;
 
     let call = talk(
         &page,
@@ -119,25 +101,7 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
         call.transcript
     );
 
-    // The node offers loopback only, so the pair the browser selected
-    // reaches it on 127.0.0.1. Chromium sends from a host candidate of its
-    // own, which may be this machine's interface address (a packet to
-    // 127.0.0.1 still never leaves the host): it has no switch to gather
-    // loopback alone, short of a network namespace.
-    let own: String = String::from_utf8_lossy(
-        &std::process::Command::new("ip")
-            .args(["-o", "addr", "show"])
-            .output()
-            .expect("ip (iproute2)")
-            .stdout,
-    )
-    .into_owned();
-    assert!(call.pair.1.starts_with("127."), "ICE pair {:?}", call.pair);
-    assert!(
-        call.pair.0.starts_with("127.") || own.contains(&format!("inet {}/", call.pair.0)),
-        "the browser's side of the pair is not this machine's: {:?}",
-        call.pair
-    );
+    assert_loopback(&call);
 
     // The records: a web call with its conversation.
     let call_log: (uuid::Uuid, String, Option<uuid::Uuid>) = common::node::poll(Duration::from_secs(20), || async {
@@ -192,6 +156,27 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
         .voice_to_voice_ms()
         .expect("an answer after the question");
     println!("voice-to-voice at the browser: {v2v} ms (heard: {heard:?})");
+    // The node's own figures of the turn, as for a SIP call.
+    let latency: Option<serde_json::Value> =
+        common::node::poll(Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, Option<serde_json::Value>>(
+                "select latency from call_logs where id = $1",
+            )
+            .bind(call_log.0)
+            .fetch_one(&s.db.pool)
+            .await
+            .ok()
+            .flatten()
+        })
+        .await;
+    let inside = latency
+        .as_ref()
+        .and_then(|l| l["turns"].as_array())
+        .and_then(|turns| turns.iter().find_map(|t| t["voice_to_voice_ms"].as_u64()));
+    assert!(
+        inside.is_some_and(|ms| ms > 0),
+        "call_logs.latency of the web call has no answered turn: {latency:?}"
+    );
     let channel: String = sqlx::query_scalar("select channel from agent_sessions where id = $1")
         .bind(call_log.2)
         .fetch_one(&s.db.pool)
@@ -205,6 +190,9 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_calls_the_agent_from_an_allowed_page() {
+    if !in_loopback_namespace("the_widget_calls_the_agent_from_an_allowed_page").await {
+        return;
+    }
     common::node::init_logs();
     let env = webrtc_env(52850, 52999);
     let s = console_support::start(52050, 52950, &env_refs(&env)).await;
@@ -313,6 +301,183 @@ async fn the_widget_calls_the_agent_from_an_allowed_page() {
         errors.is_empty(),
         "the widget's page logged errors: {errors:#?}"
     );
+    drop(page);
+    drop(browser);
+    s.node.stop(Duration::from_secs(2)).await;
+}
+
+/// Both ends of the pair the browser selected, and of every pair it
+/// formed, are on 127.0.0.0/8.
+fn assert_loopback(call: &BrowserCall) {
+    let loopback = |a: &str| {
+        a.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
+    assert!(
+        loopback(&call.pair.0) && loopback(&call.pair.1),
+        "selected ICE pair {:?}",
+        call.pair
+    );
+    assert!(!call.pairs.is_empty(), "no candidate pairs in the stats");
+    for (local, remote) in &call.pairs {
+        assert!(
+            loopback(local) && loopback(remote),
+            "candidate pair {local} -> {remote} is not on loopback: {:?}",
+            call.pairs
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
+    if !in_loopback_namespace("a_browser_caller_asks_for_a_person_and_presses_a_key").await {
+        return;
+    }
+    common::node::init_logs();
+    let env = webrtc_env(53800, 53999);
+    let s = console_support::start(53040, 53850, &env_refs(&env)).await;
+    // The agent transfers phone calls to the front desk.
+    sqlx::query("update agents set transfer_to = '+15555550199' where id = $1")
+        .bind(s.agent)
+        .execute(&s.db.pool)
+        .await
+        .expect("transfer_to");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mic = microphone_wav(
+        dir.path(),
+        "Can I speak to a real person, please?",
+        LEAD_MS,
+        1000,
+    );
+    let browser = Chromium::start(ChromiumOptions {
+        port: 53042,
+        profile_dir: dir.path(),
+        microphone: Some(&mic),
+    })
+    .await;
+    let page = browser.page().await;
+    open_talk_page(&page, &s.base, s.agent).await;
+
+    // The request for a person gets its answer ("…cannot be transferred to
+    // a person…"); once it has played, the page presses 1 on the call.
+    let refused = || async {
+        sqlx::query_scalar::<_, String>(
+            "select content from messages where role = 'assistant' and content like '%cannot be transferred%'",
+        )
+        .fetch_optional(&s.db.pool)
+        .await
+        .ok()
+        .flatten()
+    };
+    // The session's messages once the digit and an answer after it are in.
+    let answered_digit = || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select m.role, m.content from messages m join call_logs c on c.session_id = m.session_id \
+              where c.direction = 'web' order by m.created_at",
+        )
+        .fetch_all(&s.db.pool)
+        .await
+        .ok()?;
+        let digit = rows
+            .iter()
+            .position(|(r, c)| r == "user" && c == "The caller pressed 1.")?;
+        rows[digit..]
+            .iter()
+            .any(|(r, _)| r == "assistant")
+            .then_some(rows)
+    };
+    let call = talk_then(&page, "person", Duration::from_secs(90), Duration::from_secs(2), || async {
+        common::node::poll(Duration::from_secs(30), refused)
+            .await
+            .expect("the agent said the call cannot be transferred");
+        // Digits go from the browser to the agent, not to the browser.
+        let live: uuid::Uuid = sqlx::query_scalar("select id from call_logs where direction = 'web'")
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("the web call");
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/workspaces/{}/calls/live/{live}/dtmf", s.base, s.workspace))
+            .bearer_auth(&s.owner_token)
+            .json(&serde_json::json!({"digits": "1"}))
+            .send()
+            .await
+            .expect("POST dtmf");
+        assert_eq!(r.status(), 409, "digits to a browser");
+        let can = page
+            .eval("SB.talk.call.pc.getSenders().find(x => x.track && x.track.kind === 'audio').dtmf.canInsertDTMF")
+            .await
+            .expect("RTCDTMFSender");
+        assert_eq!(can, serde_json::Value::Bool(true), "telephone-event was not negotiated");
+        page.eval("SB.talk.call.pc.getSenders().find(x => x.track && x.track.kind === 'audio').dtmf.insertDTMF('1', 200); true")
+            .await
+            .expect("insertDTMF");
+        page.wait_for(
+            "(() => { const l = [...document.querySelectorAll('#talk-transcript .line')];
+                      const d = l.findIndex(e => e.dataset.role === 'user' && e.lastChild.textContent.includes('pressed 1'));
+                      return d >= 0 && l.slice(d + 1).some(e => e.dataset.role === 'assistant'); })()",
+            Duration::from_secs(30),
+            "the digit and the agent's answer to it in the live transcript",
+        )
+        .await;
+        // …and that answer has played (its message is written then).
+        common::node::poll(Duration::from_secs(30), answered_digit)
+            .await
+            .expect("the agent's answer to the digit played");
+    })
+    .await;
+    assert_loopback(&call);
+    let errors: Vec<String> = page
+        .take_errors()
+        .iter()
+        .map(|e| format!("{}: {}", e.source, e.text))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the talk page logged errors: {errors:#?}"
+    );
+
+    // The records: not transferred, the refusal said, the digit taken.
+    let (status, hangup_by, session): (String, Option<String>, Option<uuid::Uuid>) =
+        common::node::poll(Duration::from_secs(20), || async {
+            sqlx::query_as(
+                "select status, hangup_by, session_id from call_logs where direction = 'web' and ended_at is not null",
+            )
+            .fetch_optional(&s.db.pool)
+            .await
+            .ok()
+            .flatten()
+        })
+        .await
+        .expect("a finished web call");
+    assert_eq!(
+        (status.as_str(), hangup_by.as_deref()),
+        ("completed", Some("caller"))
+    );
+    let session = session.expect("session");
+    let messages = common::node::poll(Duration::from_secs(20), answered_digit)
+        .await
+        .expect("the digit and the agent's answer to it among the session's messages");
+    let refusal = messages
+        .iter()
+        .position(|(r, c)| r == "assistant" && c.contains("cannot be transferred"))
+        .unwrap_or_else(|| {
+            panic!("the agent did not say the call cannot be transferred: {messages:?}")
+        });
+    let digit = messages
+        .iter()
+        .position(|(r, c)| r == "user" && c == "The caller pressed 1.")
+        .expect("digit");
+    assert!(
+        refusal < digit,
+        "the call went on after the refusal: {messages:?}"
+    );
+    let session_status: String =
+        sqlx::query_scalar("select status from agent_sessions where id = $1")
+            .bind(session)
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("session status");
+    assert_eq!(session_status, "completed", "not escalated");
     drop(page);
     drop(browser);
     s.node.stop(Duration::from_secs(2)).await;

@@ -11,7 +11,7 @@ mod sip_support;
 
 use std::time::Duration;
 
-use common::node::{demo_agent, poll, start_node};
+use common::node::{api_key, demo_agent, poll, start_node};
 use serde_json::{json, Value};
 use sip_support::{scenario, SippRun};
 use switchboard::db::testing::TestDb;
@@ -29,22 +29,6 @@ struct Fixture {
     manager: String,
     viewer: String,
     http: reqwest::Client,
-}
-
-async fn api_key(pool: &sqlx::PgPool, ws: Uuid, role: &str) -> String {
-    let (key, prefix, hash) = switchboard::api::auth::generate_api_key();
-    sqlx::query(
-        "insert into api_keys (workspace_id, name, prefix, key_hash, role) values ($1, $2, $3, $4, $5::app_role)",
-    )
-    .bind(ws)
-    .bind(format!("{role} key"))
-    .bind(&prefix)
-    .bind(&hash)
-    .bind(role)
-    .execute(pool)
-    .await
-    .expect("api key");
-    key
 }
 
 async fn fixture(rtp_base: u16) -> Fixture {

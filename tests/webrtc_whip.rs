@@ -11,41 +11,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::caller_voice::{hear_16k, speech_16k};
-use common::node::{demo_agent, poll, start_node};
+use common::node::{api_key, demo_agent, poll, start_node};
+use common::whip::{aiortc_call, webrtc_env, write_wav_16k};
 use serde_json::Value;
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;
 
 const QUESTION: &str = "What time do you open on Saturday?";
-
-/// ICE on loopback only, in this suite's ports.
-fn webrtc_env(port_min: u16) -> Vec<(&'static str, String)> {
-    vec![
-        ("SWITCHBOARD_WEBRTC__ICE_IPS", r#"["127.0.0.0/8"]"#.into()),
-        ("SWITCHBOARD_WEBRTC__INCLUDE_LOOPBACK", "true".into()),
-        ("SWITCHBOARD_WEBRTC__PORT_MIN", port_min.to_string()),
-        ("SWITCHBOARD_WEBRTC__PORT_MAX", (port_min + 99).to_string()),
-    ]
-}
-
-async fn api_key(pool: &sqlx::PgPool, workspace: Uuid, role: &str) -> String {
-    let (key, prefix, hash) = switchboard::api::auth::generate_api_key();
-    sqlx::query(
-        "insert into api_keys (workspace_id, name, prefix, key_hash, role) values ($1, 'whip', $2, $3, $4::app_role)",
-    )
-    .bind(workspace)
-    .bind(&prefix)
-    .bind(&hash)
-    .bind(role)
-    .execute(pool)
-    .await
-    .expect("api key");
-    key
-}
 
 /// A fresh database with the demo, a VIEWER key of the demo workspace,
 /// and a node whose ICE uses loopback ports from `ice_port_min`.
@@ -72,44 +47,6 @@ async fn web_node(ice_port_min: u16) -> WebNode {
         key,
         node,
     }
-}
-
-/// Runs the aiortc caller; its JSON report.
-pub fn aiortc_call(dir: &Path, url: &str, token: &str, questions: &[&Path]) -> Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join("data/venv/bin/python");
-    assert!(
-        python.is_file(),
-        "data/venv is missing: run scripts/setup (it installs aiortc from PyPI)"
-    );
-    let report = dir.join("report.json");
-    let mut cmd = Command::new(&python);
-    cmd.arg(root.join("tests/fixtures/whip/aiortc_caller.py"))
-        .args(["--url", url, "--token", token])
-        .arg("--out")
-        .arg(dir.join("heard.wav"))
-        .arg("--report")
-        .arg(&report)
-        // A fresh node warms whisper up for its first seconds; on a loaded
-        // two-core machine a question asked meanwhile waits past its limit.
-        .args(["--settle-ms", "5000"]);
-    for q in questions {
-        cmd.arg("--question").arg(q);
-    }
-    let out = cmd.output().expect("run the aiortc caller");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}); the caller said:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let v: Value = serde_json::from_str(&text).expect("report JSON");
-    assert!(
-        out.status.success(),
-        "the aiortc call failed: {v:#}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    v
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -532,18 +469,4 @@ async fn voice_to_voice_at_the_aiortc_peer() {
         v2v.len(),
         QUESTIONS.len()
     );
-}
-
-fn write_wav_16k(path: &Path, pcm: &[i16]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("wav");
-    for &s in pcm {
-        w.write_sample(s).expect("sample");
-    }
-    w.finalize().expect("wav");
 }

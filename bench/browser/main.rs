@@ -18,7 +18,7 @@ mod console_support;
 
 use std::time::Duration;
 
-use console_support::browser_call::{microphone_wav, talk};
+use console_support::browser_call::{microphone_wav, sign_in, talk};
 use console_support::cdp::{Chromium, ChromiumOptions};
 use serde_json::json;
 
@@ -59,28 +59,7 @@ async fn main() {
     })
     .await;
     let page = browser.page().await;
-    page.navigate(&format!("{}/console#/login", s.base)).await;
-    page.wait_for(
-        "!!document.getElementById('email')",
-        Duration::from_secs(30),
-        "login",
-    )
-    .await;
-    page.eval(&format!(
-        "document.getElementById('email').value = '{}';
-         document.getElementById('password').value = '{}';
-         document.getElementById('login-submit').click(); true",
-        console_support::OWNER_EMAIL,
-        console_support::PASSWORD
-    ))
-    .await
-    .unwrap();
-    page.wait_for(
-        "document.getElementById('main').dataset.page === 'agents'",
-        Duration::from_secs(30),
-        "signed in",
-    )
-    .await;
+    sign_in(&page, &s.base).await;
     let (mut outside, mut inside, mut failed) = (Vec::new(), Vec::new(), 0);
     for i in 0..calls {
         // Away and back: a fresh talk page for each call.
@@ -132,10 +111,11 @@ async fn main() {
             }
             None => None,
         };
-        // The question's turn: the first answered turn after the greeting.
+        // The question's turn: the first answered turn after the greeting
+        // (`call_logs.latency` is `{"turns": [...], "media": {...}}`).
         let turn_ms = latency
             .as_ref()
-            .and_then(|l| l.as_array())
+            .and_then(|l| l["turns"].as_array())
             .and_then(|turns| turns.iter().find_map(|t| t["voice_to_voice_ms"].as_u64()));
         if let Some(ms) = turn_ms {
             inside.push(ms);

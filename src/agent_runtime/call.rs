@@ -80,6 +80,9 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
     let profile = match profile {
         Some(mut p) => {
             p.fill_variables(&info.variables);
+            if !info.can_transfer {
+                p.without_transfer();
+            }
             Arc::new(p)
         }
         None => {

@@ -6,40 +6,11 @@ use std::time::Duration;
 
 use super::*;
 use crate::agent_runtime::turn::TurnSettings;
-use crate::domain::EscalationPolicy;
 
 const F: Duration = Duration::from_millis(20);
 
 fn profile(transfer_to: Option<&str>) -> Arc<AgentProfile> {
-    Arc::new(AgentProfile {
-        workspace_id: uuid::Uuid::nil(),
-        agent_id: uuid::Uuid::nil(),
-        agent_name: "Front desk".into(),
-        instructions: String::new(),
-        persona_name: "Ada".into(),
-        tone: "friendly".into(),
-        persona_instructions: String::new(),
-        greeting: "Hello, how can I help?".into(),
-        fallback_message: "Sorry.".into(),
-        escalation_policy: EscalationPolicy::Apologize,
-        transfer_to: transfer_to.map(str::to_string),
-        interruptible: true,
-        silence_timeout_ms: 8000,
-        max_call_seconds: 600,
-        recording_enabled: false,
-        stt_provider: "whisper".into(),
-        stt_language: None,
-        tts_provider: "piper".into(),
-        tts_voice: "en-us".into(),
-        tts_speed: 1.0,
-        llm_provider: "offline".into(),
-        llm_model: "offline".into(),
-        temperature: 0.2,
-        max_tokens: 200,
-        context_window_size: 4000,
-        input_cost_per_1k: 0.0,
-        output_cost_per_1k: 0.0,
-    })
+    Arc::new(AgentProfile::for_tests(transfer_to))
 }
 
 struct Sim {

@@ -32,6 +32,9 @@ pub struct LegInfo {
     pub variables: Vec<(String, String)>,
     /// Digits can be sent to the far end (RFC 4733 negotiated).
     pub dtmf: bool,
+    /// The leg can hand the caller to someone else (a SIP REFER); a
+    /// browser call cannot.
+    pub can_transfer: bool,
 }
 
 impl LegInfo {
@@ -131,6 +134,7 @@ impl SipLegSetup {
                 to_number: call.to_number.clone(),
                 variables: call.variables.clone(),
                 dtmf: call.media.telephone_event_pt.is_some(),
+                can_transfer: true,
             },
             call,
         }

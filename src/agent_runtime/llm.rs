@@ -17,6 +17,10 @@ use crate::domain::EscalationPolicy;
 pub const TRANSFER_MARKER: &str = "[TRANSFER]";
 /// Name of the tool offered to models for a transfer to a human.
 pub const TRANSFER_TOOL: &str = "transfer_call";
+/// How the system prompt of a call that cannot be transferred (a browser
+/// call to an agent that transfers phone calls) begins its rule.
+pub const NO_TRANSFER_ON_WEB: &str =
+    "This call comes from a web page and cannot be transferred to a person";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {

@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use super::llm::{
     estimate_tokens, system_with_passages, LanguageModel, LlmDelta, LlmRequest, LlmStream,
-    ProviderError, TRANSFER_TOOL,
+    ProviderError, NO_TRANSFER_ON_WEB, TRANSFER_TOOL,
 };
 use super::retrieval::RetrievedChunk;
 use super::sentences::SentenceSplitter;
@@ -22,6 +22,13 @@ use super::sentences::SentenceSplitter;
 /// most paraphrases score above it; off-topic questions mostly below, but
 /// some reach 0.6 ("Do you sell car insurance?" against pet insurance).
 pub const ANSWER_FLOOR: f32 = 0.3;
+/// What the answerer says to a request for a human: when the prompt offers
+/// the transfer tool, when the call cannot be transferred (a browser call),
+/// and when there is no one to transfer to.
+pub const TRANSFER_LINE: &str = "Of course. I will transfer you to a colleague now.";
+pub const NO_TRANSFER_ON_WEB_LINE: &str = "I am sorry, a call from a web page cannot be transferred to a person. To speak with someone, please call us by phone. Until then, I am happy to help you here.";
+pub const NO_ONE_LINE: &str =
+    "I am sorry, there is no one available to take your call right now, but I can try to help.";
 /// Longest spoken answer, in characters.
 const MAX_ANSWER_CHARS: usize = 320;
 
@@ -52,15 +59,11 @@ impl OfflineAnswerer {
         if wants_human(question) {
             // Like a real model, transfer only when the prompt offers the tool.
             return if req.system.contains(TRANSFER_TOOL) {
-                (
-                    "Of course. I will transfer you to a colleague now.".to_string(),
-                    true,
-                )
+                (TRANSFER_LINE.to_string(), true)
+            } else if req.system.contains(NO_TRANSFER_ON_WEB) {
+                (NO_TRANSFER_ON_WEB_LINE.to_string(), false)
             } else {
-                (
-                    "I am sorry, there is no one available to take your call right now, but I can try to help.".to_string(),
-                    false,
-                )
+                (NO_ONE_LINE.to_string(), false)
             };
         }
         let floor = self.floor.unwrap_or(ANSWER_FLOOR);
@@ -375,6 +378,28 @@ mod tests {
         let (_, transfer) =
             OfflineAnswerer::new().answer(&req("Can I speak to a person?", vec![], "no tool"));
         assert!(!transfer);
+    }
+
+    #[test]
+    fn a_browser_call_to_a_transferring_agent_is_told_it_cannot_be_transferred() {
+        let mut p = crate::agent_runtime::profile::AgentProfile::for_tests(Some("+15555550199"));
+        let phone = crate::agent_runtime::reply::system_prompt(&p);
+        let (text, transfer) =
+            OfflineAnswerer::new().answer(&req("Can I speak to a person?", vec![], &phone));
+        assert!(transfer && text == TRANSFER_LINE);
+        p.without_transfer();
+        assert!(p.transfer_to.is_none() && p.transfer_unavailable);
+        let web = crate::agent_runtime::reply::system_prompt(&p);
+        assert!(!web.contains(TRANSFER_TOOL) && web.contains(NO_TRANSFER_ON_WEB));
+        let (text, transfer) =
+            OfflineAnswerer::new().answer(&req("Can I speak to a person?", vec![], &web));
+        assert!(!transfer);
+        assert_eq!(text, NO_TRANSFER_ON_WEB_LINE);
+        // An agent with no one to transfer to says what it always said.
+        p.without_transfer();
+        let (text, _) =
+            OfflineAnswerer::new().answer(&req("Can I speak to a person?", vec![], "no tool"));
+        assert_eq!(text, NO_ONE_LINE);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct AgentProfile {
     pub fallback_message: String,
     pub escalation_policy: EscalationPolicy,
     pub transfer_to: Option<String>,
+    /// The agent transfers (`transfer_to`), but this call's leg cannot (a
+    /// browser call): the agent says so when asked for a person.
+    pub transfer_unavailable: bool,
     pub interruptible: bool,
     pub silence_timeout_ms: u64,
     pub max_call_seconds: u64,
@@ -83,6 +86,15 @@ impl AgentProfile {
 
     pub fn goodbye(&self) -> String {
         "It seems we got disconnected. Thank you for calling, goodbye.".to_string()
+    }
+
+    /// For a call on a leg that cannot transfer (a browser call): no
+    /// transfer is offered to the model or attempted, and a request for a
+    /// person is told that this call cannot be transferred.
+    pub fn without_transfer(&mut self) {
+        if self.transfer_to.take().is_some() {
+            self.transfer_unavailable = true;
+        }
     }
 
     /// An outbound call's variables filled into the greeting and the
@@ -172,6 +184,43 @@ struct AgentRow {
     output_cost_per_1k: f64,
 }
 
+#[cfg(test)]
+impl AgentProfile {
+    /// A front desk on the offline providers, transferring to `transfer_to`.
+    pub(crate) fn for_tests(transfer_to: Option<&str>) -> AgentProfile {
+        AgentProfile {
+            workspace_id: Uuid::nil(),
+            agent_id: Uuid::nil(),
+            agent_name: "Front desk".into(),
+            instructions: String::new(),
+            persona_name: "Ada".into(),
+            tone: "friendly".into(),
+            persona_instructions: String::new(),
+            greeting: "Hello, how can I help?".into(),
+            fallback_message: "Sorry.".into(),
+            escalation_policy: EscalationPolicy::Apologize,
+            transfer_to: transfer_to.map(str::to_string),
+            transfer_unavailable: false,
+            interruptible: true,
+            silence_timeout_ms: 8000,
+            max_call_seconds: 600,
+            recording_enabled: false,
+            stt_provider: "whisper".into(),
+            stt_language: None,
+            tts_provider: "piper".into(),
+            tts_voice: "en-us".into(),
+            tts_speed: 1.0,
+            llm_provider: "offline".into(),
+            llm_model: "offline".into(),
+            temperature: 0.2,
+            max_tokens: 200,
+            context_window_size: 4000,
+            input_cost_per_1k: 0.0,
+            output_cost_per_1k: 0.0,
+        }
+    }
+}
+
 impl From<AgentRow> for AgentProfile {
     fn from(r: AgentRow) -> Self {
         AgentProfile {
@@ -190,6 +239,7 @@ impl From<AgentRow> for AgentProfile {
                 .parse()
                 .unwrap_or(EscalationPolicy::Apologize),
             transfer_to: r.transfer_to,
+            transfer_unavailable: false,
             interruptible: r.interruptible,
             silence_timeout_ms: r.silence_timeout_ms.clamp(1000, 3_600_000) as u64,
             max_call_seconds: r.max_call_seconds.clamp(10, 86_400) as u64,

@@ -355,6 +355,13 @@ pub fn system_prompt(p: &AgentProfile) -> String {
     );
     if p.transfer_to.is_some() {
         s.push_str(" If the caller asks for a human, call the transfer_call tool.");
+    } else if p.transfer_unavailable {
+        s.push(' ');
+        s.push_str(super::llm::NO_TRANSFER_ON_WEB);
+        s.push_str(
+            ": if the caller asks for a human, say that a call from a web page cannot be \
+             transferred, that they can call by phone, and offer to help here.",
+        );
     }
     for extra in [&p.persona_instructions, &p.instructions] {
         if !extra.trim().is_empty() {

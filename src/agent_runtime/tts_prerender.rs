@@ -29,8 +29,9 @@ const MAX_CHUNKS_PER_AGENT: i64 = 20_000;
 
 /// Lines the offline answerer speaks for a request for a human.
 const TRANSFER_LINES: &[&str] = &[
-    "Of course. I will transfer you to a colleague now.",
-    "I am sorry, there is no one available to take your call right now, but I can try to help.",
+    super::llm_offline::TRANSFER_LINE,
+    super::llm_offline::NO_TRANSFER_ON_WEB_LINE,
+    super::llm_offline::NO_ONE_LINE,
 ];
 
 /// Starts the background pre-renderer (nothing if the cache is off).

@@ -60,7 +60,7 @@ struct Session {
     /// The agent called: a WHIP `DELETE` names it in its path, and a
     /// credential for one agent (a widget key) ends only that agent's calls.
     agent_id: Uuid,
-    hangup: mpsc::Sender<()>,
+    hangup: mpsc::Sender<HangupBy>,
 }
 
 /// The node's browser calls: the ICE set-up and the live WHIP sessions.
@@ -118,7 +118,9 @@ impl WebCalls {
             from_number: req.caller,
             to_number: format!("agent:{}", req.agent_id),
             variables: Vec::new(),
+            // Digits come from the browser (RFC 4733) but are not sent to it.
             dtmf: false,
+            can_transfer: false,
         };
         let started_at = Utc::now();
         rt.records.submit(Record::CallLog {
@@ -200,10 +202,17 @@ impl WebCalls {
     pub fn end(&self, workspace_id: Uuid, agent_id: Uuid, session_id: Uuid) -> bool {
         match self.sessions.get(&session_id) {
             Some(s) if s.workspace_id == workspace_id && s.agent_id == agent_id => {
-                let _ = s.hangup.try_send(());
+                let _ = s.hangup.try_send(HangupBy::Caller);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Ends every session (the end of a drain): `hangup_by = system`.
+    pub fn hang_up_all(&self) {
+        for s in self.sessions.iter() {
+            let _ = s.hangup.try_send(HangupBy::System);
         }
     }
 
@@ -247,7 +256,7 @@ fn end_record(
 struct WebLegSetup {
     info: LegInfo,
     peer: WebRtcPeer,
-    hangup: mpsc::Receiver<()>,
+    hangup: mpsc::Receiver<HangupBy>,
     rt: Arc<Runtime>,
     started: Instant,
 }
@@ -305,7 +314,7 @@ struct WebLeg {
     session: MediaSession,
     media_rx: mpsc::Receiver<MediaEvent>,
     peer: WebRtcPeer,
-    hangup: mpsc::Receiver<()>,
+    hangup: mpsc::Receiver<HangupBy>,
     rt: Arc<Runtime>,
     call_log_id: Uuid,
     started: Instant,
@@ -325,7 +334,10 @@ impl CallLeg for WebLeg {
                     Some(ev) => if let Some(ev) = media_event(ev) { return Some(ev) },
                     None => break (HangupBy::System, "media stopped".to_string()),
                 },
-                _ = self.hangup.recv() => break (HangupBy::Caller, "WHIP DELETE".to_string()),
+                by = self.hangup.recv() => break match by {
+                    Some(HangupBy::System) => (HangupBy::System, "node shutting down".to_string()),
+                    _ => (HangupBy::Caller, "WHIP DELETE".to_string()),
+                },
                 why = self.peer.gone() => break (HangupBy::Caller, why.to_string()),
             }
         };
@@ -338,7 +350,8 @@ impl CallLeg for WebLeg {
     }
 
     async fn transfer(&mut self, _target: String) -> bool {
-        // A browser has no one to hand the call to.
+        // A browser has no one to hand the call to (its profile offers no
+        // transfer: `AgentProfile::without_transfer`).
         false
     }
 

@@ -310,6 +310,7 @@ pub fn document() -> Value {
         add_resource(r, &mut paths, &mut schemas);
     }
     super::openapi_custom::add_custom(&mut paths);
+    super::whip::openapi_paths(&mut paths);
     // Every operation needs credentials except health, docs and sign-in.
     let public = [
         "/healthz",
@@ -322,7 +323,9 @@ pub fn document() -> Value {
         if let Some(ops) = item.as_object_mut() {
             for (method, op) in ops.iter_mut() {
                 op["operationId"] = json!(operation_id(method, path));
-                if public.contains(&path.as_str()) {
+                // Operations that say who may call them (no login for a
+                // widget's look; widget keys for WHIP) keep their own.
+                if public.contains(&path.as_str()) || op.get("security").is_some() {
                     continue;
                 }
                 op["security"] = json!([{"bearer": []}, {"apiKey": []}]);
@@ -346,7 +349,8 @@ pub fn document() -> Value {
             "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or sk_live_ API key"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "widgetKey": {"type": "http", "scheme": "bearer", "bearerFormat": "pk_ public key of a web widget, from an Origin in its allowed_domains (/v1/widgets and WHIP only)"}
             }
         }
     })

@@ -25,12 +25,16 @@ use crate::agent_runtime::web_leg::{WebCallError, WebCallRequest, WebCalls};
 use crate::agent_runtime::{AgentCalls, Runtime};
 use crate::media::webrtc::{WebRtcError, MAX_OFFER_BYTES};
 use crate::sip::call::CallHandler;
+use crate::sip::server::DRAIN_RETRY_AFTER_SECS;
 
 /// The runtime that runs browser calls and the node's WHIP sessions.
 #[derive(Clone)]
 pub struct WhipCalls {
     pub runtime: Arc<Runtime>,
     pub calls: Arc<WebCalls>,
+    /// Whether the node is draining (SIGTERM): the SIP layer's own flag,
+    /// so a browser is refused exactly when a trunk is.
+    pub draining: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 pub fn routes() -> Router<ApiState> {
@@ -145,6 +149,14 @@ async fn offer(
         return Err(ApiError::NotFound);
     };
     let who = authorize(&st, principal, &headers, agent_id, workspace_id).await?;
+    // A draining node takes no new call, as its SIP side answers 503: the
+    // browser (or a load balancer in front) retries elsewhere.
+    if (whip.draining)() {
+        return Ok(cors(
+            busy_response("draining", DRAIN_RETRY_AFTER_SECS),
+            &who.cors_origin,
+        ));
+    }
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -176,7 +188,10 @@ async fn offer(
         return Err(ApiError::UsageLimit);
     }
     if let Err(busy) = CallHandler::admits(&AgentCalls(whip.runtime.clone())) {
-        return Ok(busy_response(busy.reason, busy.retry_after_secs));
+        return Ok(cors(
+            busy_response(busy.reason, busy.retry_after_secs),
+            &who.cors_origin,
+        ));
     }
     let answer = whip
         .calls
@@ -205,7 +220,7 @@ async fn offer(
         Err(WebCallError::Peer(WebRtcError::Internal(e))) => return Err(ApiError::Internal(e)),
         Err(WebCallError::Busy(reason)) => {
             let retry = whip.runtime.config.admission.retry_after_secs;
-            return Ok(busy_response(reason, retry));
+            return Ok(cors(busy_response(reason, retry), &who.cors_origin));
         }
     };
     let location = format!("/v1/agents/{agent_id}/whip/{}", answer.session_id);
@@ -225,6 +240,16 @@ async fn offer(
         h.extend(super::widget::cors_headers(origin));
     }
     Ok(response)
+}
+
+/// A widget's page may read the answer (its `Retry-After` included).
+fn cors(mut response: Response, origin: &Option<String>) -> Response {
+    if let Some(origin) = origin {
+        response
+            .headers_mut()
+            .extend(super::widget::cors_headers(origin));
+    }
+    response
 }
 
 fn busy_response(reason: &str, retry_after_secs: u32) -> Response {
@@ -263,4 +288,63 @@ async fn end(
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// The WHIP operations in the OpenAPI document (`/openapi.json`): bodies
+/// are SDP, not JSON, and a widget's public key is a credential here.
+pub(crate) fn openapi_paths(paths: &mut serde_json::Map<String, serde_json::Value>) {
+    let agent = json!({"name": "agent_id", "in": "path", "required": true,
+                       "schema": {"type": "string", "format": "uuid"}});
+    let session = json!({"name": "session_id", "in": "path", "required": true,
+                         "schema": {"type": "string", "format": "uuid"}});
+    let error = |what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let security = json!([{"bearer": []}, {"apiKey": []}, {"widgetKey": []}]);
+    let post = json!({
+        "summary": "Call the agent from a browser or any WebRTC peer (WHIP, RFC 9725)",
+        "tags": ["whip"],
+        "description": "The body is the SDP offer (Opus/48000 or PCMU/8000 audio, ICE credentials, a DTLS fingerprint). \
+    The credential is a user JWT or API key of the agent's workspace (any role), or the public key (pk_…) of one of the agent's \
+    web widgets from a page whose Origin is in that widget's allowed_domains (the answers then carry CORS headers for it). \
+    The answer holds every ICE candidate (no trickle). DELETE on the Location ends the call.",
+        "parameters": [agent.clone()],
+        "security": security.clone(),
+        "requestBody": {"required": true, "content": {"application/sdp": {"schema": {"type": "string"}}}},
+        "responses": {
+            "201": {"description": "the SDP answer; the call starts once ICE and DTLS are up",
+                    "headers": {
+                        "Location": {"description": "/v1/agents/{agent_id}/whip/{session_id}: DELETE it to hang up", "schema": {"type": "string"}},
+                        "X-Call-Log-Id": {"description": "the call's call_logs id", "schema": {"type": "string", "format": "uuid"}}},
+                    "content": {"application/sdp": {"schema": {"type": "string"}}}},
+            "400": error("not an SDP offer that can be answered (no audio, no ICE credentials, no DTLS fingerprint)"),
+            "401": error("no or wrong credential (whatever the agent), or a widget key of another agent"),
+            "402": error("the workspace's plan limit is reached"),
+            "403": error("a widget key from an Origin its widget does not allow"),
+            "404": error("no such agent, or another workspace's"),
+            "406": error("no Opus/48000 or PCMU/8000 audio in the offer"),
+            "413": error("the offer is over 64 KiB"),
+            "415": error("the body is not application/sdp"),
+            "422": error("the agent is a draft"),
+            "503": {"description": "the node is draining (Retry-After: 30), full or overloaded, or webrtc.max_sessions are up (Retry-After: admission.retry_after_secs)",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        }
+    });
+    let delete = json!({
+        "summary": "Hang up a browser call (the WHIP session's Location)",
+        "tags": ["whip"],
+        "description": "The same credential as the offer's. A credential for one agent (a widget key) ends only that agent's calls: another agent's session in the path is 404.",
+        "parameters": [agent, session],
+        "security": security,
+        "responses": {
+            "200": {"description": "the call is ending"},
+            "401": error("no or wrong credential, or a widget key of another agent"),
+            "403": error("a widget key from an Origin its widget does not allow"),
+            "404": error("no live session of this agent with this id")
+        }
+    });
+    paths.insert("/v1/agents/{agent_id}/whip".into(), json!({"post": post}));
+    paths.insert(
+        "/v1/agents/{agent_id}/whip/{session_id}".into(),
+        json!({"delete": delete}),
+    );
 }

@@ -4,7 +4,9 @@
 //! own media path does the rest: [`MediaSession::start_channel`] runs the
 //! same jitter buffer, decoding, 20 ms pacing, flush and recording as a SIP
 //! call's, on the packets this module carries. One codec is negotiated per
-//! call: Opus (48 kHz RTP clock) when offered, else PCMU.
+//! call: Opus (48 kHz RTP clock) when offered, else PCMU; digits come as
+//! RFC 4733 telephone-event at that codec's clock when the offer has it
+//! (browsers send them with `RTCDTMFSender`), as on a SIP call.
 //!
 //! ICE offers host candidates only from the configured addresses, plus the
 //! public address of a 1:1 NAT or a STUN server's reflexive one. Knows
@@ -16,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_PCMU};
+use webrtc::api::media_engine::{
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
+};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
 use webrtc::ice::network_type::NetworkType;
@@ -46,6 +50,9 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// 20 ms packets inbound; our side sends one per slot).
 const INBOUND_QUEUE: usize = 100;
 const OUTBOUND_QUEUE: usize = 50;
+/// The payload type our media path knows the peer's RFC 4733 events by,
+/// whatever number the peer gave them (unlike any audio codec's).
+const EVENT_PT: u8 = 101;
 
 /// How ICE is set up on this node (`[webrtc]`).
 #[derive(Debug, Clone, Default)]
@@ -75,51 +82,75 @@ fn internal(e: impl std::fmt::Display) -> WebRtcError {
     WebRtcError::Internal(e.to_string())
 }
 
-/// The codec we answer with: Opus when the offer's first audio section
-/// has it, else PCMU. Bounded work on a hostile offer: one pass over its
-/// lines, which the caller has capped at `MAX_OFFER_BYTES`.
-pub fn pick_codec(offer: &str) -> Result<Codec, WebRtcError> {
-    let mut in_audio = false;
-    let mut seen_audio = false;
-    let (mut opus, mut pcmu) = (false, false);
+/// The offer's first audio section: its `m=` line (after `m=audio `) and
+/// its `a=rtpmap:` values. One pass over the lines of an offer the caller
+/// has capped at `MAX_OFFER_BYTES`.
+fn first_audio(offer: &str) -> Option<(&str, Vec<&str>)> {
+    let mut section: Option<(&str, Vec<&str>)> = None;
     for line in offer.lines() {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
-            if seen_audio && in_audio {
+            if section.is_some() {
                 break;
             }
-            in_audio = m.starts_with("audio ");
-            seen_audio |= in_audio;
-            if in_audio {
-                // m=audio <port> <proto> <fmt>...: PCMU may be the static 0.
-                pcmu |= m.split_whitespace().skip(3).any(|f| f == "0");
-            }
-            continue;
-        }
-        if !in_audio {
-            continue;
-        }
-        if let Some(map) = line.strip_prefix("a=rtpmap:") {
-            let name = map.split_whitespace().nth(1).unwrap_or("");
-            let mut parts = name.split('/');
-            let (enc, rate) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            opus |= enc.eq_ignore_ascii_case("opus") && rate == "48000";
-            pcmu |= enc.eq_ignore_ascii_case("PCMU") && rate == "8000";
+            section = m.strip_prefix("audio ").map(|m| (m, Vec::new()));
+        } else if let (Some((_, maps)), Some(map)) =
+            (section.as_mut(), line.strip_prefix("a=rtpmap:"))
+        {
+            maps.push(map);
         }
     }
+    section
+}
+
+/// An `a=rtpmap:` value: (payload type, encoding, clock rate).
+fn rtpmap(map: &str) -> Option<(u8, &str, u32)> {
+    let mut words = map.split_whitespace();
+    let pt = words.next()?.parse::<u8>().ok().filter(|pt| *pt < 128)?;
+    let mut parts = words.next()?.split('/');
+    let enc = parts.next()?;
+    let rate = parts.next()?.parse().ok()?;
+    Some((pt, enc, rate))
+}
+
+/// The codec we answer with: Opus when the offer's first audio section
+/// has it, else PCMU.
+pub fn pick_codec(offer: &str) -> Result<Codec, WebRtcError> {
     if !offer.starts_with("v=0") {
         return Err(WebRtcError::BadOffer(
             "not an SDP session description".into(),
         ));
     }
-    if !seen_audio {
-        return Err(WebRtcError::BadOffer("no audio section".into()));
+    let (mline, maps) =
+        first_audio(offer).ok_or_else(|| WebRtcError::BadOffer("no audio section".into()))?;
+    // m=audio <port> <proto> <fmt>...: PCMU may be the static 0.
+    let mut pcmu = mline.split_whitespace().skip(2).any(|f| f == "0");
+    let mut opus = false;
+    for (_, enc, rate) in maps.iter().filter_map(|m| rtpmap(m)) {
+        opus |= enc.eq_ignore_ascii_case("opus") && rate == 48_000;
+        pcmu |= enc.eq_ignore_ascii_case("PCMU") && rate == 8000;
     }
     match (opus, pcmu) {
         (true, _) => Ok(Codec::Opus),
         (false, true) => Ok(Codec::Pcmu),
         _ => Err(WebRtcError::NoCommonCodec),
     }
+}
+
+/// The offer's `telephone-event` payload types and clocks in its first
+/// audio section, at most four. The answer keeps every one (webrtc-rs
+/// matches them by name), and Chromium sends its digits with the 8 kHz one
+/// even on an Opus call, so any of them is a digit.
+pub fn telephone_events(offer: &str) -> Vec<(u8, u32)> {
+    let Some((_, maps)) = first_audio(offer) else {
+        return Vec::new();
+    };
+    maps.iter()
+        .filter_map(|m| rtpmap(m))
+        .filter(|(_, enc, _)| enc.eq_ignore_ascii_case("telephone-event"))
+        .map(|(pt, _, rate)| (pt, rate))
+        .take(4)
+        .collect()
 }
 
 fn capability(codec: Codec) -> RTCRtpCodecCapability {
@@ -179,6 +210,7 @@ impl WebRtcEngine {
             return Err(WebRtcError::BadOffer("offer too large".into()));
         }
         let codec = pick_codec(offer)?;
+        let events: Vec<u8> = telephone_events(offer).iter().map(|(pt, _)| *pt).collect();
         let mut media = MediaEngine::default();
         media
             .register_codec(
@@ -190,6 +222,24 @@ impl WebRtcEngine {
                 RTPCodecType::Audio,
             )
             .map_err(internal)?;
+        if let Some((pt, clock_rate)) = telephone_events(offer).first().copied() {
+            media
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        capability: RTCRtpCodecCapability {
+                            mime_type: MIME_TYPE_TELEPHONE_EVENT.to_owned(),
+                            clock_rate,
+                            channels: 0,
+                            sdp_fmtp_line: "0-15".to_owned(),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: pt,
+                        ..Default::default()
+                    },
+                    RTPCodecType::Audio,
+                )
+                .map_err(internal)?;
+        }
         let registry =
             register_default_interceptors(Registry::new(), &mut media).map_err(internal)?;
         let api = APIBuilder::new()
@@ -213,7 +263,7 @@ impl WebRtcEngine {
             .await
             .map_err(internal)?,
         );
-        match self.negotiate(&pc, codec, offer).await {
+        match self.negotiate(&pc, codec, events, offer).await {
             Ok(peer) => Ok(peer),
             Err(e) => {
                 let _ = pc.close().await;
@@ -226,8 +276,10 @@ impl WebRtcEngine {
         &self,
         pc: &Arc<RTCPeerConnection>,
         codec: Codec,
+        events: Vec<u8>,
         offer: &str,
     ) -> Result<WebRtcPeer, WebRtcError> {
+        let dtmf = !events.is_empty();
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         pc.on_peer_connection_state_change(Box::new(move |s| {
             tracing::debug!(state = %s, "peer connection");
@@ -235,18 +287,39 @@ impl WebRtcEngine {
             Box::pin(async {})
         }));
         // The peer's audio, as RTP, to the media clock. Its payload type
-        // is set to the one our receiver expects: one codec is negotiated.
+        // is set to the one our receiver expects: one codec is negotiated,
+        // and its digits (the offer's telephone-event) are `EVENT_PT`.
         let (in_tx, in_rx) = mpsc::channel::<(Vec<u8>, Instant)>(INBOUND_QUEUE);
         let pt = codec.offer_payload_type();
         pc.on_track(Box::new(move |track, _receiver, _transceiver| {
             let tx = in_tx.clone();
+            let events = events.clone();
             Box::pin(async move {
                 if track.kind() != RTPCodecType::Audio {
                     return;
                 }
                 tokio::spawn(async move {
-                    while let Ok((mut pkt, _)) = track.read_rtp().await {
-                        pkt.header.payload_type = pt;
+                    let mut last_pt = None;
+                    loop {
+                        let mut pkt = match track.read_rtp().await {
+                            Ok((pkt, _)) => pkt,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "the peer's audio track ended");
+                                break;
+                            }
+                        };
+                        if last_pt != Some(pkt.header.payload_type) {
+                            last_pt = Some(pkt.header.payload_type);
+                            tracing::trace!(
+                                pt = pkt.header.payload_type,
+                                "the peer's payload type"
+                            );
+                        }
+                        pkt.header.payload_type = if events.contains(&pkt.header.payload_type) {
+                            EVENT_PT
+                        } else {
+                            pt
+                        };
                         let Ok(bytes) = pkt.marshal() else { continue };
                         // Full: the media clock is behind; this packet is late anyway.
                         let _ = tx.try_send((bytes.to_vec(), Instant::now()));
@@ -293,6 +366,7 @@ impl WebRtcEngine {
             .await
             .ok_or_else(|| internal("no local description"))?
             .sdp;
+        tracing::trace!(offer, answer = %answer_sdp, "SDP");
         // Our RTP to the peer, written by one task per call.
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUTBOUND_QUEUE);
         let writer = track.clone();
@@ -307,6 +381,7 @@ impl WebRtcEngine {
             pc: pc.clone(),
             answer_sdp,
             codec,
+            dtmf,
             state: state_rx,
             media: Some((out_tx, in_rx)),
         })
@@ -321,6 +396,8 @@ pub struct WebRtcPeer {
     pc: Arc<RTCPeerConnection>,
     pub answer_sdp: String,
     pub codec: Codec,
+    /// The peer may send digits (RFC 4733 negotiated at the codec's clock).
+    pub dtmf: bool,
     state: watch::Receiver<RTCPeerConnectionState>,
     media: Option<PacketChannels>,
 }
@@ -391,7 +468,7 @@ impl WebRtcPeer {
         // The peer's address as our receiver sees it: the packets are the
         // stack's, authenticated by SRTP; any fixed address does.
         let peer = SocketAddr::from(([127, 0, 0, 1], 9));
-        let mut cfg = SessionConfig::new(peer, self.codec, pt, None);
+        let mut cfg = SessionConfig::new(peer, self.codec, pt, self.dtmf.then_some(EVENT_PT));
         cfg.record_path = record;
         MediaSession::start_channel(out, inbound, cfg)
     }
@@ -438,6 +515,29 @@ mod tests {
             pick_codec(pcma_only),
             Err(WebRtcError::NoCommonCodec)
         ));
+    }
+
+    #[test]
+    fn telephone_events_of_the_audio_section_are_found() {
+        let chrome = CHROME_AUDIO.replace(" 111 0 8", " 111 0 8 110 126")
+            + "a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n\
+               a=rtpmap:126 telephone-event/8000\r\n";
+        assert_eq!(telephone_events(&chrome), [(110, 48_000), (126, 8_000)]);
+        assert!(telephone_events(CHROME_AUDIO).is_empty());
+        // Another section's events, a bad number: none.
+        let video = "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                     m=video 9 X 96\r\na=rtpmap:96 telephone-event/48000\r\n";
+        assert!(telephone_events(video).is_empty());
+        let bad = "v=0\r\nm=audio 9 X 300\r\na=rtpmap:300 telephone-event/48000\r\n";
+        assert!(telephone_events(bad).is_empty());
+        // A hostile offer's list is cut.
+        let many: String = (96..120)
+            .map(|pt| format!("a=rtpmap:{pt} telephone-event/8000\r\n"))
+            .collect();
+        assert_eq!(
+            telephone_events(&format!("v=0\r\nm=audio 9 X 96\r\n{many}")).len(),
+            4
+        );
     }
 
     #[test]

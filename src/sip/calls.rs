@@ -157,7 +157,12 @@ impl Core {
             let resp = {
                 let mut r =
                     self.response(&invite, 503, "Service Unavailable", Some(&random_token(10)));
-                r.add_header("Retry-After", if draining { "30" } else { "5" });
+                let retry = if draining {
+                    super::server::DRAIN_RETRY_AFTER_SECS
+                } else {
+                    5
+                };
+                r.add_header("Retry-After", retry.to_string());
                 r
             };
             self.respond(key, resp, now);

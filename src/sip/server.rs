@@ -31,6 +31,9 @@ use crate::records::RecordWriter;
 /// full (overload) new datagrams are dropped and peers retransmit.
 const INBOUND_QUEUE: usize = 4096;
 const INTERNAL_QUEUE: usize = 4096;
+/// `Retry-After` of a draining node's 503 (SIP and WHIP alike): long enough
+/// for a retry to find another node, or this one restarted.
+pub const DRAIN_RETRY_AFTER_SECS: u32 = 30;
 
 /// Knobs that are not (yet) in `Config`; `Default` is production.
 #[derive(Debug, Clone)]
@@ -332,7 +335,8 @@ impl SipServerHandle {
         self.shared.draining.load(Ordering::Relaxed)
     }
 
-    /// From now on new INVITEs get 503 with Retry-After.
+    /// From now on new INVITEs (and WHIP offers) get 503 with
+    /// `Retry-After: DRAIN_RETRY_AFTER_SECS`.
     pub fn start_drain(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
     }

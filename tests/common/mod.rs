@@ -157,3 +157,4 @@ pub mod mock_openai;
 pub mod node;
 pub mod pgcluster;
 pub mod sip_caller;
+pub mod whip;

@@ -152,6 +152,23 @@ pub async fn session_timeline(pool: &sqlx::PgPool, session: uuid::Uuid) -> Strin
         .collect()
 }
 
+/// A new API key of `workspace` with `role` (`OWNER`, `MANAGER`, `VIEWER`).
+pub async fn api_key(pool: &sqlx::PgPool, workspace: uuid::Uuid, role: &str) -> String {
+    let (key, prefix, hash) = switchboard::api::auth::generate_api_key();
+    sqlx::query(
+        "insert into api_keys (workspace_id, name, prefix, key_hash, role) values ($1, $2, $3, $4, $5::app_role)",
+    )
+    .bind(workspace)
+    .bind(format!("{role} key"))
+    .bind(&prefix)
+    .bind(&hash)
+    .bind(role)
+    .execute(pool)
+    .await
+    .expect("api key");
+    key
+}
+
 /// The demo agent's id and workspace.
 pub async fn demo_agent(pool: &sqlx::PgPool) -> (uuid::Uuid, uuid::Uuid) {
     sqlx::query_as("select id, workspace_id from agents where name = 'Reception' limit 1")

@@ -40,7 +40,50 @@ pub struct BrowserCall {
     pub rate: u32,
     /// The ICE pair the browser used: (local address, remote address).
     pub pair: (String, String),
+    /// Every candidate pair the browser formed (checked or not).
+    pub pairs: Vec<(String, String)>,
     pub call_log_id: Option<String>,
+}
+
+/// Signs the demo OWNER in to the console at `base` and opens "Talk to an
+/// agent" for `agent`, ready to start a call.
+pub async fn open_talk_page(page: &Page, base: &str, agent: uuid::Uuid) {
+    sign_in(page, base).await;
+    page.eval(&format!("location.hash = '#/talk/{agent}'; true"))
+        .await
+        .expect("to the talk page");
+    page.wait_for(
+        "document.getElementById('main').dataset.ready === 'true' && !!document.getElementById('talk-start') && !document.getElementById('talk-start').disabled",
+        Duration::from_secs(30),
+        "the talk page",
+    )
+    .await;
+}
+
+/// Signs the demo OWNER in to the console at `base`.
+pub async fn sign_in(page: &Page, base: &str) {
+    page.navigate(&format!("{base}/console#/login")).await;
+    page.wait_for(
+        "!!document.getElementById('email')",
+        Duration::from_secs(30),
+        "login form",
+    )
+    .await;
+    page.eval(&format!(
+        "document.getElementById('email').value = '{}';
+         document.getElementById('password').value = '{}';
+         document.getElementById('login-submit').click(); true",
+        super::OWNER_EMAIL,
+        super::PASSWORD
+    ))
+    .await
+    .expect("sign in");
+    page.wait_for(
+        "document.getElementById('main').dataset.page === 'agents'",
+        Duration::from_secs(30),
+        "signed in",
+    )
+    .await;
 }
 
 const READ_LINES: &str = "[...document.querySelectorAll('#talk-transcript .line')].map(e => e.dataset.role + ':' + e.lastChild.textContent)";
@@ -50,11 +93,45 @@ const READ_LINES: &str = "[...document.querySelectorAll('#talk-transcript .line'
 /// line that both match `answered` (lower-cased), lets the answer play for
 /// `listen`, reads everything back and hangs up.
 pub async fn talk(page: &Page, answered: &str, limit: Duration, listen: Duration) -> BrowserCall {
+    talk_then(page, answered, limit, listen, || async {}).await
+}
+
+/// [`talk`], with `then` run once the exchange is seen (before listening
+/// and hanging up).
+pub async fn talk_then<F, Fut>(
+    page: &Page,
+    answered: &str,
+    limit: Duration,
+    listen: Duration,
+    then: F,
+) -> BrowserCall
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     page.eval("document.getElementById('talk-start').click(); true")
         .await
         .expect("start");
+    let mut transcript = wait_for_exchange(page, answered, limit).await;
+    then().await;
+    tokio::time::sleep(listen).await;
+    let later = page
+        .eval(READ_LINES)
+        .await
+        .ok()
+        .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+        .unwrap_or_default();
+    if later.len() > transcript.len() {
+        transcript = later;
+    }
+    finish(page, transcript).await
+}
+
+/// The page's transcript once it holds a user line matching `answered`
+/// (lower-cased) and then an agent line matching it too.
+pub async fn wait_for_exchange(page: &Page, answered: &str, limit: Duration) -> Vec<String> {
     let deadline = Instant::now() + limit;
-    let transcript: Vec<String> = loop {
+    loop {
         let lines: Vec<String> = page
             .eval(READ_LINES)
             .await
@@ -70,7 +147,7 @@ pub async fn talk(page: &Page, answered: &str, limit: Duration, listen: Duration
                 .position(|l| l.starts_with("assistant:") && l.to_lowercase().contains(answered))
         });
         if answer.is_some() {
-            break lines;
+            return lines;
         }
         if Instant::now() > deadline {
             let state = page
@@ -82,21 +159,27 @@ pub async fn talk(page: &Page, answered: &str, limit: Duration, listen: Duration
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    tokio::time::sleep(listen).await;
-    let pair = page
+    }
+}
+
+/// Reads the call's ICE pairs, recording and id back, and hangs up.
+async fn finish(page: &Page, transcript: Vec<String>) -> BrowserCall {
+    let stats = page
         .eval(
-            "(async () => { const s = await SB.talk.call.pc.getStats(); let pair = null;
+            "(async () => { const s = await SB.talk.call.pc.getStats(); let pair = null; const all = [];
+               const ends = p => { const l = s.get(p.localCandidateId), r = s.get(p.remoteCandidateId);
+                                   return [l.address || l.ip, r.address || r.ip]; };
                s.forEach(r => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = s.get(r.selectedCandidatePairId); });
-               if (!pair) s.forEach(r => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
-               if (!pair) return null;
-               const l = s.get(pair.localCandidateId), r = s.get(pair.remoteCandidateId);
-               return [l.address || l.ip, r.address || r.ip]; })()",
+               s.forEach(r => { if (r.type === 'candidate-pair') { all.push(ends(r));
+                                  if (!pair && r.nominated && r.state === 'succeeded') pair = r; } });
+               return {selected: pair ? ends(pair) : null, all}; })()",
         )
         .await
         .expect("ICE stats");
-    let pair: (String, String) = serde_json::from_value(pair.clone())
-        .unwrap_or_else(|_| panic!("no selected ICE pair: {pair}"));
+    let pair: (String, String) = serde_json::from_value(stats["selected"].clone())
+        .unwrap_or_else(|_| panic!("no selected ICE pair: {stats}"));
+    let pairs: Vec<(String, String)> =
+        serde_json::from_value(stats["all"].clone()).unwrap_or_default();
     let marks = page.eval("SB.talk.marks()").await.expect("marks");
     let wav = page.eval("SB.talk.recording()").await.expect("recording");
     page.eval("document.getElementById('talk-stop').click(); true")
@@ -126,6 +209,7 @@ pub async fn talk(page: &Page, answered: &str, limit: Duration, listen: Duration
         agent,
         rate: spec.sample_rate,
         pair,
+        pairs,
         call_log_id: marks_call(&marks),
     }
 }

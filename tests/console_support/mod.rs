@@ -6,6 +6,7 @@
 
 pub mod browser_call;
 pub mod cdp;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 
