@@ -25,6 +25,9 @@ pub async fn check_row_rules(
     if r.table == telephony::SIP_TRUNKS.table {
         telephony::check_trunk_credentials(tx, ws, id, values).await?;
     }
+    if r.table == agents::AGENTS.table {
+        agents::check_voicemail(tx, ws, id, values).await?;
+    }
     if r.table == telephony::PHONE_NUMBERS.table {
         telephony::check_number_free(tx, ws, id, values).await?;
     }
