@@ -633,3 +633,35 @@ async fn the_api_refuses_what_it_cannot_dial() {
     assert!(op["responses"]["202"].is_object(), "{op}");
     f.node.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_422_is_retried_once_with_the_trunks_min_se_and_the_call_is_answered() {
+    let f = fixture(54800).await;
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("media socket");
+    let rtp_port = media.local_addr().expect("addr").port().to_string();
+    let uas = Uas::start(
+        "uas_session_timer_422.xml",
+        "u1",
+        &["-key", "rtp_port", &rtp_port],
+    )
+    .await;
+    let trunk = f.trunk("timers", uas.port, "udp", false, 5).await;
+    let id = f.dial_ok(trunk).await;
+    // SIPp checked the second INVITE (Session-Expires 1800, CSeq 2) before
+    // it answered; the greeting then flows.
+    let (packets, _, _) = capture(&media, Duration::from_secs(4)).await;
+    assert!(packets > 50, "only {packets} RTP packets after the answer");
+    assert_eq!(f.hang_up(id).await, 202);
+    let run = uas.finish().await;
+    run.assert_ok();
+    assert!(run.messages.contains("SIP/2.0 422"), "{}", run.messages);
+    let row = f.ended(id).await;
+    assert_eq!(
+        (row.status.as_str(), row.sip_code, row.answered),
+        ("completed", Some(200), true),
+        "{row:?}"
+    );
+    f.node.stop(Duration::from_secs(1)).await;
+}
