@@ -34,6 +34,13 @@ pub async fn check_row_rules(
     Ok(())
 }
 
+/// Values a new row takes from a preset when its body left them out.
+pub fn fill_presets(r: &Resource, values: &mut serde_json::Map<String, serde_json::Value>) {
+    if r.table == telephony::SIP_TRUNKS.table {
+        telephony::fill_provider_presets(values);
+    }
+}
+
 /// Every generic resource, in the order the OpenAPI document lists them.
 pub static ALL: &[&Resource] = &[
     &personas::PERSONAS,
