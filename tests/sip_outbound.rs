@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::node::{api_key, demo_agent, poll, start_node};
 use serde_json::{json, Value};
-use sip_support::{scenario, SippRun};
+use sip_support::Uas;
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;
 
@@ -187,79 +187,6 @@ struct CallRow {
     codec: Option<String>,
     sip_trunk_id: Option<Uuid>,
     answered: bool,
-}
-
-/// A SIPp UAS (the trunk) on its own loopback port.
-struct Uas {
-    child: tokio::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Uas {
-    /// Starts `sipp -sf <scenario>` as a server (`transport` u1 or t1) and
-    /// waits (bounded) until it holds its port.
-    async fn start(scenario_name: &str, transport: &str, extra: &[&str]) -> Uas {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = sip_support::free_port();
-        let media_port = sip_support::free_media_port();
-        let mut cmd = tokio::process::Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario(scenario_name))
-            .args(["-i", "127.0.0.1", "-t", transport, "-m", "1"])
-            .args(["-timeout", "45s", "-timeout_error", "-nostdin"])
-            .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
-            .args(["-trace_err", "-trace_msg"])
-            .arg("-error_file")
-            .arg(dir.path().join("errors.log"))
-            .arg("-message_file")
-            .arg(dir.path().join("messages.log"))
-            .args(extra)
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .expect("sipp must be installed (Debian sip-tester)");
-        let bound = poll(Duration::from_secs(5), || async {
-            let taken = match transport {
-                "t1" => std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
-                _ => std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
-            };
-            taken.then_some(())
-        })
-        .await;
-        if bound.is_none() {
-            let _ = child.start_kill();
-            let out = child.wait_with_output().await.expect("SIPp output");
-            panic!(
-                "SIPp did not bind 127.0.0.1:{port} in 5 s: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Uas { child, port, dir }
-    }
-
-    /// Waits (bounded: 60 s) for SIPp to finish its one call.
-    async fn finish(self) -> SippRun {
-        let out = tokio::time::timeout(Duration::from_secs(60), self.child.wait_with_output())
-            .await
-            .expect("SIPp did not finish in 60 s")
-            .expect("SIPp output");
-        let read = |name: &str| -> String {
-            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-        };
-        SippRun {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr),
-            errors: read("errors.log"),
-            messages: read("messages.log"),
-        }
-    }
 }
 
 async fn challenged_call(code: u16, transport: &str, db_transport: &str, rtp_base: u16) {
@@ -704,5 +631,37 @@ async fn the_api_refuses_what_it_cannot_dial() {
     let op = &doc["paths"]["/v1/workspaces/{workspace_id}/calls"]["post"];
     assert!(op["requestBody"].is_object(), "{op}");
     assert!(op["responses"]["202"].is_object(), "{op}");
+    f.node.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_422_is_retried_once_with_the_trunks_min_se_and_the_call_is_answered() {
+    let f = fixture(54800).await;
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("media socket");
+    let rtp_port = media.local_addr().expect("addr").port().to_string();
+    let uas = Uas::start(
+        "uas_session_timer_422.xml",
+        "u1",
+        &["-key", "rtp_port", &rtp_port],
+    )
+    .await;
+    let trunk = f.trunk("timers", uas.port, "udp", false, 5).await;
+    let id = f.dial_ok(trunk).await;
+    // SIPp checked the second INVITE (Session-Expires 1800, CSeq 2) before
+    // it answered; the greeting then flows.
+    let (packets, _, _) = capture(&media, Duration::from_secs(4)).await;
+    assert!(packets > 50, "only {packets} RTP packets after the answer");
+    assert_eq!(f.hang_up(id).await, 202);
+    let run = uas.finish().await;
+    run.assert_ok();
+    assert!(run.messages.contains("SIP/2.0 422"), "{}", run.messages);
+    let row = f.ended(id).await;
+    assert_eq!(
+        (row.status.as_str(), row.sip_code, row.answered),
+        ("completed", Some(200), true),
+        "{row:?}"
+    );
     f.node.stop(Duration::from_secs(1)).await;
 }

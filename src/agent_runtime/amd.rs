@@ -53,6 +53,22 @@ impl Default for AmdSettings {
     }
 }
 
+/// What an agent does about answering machines on its outbound calls
+/// (`agents.amd_enabled`, `amd_action`, `voicemail_message`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AmdPolicy {
+    pub enabled: bool,
+    pub on_machine: OnMachine,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OnMachine {
+    #[default]
+    HangUp,
+    /// Wait for the greeting's end (the beep), say this, hang up.
+    Voicemail(String),
+}
+
 /// Who answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -243,6 +259,32 @@ impl AmdDetector {
         }
     }
 
+    /// When `tick` next has something to decide (the time rules only; the
+    /// length of a greeting is judged on its frames).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let (a, s) = (self.answered_at, &self.settings);
+        let mut at: Vec<Instant> = Vec::with_capacity(3);
+        match self.decided {
+            None => {
+                at.push(a + s.deadline);
+                if !self.heard_speech {
+                    at.push(a + s.initial_silence);
+                }
+                if let Some(last) = self.last_voice {
+                    at.push(last + s.human_silence);
+                }
+            }
+            Some(Verdict::Machine) if !self.greeting_over => {
+                at.push(a + s.max_greeting_wait);
+                if let Some(last) = self.last_voice {
+                    at.push(last + s.silence_after_greeting);
+                }
+            }
+            _ => {}
+        }
+        at.into_iter().min()
+    }
+
     /// The next thing to report, if any.
     pub fn poll_event(&mut self) -> Option<AmdEvent> {
         if self.pending.is_empty() {
@@ -253,15 +295,13 @@ impl AmdDetector {
     }
 }
 
+/// Signals the detector's tests feed it (here, in the gate's and in the
+/// call machine's).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FRAME: Duration = Duration::from_millis(20);
-
+pub(crate) mod test_signals {
     /// A voice-like signal the VAD takes for speech: a 140 Hz buzz with
-    /// harmonics, its loudness swinging at a syllable rate.
-    fn voiced(k: usize) -> Vec<i16> {
+    /// harmonics, its loudness swinging at a syllable rate (frame `k`).
+    pub fn voiced(k: usize) -> Vec<i16> {
         (0..320)
             .map(|i| {
                 let t = (k * 320 + i) as f32 / 16000.0;
@@ -278,7 +318,8 @@ mod tests {
             .collect()
     }
 
-    fn beep(k: usize) -> Vec<i16> {
+    /// Frame `k` of a 1 kHz beep.
+    pub fn beep(k: usize) -> Vec<i16> {
         (0..320)
             .map(|i| {
                 (8000.0
@@ -288,6 +329,23 @@ mod tests {
             .collect()
     }
 
+    /// Frame `k` of a script: `v` voice, `b` beep, anything else silence.
+    pub fn frame(c: char, k: usize) -> Vec<i16> {
+        match c {
+            'v' => voiced(k),
+            'b' => beep(k),
+            _ => vec![0i16; 320],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_signals::frame;
+    use super::*;
+
+    const FRAME: Duration = Duration::from_millis(20);
+
     /// Feeds `script` (frame kinds: 'v' voice, 's' silence, 'b' beep) and
     /// returns the events with the frame index they came on.
     fn run(script: &str) -> Vec<(usize, AmdEvent)> {
@@ -296,12 +354,7 @@ mod tests {
         let mut out = Vec::new();
         for (k, c) in script.chars().enumerate() {
             let now = t0 + FRAME * (k as u32 + 1);
-            let frame = match c {
-                'v' => voiced(k),
-                'b' => beep(k),
-                _ => vec![0i16; 320],
-            };
-            d.push_audio(&frame, now);
+            d.push_audio(&frame(c, k), now);
             while let Some(e) = d.poll_event() {
                 out.push((k, e));
             }

@@ -9,12 +9,18 @@
 //!   what is queued has played, so the goodbye is heard;
 //! - a transfer the reply asked for is sent once its announcement ("I will
 //!   transfer you…") has played: a trunk transfers at once, so an early
-//!   REFER would cut it off; one at a time, and only to `transfer_to`.
+//!   REFER would cut it off; one at a time, and only to `transfer_to`;
+//! - on an outbound call whose agent detects answering machines, nothing
+//!   is said before the verdict ([`AmdGate`]): a person (or no verdict)
+//!   gets the greeting, a machine a hang-up or, after its beep, the
+//!   voicemail message and then a hang-up.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::amd::AmdSettings;
+use super::amd_gate::{AmdGate, GateStep};
 use super::ledger::CallLedger;
 use super::llm::ChatMessage;
 use super::profile::AgentProfile;
@@ -153,6 +159,10 @@ pub struct CallMachine {
     transfer: TransferState,
     actions: VecDeque<CallAction>,
     ended: bool,
+    /// Answering-machine detection still deciding how the call opens.
+    amd: Option<AmdGate>,
+    /// The voicemail is being left: the machine's audio is not a turn.
+    leaving_voicemail: bool,
 }
 
 impl CallMachine {
@@ -164,7 +174,35 @@ impl CallMachine {
         ledger: CallLedger,
         now: Instant,
     ) -> CallMachine {
-        let mut m = CallMachine {
+        let mut m = CallMachine::silent(profile, settings, endpoint, ledger, now);
+        m.greet(now);
+        m
+    }
+
+    /// An outbound call answered now whose agent waits for the
+    /// answering-machine verdict before it speaks.
+    pub fn detecting_machines(
+        profile: Arc<AgentProfile>,
+        settings: TurnSettings,
+        endpoint: EndpointConfig,
+        amd: AmdSettings,
+        ledger: CallLedger,
+        now: Instant,
+    ) -> CallMachine {
+        let on_machine = profile.amd.on_machine.clone();
+        let mut m = CallMachine::silent(profile, settings, endpoint, ledger, now);
+        m.amd = Some(AmdGate::new(amd, on_machine, endpoint, now));
+        m
+    }
+
+    fn silent(
+        profile: Arc<AgentProfile>,
+        settings: TurnSettings,
+        endpoint: EndpointConfig,
+        ledger: CallLedger,
+        now: Instant,
+    ) -> CallMachine {
+        CallMachine {
             turns: TurnMachine::new(settings, now),
             endpointer: Endpointer::new(endpoint),
             ledger,
@@ -172,20 +210,31 @@ impl CallMachine {
             transfer: TransferState::Idle,
             actions: VecDeque::new(),
             ended: false,
+            amd: None,
+            leaving_voicemail: false,
             profile,
-        };
-        m.turns.agent_started_speaking(now);
-        m.ledger.begin_reply(0, None);
-        m.actions.push_back(CallAction::Say {
-            turn: 0,
-            text: m.profile.greeting.clone(),
-        });
-        m
+        }
+    }
+
+    /// The agent's first words: the greeting.
+    fn greet(&mut self, now: Instant) {
+        let text = self.profile.greeting.clone();
+        self.open_with(text, now);
+    }
+
+    fn open_with(&mut self, text: String, now: Instant) {
+        self.turns.agent_started_speaking(now);
+        self.ledger.begin_reply(0, None);
+        self.actions.push_back(CallAction::Say { turn: 0, text });
     }
 
     /// When `Tick` next has something to do.
     pub fn next_deadline(&self) -> Instant {
-        self.turns.next_deadline()
+        let turns = self.turns.next_deadline();
+        match self.amd.as_ref().and_then(AmdGate::next_deadline) {
+            Some(at) => at.min(turns),
+            None => turns,
+        }
     }
 
     pub fn is_ended(&self) -> bool {
@@ -201,6 +250,10 @@ impl CallMachine {
         if self.ended {
             return;
         }
+        let input = match self.amd_input(input, now) {
+            Some(input) => input,
+            None => return,
+        };
         let mut turn_actions = Vec::new();
         match input {
             CallInput::Audio(samples) => {
@@ -283,6 +336,69 @@ impl CallMachine {
         for action in turn_actions {
             self.apply(action);
         }
+    }
+
+    /// Gives the gate what is its own while it decides how the call opens
+    /// (and drops the machine's audio while the voicemail is left); the
+    /// rest goes on to the conversation.
+    fn amd_input(&mut self, input: CallInput, now: Instant) -> Option<CallInput> {
+        let steps = match (&mut self.amd, input) {
+            (Some(gate), CallInput::Transcribed { turn, result }) if AmdGate::owns_turn(turn) => {
+                let text = result.ok().map(|t| {
+                    // The recognizer's time is billed like any turn's.
+                    self.ledger.transcribed(turn, t.elapsed_ms, t.audio_ms);
+                    t.text
+                });
+                gate.transcribed(turn, text.as_deref(), now)
+            }
+            // A late answer to the gate's question, after it opened the call.
+            (None, CallInput::Transcribed { turn, .. }) if AmdGate::owns_turn(turn) => return None,
+            (Some(gate), CallInput::Audio(samples)) if !gate.is_done() => gate.audio(&samples, now),
+            #[cfg(test)]
+            (Some(gate), CallInput::Classified { samples, .. }) if !gate.is_done() => {
+                gate.audio(&samples, now)
+            }
+            (Some(gate), CallInput::Tick) if !gate.is_done() => gate.tick(now),
+            (Some(gate), CallInput::Dtmf(_)) if !gate.is_done() => gate.tick(now),
+            (_, CallInput::Audio(_) | CallInput::Dtmf(_)) if self.leaving_voicemail => {
+                return None;
+            }
+            #[cfg(test)]
+            (_, CallInput::Classified { .. }) if self.leaving_voicemail => return None,
+            (_, input) => return Some(input),
+        };
+        for step in steps {
+            match step {
+                GateStep::Transcribe { turn, audio } => {
+                    self.actions.push_back(CallAction::Transcribe { turn, audio })
+                }
+                GateStep::CancelTranscription { turn } => {
+                    self.actions.push_back(CallAction::CancelTranscription { turn })
+                }
+                GateStep::Decided {
+                    verdict,
+                    reason,
+                    after,
+                } => {
+                    tracing::info!(verdict = verdict.as_str(), reason, ms = after.as_millis() as u64, "answering-machine detection");
+                    self.ledger.amd_result(verdict, after);
+                }
+                GateStep::Greet => self.greet(now),
+                GateStep::HangUp => {
+                    self.end(Ending::Agent("answering machine"));
+                    return None;
+                }
+                GateStep::LeaveVoicemail(message) => {
+                    self.leaving_voicemail = true;
+                    self.open_with(message, now);
+                    self.pending_hangup = Some("voicemail left");
+                }
+            }
+        }
+        if self.amd.as_ref().is_some_and(AmdGate::is_done) {
+            self.amd = None;
+        }
+        None
     }
 
     fn apply(&mut self, action: Action) {

@@ -5,12 +5,17 @@
 use std::time::Duration;
 
 use super::*;
+use crate::agent_runtime::amd::{test_signals, AmdPolicy, AmdSettings, OnMachine};
 use crate::agent_runtime::turn::TurnSettings;
 
 const F: Duration = Duration::from_millis(20);
 
 fn profile(transfer_to: Option<&str>) -> Arc<AgentProfile> {
-    Arc::new(AgentProfile::for_tests(transfer_to))
+    Arc::new(agent(transfer_to))
+}
+
+fn agent(transfer_to: Option<&str>) -> AgentProfile {
+    AgentProfile::for_tests(transfer_to)
 }
 
 struct Sim {
@@ -19,10 +24,8 @@ struct Sim {
     next_utt: u64,
 }
 
-impl Sim {
-    fn new(transfer_to: Option<&str>) -> Sim {
-        let now = Instant::now();
-        let settings = TurnSettings {
+fn turn_settings() -> TurnSettings {
+    TurnSettings {
             end_of_turn_silence: Duration::from_millis(500),
             speculate_after: Duration::from_millis(150),
             complete_turn_silence: Duration::from_millis(250),
@@ -31,20 +34,85 @@ impl Sim {
             speech_onset: Duration::from_millis(100),
             interruptible: true,
             silence_timeout: Duration::from_secs(8),
-            max_call: Duration::from_secs(600),
-        };
+        max_call: Duration::from_secs(600),
+    }
+}
+
+fn ledger(p: &Arc<AgentProfile>) -> CallLedger {
+    CallLedger::new(
+        uuid::Uuid::nil(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        p.clone(),
+    )
+}
+
+impl Sim {
+    fn new(transfer_to: Option<&str>) -> Sim {
+        let now = Instant::now();
         let p = profile(transfer_to);
-        let ledger = CallLedger::new(
-            uuid::Uuid::nil(),
-            uuid::Uuid::new_v4(),
-            uuid::Uuid::new_v4(),
-            p.clone(),
-        );
+        let ledger = ledger(&p);
         Sim {
-            m: CallMachine::new(p, settings, EndpointConfig::default(), ledger, now),
+            m: CallMachine::new(p, turn_settings(), EndpointConfig::default(), ledger, now),
             now,
             next_utt: 1,
         }
+    }
+
+    /// An outbound call whose agent detects answering machines.
+    fn outbound(on_machine: OnMachine) -> Sim {
+        let now = Instant::now();
+        let mut a = agent(None);
+        a.amd = AmdPolicy {
+            enabled: true,
+            on_machine,
+        };
+        let p = Arc::new(a);
+        let ledger = ledger(&p);
+        Sim {
+            m: CallMachine::detecting_machines(
+                p,
+                turn_settings(),
+                EndpointConfig::default(),
+                AmdSettings::default(),
+                ledger,
+                now,
+            ),
+            now,
+            next_utt: 1,
+        }
+    }
+
+    /// The called party's audio by script (`v` voice, `b` beep, `s`
+    /// silence; 20 ms each) through the VAD, with the driver's ticks.
+    fn audio(&mut self, script: &str) -> Vec<CallAction> {
+        let mut out = Vec::new();
+        for (k, c) in script.chars().enumerate() {
+            self.now += F;
+            self.m.handle(CallInput::Audio(test_signals::frame(c, k)), self.now);
+            if self.m.next_deadline() <= self.now {
+                self.m.handle(CallInput::Tick, self.now);
+            }
+            out.extend(self.drain());
+        }
+        out
+    }
+
+    /// The verdicts the call's row will get.
+    fn amd_results(&self) -> Vec<(String, i64)> {
+        self.m
+            .ledger()
+            .queued_records()
+            .iter()
+            .filter_map(|r| match r {
+                crate::records::Record::AmdResult {
+                    result,
+                    decision_ms,
+                    ..
+                } => Some((result.clone(), *decision_ms)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn handle(&mut self, input: CallInput) -> Vec<CallAction> {
@@ -359,4 +427,114 @@ fn digits_become_a_turn() {
         matches!(&a[..], [CallAction::Respond { text, .. }] if text == "The caller pressed 5."),
         "{a:?}"
     );
+}
+
+fn silence(ms: usize) -> String {
+    "s".repeat(ms / 20)
+}
+
+fn speech(ms: usize) -> String {
+    "v".repeat(ms / 20)
+}
+
+#[test]
+fn a_person_answering_gets_the_greeting_once_they_have_said_hello() {
+    let mut sim = Sim::outbound(OnMachine::Voicemail("Call us back.".into()));
+    assert!(sim.drain().is_empty(), "nothing said before the verdict");
+    let actions = sim.audio(&(silence(400) + &speech(600) + &silence(1000)));
+    let said: Vec<&CallAction> = actions
+        .iter()
+        .filter(|a| matches!(a, CallAction::Say { .. }))
+        .collect();
+    assert!(
+        matches!(said[..], [CallAction::Say { turn: 0, text }] if text == "Hello, how can I help?"),
+        "{:?}",
+        names(&actions)
+    );
+    // The "Hello?" went to the recognizer for the detector, not as a turn.
+    assert!(!actions.iter().any(|a| matches!(a, CallAction::Respond { .. })));
+    let results = sim.amd_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0].0, "human");
+    assert!(results[0].1 >= 1000 && results[0].1 <= 2200, "{results:?}");
+    // From here on the conversation runs as on any call.
+    sim.greeting_played();
+    let actions = sim.frames(&("#".repeat(30) + &".".repeat(30)));
+    assert!(names(&actions).contains(&"transcribe"), "{actions:?}");
+}
+
+#[test]
+fn a_machine_gets_the_voicemail_after_its_beep_then_the_call_ends() {
+    let mut sim = Sim::outbound(OnMachine::Voicemail("Hi Ada, please call us back.".into()));
+    let greeting = silence(300) + &speech(1200) + &silence(200) + &speech(2500) + &silence(300);
+    let actions = sim.audio(&greeting);
+    assert!(
+        !actions.iter().any(|a| matches!(a, CallAction::Say { .. } | CallAction::End(_))),
+        "the agent waits through the machine's greeting: {:?}",
+        names(&actions)
+    );
+    assert_eq!(sim.amd_results().first().map(|r| r.0.as_str()), Some("machine"));
+    let actions = sim.audio(&"b".repeat(20));
+    let said: Vec<usize> = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, CallAction::Say { turn: 0, text } if text == "Hi Ada, please call us back."))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(said.len(), 1, "the voicemail once, at the beep: {:?}", names(&actions));
+    // The machine records on: its audio is not a turn and cannot barge in.
+    let actions = sim.audio(&speech(2000));
+    assert!(actions.is_empty(), "{:?}", names(&actions));
+    let utt = sim.reply_queued(0, "Hi Ada, please call us back.", None);
+    let end = sim.played(utt);
+    assert!(
+        matches!(&end[..], [CallAction::End(Ending::Agent("voicemail left"))]),
+        "{end:?}"
+    );
+}
+
+#[test]
+fn a_machine_is_hung_up_on_when_the_agent_leaves_no_message() {
+    let mut sim = Sim::outbound(OnMachine::HangUp);
+    let actions = sim.audio(&(silence(200) + &speech(2500)));
+    assert!(
+        matches!(actions.last(), Some(CallAction::End(Ending::Agent("answering machine")))),
+        "{:?}",
+        names(&actions)
+    );
+    assert!(!actions.iter().any(|a| matches!(a, CallAction::Say { .. })));
+    assert_eq!(sim.amd_results()[0].0, "machine");
+    assert!(sim.m.is_ended());
+}
+
+#[test]
+fn greeting_words_from_the_recognizer_decide_a_machine() {
+    let mut sim = Sim::outbound(OnMachine::HangUp);
+    let actions = sim.audio(&(silence(300) + &speech(700) + &silence(100)));
+    let turn = actions
+        .iter()
+        .find_map(|a| match a {
+            CallAction::Transcribe { turn, .. } => Some(*turn),
+            _ => None,
+        })
+        .expect("the first words go to the recognizer");
+    sim.handle(CallInput::Transcribed {
+        turn,
+        result: transcript("You've reached Sam."),
+    });
+    assert!(sim.m.is_ended());
+    assert_eq!(sim.amd_results()[0].0, "machine");
+}
+
+#[test]
+fn a_silent_answer_is_unknown_and_greeted_after_three_seconds_even_without_rtp() {
+    let mut sim = Sim::outbound(OnMachine::HangUp);
+    let start = sim.now;
+    let actions = sim.wait(Duration::from_secs(5));
+    assert!(
+        matches!(&actions[..], [CallAction::Say { turn: 0, .. }]),
+        "{actions:?}"
+    );
+    assert_eq!(sim.amd_results(), vec![("unknown".to_string(), 3000)]);
+    assert!(sim.now >= start + Duration::from_secs(3));
 }

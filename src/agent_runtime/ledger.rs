@@ -474,12 +474,32 @@ impl CallLedger {
         }));
     }
 
+    /// The answering-machine verdict onto the call's row, and into the
+    /// live transcript.
+    pub fn amd_result(&mut self, verdict: super::amd::Verdict, after: std::time::Duration) {
+        self.publish(
+            Speaker::Event,
+            &format!("answering-machine detection: {}", verdict.as_str()),
+        );
+        self.records.push(Record::AmdResult {
+            call_log_id: self.call_log_id,
+            result: verdict.as_str().into(),
+            decision_ms: after.as_millis().min(i64::MAX as u128) as i64,
+        });
+    }
+
     /// Sends the messages gathered so far to the writer (called often, so a
     /// crash loses little and an outage is bridged by the writer's queue).
     pub fn flush_to(&mut self, writer: &RecordWriter) {
         for op in self.records.drain(..) {
             writer.submit(op);
         }
+    }
+
+    /// Records not yet handed to the writer.
+    #[cfg(test)]
+    pub fn queued_records(&self) -> &[Record] {
+        &self.records
     }
 
     /// Latency figures so far (for tests and the live view).

@@ -3,6 +3,7 @@
 //! usage accounting and the call's records.
 pub mod admission;
 pub mod amd;
+pub mod amd_gate;
 pub mod call;
 pub mod call_machine;
 pub mod embeddings;

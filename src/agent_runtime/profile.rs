@@ -3,6 +3,7 @@
 
 use sqlx::PgPool;
 
+use super::amd::{AmdPolicy, OnMachine};
 use crate::domain::EscalationPolicy;
 use uuid::Uuid;
 
@@ -38,6 +39,8 @@ pub struct AgentProfile {
     pub context_window_size: u32,
     pub input_cost_per_1k: f64,
     pub output_cost_per_1k: f64,
+    /// Answering-machine detection on this agent's outbound calls.
+    pub amd: AmdPolicy,
 }
 
 impl AgentProfile {
@@ -67,7 +70,8 @@ impl AgentProfile {
                     coalesce(a.max_tokens, 300)::int8 as max_tokens,
                     coalesce(a.context_window_size, 4096)::int8 as context_window_size,
                     coalesce(m.input_cost_per_1k, 0)::float8 as input_cost_per_1k,
-                    coalesce(m.output_cost_per_1k, 0)::float8 as output_cost_per_1k
+                    coalesce(m.output_cost_per_1k, 0)::float8 as output_cost_per_1k,
+                    a.amd_enabled, a.amd_action, a.voicemail_message
              from agents a
              left join personas p on p.id = a.persona_id
              left join llm_models m on m.id = a.llm_model_id
@@ -97,8 +101,9 @@ impl AgentProfile {
         }
     }
 
-    /// An outbound call's variables filled into the greeting and the
-    /// instructions: each `{{name}}` becomes its value; names not given
+    /// An outbound call's variables filled into the greeting, the
+    /// instructions and the voicemail message: each `{{name}}` becomes its
+    /// value; names not given
     /// stay as written.
     pub fn fill_variables(&mut self, variables: &[(String, String)]) {
         if variables.is_empty() {
@@ -110,6 +115,9 @@ impl AgentProfile {
             &mut self.persona_instructions,
         ] {
             *text = fill(text, variables);
+        }
+        if let OnMachine::Voicemail(message) = &mut self.amd.on_machine {
+            *message = fill(message, variables);
         }
     }
 }
@@ -182,6 +190,9 @@ struct AgentRow {
     context_window_size: i64,
     input_cost_per_1k: f64,
     output_cost_per_1k: f64,
+    amd_enabled: bool,
+    amd_action: String,
+    voicemail_message: Option<String>,
 }
 
 #[cfg(test)]
@@ -217,6 +228,7 @@ impl AgentProfile {
             context_window_size: 4000,
             input_cost_per_1k: 0.0,
             output_cost_per_1k: 0.0,
+            amd: Default::default(),
         }
     }
 }
@@ -256,6 +268,15 @@ impl From<AgentRow> for AgentProfile {
             context_window_size: r.context_window_size.clamp(256, 1_000_000) as u32,
             input_cost_per_1k: r.input_cost_per_1k,
             output_cost_per_1k: r.output_cost_per_1k,
+            amd: AmdPolicy {
+                enabled: r.amd_enabled,
+                // The column's check allows only these two; a voicemail
+                // without words (the API refuses one) hangs up.
+                on_machine: match (r.amd_action.as_str(), r.voicemail_message) {
+                    ("voicemail", Some(m)) if !m.trim().is_empty() => OnMachine::Voicemail(m),
+                    _ => OnMachine::HangUp,
+                },
+            },
         }
     }
 }

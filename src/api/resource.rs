@@ -478,7 +478,8 @@ pub async fn create(
     body: Map<String, Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     st.require(p, ws, r.write_role).await?;
-    let values = check_body(r.fields, body, true, st.encryption_key())?;
+    let mut values = check_body(r.fields, body, true, st.encryption_key())?;
+    super::resources::fill_presets(r, &mut values);
     let mut tx = st.begin(p).await?;
     super::resources::check_row_rules(r, &mut tx, ws, None, &values).await?;
     let row = insert_row(&mut tx, r.table, r.fields, ws, values).await?;

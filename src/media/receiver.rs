@@ -326,6 +326,12 @@ impl Receiver {
         if !self.source_allowed(from) {
             return false;
         }
+        if from.port() == 0 {
+            // Nothing can be sent to port 0 (raw-socket senders such as
+            // SIPp's pcap replay leave it so): take the audio, keep sending
+            // to the SDP address.
+            return true;
+        }
         match self.latched {
             Some(addr) if addr == from => {
                 self.last_from_latched = Some(now);
@@ -473,6 +479,16 @@ mod tests {
         );
         assert_eq!(rx.stats().dropped_foreign_source, 7);
         assert!(!rx.ip_allowed(stranger.ip()));
+    }
+
+    #[test]
+    fn a_source_port_of_zero_is_heard_but_never_latched() {
+        let t0 = Instant::now();
+        let mut rx = receiver(Latch::FirstPacket, t0);
+        let sdp = rx.send_to();
+        rx.handle_datagram(&packet(1), "127.0.0.1:0".parse().unwrap(), t0);
+        assert_eq!(rx.send_to(), sdp, "nothing can be sent to port 0");
+        assert_eq!(rx.stats().dropped_foreign_source, 0);
     }
 
     #[test]

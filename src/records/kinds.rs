@@ -133,6 +133,13 @@ pub enum Record {
         latency: serde_json::Value,
         cost: f64,
     },
+    /// An outbound call's answering-machine verdict (`human`, `machine`,
+    /// `unknown`) and how long after the answer it came.
+    AmdResult {
+        call_log_id: Uuid,
+        result: String,
+        decision_ms: i64,
+    },
     Usage(UsageRecord),
     /// `increment_conversation_count` for the month of the call; `id` is
     /// the receipt that makes it count once.
@@ -182,6 +189,7 @@ impl Record {
             Record::Message(_) => "message",
             Record::EndSession { .. } => "end_session",
             Record::CallFigures { .. } => "call_figures",
+            Record::AmdResult { .. } => "amd_result",
             Record::Usage(_) => "usage",
             Record::CountConversation { .. } => "count_conversation",
             Record::AddWorkspaceUsage { .. } => "add_workspace_usage",

@@ -178,6 +178,20 @@ async fn apply(c: &mut PgConnection, record: &Record) -> Result<(), sqlx::Error>
             .execute(&mut *c)
             .await?;
         }
+        Record::AmdResult {
+            call_log_id,
+            result,
+            decision_ms,
+        } => {
+            sqlx::query(
+                "update call_logs set amd_result = $2, amd_decision_ms = $3::int8::int4 where id = $1",
+            )
+            .bind(call_log_id)
+            .bind(result)
+            .bind((*decision_ms).clamp(0, i64::from(i32::MAX)))
+            .execute(&mut *c)
+            .await?;
+        }
         Record::Usage(u) => {
             sqlx::query(
                 "insert into usage_logs (id, workspace_id, session_id, call_log_id, kind, quantity, unit_cost, cost, model)

@@ -1,7 +1,9 @@
 //! The calling side of an outbound INVITE (RFC 3261 §13.2, §9.1) as a
 //! sans-IO state machine: Calling → Proceeding (1xx) → Early (18x, maybe
 //! with early media) → Answered (2xx, ACKed) or Failed. It answers one
-//! 401/407 challenge with the trunk's credentials, CANCELs when the ring
+//! 401/407 challenge with the trunk's credentials, retries once a 422
+//! Session Interval Too Small with the far end's Min-SE (RFC 4028 §6),
+//! CANCELs when the ring
 //! timeout passes or its owner hangs up, and re-ACKs retransmitted 2xx.
 //! Time is an argument; the INVITE and CANCEL client transactions inside
 //! (`transaction::ClientTx`) own the retransmission timers.
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::dialog::{authorize_retry, Dialog};
+use super::dialog::{authorize_retry, next_attempt, Dialog};
 use super::message::{Message, Method, StartLine};
 use super::transaction::{ClientState, ClientTx, Timers, TxOutput};
 
@@ -109,11 +111,13 @@ pub struct OutboundInvite {
     /// The INVITE in flight (the authorized one after a challenge).
     invite: Message,
     tx: ClientTx,
-    /// The challenged INVITE's transaction, re-ACKing its retransmitted
-    /// 401/407 until Timer D.
+    /// The previous attempt's transaction (challenged, or refused 422),
+    /// re-ACKing its retransmitted final response until Timer D.
     challenged_tx: Option<ClientTx>,
     cancel_tx: Option<ClientTx>,
     auth_tried: bool,
+    /// A 422 was answered with a longer interval (once only).
+    interval_raised: bool,
     ring_deadline: Instant,
     cancel: Option<CancelReason>,
     /// §9.1: no CANCEL before a provisional; it waits for one.
@@ -147,6 +151,7 @@ impl OutboundInvite {
             challenged_tx: None,
             cancel_tx: None,
             auth_tried: false,
+            interval_raised: false,
             cancel: None,
             cancel_waiting: false,
             cancel_deadline: None,
@@ -400,16 +405,19 @@ impl OutboundInvite {
                         "trunk asked for credentials we do not have",
                     )];
                 };
-                let (tx, out) = ClientTx::new(
-                    retry.clone(),
-                    self.settings.reliable,
-                    self.settings.timers,
-                    now,
-                );
-                self.invite = retry;
-                self.challenged_tx = Some(std::mem::replace(&mut self.tx, tx));
-                self.state = DialState::Calling;
-                sends(out)
+                self.retry(retry, now)
+            }
+            422 if !self.interval_raised && self.cancel.is_none() => {
+                self.interval_raised = true;
+                let min_se = super::session_timer::TimerHeaders::read(resp).min_se;
+                let Some(retry) = min_se.and_then(|m| with_interval(&self.invite, m)) else {
+                    return vec![self.fail(
+                        DialOutcome::Failed,
+                        Some(code),
+                        "Session Interval Too Small without a usable Min-SE",
+                    )];
+                };
+                self.retry(retry, now)
             }
             _ => {
                 let outcome = match (self.cancel, code) {
@@ -433,6 +441,20 @@ impl OutboundInvite {
                 vec![self.fail(outcome, Some(code), &reason)]
             }
         }
+    }
+
+    /// Sends `retry` as the INVITE's next attempt.
+    fn retry(&mut self, retry: Message, now: Instant) -> Vec<DialOutput> {
+        let (tx, out) = ClientTx::new(
+            retry.clone(),
+            self.settings.reliable,
+            self.settings.timers,
+            now,
+        );
+        self.invite = retry;
+        self.challenged_tx = Some(std::mem::replace(&mut self.tx, tx));
+        self.state = DialState::Calling;
+        sends(out)
     }
 
     fn cancelled_outcome(&self) -> DialOutcome {
@@ -462,6 +484,20 @@ impl OutboundInvite {
     pub fn invite_tx_state(&self) -> ClientState {
         self.tx.state()
     }
+}
+
+/// RFC 4028 §6: the INVITE again with `Session-Expires` and `Min-SE` at
+/// the far end's Min-SE (never below what we asked for).
+fn with_interval(invite: &Message, min_se: u32) -> Option<Message> {
+    let asked = invite
+        .header("Session-Expires")
+        .and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    let interval = min_se.max(asked);
+    let mut retry = next_attempt(invite)?;
+    retry.set_header("Session-Expires", interval.to_string());
+    retry.set_header("Min-SE", interval.to_string());
+    Some(retry)
 }
 
 fn sends(out: Vec<TxOutput>) -> Vec<DialOutput> {

@@ -380,3 +380,69 @@ fn garbage_and_foreign_responses_change_nothing() {
     let f = failure(&m.handle_response(&bare, t0)).expect("fails");
     assert_eq!(f.sip_code, Some(200));
 }
+
+#[test]
+fn a_422_is_retried_once_with_the_far_ends_min_se() {
+    let t0 = Instant::now();
+    let mut first = invite();
+    first.add_header("Session-Expires", "300");
+    first.add_header("Min-SE", "90");
+    let (mut m, out) = OutboundInvite::start(first, settings(false), t0);
+    let req = sent(&out)[0].clone();
+    let mut too_small = response(&req, 422, Some("gw"));
+    too_small.add_header("Min-SE", "1800");
+    let out = m.handle_response(&too_small, t0);
+    let msgs = sent(&out);
+    // The 422 is ACKed by its transaction; the INVITE goes again.
+    assert_eq!(msgs[0].method(), Some(&Method::Ack));
+    let retry = msgs
+        .iter()
+        .find(|m| m.method() == Some(&Method::Invite))
+        .expect("the INVITE again")
+        .clone();
+    assert!(failure(&out).is_none());
+    assert_eq!(retry.header("Session-Expires"), Some("1800"));
+    assert_eq!(retry.header("Min-SE"), Some("1800"));
+    assert_eq!(retry.cseq().unwrap().seq, 2);
+    assert_eq!(retry.call_id(), req.call_id());
+    assert_eq!(retry.from().unwrap().tag(), Some("ours"));
+    assert_ne!(
+        retry.top_via().unwrap().branch(),
+        req.top_via().unwrap().branch(),
+        "a new transaction"
+    );
+    assert_eq!(retry.body, req.body, "the same offer");
+    assert_eq!(m.state(), DialState::Calling);
+    // The retransmitted 422 of the first attempt is ACKed again, nothing more.
+    let again = m.handle_response(&too_small, t0 + Duration::from_millis(100));
+    assert!(matches!(&sent(&again)[..], [a] if a.method() == Some(&Method::Ack)));
+    assert!(failure(&again).is_none());
+    // A second 422 ends the call: retried once only.
+    let out = m.handle_response(&too_small_to(&retry), t0 + Duration::from_millis(200));
+    let f = failure(&out).expect("fails");
+    assert_eq!((f.outcome, f.sip_code), (DialOutcome::Failed, Some(422)));
+
+    // Answered after the retry: an ordinary call.
+    let (mut m, out) = OutboundInvite::start(invite(), settings(false), t0);
+    let req = sent(&out)[0].clone();
+    let out = m.handle_response(&too_small_to(&req), t0);
+    let retry = sent(&out)
+        .into_iter()
+        .find(|m| m.method() == Some(&Method::Invite))
+        .expect("retry");
+    let out = m.handle_response(&ok(&retry), t0 + Duration::from_millis(50));
+    assert!(out.iter().any(|o| matches!(o, DialOutput::Answered { .. })));
+    assert_eq!(m.state(), DialState::Answered);
+
+    // A 422 without a Min-SE cannot be met.
+    let (mut m, out) = OutboundInvite::start(invite(), settings(false), t0);
+    let req = sent(&out)[0].clone();
+    let out = m.handle_response(&response(&req, 422, Some("gw")), t0);
+    assert_eq!(failure(&out).map(|f| f.sip_code), Some(Some(422)));
+}
+
+fn too_small_to(req: &Message) -> Message {
+    let mut r = response(req, 422, Some("gw2"));
+    r.add_header("Min-SE", "1800");
+    r
+}

@@ -227,11 +227,20 @@ pub fn authorize_retry(
         &super::message::random_token(12),
         1,
     )?;
+    let mut retry = next_attempt(request)?;
+    retry.remove_header(answer_header);
+    retry.add_header(answer_header, value);
+    Some(retry)
+}
+
+/// `request` sent again as a new transaction of the same dialog attempt
+/// (§8.1.3.5): CSeq one higher, a fresh Via branch, all else kept.
+pub fn next_attempt(request: &Message) -> Option<Message> {
     let mut retry = request.clone();
     let cseq = request.cseq()?;
-    retry.set_header("CSeq", format!("{} {}", cseq.seq + 1, method));
-    let via = request.top_via()?;
-    let mut via = via;
+    let method = request.method()?.as_str().to_string();
+    retry.set_header("CSeq", format!("{} {}", cseq.seq.checked_add(1)?, method));
+    let mut via = request.top_via()?;
     via.set_param("branch", Some(new_branch()));
     if let Some(pos) = retry
         .headers
@@ -240,8 +249,6 @@ pub fn authorize_retry(
     {
         retry.headers[pos].1 = via.to_header();
     }
-    retry.remove_header(answer_header);
-    retry.add_header(answer_header, value);
     Some(retry)
 }
 

@@ -28,6 +28,7 @@ pub mod stream;
 pub mod tls;
 pub mod transaction;
 pub mod transport;
+pub mod trunk_profile;
 mod websocket;
 
 pub use error::SipError;

@@ -1,6 +1,11 @@
 //! `agents`: the agent's brain (model, instructions, knowledge) and voice
 //! (STT/TTS, barge-in, timeouts, recording, transfer target).
 
+use serde_json::{Map, Value};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
 use crate::api::resource::{dflt, eq, opt, req, Kind, Resource, READ_WRITE};
 use crate::api::types::Role;
 
@@ -13,6 +18,44 @@ pub const DOMAINS: &[&str] = &[
     "other",
 ];
 pub const STATUSES: &[&str] = &["draft", "live"];
+/// What the agent does when an answering machine picks up.
+pub const AMD_ACTIONS: &[&str] = &["hangup", "voicemail"];
+
+/// Refuses an agent that would leave a voicemail with nothing to say (on
+/// create, or after a patch of row `id`).
+pub async fn check_voicemail(
+    tx: &mut Transaction<'static, Postgres>,
+    ws: Uuid,
+    id: Option<Uuid>,
+    values: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    let (mut action, mut message) = ("hangup".to_string(), None::<String>);
+    if let Some(id) = id {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "select amd_action, voicemail_message from agents where workspace_id = $1 and id = $2",
+        )
+        .bind(ws)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = row {
+            (action, message) = row;
+        }
+    }
+    if let Some(v) = values.get("amd_action").and_then(Value::as_str) {
+        action = v.to_string();
+    }
+    if let Some(v) = values.get("voicemail_message") {
+        message = v.as_str().map(str::to_string);
+    }
+    if action == "voicemail" && message.as_deref().is_none_or(|m| m.trim().is_empty()) {
+        return Err(ApiError::Unprocessable {
+            message: "amd_action voicemail needs a voicemail_message: the words left after the beep".into(),
+            field: Some("voicemail_message".into()),
+        });
+    }
+    Ok(())
+}
 
 pub static AGENTS: Resource = Resource {
     path: "agents",
@@ -41,6 +84,11 @@ pub static AGENTS: Resource = Resource {
         dflt("max_call_seconds", Kind::Int(10, 86_400)),
         dflt("recording_enabled", Kind::Bool),
         opt("transfer_to", Kind::TransferTarget),
+        // Answering-machine detection on outbound calls: on a machine,
+        // hang up or leave `voicemail_message` after the beep.
+        dflt("amd_enabled", Kind::Bool),
+        dflt("amd_action", Kind::Enum(AMD_ACTIONS)),
+        opt("voicemail_message", Kind::Text(2000)),
         dflt("config", Kind::Object),
     ],
     filters: &[

@@ -6,6 +6,8 @@ use crate::api::types::Role;
 
 use crate::records::{CALL_DIRECTIONS as DIRECTIONS, CALL_STATUSES as STATUSES};
 
+const AMD_RESULTS: &[&str] = &["human", "machine", "unknown"];
+
 pub static CALL_LOGS: Resource = Resource {
     path: "call-logs",
     table: "call_logs",
@@ -31,6 +33,10 @@ pub static CALL_LOGS: Resource = Resource {
         out("latency", Kind::Object),
         out("cost", Kind::Num(0.0, f64::MAX)),
         out("node_id", Kind::Text(200)),
+        // Answering-machine detection on outbound calls: human, machine or
+        // unknown, decided this many ms after the answer.
+        out("amd_result", Kind::Enum(AMD_RESULTS)),
+        out("amd_decision_ms", Kind::Int(0, i64::MAX)),
     ],
     filters: &[
         eq("agent_id", Kind::Id),

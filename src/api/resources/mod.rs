@@ -25,10 +25,20 @@ pub async fn check_row_rules(
     if r.table == telephony::SIP_TRUNKS.table {
         telephony::check_trunk_credentials(tx, ws, id, values).await?;
     }
+    if r.table == agents::AGENTS.table {
+        agents::check_voicemail(tx, ws, id, values).await?;
+    }
     if r.table == telephony::PHONE_NUMBERS.table {
         telephony::check_number_free(tx, ws, id, values).await?;
     }
     Ok(())
+}
+
+/// Values a new row takes from a preset when its body left them out.
+pub fn fill_presets(r: &Resource, values: &mut serde_json::Map<String, serde_json::Value>) {
+    if r.table == telephony::SIP_TRUNKS.table {
+        telephony::fill_provider_presets(values);
+    }
 }
 
 /// Every generic resource, in the order the OpenAPI document lists them.

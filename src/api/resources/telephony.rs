@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::api::error::ApiError;
 use crate::api::resource::{dflt, eq, opt, req, Kind, Resource, READ_WRITE};
 use crate::api::types::{Role, Transport};
+use crate::sip::trunk_profile::TrunkProvider;
 
 /// Refuses a trunk row that would end up with `inbound_username` and no
 /// `inbound_password` (on create, or after a patch of `id`).
@@ -84,7 +85,27 @@ pub async fn check_number_free(
     }
 }
 
-const TRUNK_PROVIDERS: &[&str] = &["twilio", "telnyx", "generic"];
+const TRUNK_PROVIDERS: &[&str] = TrunkProvider::NAMES;
+
+/// A new Twilio or Telnyx trunk without `inbound_cidrs` admits the
+/// provider's signalling addresses, and without `codecs` its codecs
+/// (`sip::trunk_profile`).
+pub fn fill_provider_presets(values: &mut Map<String, Value>) {
+    let Some(provider) = values
+        .get("provider")
+        .and_then(Value::as_str)
+        .and_then(TrunkProvider::parse)
+    else {
+        return;
+    };
+    let unset = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_array().is_some_and(Vec::is_empty));
+    if unset(values.get("inbound_cidrs")) && !provider.signalling_ranges().is_empty() {
+        values.insert("inbound_cidrs".into(), Value::from(provider.signalling_ranges().to_vec()));
+    }
+    if unset(values.get("codecs")) {
+        values.insert("codecs".into(), Value::from(provider.codecs().to_vec()));
+    }
+}
 const DIRECTIONS: &[&str] = &["inbound", "outbound", "both"];
 /// `sip_trunks.srtp`: media encryption on the trunk's TLS calls.
 const SRTP_POLICIES: &[&str] = &["off", "optional", "required"];
