@@ -9,7 +9,9 @@
 //!   what is queued has played, so the goodbye is heard;
 //! - a transfer the reply asked for is sent once its announcement ("I will
 //!   transfer you…") has played: a trunk transfers at once, so an early
-//!   REFER would cut it off; one at a time, and only to `transfer_to`.
+//!   REFER would cut it off; one at a time, and only to `transfer_to`;
+//! - a transfer that fails (refused, the target busy or silent) makes the
+//!   agent say `transfer_failed_message`, and the conversation goes on.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -253,10 +255,21 @@ impl CallMachine {
                 turn_actions.extend(self.turns.handle(input, now));
             }
             CallInput::TransferResult { accepted } => {
+                if self.transfer != TransferState::Pending {
+                    return;
+                }
                 if accepted {
                     return self.end(Ending::Transferred);
                 }
                 self.transfer = TransferState::Idle;
+                // No dead air: the caller hears why nothing happened.
+                let turn = self.ledger.next_fixed_turn();
+                self.ledger.begin_reply(turn, None);
+                self.turns.agent_started_speaking(now);
+                self.actions.push_back(CallAction::Say {
+                    turn,
+                    text: self.profile.transfer_failed_message.clone(),
+                });
             }
             CallInput::LegEnded { by, reason } => {
                 return self.end(match by {

@@ -23,6 +23,8 @@ fn profile(transfer_to: Option<&str>) -> Arc<AgentProfile> {
         fallback_message: "Sorry.".into(),
         escalation_policy: EscalationPolicy::Apologize,
         transfer_to: transfer_to.map(str::to_string),
+        transfer_mode: crate::domain::TransferMode::Blind,
+        transfer_failed_message: "Sorry, I could not transfer you.".into(),
         interruptible: true,
         silence_timeout_ms: 8000,
         max_call_seconds: 600,
@@ -284,6 +286,44 @@ fn the_transfer_waits_for_its_announcement_to_play() {
     );
     assert_eq!(Ending::Transferred.outcome().0, SessionStatus::Escalated);
     assert!(!Ending::Transferred.leg_must_hang_up());
+}
+
+#[test]
+fn a_failed_transfer_is_said_and_the_conversation_goes_on() {
+    let mut sim = Sim::new(Some("tel:+15555550199"));
+    sim.drain();
+    sim.greeting_played();
+    let utt = sim.reply_queued(
+        0,
+        "I will transfer you now.",
+        Some(ReplyEvent::TransferRequested { turn: 0 }),
+    );
+    let a = sim.played(utt);
+    assert!(
+        matches!(&a[..], [CallAction::Transfer { target }] if target == "tel:+15555550199"),
+        "{a:?}"
+    );
+    let a = sim.handle(CallInput::TransferResult { accepted: false });
+    let turn = match &a[..] {
+        [CallAction::Say { turn, text }] if text == "Sorry, I could not transfer you." => *turn,
+        other => panic!("{other:?}"),
+    };
+    // A stray second answer is ignored.
+    assert!(sim.handle(CallInput::TransferResult { accepted: true }).is_empty());
+    let utt = sim.reply_queued(turn, "Sorry, I could not transfer you.", None);
+    assert!(sim.played(utt).is_empty());
+    // The next question is answered as usual.
+    let a = sim.frames(&format!("{}{}", "#".repeat(30), ".".repeat(30)));
+    let turn = match &a[..] {
+        [CallAction::Transcribe { turn, .. }, ..] => *turn,
+        other => panic!("{other:?}"),
+    };
+    let a = sim.handle(CallInput::Transcribed {
+        turn,
+        result: transcript("What are your opening hours?"),
+    });
+    assert_eq!(names(&a), vec!["respond"]);
+    assert!(!sim.m.is_ended());
 }
 
 #[test]

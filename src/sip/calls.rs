@@ -74,8 +74,8 @@ pub struct Call {
     pub answered_at: Option<(Instant, DateTime<Utc>)>,
     pub local_port: u16,
     pub sdp_version: u64,
-    pub transfer_deadline: Option<Instant>,
-    pub transfer_target: Option<String>,
+    /// Our REFER under way (one at a time).
+    pub transfer: Option<super::refer::Transfer>,
     /// RFC 4028 as agreed in the INVITE transaction (interval, refresher,
     /// `Require: timer`), and the running timer once answered.
     pub timer_plan: Option<(u32, Refresher, bool)>,
@@ -251,8 +251,7 @@ impl Core {
             answered_at: None,
             local_port: 0,
             sdp_version: 1,
-            transfer_deadline: None,
-            transfer_target: None,
+            transfer: None,
             timer_plan,
             session_timer: None,
             srtp_key: SrtpKey::random(),

@@ -93,6 +93,8 @@ pub struct Env {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long an outbound call may ring before we CANCEL.
     pub ring_timeout: Duration,
+    /// How long a blind transfer waits for each report (RFC 3515).
+    pub refer_timers: super::refer::ReferTimers,
     /// RFC 4028 settings (`sip.session_expires_secs`, `sip.min_se_secs`).
     pub session_timers: super::session_timer::TimerSettings,
 }

@@ -160,6 +160,10 @@ impl SipServer {
             latch: config.rtp.latch,
             trusted_proxies: config.sip.trusted_proxies.clone(),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
+            refer_timers: super::refer::ReferTimers {
+                notify: Duration::from_secs(config.sip.transfer_timeout_secs),
+                ringing: Duration::from_secs(config.sip.ring_timeout_secs),
+            },
             session_timers: config.sip.session_timers(),
         };
         let cancel = CancellationToken::new();

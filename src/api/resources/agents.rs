@@ -41,6 +41,8 @@ pub static AGENTS: Resource = Resource {
         dflt("max_call_seconds", Kind::Int(10, 86_400)),
         dflt("recording_enabled", Kind::Bool),
         opt("transfer_to", Kind::TransferTarget),
+        dflt("transfer_mode", Kind::Enum(crate::domain::TransferMode::ALL)),
+        opt("transfer_failed_message", Kind::Text(1000)),
         dflt("config", Kind::Object),
     ],
     filters: &[
