@@ -129,9 +129,12 @@ pub enum CallAction {
     BargeIn,
     HoldPlayout,
     ResumePlayout,
-    /// Ask the leg to hand the caller to `target`.
+    /// Hand the caller to `target` (blind or warm, as the agent says);
+    /// `summary` is what the caller said so far, for a warm transfer's
+    /// briefing of the person.
     Transfer {
         target: String,
+        summary: String,
     },
     /// The call is over: cancel everything, close the leg, `finish`.
     End(Ending),
@@ -285,7 +288,9 @@ impl CallMachine {
         if self.transfer == TransferState::Wanted && self.ledger.reply_complete() {
             if let Some(target) = self.profile.transfer_to.clone() {
                 self.transfer = TransferState::Pending;
-                self.actions.push_back(CallAction::Transfer { target });
+                let summary = caller_summary(&self.ledger.history(self.profile.context_window_size));
+                self.actions
+                    .push_back(CallAction::Transfer { target, summary });
             }
         }
         if let Some(reason) = self.pending_hangup {
@@ -375,6 +380,26 @@ impl CallMachine {
     fn ledger(&self) -> &CallLedger {
         &self.ledger
     }
+}
+
+/// A plain extractive summary of the conversation for the person a warm
+/// transfer reaches: the caller's last few turns, as they said them.
+pub fn caller_summary(history: &[ChatMessage]) -> String {
+    const TURNS: usize = 3;
+    const MAX_CHARS: usize = 400;
+    let said: Vec<&str> = history
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(|m| m.content.trim())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let recent = &said[said.len().saturating_sub(TURNS)..];
+    let mut out = recent.join(" ");
+    if out.len() > MAX_CHARS {
+        let cut = (0..=MAX_CHARS).rev().find(|&i| out.is_char_boundary(i)).unwrap_or(0);
+        out.truncate(cut);
+    }
+    out
 }
 
 fn turn_input(ev: EndpointEvent) -> Input {

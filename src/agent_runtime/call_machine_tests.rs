@@ -275,7 +275,7 @@ fn the_transfer_waits_for_its_announcement_to_play() {
     assert!(sim.wait(Duration::from_millis(200)).is_empty());
     let a = sim.played(utt);
     assert!(
-        matches!(&a[..], [CallAction::Transfer { target }] if target == "+15555550199"),
+        matches!(&a[..], [CallAction::Transfer { target, summary }] if target == "+15555550199" && summary == "I want to talk to a person."),
         "{a:?}"
     );
     // The far end accepted: the call is over, as transferred.
@@ -300,7 +300,7 @@ fn a_failed_transfer_is_said_and_the_conversation_goes_on() {
     );
     let a = sim.played(utt);
     assert!(
-        matches!(&a[..], [CallAction::Transfer { target }] if target == "tel:+15555550199"),
+        matches!(&a[..], [CallAction::Transfer { target, .. }] if target == "tel:+15555550199"),
         "{a:?}"
     );
     let a = sim.handle(CallInput::TransferResult { accepted: false });
@@ -428,4 +428,28 @@ fn digits_become_a_turn() {
         matches!(&a[..], [CallAction::Respond { text, .. }] if text == "The caller pressed 5."),
         "{a:?}"
     );
+}
+
+#[test]
+fn the_summary_is_the_callers_last_turns() {
+    let m = |role: &str, content: &str| ChatMessage {
+        role: role.into(),
+        content: content.into(),
+    };
+    let history = vec![
+        m("assistant", "Hello."),
+        m("user", "My cat is sick."),
+        m("assistant", "I am sorry to hear that."),
+        m("user", "She stopped eating."),
+        m("user", " "),
+        m("user", "Can I talk to a vet?"),
+        m("user", "Please."),
+    ];
+    assert_eq!(
+        caller_summary(&history),
+        "She stopped eating. Can I talk to a vet? Please."
+    );
+    assert_eq!(caller_summary(&[]), "");
+    let long = vec![m("user", &"é".repeat(300))];
+    assert!(caller_summary(&long).len() <= 400);
 }

@@ -86,6 +86,9 @@ pub struct Call {
     pub srtp_in_use: bool,
     /// Outbound calls: the API's variables, handed to the runtime.
     pub variables: Vec<(String, String)>,
+    /// A warm transfer's call to the person: its answer (or failure)
+    /// goes back to the transferring call instead of to a new agent call.
+    pub consult: Option<tokio::sync::oneshot::Sender<super::outbound_leg::ConsultResult>>,
 }
 
 /// The identity a trunk asserts for the caller: the first
@@ -257,6 +260,7 @@ impl Core {
             srtp_key: SrtpKey::random(),
             srtp_in_use: false,
             variables: Vec::new(),
+            consult: None,
         };
         self.calls.insert(tag.clone(), call);
         self.update_live();
@@ -645,7 +649,18 @@ impl Core {
             }
             let _ = internal.send(Internal::CommandsClosed { key }).await;
         });
-        self.env.handler.on_call(incoming);
+        match call.consult.take() {
+            Some(consult) => {
+                if let Err(Ok(unused)) = consult.send(Ok(incoming)) {
+                    // The transferring call is gone: nobody takes this one.
+                    let _ = unused.commands.try_send(CallCommand::Hangup {
+                        by: HangupBy::Agent,
+                        reason: "transfer abandoned".into(),
+                    });
+                }
+            }
+            None => self.env.handler.on_call(incoming),
+        }
     }
 
     pub fn cancel_call(&mut self, key: &str, now: Instant) {
