@@ -259,26 +259,35 @@ async fn a_busy_person_is_said_and_the_call_goes_on() {
     let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
     let asked = caller.say_and_wait(&question).await;
-    // The announcement, then (after the 486) the failure line.
-    let (_, announced) = caller
-        .wait_agent_speech(asked, Duration::from_millis(900), Duration::from_secs(20))
-        .await
-        .expect("no announcement");
+    // The announcement, then (after the 486) the failure line: all the
+    // caller heard after the question, until a quiet of 1.5 s after the
+    // person's phone refused.
     uas.finish().await.assert_ok();
-    let (start, end) = caller
-        .wait_agent_speech(announced, Duration::from_millis(900), Duration::from_secs(20))
+    let refused = Instant::now();
+    let (_, end) = caller
+        .wait_agent_speech(refused, Duration::from_millis(1500), Duration::from_secs(20))
         .await
         .expect("nothing said after the busy person: dead air");
     let pcm: Vec<i16> = caller
-        .received_pcm(start, end)
+        .received_pcm(asked, end)
         .iter()
         .flat_map(|&s| [s, s])
         .collect();
     let heard = common::caller_voice::hear_16k(&pcm).await.to_lowercase();
     println!("caller heard: {heard:?}");
-    assert!(heard.contains("transfer"), "{heard:?}");
+    assert!(
+        heard.contains("sorry") && heard.contains("could not transfer"),
+        "{heard:?}"
+    );
     assert!(caller.request("BYE").is_none(), "the caller was hung up on");
     caller.hangup().await;
+    let session = common::node::ended_session(&s.db.pool).await;
+    let messages = common::node::session_messages(&s.db.pool, session).await;
+    assert!(
+        messages.iter().any(|(role, content, _)| role == "assistant"
+            && content.starts_with("I am sorry, I could not transfer you")),
+        "{messages:?}"
+    );
     assert_eq!(
         transfer_row(&s.db).await,
         (Some("warm".into()), Some("busy".into()), Some(486))
