@@ -17,3 +17,9 @@ alter table call_logs
     add column transfer_outcome text check (transfer_outcome in
         ('transferred', 'refused', 'failed', 'timeout', 'busy', 'no_answer')),
     add column transfer_sip_code int;
+
+-- transfer_to may also be a tel: URI of an E.164 number (RFC 3966, with
+-- parameters), kept as written: the REFER's Refer-To carries it unchanged.
+alter table agents drop constraint if exists agents_transfer_to_check;
+alter table agents add constraint agents_transfer_to_check
+    check (transfer_to ~ '^(\+[0-9]{8,15}|tel:\+[0-9]{8,15}(;[A-Za-z0-9=;._%+-]*)?|sips?:[^[:space:]]+)$');

@@ -521,7 +521,7 @@ async fn run_sip(
                 let frag = format!("SIP/2.0 {} Report\r\n", answer.report);
                 let notify = format!(
                     "NOTIFY {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{b};rport\r\n\
-                     From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 30 NOTIFY\r\n\
+                     From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 10 NOTIFY\r\n\
                      Contact: <sip:caller@{local}>\r\nMax-Forwards: 70\r\nEvent: refer\r\n\
                      Subscription-State: terminated;reason=noresource\r\n\
                      Content-Type: message/sipfrag\r\nContent-Length: {len}\r\n\r\n{frag}",
