@@ -139,7 +139,7 @@ async fn failed_transfer_is_said_and_the_call_goes_on(
     let asked = caller.say_and_wait(&next).await;
     assert!(
         caller
-            .wait_agent_voice(asked, Duration::from_secs(15))
+            .wait_agent_speech(asked, Duration::from_millis(900), Duration::from_secs(20))
             .await
             .is_some(),
         "the next question was not answered"
@@ -158,15 +158,13 @@ async fn failed_transfer_is_said_and_the_call_goes_on(
             role == "assistant" && content.starts_with("I am sorry, I could not transfer you")
         })
         .unwrap_or_else(|| panic!("no failure line in the messages: {messages:?}"));
+    let asked_at = messages[failed_at..]
+        .iter()
+        .position(|(role, content, _)| role == "user" && content.to_lowercase().contains("hours"))
+        .map(|i| failed_at + i)
+        .unwrap_or_else(|| panic!("the next question is not in the messages: {messages:?}"));
     assert!(
-        messages[failed_at..]
-            .iter()
-            .any(|(role, content, _)| role == "user" && content.to_lowercase().contains("hours")),
-        "the next question is not in the messages: {messages:?}"
-    );
-    assert_eq!(
-        messages.last().map(|m| m.0.as_str()),
-        Some("assistant"),
+        messages[asked_at..].iter().any(|m| m.0 == "assistant"),
         "the next question got no answer: {messages:?}"
     );
     let row: (String, Option<String>, Option<String>, Option<i32>) = poll(
