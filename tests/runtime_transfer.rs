@@ -108,6 +108,9 @@ async fn failed_transfer_is_said_and_the_call_goes_on(
 
     let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     caller.answer_refer_with(refer_code, report);
+    // A fresh node warms whisper up first; a question during that waits
+    // past the recognizer's limit on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     caller.say_and_wait(&question).await;
     let refer = caller
         .wait_request("REFER", Duration::from_secs(15))

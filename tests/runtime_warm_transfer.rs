@@ -202,6 +202,9 @@ async fn the_person_is_briefed_then_bridged_both_ways() {
     let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
     let words = speech_8k(s.dir.path(), "w", "Hello, I would like to book an appointment for my dog.");
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
+    // A fresh node warms whisper up first; a question during that waits
+    // past the recognizer's limit on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let asked = caller.say_and_wait(&question).await;
 
     // The person is called and hears the briefing.
@@ -258,6 +261,9 @@ async fn a_busy_person_is_said_and_the_call_goes_on() {
     let s = setup(uas.port, 55600).await;
     let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
+    // A fresh node warms whisper up first; a question during that waits
+    // past the recognizer's limit on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let asked = caller.say_and_wait(&question).await;
     // The announcement, then (after the 486) the failure line: all the
     // caller heard after the question, until a quiet of 1.5 s after the
