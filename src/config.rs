@@ -142,6 +142,11 @@ pub struct SipConfig {
     /// How long an outbound call may ring before it is CANCELled and
     /// logged `no_answer`.
     pub ring_timeout_secs: u64,
+    /// A blind transfer (REFER) fails when no answer or NOTIFY report
+    /// comes this long after the REFER; after a provisional report
+    /// (trying, ringing) the final one may take `ring_timeout_secs`.
+    #[serde(default = "default_transfer_timeout")]
+    pub transfer_timeout_secs: u64,
     /// SIP over TLS: the listening address (with the certificate and key
     /// set), the node's certificate chain and key (PEM), the CA whose
     /// clients alone are accepted (empty: no client certificate asked) and
@@ -168,6 +173,10 @@ pub struct SipConfig {
     pub session_expires_secs: u32,
     #[serde(default = "default_min_se")]
     pub min_se_secs: u32,
+}
+
+fn default_transfer_timeout() -> u64 {
+    32
 }
 
 fn default_session_expires() -> u32 {
@@ -566,6 +575,9 @@ impl Config {
         }
         if self.sip.ring_timeout_secs == 0 || self.sip.ring_timeout_secs > 600 {
             return bad("sip.ring_timeout_secs", "must be from 1 to 600");
+        }
+        if self.sip.transfer_timeout_secs == 0 || self.sip.transfer_timeout_secs > 600 {
+            return bad("sip.transfer_timeout_secs", "must be from 1 to 600");
         }
         if self.webrtc.port_min == 0 || self.webrtc.port_min > self.webrtc.port_max {
             return bad("webrtc.port_min", "must be from 1 to webrtc.port_max");

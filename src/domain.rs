@@ -179,6 +179,17 @@ name_enum!(
 );
 
 name_enum!(
+    /// How an agent hands a caller to a person (`agents.transfer_mode`):
+    /// `blind` asks the far end to take the caller there (REFER); `warm`
+    /// calls the person first, tells them who is calling and why, then
+    /// bridges the two calls.
+    TransferMode {
+        Blind = "blind",
+        Warm = "warm",
+    }
+);
+
+name_enum!(
     /// What a persona does when the model cannot answer (`fallback_policy`).
     EscalationPolicy {
         Apologize = "apologize",

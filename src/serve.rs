@@ -83,6 +83,7 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     )
     .await
     .context("starting SIP")?;
+    let _ = runtime.sip.set(sip.clone());
     let mut api_state = ApiState::new(pool, config.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_live_calls(Arc::new(NodeCalls {

@@ -22,11 +22,12 @@ use super::registry::{ControlRequest, LiveCallInfo};
 use super::reply::{ReplyContext, ReplyEvent};
 use super::stt::SttHints;
 use super::turn::TurnSettings;
+use super::warm;
 use super::Runtime;
-use crate::domain::SessionStatus;
+use crate::domain::{CallDirection, SessionStatus, TransferMode};
 use crate::media::endpoint::EndpointConfig;
 use crate::media::Playout;
-use crate::records::Record;
+use crate::records::{HangupBy, Record};
 use crate::sip::call::IncomingCall;
 
 /// How long each digit sent through the API lasts (RFC 4733 events).
@@ -45,12 +46,13 @@ pub async fn run_leg(rt: Arc<Runtime>, leg: Box<dyn LegSetup>) {
     tracing::Instrument::instrument(drive(rt, leg), span).await
 }
 
-/// The running call's tasks: at most one reply, and the transcriptions
-/// the machine asked for.
+/// The running call's tasks: at most one reply, the transcriptions the
+/// machine asked for, and a warm transfer's call to the person.
 struct Work {
     reply: Option<JoinHandle<()>>,
     stt: HashMap<u64, JoinHandle<()>>,
     next_utt_base: u64,
+    consult: Option<(String, JoinHandle<Result<warm::Consulted, warm::NotReached>>)>,
 }
 
 impl Work {
@@ -66,6 +68,26 @@ impl Work {
         for (_, task) in self.stt.drain() {
             task.abort();
         }
+        if let Some((_, task)) = self.consult.take() {
+            task.abort();
+        }
+    }
+
+    /// The warm transfer's outcome, once its task is done.
+    async fn consulted(&mut self) -> (String, Result<warm::Consulted, warm::NotReached>) {
+        let Some((_, task)) = self.consult.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(warm::NotReached {
+                outcome: "failed",
+                sip_code: None,
+                reason: format!("transfer task failed: {e}"),
+            }),
+        };
+        let target = self.consult.take().map(|(t, _)| t).unwrap_or_default();
+        (target, result)
     }
 }
 
@@ -203,7 +225,10 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
         reply: None,
         stt: HashMap::new(),
         next_utt_base: 1 << 20,
+        consult: None,
     };
+    // A warm transfer's person, reached and briefed: bridged at the end.
+    let mut person: Option<Box<dyn super::leg::CallLeg>> = None;
 
     // A reply's context: an answer or a fixed line of `turn`.
     let new_reply = |turn: u64, utt_base: &mut u64| {
@@ -281,7 +306,22 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
                     playout.resume();
                     tracing::debug!("backchannel: playout resumed");
                 }
-                CallAction::Transfer { target } => {
+                CallAction::Transfer { target, summary }
+                    if profile.transfer_mode == TransferMode::Warm
+                        && info.direction != CallDirection::Web =>
+                {
+                    tracing::info!(%target, "warm transfer: calling the person");
+                    let task = tokio::spawn(warm::consult(
+                        rt.clone(),
+                        info.clone(),
+                        profile.clone(),
+                        providers.tts.clone(),
+                        target.clone(),
+                        summary,
+                    ));
+                    work.consult = Some((target, task));
+                }
+                CallAction::Transfer { target, .. } => {
                     if !leg.transfer(target).await {
                         tracing::info!("this leg cannot transfer");
                         machine.handle(
@@ -330,6 +370,26 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
                 Some(ev) => CallInput::Reply(ev),
                 None => continue,
             },
+            (target, result) = work.consulted() => {
+                let (outcome, sip_code) = match result {
+                    Ok(consulted) => {
+                        person = Some(consulted.leg);
+                        ("transferred", Some(200))
+                    }
+                    Err(why) => {
+                        tracing::info!(outcome = why.outcome, sip_code = ?why.sip_code, reason = %why.reason, "warm transfer failed");
+                        (why.outcome, why.sip_code)
+                    }
+                };
+                rt.records.submit(Record::CallTransfer {
+                    call_log_id: info.call_log_id,
+                    target,
+                    mode: TransferMode::Warm.as_str().into(),
+                    outcome: outcome.into(),
+                    sip_code,
+                });
+                CallInput::TransferResult { accepted: person.is_some() }
+            },
             res = stt_rx.recv() => match res {
                 Some((turn, result)) => {
                     work.stt.remove(&turn);
@@ -347,6 +407,19 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
     let (status, hangup_by, reason) = ending.outcome();
     if ending.leg_must_hang_up() {
         leg.hang_up(hangup_by, reason.clone()).await;
+    }
+    if let Some(mut person) = person {
+        // Warm transfer: the node relays between the two until one leaves,
+        // then ends the other.
+        tracing::info!("warm transfer: caller and person bridged");
+        let first = warm::bridge(&mut leg, &mut person).await;
+        tracing::info!(?first, "bridge over");
+        let why = "the other party hung up".to_string();
+        match first {
+            warm::Side::Caller => person.hang_up(HangupBy::Agent, why).await,
+            warm::Side::Person => leg.hang_up(HangupBy::Agent, why).await,
+        }
+        person.close().await;
     }
     let report = leg.close().await;
     let stats = serde_json::to_value(report.stats).ok();

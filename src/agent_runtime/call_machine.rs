@@ -14,6 +14,8 @@
 //!   is said before the verdict ([`AmdGate`]): a person (or no verdict)
 //!   gets the greeting, a machine a hang-up or, after its beep, the
 //!   voicemail message and then a hang-up.
+//! - a transfer that fails (refused, the target busy or silent) makes the
+//!   agent say `transfer_failed_message`, and the conversation goes on.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -133,9 +135,12 @@ pub enum CallAction {
     BargeIn,
     HoldPlayout,
     ResumePlayout,
-    /// Ask the leg to hand the caller to `target`.
+    /// Hand the caller to `target` (blind or warm, as the agent says);
+    /// `summary` is what the caller said so far, for a warm transfer's
+    /// briefing of the person.
     Transfer {
         target: String,
+        summary: String,
     },
     /// The call is over: cancel everything, close the leg, `finish`.
     End(Ending),
@@ -306,10 +311,21 @@ impl CallMachine {
                 turn_actions.extend(self.turns.handle(input, now));
             }
             CallInput::TransferResult { accepted } => {
+                if self.transfer != TransferState::Pending {
+                    return;
+                }
                 if accepted {
                     return self.end(Ending::Transferred);
                 }
                 self.transfer = TransferState::Idle;
+                // No dead air: the caller hears why nothing happened.
+                let turn = self.ledger.next_fixed_turn();
+                self.ledger.begin_reply(turn, None);
+                self.turns.agent_started_speaking(now);
+                self.actions.push_back(CallAction::Say {
+                    turn,
+                    text: self.profile.transfer_failed_message.clone(),
+                });
             }
             CallInput::LegEnded { by, reason } => {
                 return self.end(match by {
@@ -325,7 +341,9 @@ impl CallMachine {
         if self.transfer == TransferState::Wanted && self.ledger.reply_complete() {
             if let Some(target) = self.profile.transfer_to.clone() {
                 self.transfer = TransferState::Pending;
-                self.actions.push_back(CallAction::Transfer { target });
+                let summary = caller_summary(&self.ledger.history(self.profile.context_window_size));
+                self.actions
+                    .push_back(CallAction::Transfer { target, summary });
             }
         }
         if let Some(reason) = self.pending_hangup {
@@ -478,6 +496,26 @@ impl CallMachine {
     fn ledger(&self) -> &CallLedger {
         &self.ledger
     }
+}
+
+/// A plain extractive summary of the conversation for the person a warm
+/// transfer reaches: the caller's last few turns, as they said them.
+pub fn caller_summary(history: &[ChatMessage]) -> String {
+    const TURNS: usize = 3;
+    const MAX_CHARS: usize = 400;
+    let said: Vec<&str> = history
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(|m| m.content.trim())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let recent = &said[said.len().saturating_sub(TURNS)..];
+    let mut out = recent.join(" ");
+    if out.len() > MAX_CHARS {
+        let cut = (0..=MAX_CHARS).rev().find(|&i| out.is_char_boundary(i)).unwrap_or(0);
+        out.truncate(cut);
+    }
+    out
 }
 
 fn turn_input(ev: EndpointEvent) -> Input {

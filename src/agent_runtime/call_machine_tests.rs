@@ -312,7 +312,7 @@ fn the_transfer_waits_for_its_announcement_to_play() {
     assert!(sim.wait(Duration::from_millis(200)).is_empty());
     let a = sim.played(utt);
     assert!(
-        matches!(&a[..], [CallAction::Transfer { target }] if target == "+15555550199"),
+        matches!(&a[..], [CallAction::Transfer { target, summary }] if target == "+15555550199" && summary == "I want to talk to a person."),
         "{a:?}"
     );
     // The far end accepted: the call is over, as transferred.
@@ -323,6 +323,44 @@ fn the_transfer_waits_for_its_announcement_to_play() {
     );
     assert_eq!(Ending::Transferred.outcome().0, SessionStatus::Escalated);
     assert!(!Ending::Transferred.leg_must_hang_up());
+}
+
+#[test]
+fn a_failed_transfer_is_said_and_the_conversation_goes_on() {
+    let mut sim = Sim::new(Some("tel:+15555550199"));
+    sim.drain();
+    sim.greeting_played();
+    let utt = sim.reply_queued(
+        0,
+        "I will transfer you now.",
+        Some(ReplyEvent::TransferRequested { turn: 0 }),
+    );
+    let a = sim.played(utt);
+    assert!(
+        matches!(&a[..], [CallAction::Transfer { target, .. }] if target == "tel:+15555550199"),
+        "{a:?}"
+    );
+    let a = sim.handle(CallInput::TransferResult { accepted: false });
+    let turn = match &a[..] {
+        [CallAction::Say { turn, text }] if text == "Sorry, I could not transfer you." => *turn,
+        other => panic!("{other:?}"),
+    };
+    // A stray second answer is ignored.
+    assert!(sim.handle(CallInput::TransferResult { accepted: true }).is_empty());
+    let utt = sim.reply_queued(turn, "Sorry, I could not transfer you.", None);
+    assert!(sim.played(utt).is_empty());
+    // The next question is answered as usual.
+    let a = sim.frames(&format!("{}{}", "#".repeat(30), ".".repeat(30)));
+    let turn = match &a[..] {
+        [CallAction::Transcribe { turn, .. }, ..] => *turn,
+        other => panic!("{other:?}"),
+    };
+    let a = sim.handle(CallInput::Transcribed {
+        turn,
+        result: transcript("What are your opening hours?"),
+    });
+    assert_eq!(names(&a), vec!["respond"]);
+    assert!(!sim.m.is_ended());
 }
 
 #[test]
@@ -537,4 +575,28 @@ fn a_silent_answer_is_unknown_and_greeted_after_three_seconds_even_without_rtp()
     );
     assert_eq!(sim.amd_results(), vec![("unknown".to_string(), 3000)]);
     assert!(sim.now >= start + Duration::from_secs(3));
+}
+
+#[test]
+fn the_summary_is_the_callers_last_turns() {
+    let m = |role: &str, content: &str| ChatMessage {
+        role: role.into(),
+        content: content.into(),
+    };
+    let history = vec![
+        m("assistant", "Hello."),
+        m("user", "My cat is sick."),
+        m("assistant", "I am sorry to hear that."),
+        m("user", "She stopped eating."),
+        m("user", " "),
+        m("user", "Can I talk to a vet?"),
+        m("user", "Please."),
+    ];
+    assert_eq!(
+        caller_summary(&history),
+        "She stopped eating. Can I talk to a vet? Please."
+    );
+    assert_eq!(caller_summary(&[]), "");
+    let long = vec![m("user", &"é".repeat(300))];
+    assert!(caller_summary(&long).len() <= 400);
 }

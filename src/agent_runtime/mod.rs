@@ -35,6 +35,7 @@ pub mod tts_http;
 pub mod tts_piper;
 pub mod tts_prerender;
 pub mod turn;
+pub mod warm;
 pub mod wav;
 pub mod web_leg;
 

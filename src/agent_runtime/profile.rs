@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 
 use super::amd::{AmdPolicy, OnMachine};
-use crate::domain::EscalationPolicy;
+use crate::domain::{EscalationPolicy, TransferMode};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -23,6 +23,9 @@ pub struct AgentProfile {
     /// The agent transfers (`transfer_to`), but this call's leg cannot (a
     /// browser call): the agent says so when asked for a person.
     pub transfer_unavailable: bool,
+    pub transfer_mode: TransferMode,
+    /// Said when a transfer fails; the conversation then goes on.
+    pub transfer_failed_message: String,
     pub interruptible: bool,
     pub silence_timeout_ms: u64,
     pub max_call_seconds: u64,
@@ -55,6 +58,8 @@ impl AgentProfile {
                     coalesce(nullif(p.fallback_message, ''), 'I am sorry, I do not have that information.') as fallback_message,
                     coalesce(p.escalation_policy::text, 'apologize') as escalation_policy,
                     nullif(a.transfer_to, '') as transfer_to,
+                    a.transfer_mode,
+                    coalesce(nullif(a.transfer_failed_message, ''), 'I am sorry, I could not transfer you right now. Can I help you with something else?') as transfer_failed_message,
                     coalesce(a.interruptible, true) as interruptible,
                     coalesce(a.silence_timeout_ms, 8000)::int8 as silence_timeout_ms,
                     coalesce(a.max_call_seconds, 600)::int8 as max_call_seconds,
@@ -174,6 +179,8 @@ struct AgentRow {
     fallback_message: String,
     escalation_policy: String,
     transfer_to: Option<String>,
+    transfer_mode: String,
+    transfer_failed_message: String,
     interruptible: bool,
     silence_timeout_ms: i64,
     max_call_seconds: i64,
@@ -212,6 +219,8 @@ impl AgentProfile {
             escalation_policy: EscalationPolicy::Apologize,
             transfer_to: transfer_to.map(str::to_string),
             transfer_unavailable: false,
+            transfer_mode: TransferMode::Blind,
+            transfer_failed_message: "Sorry, I could not transfer you.".into(),
             interruptible: true,
             silence_timeout_ms: 8000,
             max_call_seconds: 600,
@@ -252,6 +261,8 @@ impl From<AgentRow> for AgentProfile {
                 .unwrap_or(EscalationPolicy::Apologize),
             transfer_to: r.transfer_to,
             transfer_unavailable: false,
+            transfer_mode: r.transfer_mode.parse().unwrap_or(TransferMode::Blind),
+            transfer_failed_message: r.transfer_failed_message,
             interruptible: r.interruptible,
             silence_timeout_ms: r.silence_timeout_ms.clamp(1000, 3_600_000) as u64,
             max_call_seconds: r.max_call_seconds.clamp(10, 86_400) as u64,

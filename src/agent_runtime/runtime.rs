@@ -29,6 +29,8 @@ pub struct Runtime {
     profiles: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, AgentProfile>>,
     /// The background pre-renderer (stopped with the runtime).
     prerender: Option<tokio::task::AbortHandle>,
+    /// The SIP service, once started: warm transfers dial through it.
+    pub sip: std::sync::OnceLock<crate::sip::SipServerHandle>,
 }
 
 impl Drop for Runtime {
@@ -75,6 +77,7 @@ impl Runtime {
             providers,
             profiles: Default::default(),
             prerender,
+            sip: std::sync::OnceLock::new(),
         })
     }
 

@@ -120,10 +120,23 @@ pub const SQL_ENUMS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// A transfer target: an E.164 number or a `sip:`/`sips:` URI.
+/// A transfer target: an E.164 number, a `tel:` URI of one (RFC 3966,
+/// parameters allowed) or a `sip:`/`sips:` URI. Kept as written: the
+/// REFER's Refer-To carries it unchanged.
 pub fn parse_transfer_target(s: &str) -> Result<String, String> {
     if s.starts_with('+') {
         return E164::parse(s).map(E164::into_string);
+    }
+    if let Some(rest) = s.strip_prefix("tel:") {
+        let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+        let params_ok = params.len() <= 200
+            && params
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "=;-_.+%".contains(c));
+        return match (E164::parse(number), params_ok) {
+            (Ok(_), true) => Ok(s.to_string()),
+            _ => Err("a tel: target must be tel:+ then an E.164 number".into()),
+        };
     }
     if let Some(rest) = s.strip_prefix("sip:").or_else(|| s.strip_prefix("sips:")) {
         let host = rest.rsplit('@').next().unwrap_or("");
@@ -137,7 +150,7 @@ pub fn parse_transfer_target(s: &str) -> Result<String, String> {
             return Ok(s.to_string());
         }
     }
-    Err("must be an E.164 number or a sip: URI".into())
+    Err("must be an E.164 number, a tel: URI or a sip: URI".into())
 }
 
 #[cfg(test)]
@@ -180,6 +193,13 @@ mod tests {
         assert!(parse_transfer_target("sip:desk@pbx.example.com").is_ok());
         assert!(parse_transfer_target("sip:desk@10.0.0.1:5070;transport=tcp").is_ok());
         assert!(parse_transfer_target("http://x").is_err());
+        assert_eq!(
+            parse_transfer_target("tel:+15555550199").as_deref(),
+            Ok("tel:+15555550199")
+        );
+        assert!(parse_transfer_target("tel:+15555550199;ext=12").is_ok());
+        assert!(parse_transfer_target("tel:5550199").is_err());
+        assert!(parse_transfer_target("tel:+15555550199;a b").is_err());
         assert!(parse_transfer_target("sip:a@bad host").is_err());
     }
 }

@@ -127,6 +127,17 @@ pub enum Record {
         summary: Option<String>,
         at: DateTime<Utc>,
     },
+    /// A transfer's target and outcome onto the call's `call_logs` row
+    /// (`transferred`, `refused`, `failed`, `timeout`, `busy`,
+    /// `no_answer`), with the SIP code that decided it.
+    CallTransfer {
+        call_log_id: Uuid,
+        target: String,
+        /// `blind` (REFER) or `warm` (we call the person, then bridge).
+        mode: String,
+        outcome: String,
+        sip_code: Option<u16>,
+    },
     /// Per-turn latency figures and cost onto the call's `call_logs` row.
     CallFigures {
         call_log_id: Uuid,
@@ -188,6 +199,7 @@ impl Record {
             Record::StartSession { .. } => "start_session",
             Record::Message(_) => "message",
             Record::EndSession { .. } => "end_session",
+            Record::CallTransfer { .. } => "call_transfer",
             Record::CallFigures { .. } => "call_figures",
             Record::AmdResult { .. } => "amd_result",
             Record::Usage(_) => "usage",
@@ -229,6 +241,13 @@ mod tests {
                     at,
                     duration_ms: None,
                 }),
+            },
+            Record::CallTransfer {
+                call_log_id: Uuid::new_v4(),
+                target: "tel:+15555550199".into(),
+                mode: "blind".into(),
+                outcome: "refused".into(),
+                sip_code: Some(603),
             },
             Record::CallFigures {
                 call_log_id: Uuid::new_v4(),

@@ -164,6 +164,25 @@ async fn apply(c: &mut PgConnection, record: &Record) -> Result<(), sqlx::Error>
             .execute(&mut *c)
             .await?;
         }
+        Record::CallTransfer {
+            call_log_id,
+            target,
+            mode,
+            outcome,
+            sip_code,
+        } => {
+            sqlx::query(
+                "update call_logs set transfer_target = $2, transfer_mode = $3, transfer_outcome = $4, \
+                 transfer_sip_code = $5 where id = $1",
+            )
+            .bind(call_log_id)
+            .bind(target)
+            .bind(mode)
+            .bind(outcome)
+            .bind(sip_code.map(i32::from))
+            .execute(&mut *c)
+            .await?;
+        }
         Record::CallFigures {
             call_log_id,
             latency,

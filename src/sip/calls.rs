@@ -74,8 +74,8 @@ pub struct Call {
     pub answered_at: Option<(Instant, DateTime<Utc>)>,
     pub local_port: u16,
     pub sdp_version: u64,
-    pub transfer_deadline: Option<Instant>,
-    pub transfer_target: Option<String>,
+    /// Our REFER under way (one at a time).
+    pub transfer: Option<super::refer::Transfer>,
     /// RFC 4028 as agreed in the INVITE transaction (interval, refresher,
     /// `Require: timer`), and the running timer once answered.
     pub timer_plan: Option<(u32, Refresher, bool)>,
@@ -86,6 +86,9 @@ pub struct Call {
     pub srtp_in_use: bool,
     /// Outbound calls: the API's variables, handed to the runtime.
     pub variables: Vec<(String, String)>,
+    /// A warm transfer's call to the person: its answer (or failure)
+    /// goes back to the transferring call instead of to a new agent call.
+    pub consult: Option<tokio::sync::oneshot::Sender<super::outbound_leg::ConsultResult>>,
 }
 
 /// The identity a trunk asserts for the caller: the first
@@ -256,13 +259,13 @@ impl Core {
             answered_at: None,
             local_port: 0,
             sdp_version: 1,
-            transfer_deadline: None,
-            transfer_target: None,
+            transfer: None,
             timer_plan,
             session_timer: None,
             srtp_key: SrtpKey::random(),
             srtp_in_use: false,
             variables: Vec::new(),
+            consult: None,
         };
         self.calls.insert(tag.clone(), call);
         self.update_live();
@@ -651,7 +654,18 @@ impl Core {
             }
             let _ = internal.send(Internal::CommandsClosed { key }).await;
         });
-        self.env.handler.on_call(incoming);
+        match call.consult.take() {
+            Some(consult) => {
+                if let Err(Ok(unused)) = consult.send(Ok(incoming)) {
+                    // The transferring call is gone: nobody takes this one.
+                    let _ = unused.commands.try_send(CallCommand::Hangup {
+                        by: HangupBy::Agent,
+                        reason: "transfer abandoned".into(),
+                    });
+                }
+            }
+            None => self.env.handler.on_call(incoming),
+        }
     }
 
     pub fn cancel_call(&mut self, key: &str, now: Instant) {

@@ -51,6 +51,8 @@ pub enum Internal {
     Dial {
         request: Box<super::outbound_leg::DialRequest>,
         reply: tokio::sync::oneshot::Sender<Result<uuid::Uuid, super::outbound_leg::DialError>>,
+        /// A warm transfer's call: where its answer goes.
+        consult: Option<tokio::sync::oneshot::Sender<super::outbound_leg::ConsultResult>>,
     },
     /// Hang up an outbound call: CANCEL before the answer, BYE after.
     HangupOutbound {
@@ -93,6 +95,8 @@ pub struct Env {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long an outbound call may ring before we CANCEL.
     pub ring_timeout: Duration,
+    /// How long a blind transfer waits for each report (RFC 3515).
+    pub refer_timers: super::refer::ReferTimers,
     /// RFC 4028 settings (`sip.session_expires_secs`, `sip.min_se_secs`).
     pub session_timers: super::session_timer::TimerSettings,
 }
@@ -675,8 +679,12 @@ impl Core {
             Internal::Routed { key, decision } => self.on_routed(&key, *decision, now),
             Internal::Command { key, command } => self.on_command(&key, command, now),
             Internal::CommandsClosed { key } => self.on_commands_closed(&key, now),
-            Internal::Dial { request, reply } => {
-                let result = self.start_dial(*request, now);
+            Internal::Dial {
+                request,
+                reply,
+                consult,
+            } => {
+                let result = self.start_dial(*request, consult, now);
                 let _ = reply.send(result);
             }
             Internal::HangupOutbound { call_log_id } => self.hangup_outbound(call_log_id, now),

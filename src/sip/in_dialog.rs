@@ -279,42 +279,53 @@ impl Core {
         }
     }
 
+    /// A NOTIFY in the call: the far end's report on our REFER (RFC 3515
+    /// §2.4.4); other event packages are answered and ignored.
     pub(super) fn on_notify(&mut self, key: &str, req: &Message, now: Instant) {
         let is_refer = req
             .header("Event")
             .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("refer"));
-        let Some(call) = self.calls.get(key) else {
+        let Some(transfer) = self.calls.get_mut(key).and_then(|c| c.transfer.as_mut()) else {
             return;
         };
-        if !is_refer || call.transfer_deadline.is_none() {
+        if !is_refer {
             return;
         }
-        // message/sipfrag: "SIP/2.0 200 OK"
-        let code = std::str::from_utf8(&req.body)
-            .ok()
-            .and_then(|b| b.split_whitespace().nth(1))
-            .and_then(|c| c.parse::<u16>().ok());
-        let Some(code) = code.filter(|c| *c >= 200) else {
-            return;
-        };
-        self.transfer_done(key, code, now);
+        transfer
+            .progress
+            .on_notify(&req.body, req.header("Subscription-State"), now);
+        tracing::debug!(progress = ?transfer.progress.progress(), "transfer report");
+        self.transfer_step(key, now);
     }
 
-    pub(super) fn transfer_done(&mut self, key: &str, code: u16, now: Instant) {
+    /// After any input to the call's transfer: its outcome when decided
+    /// (told to the runtime, written to call_logs, the call ended with BYE
+    /// once the target has the caller), else its next deadline.
+    pub(super) fn transfer_step(&mut self, key: &str, now: Instant) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        call.transfer_deadline = None;
-        let accepted = (200..300).contains(&code);
-        let target = call.transfer_target.take().unwrap_or_default();
+        let Some(transfer) = call.transfer.as_ref() else {
+            return;
+        };
+        let Some(outcome) = transfer.progress.outcome() else {
+            let wake = transfer.progress.next_deadline();
+            self.schedule(wake, Wake::Call(key.to_string()));
+            return;
+        };
+        let target = call.transfer.take().map(|t| t.target).unwrap_or_default();
+        tracing::info!(call_log_id = %call.log_id, %target, outcome = outcome.as_str(), sip_code = outcome.sip_code(), "transfer decided");
+        if let Some(r) = &call.recorder {
+            r.transfer(&target, outcome.as_str(), Some(outcome.sip_code()));
+        }
         self.event(
             key,
             CallEvent::TransferResult {
-                accepted,
-                sip_code: code,
+                accepted: outcome.accepted(),
+                sip_code: outcome.sip_code(),
             },
         );
-        if accepted {
+        if outcome.accepted() {
             self.end_call(
                 key,
                 "transferred",
@@ -329,9 +340,10 @@ impl Core {
         match purpose {
             Purpose::Refer { call } => {
                 let code = resp.status().unwrap_or(500);
-                if code >= 300 {
-                    self.transfer_done(call, code, now);
+                if let Some(t) = self.calls.get_mut(call).and_then(|c| c.transfer.as_mut()) {
+                    t.progress.on_refer_response(code, now);
                 }
+                self.transfer_step(call, now);
             }
             Purpose::Refresh { call } => self.on_refresh_response(call, resp, now),
             Purpose::Bye => {}
@@ -340,7 +352,12 @@ impl Core {
 
     pub fn on_client_timeout(&mut self, purpose: &Purpose, now: Instant) {
         match purpose {
-            Purpose::Refer { call } => self.transfer_done(call, 408, now),
+            Purpose::Refer { call } => {
+                if let Some(t) = self.calls.get_mut(call).and_then(|c| c.transfer.as_mut()) {
+                    t.progress.on_refer_timeout();
+                }
+                self.transfer_step(call, now);
+            }
             Purpose::Refresh { call } => self.end_call(
                 call,
                 "completed",
@@ -360,9 +377,12 @@ impl Core {
             self.answer(key, now);
             return;
         }
-        if call.transfer_deadline.is_some_and(|at| at <= now) {
-            self.transfer_done(key, 408, now);
-            return;
+        if let Some(t) = call.transfer.as_mut() {
+            if t.progress.next_deadline().is_some_and(|at| at <= now) {
+                t.progress.on_timer(now);
+                self.transfer_step(key, now);
+                return;
+            }
         }
         match call.session_timer.as_mut().and_then(|t| t.poll(now)) {
             Some(TimerAction::Expire) => {
@@ -457,6 +477,13 @@ impl Core {
         let Some(dialog) = call.dialog.as_mut() else {
             return;
         };
+        if call.transfer.is_some() {
+            tracing::info!("a transfer is already under way");
+            return;
+        }
+        // The target as configured: a `sip:`/`sips:`/`tel:` URI goes as is
+        // (carriers route `tel:` themselves and refuse rewritten forms); a
+        // bare number is a user at the far end's host.
         let refer_to = if target.contains(':') {
             target.to_string()
         } else {
@@ -467,11 +494,15 @@ impl Core {
         };
         let mut req = dialog.request(Method::Refer, &via, transport.via_name(), &contact);
         req.add_header("Refer-To", format!("<{refer_to}>"));
+        // RFC 3892: who asks; carriers check it against the call's parties.
         req.add_header("Referred-By", format!("<{}>", dialog.local_uri));
-        call.transfer_deadline = Some(now + self.env.timers.t64());
-        call.transfer_target = Some(target.to_string());
+        let progress = super::refer::ReferProgress::start(self.env.refer_timers, now);
+        let wake = progress.next_deadline();
+        call.transfer = Some(super::refer::Transfer {
+            target: target.to_string(),
+            progress,
+        });
         let to = request_target(call);
-        let wake = call.transfer_deadline;
         self.send_request(
             req,
             to,

@@ -18,6 +18,7 @@ pub mod message;
 pub mod number;
 pub mod outbound_leg;
 pub mod records;
+pub mod refer;
 pub mod routing;
 pub mod sdes;
 pub mod sdp;

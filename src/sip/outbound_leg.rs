@@ -67,6 +67,18 @@ pub enum DialError {
     Unavailable,
 }
 
+/// A warm transfer's call to the person: answered (the call, to bridge),
+/// or not (why).
+pub type ConsultResult = Result<super::call::IncomingCall, ConsultFailure>;
+
+/// Why the person was not reached: `busy`, `no_answer` or `failed` (as
+/// `call_logs.status` says it), with the SIP code when there was one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsultFailure {
+    pub status: &'static str,
+    pub sip_code: Option<u16>,
+}
+
 /// An outbound call as the live-call list shows it.
 #[derive(Debug, Clone)]
 pub struct OutboundView {
@@ -165,8 +177,15 @@ pub fn build_invite(p: &InviteParts) -> Message {
 
 impl Core {
     /// Places an outbound call: refuses at once when the node or the trunk
-    /// is full, else sends the INVITE and returns the call_logs id.
-    pub fn start_dial(&mut self, req: DialRequest, now: Instant) -> Result<Uuid, DialError> {
+    /// is full, else sends the INVITE and returns the call_logs id. With
+    /// `consult` (a warm transfer's call to the person), the answered call
+    /// or the failure goes there instead of to the call handler.
+    pub fn start_dial(
+        &mut self,
+        req: DialRequest,
+        consult: Option<tokio::sync::oneshot::Sender<ConsultResult>>,
+        now: Instant,
+    ) -> Result<Uuid, DialError> {
         let draining = self
             .env
             .shared
@@ -266,13 +285,13 @@ impl Core {
             answered_at: None,
             local_port: local.port(),
             sdp_version: 1,
-            transfer_deadline: None,
-            transfer_target: None,
+            transfer: None,
             timer_plan: None,
             session_timer: None,
             srtp_key,
             srtp_in_use: false,
             variables: req.variables,
+            consult,
         };
         let recorder = CallRecorder::start(&self.env.records, self.log_start(&call, &facts));
         self.calls.insert(key.clone(), call);
@@ -417,6 +436,12 @@ impl Core {
                         _ => None,
                     };
                     tracing::info!(call_log_id = %call.log_id, status = f.outcome.status(), sip_code = ?f.sip_code, reason = %f.reason, "outbound call not answered");
+                    if let Some(consult) = call.consult {
+                        let _ = consult.send(Err(ConsultFailure {
+                            status: f.outcome.status(),
+                            sip_code: f.sip_code,
+                        }));
+                    }
                     if let Some(r) = &call.recorder {
                         r.ended(CallEnd {
                             status: f.outcome.status().into(),

@@ -51,6 +51,17 @@ impl CallRecorder {
         });
     }
 
+    /// A blind transfer's outcome (the call may go on after a failed one).
+    pub fn transfer(&self, target: &str, outcome: &str, sip_code: Option<u16>) {
+        self.writer.submit(Record::CallTransfer {
+            call_log_id: self.id,
+            target: target.to_string(),
+            mode: "blind".into(),
+            outcome: outcome.to_string(),
+            sip_code,
+        });
+    }
+
     pub fn ended(&self, end: CallEnd) {
         metrics().call_ended(&self.direction, &end.status);
         self.writer.submit(Record::CallEnded {

@@ -163,6 +163,10 @@ impl SipServer {
             latch: config.rtp.latch,
             trusted_proxies: config.sip.trusted_proxies.clone(),
             ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs),
+            refer_timers: super::refer::ReferTimers {
+                notify: Duration::from_secs(config.sip.transfer_timeout_secs),
+                ringing: Duration::from_secs(config.sip.ring_timeout_secs),
+            },
             session_timers: config.sip.session_timers(),
         };
         let cancel = CancellationToken::new();
@@ -375,6 +379,17 @@ impl SipServerHandle {
         &self,
         request: super::outbound_leg::DialRequest,
     ) -> Result<uuid::Uuid, super::outbound_leg::DialError> {
+        self.dial_for(request, None).await
+    }
+
+    /// A warm transfer's call to the person: placed like any outbound
+    /// call (its own call_logs row), but once answered it comes back on
+    /// `consult` instead of starting an agent call.
+    pub async fn dial_for(
+        &self,
+        request: super::outbound_leg::DialRequest,
+        consult: Option<tokio::sync::oneshot::Sender<super::outbound_leg::ConsultResult>>,
+    ) -> Result<uuid::Uuid, super::outbound_leg::DialError> {
         use super::outbound_leg::DialError;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sent = self
@@ -383,6 +398,7 @@ impl SipServerHandle {
                 Internal::Dial {
                     request: Box::new(request),
                     reply,
+                    consult,
                 },
                 Duration::from_secs(5),
             )

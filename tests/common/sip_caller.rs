@@ -3,7 +3,8 @@
 //! one clock (`Instant`) as packets leave and arrive, so "the agent stopped
 //! N ms after the caller started speaking" is measured on the RTP itself,
 //! with no softphone jitter buffer in between. It answers the requests a
-//! peer gets inside a call (BYE → 200, REFER → 202 + NOTIFY sipfrag 200).
+//! peer gets inside a call (BYE → 200, REFER → 202 + NOTIFY sipfrag 200,
+//! or as `answer_refer_with` says: a refusal, or a failure report).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -59,6 +60,15 @@ pub struct SipCaller {
     pub requests: Arc<Mutex<Vec<SeenRequest>>>,
     responses: tokio::sync::Mutex<mpsc::Receiver<String>>,
     stop: tokio_util::sync::CancellationToken,
+    refer_answer: Arc<Mutex<ReferAnswer>>,
+}
+
+/// How the caller's side answers a REFER: the response code, then (for a
+/// 2xx) the NOTIFY sipfrag status it reports.
+#[derive(Debug, Clone, Copy)]
+pub struct ReferAnswer {
+    pub code: u16,
+    pub report: u16,
 }
 
 impl Drop for SipCaller {
@@ -214,6 +224,10 @@ impl SipCaller {
         let media = Arc::new(Mutex::new(MediaLog::default()));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (resp_tx, resp_rx) = mpsc::channel(32);
+        let refer_answer = Arc::new(Mutex::new(ReferAnswer {
+            code: 202,
+            report: 200,
+        }));
         tokio::spawn(run_media(rtp, remote_rtp, media.clone(), stop.clone()));
         tokio::spawn(run_sip(
             sip.clone(),
@@ -223,6 +237,7 @@ impl SipCaller {
                 to: to.clone(),
                 call_id: call_id.clone(),
                 target: target.clone(),
+                refer_answer: refer_answer.clone(),
             },
             requests.clone(),
             resp_tx,
@@ -240,7 +255,14 @@ impl SipCaller {
             requests,
             responses: tokio::sync::Mutex::new(resp_rx),
             stop,
+            refer_answer,
         }
+    }
+
+    /// Answer the next REFER with `code` and, when it is 2xx, report
+    /// `report` (e.g. 503) in the NOTIFY sipfrag.
+    pub fn answer_refer_with(&self, code: u16, report: u16) {
+        *self.refer_answer.lock().expect("refer answer") = ReferAnswer { code, report };
     }
 
     /// Dials `number` and waits until the greeting has played (a pause of
@@ -443,6 +465,7 @@ struct SipDialog {
     to: String,
     call_id: String,
     target: String,
+    refer_answer: Arc<Mutex<ReferAnswer>>,
 }
 
 async fn run_sip(
@@ -487,13 +510,18 @@ async fn run_sip(
         match method.as_str() {
             "ACK" => {}
             "REFER" => {
+                let answer = *dialog.refer_answer.lock().expect("refer answer");
+                let reason = if answer.code < 300 { "Accepted" } else { "Refused" };
                 let _ = sip
-                    .send_to(response_to(&msg, 202, "Accepted", local).as_bytes(), server)
+                    .send_to(response_to(&msg, answer.code, reason, local).as_bytes(), server)
                     .await;
-                let frag = "SIP/2.0 200 OK\r\n";
+                if answer.code >= 300 {
+                    continue;
+                }
+                let frag = format!("SIP/2.0 {} Report\r\n", answer.report);
                 let notify = format!(
                     "NOTIFY {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{b};rport\r\n\
-                     From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 30 NOTIFY\r\n\
+                     From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 10 NOTIFY\r\n\
                      Contact: <sip:caller@{local}>\r\nMax-Forwards: 70\r\nEvent: refer\r\n\
                      Subscription-State: terminated;reason=noresource\r\n\
                      Content-Type: message/sipfrag\r\nContent-Length: {len}\r\n\r\n{frag}",

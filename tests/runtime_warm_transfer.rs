@@ -1,0 +1,302 @@
+//! Warm transfer against real peers: the demo agent's `transfer_mode` is
+//! `warm` and its `transfer_to` a number reached through an outbound trunk
+//! that is a SIPp UAS (the person's phone). The caller (a SIP caller in the
+//! test, PCMU) asks for a person; the node calls the person, briefs them
+//! (they hear speech), then bridges: the caller's speech reaches the
+//! person's RTP socket and the person's 1 kHz tone reaches the caller. A
+//! person who is busy (486) makes the agent say so, and the call goes on.
+
+mod common;
+mod sip_support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::node::{poll, speech_8k, start_node};
+use common::sip_caller::SipCaller;
+use sip_support::{scenario, SippRun};
+use switchboard::db::testing::TestDb;
+use switchboard::media::g711::{ulaw_decode, ulaw_encode};
+use tokio::net::UdpSocket;
+
+const PERSON: &str = "+15555550199";
+
+/// The person's phone: SIPp answering (or refusing) on a free port.
+struct Uas {
+    child: tokio::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Uas {
+    async fn start(scenario_name: &str, extra: &[&str]) -> Uas {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, media_port) = (sip_support::free_port(), sip_support::free_media_port());
+        let mut cmd = tokio::process::Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario(scenario_name))
+            .args(["-i", "127.0.0.1", "-t", "u1", "-m", "1"])
+            .args(["-timeout", "60s", "-timeout_error", "-nostdin"])
+            .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
+            .args(["-trace_err", "-trace_msg"])
+            .arg("-error_file")
+            .arg(dir.path().join("errors.log"))
+            .arg("-message_file")
+            .arg(dir.path().join("messages.log"))
+            .args(extra)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("sipp must be installed (Debian sip-tester)");
+        poll(Duration::from_secs(5), || async {
+            std::net::UdpSocket::bind(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        })
+        .await
+        .expect("SIPp bound its port");
+        Uas { child, port, dir }
+    }
+
+    async fn finish(self) -> SippRun {
+        let out = tokio::time::timeout(Duration::from_secs(70), self.child.wait_with_output())
+            .await
+            .expect("SIPp did not finish in 70 s")
+            .expect("SIPp output");
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        SippRun {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            errors: read("errors.log"),
+            messages: read("messages.log"),
+        }
+    }
+}
+
+/// What the person's RTP socket got: (arrival, RMS) per packet.
+type Heard = Arc<Mutex<Vec<(Instant, f64)>>>;
+
+fn rms(pcm: &[i16]) -> f64 {
+    if pcm.is_empty() {
+        return 0.0;
+    }
+    (pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / pcm.len() as f64).sqrt()
+}
+
+/// The person's media: logs what arrives; once `talk_after` has passed
+/// since the first voiced packet and a second of quiet followed (the
+/// briefing is over), answers with a 1 kHz tone, 20 ms PCMU packets,
+/// toward where the node's packets come from.
+async fn person_media(socket: Arc<UdpSocket>, heard: Heard) {
+    let mut buf = vec![0u8; 2048];
+    let mut node: Option<SocketAddr> = None;
+    let mut first_voice: Option<Instant> = None;
+    let mut last_voice = Instant::now();
+    let mut talking = false;
+    let (mut seq, mut ts, mut phase) = (1u16, 0u32, 0f64);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { return };
+                if n <= 12 || buf[1] & 0x7f != 0 {
+                    continue;
+                }
+                node = Some(from);
+                let pcm: Vec<i16> = buf[12..n].iter().map(|&c| ulaw_decode(c)).collect();
+                let level = rms(&pcm);
+                let now = Instant::now();
+                if level > 300.0 {
+                    first_voice.get_or_insert(now);
+                    last_voice = now;
+                }
+                heard.lock().unwrap().push((now, level));
+                if first_voice.is_some() && now.duration_since(last_voice) > Duration::from_secs(1) {
+                    talking = true;
+                }
+            }
+            _ = tick.tick() => {
+                let (true, Some(to)) = (talking, node) else { continue };
+                let mut pkt = vec![0x80, 0, (seq >> 8) as u8, seq as u8];
+                pkt.extend_from_slice(&ts.to_be_bytes());
+                pkt.extend_from_slice(&0x5eed_u32.to_be_bytes());
+                for _ in 0..160 {
+                    phase += 2.0 * std::f64::consts::PI * 1000.0 / 8000.0;
+                    pkt.push(ulaw_encode((phase.sin() * 8000.0) as i16));
+                }
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(160);
+                let _ = socket.send_to(&pkt, to).await;
+            }
+        }
+    }
+}
+
+struct Setup {
+    db: TestDb,
+    node: switchboard::serve::Services,
+    dir: tempfile::TempDir,
+}
+
+async fn setup(person_port: u16, rtp_base: u16) -> Setup {
+    common::node::init_logs();
+    let db = TestDb::new().await;
+    switchboard::db::seed::seed_demo(&db.pool)
+        .await
+        .expect("seed");
+    sqlx::query(
+        "update agents set transfer_to = $1, transfer_mode = 'warm' where name = 'Reception'",
+    )
+    .bind(PERSON)
+    .execute(&db.pool)
+    .await
+    .expect("agent");
+    sqlx::query(
+        "insert into sip_trunks (workspace_id, name, direction, outbound_host, outbound_port, outbound_transport)
+         select workspace_id, 'carrier out', 'outbound', '127.0.0.1', $1, 'udp' from agents where name = 'Reception'",
+    )
+    .bind(i32::from(person_port))
+    .execute(&db.pool)
+    .await
+    .expect("trunk");
+    let node = start_node(
+        &db.url,
+        &db.pool,
+        rtp_base,
+        &[("SWITCHBOARD_OUTBOUND__ALLOW", "[\"127.0.0.0/8\"]")],
+    )
+    .await;
+    Setup {
+        db,
+        node,
+        dir: tempfile::tempdir().expect("tmp"),
+    }
+}
+
+async fn transfer_row(db: &TestDb) -> (Option<String>, Option<String>, Option<i32>) {
+    poll(Duration::from_secs(10), || async {
+        sqlx::query_as::<_, (Option<String>, Option<String>, Option<i32>)>(
+            "select transfer_mode, transfer_outcome, transfer_sip_code from call_logs \
+             where direction = 'inbound' and transfer_outcome is not null",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("call_logs")
+    })
+    .await
+    .expect("the transfer's outcome was recorded")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_person_is_briefed_then_bridged_both_ways() {
+    let person_rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("rtp"));
+    let rtp_port = person_rtp.local_addr().expect("addr").port().to_string();
+    let uas = Uas::start("uas_answer.xml", &["-key", "rtp_port", &rtp_port]).await;
+    let s = setup(uas.port, 55400).await;
+    let heard: Heard = Arc::default();
+    let media = tokio::spawn(person_media(person_rtp, heard.clone()));
+
+    let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
+    let words = speech_8k(s.dir.path(), "w", "Hello, I would like to book an appointment for my dog.");
+    let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
+    // A fresh node warms whisper up first; a question during that waits
+    // past the recognizer's limit on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let asked = caller.say_and_wait(&question).await;
+
+    // The person is called and hears the briefing.
+    let briefed = poll(Duration::from_secs(40), || async {
+        let h = heard.lock().unwrap();
+        let first = h.iter().find(|(_, level)| *level > 300.0)?.0;
+        let last = h.iter().rev().find(|(_, level)| *level > 300.0)?.0;
+        (h.last()?.0.duration_since(last) > Duration::from_secs(1)).then_some((first, last))
+    })
+    .await
+    .expect("the person heard no briefing within 40 s of the question");
+    println!(
+        "briefing at the person {} ms after the question, {} ms long",
+        briefed.0.saturating_duration_since(asked).as_millis(),
+        briefed.1.duration_since(briefed.0).as_millis()
+    );
+    // The person's tone reaches the caller through the bridge.
+    let tone_at = caller
+        .wait_agent_voice(briefed.1, Duration::from_secs(10))
+        .await
+        .expect("the person's audio never reached the caller");
+    println!(
+        "person → caller: first audio {} ms after the briefing ended",
+        tone_at.saturating_duration_since(briefed.1).as_millis()
+    );
+    // The caller's speech reaches the person.
+    let said = Instant::now();
+    caller.say_and_wait(&words).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let voiced = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, level)| *at > said && *level > 300.0)
+        .count();
+    println!("caller → person: {voiced} voiced packets");
+    assert!(voiced > 50, "the caller's speech did not reach the person ({voiced} voiced packets)");
+    assert!(caller.request("BYE").is_none(), "the caller was hung up on");
+
+    // The caller hangs up: the node ends the person's call (SIPp gets BYE).
+    caller.hangup().await;
+    uas.finish().await.assert_ok();
+    media.abort();
+    assert_eq!(
+        transfer_row(&s.db).await,
+        (Some("warm".into()), Some("transferred".into()), Some(200))
+    );
+    s.node.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_person_is_said_and_the_call_goes_on() {
+    let uas = Uas::start("uas_busy.xml", &[]).await;
+    let s = setup(uas.port, 55600).await;
+    let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
+    let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
+    // A fresh node warms whisper up first; a question during that waits
+    // past the recognizer's limit on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let asked = caller.say_and_wait(&question).await;
+    // The announcement, then (after the 486) the failure line: all the
+    // caller heard after the question, until a quiet of 1.5 s after the
+    // person's phone refused.
+    uas.finish().await.assert_ok();
+    let refused = Instant::now();
+    let (_, end) = caller
+        .wait_agent_speech(refused, Duration::from_millis(1500), Duration::from_secs(20))
+        .await
+        .expect("nothing said after the busy person: dead air");
+    let pcm: Vec<i16> = caller
+        .received_pcm(asked, end)
+        .iter()
+        .flat_map(|&s| [s, s])
+        .collect();
+    let heard = common::caller_voice::hear_16k(&pcm).await.to_lowercase();
+    println!("caller heard: {heard:?}");
+    assert!(
+        heard.contains("sorry") && heard.contains("could not transfer"),
+        "{heard:?}"
+    );
+    assert!(caller.request("BYE").is_none(), "the caller was hung up on");
+    caller.hangup().await;
+    let session = common::node::ended_session(&s.db.pool).await;
+    let messages = common::node::session_messages(&s.db.pool, session).await;
+    assert!(
+        messages.iter().any(|(role, content, _)| role == "assistant"
+            && content.starts_with("I am sorry, I could not transfer you")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        transfer_row(&s.db).await,
+        (Some("warm".into()), Some("busy".into()), Some(486))
+    );
+    s.node.stop(Duration::from_secs(1)).await;
+}
