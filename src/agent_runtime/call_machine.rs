@@ -13,7 +13,7 @@
 //! - on an outbound call whose agent detects answering machines, nothing
 //!   is said before the verdict ([`AmdGate`]): a person (or no verdict)
 //!   gets the greeting, a machine a hang-up or, after its beep, the
-//!   voicemail message and then a hang-up.
+//!   voicemail message and then a hang-up;
 //! - a transfer that fails (refused, the target busy or silent) makes the
 //!   agent say `transfer_failed_message`, and the conversation goes on.
 
