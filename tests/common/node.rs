@@ -186,20 +186,3 @@ pub fn init_logs() {
             .try_init();
     }
 }
-
-/// A new API key of `role` in workspace `ws`, stored as the API stores one.
-pub async fn api_key(pool: &sqlx::PgPool, ws: uuid::Uuid, role: &str) -> String {
-    let (key, prefix, hash) = switchboard::api::auth::generate_api_key();
-    sqlx::query(
-        "insert into api_keys (workspace_id, name, prefix, key_hash, role) values ($1, $2, $3, $4, $5::app_role)",
-    )
-    .bind(ws)
-    .bind(format!("{role} key"))
-    .bind(&prefix)
-    .bind(&hash)
-    .bind(role)
-    .execute(pool)
-    .await
-    .expect("api key");
-    key
-}
