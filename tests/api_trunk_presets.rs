@@ -26,7 +26,11 @@ async fn provider_presets_fill_what_the_admin_left_out() {
     assert_eq!(twilio.body["codecs"], json!(["PCMU", "PCMA"]));
 
     let telnyx = api
-        .post(&trunks, &t, json!({"name": "Telnyx", "provider": "telnyx", "inbound_cidrs": []}))
+        .post(
+            &trunks,
+            &t,
+            json!({"name": "Telnyx", "provider": "telnyx", "inbound_cidrs": []}),
+        )
         .await;
     assert_eq!(telnyx.status, 201, "{}", telnyx.text);
     assert_eq!(telnyx.body["inbound_cidrs"], json!(TELNYX_SIGNALLING));
@@ -64,13 +68,26 @@ async fn answering_machine_settings_are_validated_and_documented() {
     let plain = api.post(&agents, &t, json!({"name": "Plain"})).await;
     assert_eq!(plain.status, 201, "{}", plain.text);
     assert_eq!(
-        (plain.body["amd_enabled"].clone(), plain.body["amd_action"].clone(), plain.body["voicemail_message"].clone()),
+        (
+            plain.body["amd_enabled"].clone(),
+            plain.body["amd_action"].clone(),
+            plain.body["voicemail_message"].clone()
+        ),
         (json!(false), json!("hangup"), Value::Null)
     );
     let bad = api
-        .post(&agents, &t, json!({"name": "V", "amd_enabled": true, "amd_action": "voicemail"}))
+        .post(
+            &agents,
+            &t,
+            json!({"name": "V", "amd_enabled": true, "amd_action": "voicemail"}),
+        )
         .await;
-    assert_eq!((bad.status, bad.code()), (422, "unprocessable"), "{}", bad.text);
+    assert_eq!(
+        (bad.status, bad.code()),
+        (422, "unprocessable"),
+        "{}",
+        bad.text
+    );
     let bad = api
         .post(&agents, &t, json!({"name": "V", "amd_action": "record"}))
         .await;
@@ -87,7 +104,11 @@ async fn answering_machine_settings_are_validated_and_documented() {
     // Emptying the message of a voicemail agent is refused too.
     let id = ok.body["id"].as_str().expect("id");
     let r = api
-        .patch(&format!("{agents}/{id}"), &t, json!({"voicemail_message": null}))
+        .patch(
+            &format!("{agents}/{id}"),
+            &t,
+            json!({"voicemail_message": null}),
+        )
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
 

@@ -231,6 +231,7 @@ async fn spilled_records_are_replayed_by_the_next_writer_once() {
                 to_number: "+15555550100".into(),
                 node_id: "test".into(),
                 started_at: now,
+                diverted_from: None,
             },
             end: None,
         },

@@ -420,5 +420,11 @@ async fn a_national_trunk_reads_national_numbers_and_the_asserted_caller() {
     assert_eq!(rows[0].to_number.as_deref(), Some("+442079460000"));
     // From is anonymous; the trunk asserted 07700 900123.
     assert_eq!(rows[0].from_number.as_deref(), Some("+447700900123"));
+    // It was forwarded from another of the company's numbers.
+    let diverted: Option<String> = sqlx::query_scalar("select diverted_from from call_logs")
+        .fetch_one(&node.db.pool)
+        .await
+        .expect("call_logs");
+    assert_eq!(diverted.as_deref(), Some("+442079460999"));
     node.wait_idle().await;
 }

@@ -31,9 +31,7 @@ const PACKET: usize = 160;
 fn write_pcap(path: &Path, pcm: &[i16]) {
     let mut out = Vec::new();
     // Global header: magic, v2.4, GMT offset, accuracy, snaplen, Ethernet.
-    for v in [0xa1b2_c3d4u32] {
-        out.extend(v.to_le_bytes());
-    }
+    out.extend(0xa1b2_c3d4u32.to_le_bytes());
     out.extend(2u16.to_le_bytes());
     out.extend(4u16.to_le_bytes());
     out.extend(0i32.to_le_bytes());
@@ -136,7 +134,10 @@ async fn fixture(rtp_base: u16) -> Fixture {
 
 impl Fixture {
     fn url(&self, path: &str) -> String {
-        format!("http://{}/v1/workspaces/{}/{path}", self.node.api_addr, self.ws)
+        format!(
+            "http://{}/v1/workspaces/{}/{path}",
+            self.node.api_addr, self.ws
+        )
     }
 
     async fn patch_agent(&self, body: Value) -> (u16, Value) {
@@ -256,24 +257,36 @@ async fn a_person_answering_is_greeted_and_the_call_says_human() {
         .patch_agent(json!({"amd_enabled": true, "amd_action": "voicemail"}))
         .await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"]["details"]["field"], "voicemail_message", "{body}");
+    assert_eq!(
+        body["error"]["details"]["field"], "voicemail_message",
+        "{body}"
+    );
     let (status, body) = f
         .patch_agent(json!({"amd_enabled": true, "amd_action": "hangup"}))
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["amd_enabled"].clone(), body["amd_action"].clone()), (json!(true), json!("hangup")));
+    assert_eq!(
+        (body["amd_enabled"].clone(), body["amd_action"].clone()),
+        (json!(true), json!("hangup"))
+    );
 
     let mut answer = silence(400);
     answer.extend(speech_8k(f.dir.path(), "hello", "Hello?"));
     answer.extend(silence(6000));
-    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("media");
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("media");
     let (uas, id) = f.dial("human", &answer, &media).await;
     let greeting: Vec<_> = packets(&media, Duration::from_secs(8))
         .await
         .into_iter()
         .filter(|p| p.2)
         .collect();
-    assert!(greeting.len() > 50, "the greeting reached the callee: {} voiced packets", greeting.len());
+    assert!(
+        greeting.len() > 50,
+        "the greeting reached the callee: {} voiced packets",
+        greeting.len()
+    );
     let row = poll(Duration::from_secs(10), || async {
         sqlx::query_as::<_, (Option<String>, Option<i32>)>(
             "select amd_result, amd_decision_ms from call_logs where id = $1 and amd_result is not null",
@@ -288,7 +301,10 @@ async fn a_person_answering_is_greeted_and_the_call_says_human() {
     println!("human answer: verdict {:?} after {:?} ms", row.0, row.1);
     assert_eq!(row.0.as_deref(), Some("human"));
     let ms = row.1.expect("decision time");
-    assert!((400..=3500).contains(&ms), "decided {ms} ms after the answer");
+    assert!(
+        (400..=3500).contains(&ms),
+        "decided {ms} ms after the answer"
+    );
     // Our side hangs up; the greeting is the agent's first line.
     let r = f
         .http
@@ -317,7 +333,9 @@ async fn a_person_answering_is_greeted_and_the_call_says_human() {
 async fn a_voicemail_gets_the_message_after_its_beep_and_the_call_says_machine() {
     let f = fixture(54400).await;
     let (status, body) = f
-        .patch_agent(json!({"amd_enabled": true, "amd_action": "voicemail", "voicemail_message": VOICEMAIL}))
+        .patch_agent(
+            json!({"amd_enabled": true, "amd_action": "voicemail", "voicemail_message": VOICEMAIL}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 
@@ -331,7 +349,9 @@ async fn a_voicemail_gets_the_message_after_its_beep_and_the_call_says_machine()
     let beep_at = Duration::from_millis((answer.len() / 8) as u64);
     answer.extend(beep(600));
     answer.extend(silence(12_000));
-    let media = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("media");
+    let media = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("media");
     let dialed = Instant::now();
     let (uas, id) = f.dial("voicemail", &answer, &media).await;
     let heard = packets(&media, Duration::from_secs(20)).await;
@@ -344,17 +364,41 @@ async fn a_voicemail_gets_the_message_after_its_beep_and_the_call_says_machine()
     // node no earlier than `beep_at` after it.
     let after_dial = first.duration_since(dialed);
     println!("voicemail: beep at {beep_at:?} into the greeting, first agent audio {after_dial:?} after the POST");
-    assert!(after_dial >= beep_at, "the agent spoke before the beep ({after_dial:?} < {beep_at:?})");
-    assert!(after_dial <= beep_at + Duration::from_secs(4), "the voicemail came late: {after_dial:?}");
+    assert!(
+        after_dial >= beep_at,
+        "the agent spoke before the beep ({after_dial:?} < {beep_at:?})"
+    );
+    assert!(
+        after_dial <= beep_at + Duration::from_secs(4),
+        "the voicemail came late: {after_dial:?}"
+    );
     // The node hangs up once the message has played; SIPp got its BYE.
     uas.finish().await.assert_ok();
     let (status, hangup_by, reason, verdict, ms) = f.ended(id).await;
     println!("voicemail: verdict {verdict} after {ms} ms");
-    assert_eq!((status.as_str(), hangup_by.as_str(), reason.as_str(), verdict.as_str()), ("completed", "agent", "voicemail left", "machine"));
-    assert!((500..=3500).contains(&ms), "decided {ms} ms after the answer");
-    assert_eq!(f.agent_lines(id).await, vec![VOICEMAIL.to_string()], "the voicemail is the agent's only line");
+    assert_eq!(
+        (
+            status.as_str(),
+            hangup_by.as_str(),
+            reason.as_str(),
+            verdict.as_str()
+        ),
+        ("completed", "agent", "voicemail left", "machine")
+    );
+    assert!(
+        (500..=3500).contains(&ms),
+        "decided {ms} ms after the answer"
+    );
+    assert_eq!(
+        f.agent_lines(id).await,
+        vec![VOICEMAIL.to_string()],
+        "the voicemail is the agent's only line"
+    );
     // The machine recorded seconds of speech: the message, not a blip.
     let voiced = heard.iter().filter(|p| p.2).count();
-    assert!(voiced >= 100, "only {voiced} voiced packets reached the machine");
+    assert!(
+        voiced >= 100,
+        "only {voiced} voiced packets reached the machine"
+    );
     f.node.stop(Duration::from_secs(1)).await;
 }

@@ -195,7 +195,11 @@ impl AmdGate {
                         after,
                     });
                     self.heard = Vec::new();
-                    out.extend(self.waiting.drain(..).map(|turn| GateStep::CancelTranscription { turn }));
+                    out.extend(
+                        self.waiting
+                            .drain(..)
+                            .map(|turn| GateStep::CancelTranscription { turn }),
+                    );
                     match (verdict, &self.on_machine) {
                         (Verdict::Machine, OnMachine::Voicemail(_)) => {}
                         (Verdict::Machine, OnMachine::HangUp) => {
@@ -210,7 +214,10 @@ impl AmdGate {
                 }
                 AmdEvent::GreetingOver { reason } => {
                     if let (false, OnMachine::Voicemail(message)) = (self.done, &self.on_machine) {
-                        tracing::info!(reason, "the machine's greeting is over: leaving the voicemail");
+                        tracing::info!(
+                            reason,
+                            "the machine's greeting is over: leaving the voicemail"
+                        );
                         self.done = true;
                         out.push(GateStep::LeaveVoicemail(message.clone()));
                     }
@@ -242,6 +249,18 @@ mod tests {
             .join(", ")
     }
 
+    /// A gate with the default settings, answered now.
+    fn gate(on_machine: OnMachine) -> (Instant, AmdGate) {
+        let t0 = Instant::now();
+        let gate = AmdGate::new(
+            AmdSettings::default(),
+            on_machine,
+            EndpointConfig::default(),
+            t0,
+        );
+        (t0, gate)
+    }
+
     fn run(gate: &mut AmdGate, t0: Instant, script: &str) -> Vec<(usize, GateStep)> {
         let mut out = Vec::new();
         for (k, c) in script.chars().enumerate() {
@@ -253,13 +272,7 @@ mod tests {
 
     #[test]
     fn a_short_greeting_is_transcribed_once_and_opens_with_the_greeting() {
-        let t0 = Instant::now();
-        let mut gate = AmdGate::new(
-            AmdSettings::default(),
-            OnMachine::HangUp,
-            EndpointConfig::default(),
-            t0,
-        );
+        let (t0, mut gate) = gate(OnMachine::HangUp);
         let script = "s".repeat(20) + &"v".repeat(30) + &"s".repeat(60);
         let steps = run(&mut gate, t0, &script);
         let asked: Vec<u64> = steps
@@ -274,8 +287,22 @@ mod tests {
             .collect();
         assert_eq!(asked.len(), 1, "{}", names(&steps));
         assert!(AmdGate::owns_turn(asked[0]));
-        let tail: Vec<&GateStep> = steps.iter().map(|(_, s)| s).skip_while(|s| !matches!(s, GateStep::Decided { .. })).collect();
-        assert!(matches!(tail[0], GateStep::Decided { verdict: Verdict::Human, .. }), "{}", names(&steps));
+        let tail: Vec<&GateStep> = steps
+            .iter()
+            .map(|(_, s)| s)
+            .skip_while(|s| !matches!(s, GateStep::Decided { .. }))
+            .collect();
+        assert!(
+            matches!(
+                tail[0],
+                GateStep::Decided {
+                    verdict: Verdict::Human,
+                    ..
+                }
+            ),
+            "{}",
+            names(&steps)
+        );
         // The unanswered transcription is cancelled, then the greeting.
         assert_eq!(tail[1], &GateStep::CancelTranscription { turn: asked[0] });
         assert_eq!(tail[2], &GateStep::Greet);
@@ -285,15 +312,13 @@ mod tests {
 
     #[test]
     fn greeting_words_decide_a_machine_and_silence_then_lets_the_voicemail_go() {
-        let t0 = Instant::now();
-        let mut gate = AmdGate::new(
-            AmdSettings::default(),
-            OnMachine::Voicemail("Please call us back.".into()),
-            EndpointConfig::default(),
-            t0,
-        );
+        let (t0, mut gate) = gate(OnMachine::Voicemail("Please call us back.".into()));
         // A greeting with a pause after its first words.
-        let steps = run(&mut gate, t0, &("s".repeat(15) + &"v".repeat(40) + &"s".repeat(20)));
+        let steps = run(
+            &mut gate,
+            t0,
+            &("s".repeat(15) + &"v".repeat(40) + &"s".repeat(20)),
+        );
         let turn = steps
             .iter()
             .find_map(|(_, s)| match s {
@@ -304,7 +329,14 @@ mod tests {
         let now = t0 + F * 76;
         let steps = gate.transcribed(turn, Some("You have reached the Millers."), now);
         assert!(
-            matches!(steps[..], [GateStep::Decided { verdict: Verdict::Machine, reason: "greeting words", .. }]),
+            matches!(
+                steps[..],
+                [GateStep::Decided {
+                    verdict: Verdict::Machine,
+                    reason: "greeting words",
+                    ..
+                }]
+            ),
             "{steps:?}"
         );
         assert!(!gate.is_done(), "waits for the greeting's end");
@@ -313,31 +345,41 @@ mod tests {
         let at = gate.next_deadline().expect("a deadline");
         assert!(at <= t0 + F * 55 + Duration::from_millis(1600), "{at:?}");
         let steps = gate.tick(at);
-        assert_eq!(steps, vec![GateStep::LeaveVoicemail("Please call us back.".into())]);
+        assert_eq!(
+            steps,
+            vec![GateStep::LeaveVoicemail("Please call us back.".into())]
+        );
         assert!(gate.is_done());
         // A late answer changes nothing.
-        assert!(gate.transcribed(turn + 1, Some("leave a message"), at).is_empty());
+        assert!(gate
+            .transcribed(turn + 1, Some("leave a message"), at)
+            .is_empty());
     }
 
     #[test]
     fn silence_times_out_to_the_greeting_without_audio() {
-        let t0 = Instant::now();
-        let mut gate = AmdGate::new(
-            AmdSettings::default(),
-            OnMachine::HangUp,
-            EndpointConfig::default(),
-            t0,
-        );
+        let (t0, mut gate) = gate(OnMachine::HangUp);
         // No RTP at all: only ticks at the deadlines the gate gives.
         let mut now = t0;
         let mut steps = Vec::new();
         for _ in 0..5 {
-            let Some(at) = gate.next_deadline() else { break };
+            let Some(at) = gate.next_deadline() else {
+                break;
+            };
             now = at;
             steps.extend(gate.tick(now));
         }
         assert!(
-            matches!(steps[..], [GateStep::Decided { verdict: Verdict::Unknown, .. }, GateStep::Greet]),
+            matches!(
+                steps[..],
+                [
+                    GateStep::Decided {
+                        verdict: Verdict::Unknown,
+                        ..
+                    },
+                    GateStep::Greet
+                ]
+            ),
             "{steps:?}"
         );
         assert_eq!(now, t0 + Duration::from_millis(3000));

@@ -205,19 +205,20 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
     .with_transcript(_registration.transcript());
     // The agent speaks first on outbound calls, after the verdict when it
     // detects answering machines.
-    let mut machine = if info.direction == crate::domain::CallDirection::Outbound && profile.amd.enabled {
-        tracing::info!("answering-machine detection before the greeting");
-        CallMachine::detecting_machines(
-            profile.clone(),
-            settings,
-            endpoint,
-            super::amd::AmdSettings::default(),
-            ledger,
-            started,
-        )
-    } else {
-        CallMachine::new(profile.clone(), settings, endpoint, ledger, started)
-    };
+    let mut machine =
+        if info.direction == crate::domain::CallDirection::Outbound && profile.amd.enabled {
+            tracing::info!("answering-machine detection before the greeting");
+            CallMachine::detecting_machines(
+                profile.clone(),
+                settings,
+                endpoint,
+                super::amd::AmdSettings::default(),
+                ledger,
+                started,
+            )
+        } else {
+            CallMachine::new(profile.clone(), settings, endpoint, ledger, started)
+        };
 
     let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);
     let (stt_tx, mut stt_rx) = mpsc::channel::<(u64, Result<super::stt::Transcript, String>)>(8);

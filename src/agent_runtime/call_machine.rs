@@ -387,18 +387,23 @@ impl CallMachine {
         };
         for step in steps {
             match step {
-                GateStep::Transcribe { turn, audio } => {
-                    self.actions.push_back(CallAction::Transcribe { turn, audio })
-                }
-                GateStep::CancelTranscription { turn } => {
-                    self.actions.push_back(CallAction::CancelTranscription { turn })
-                }
+                GateStep::Transcribe { turn, audio } => self
+                    .actions
+                    .push_back(CallAction::Transcribe { turn, audio }),
+                GateStep::CancelTranscription { turn } => self
+                    .actions
+                    .push_back(CallAction::CancelTranscription { turn }),
                 GateStep::Decided {
                     verdict,
                     reason,
                     after,
                 } => {
-                    tracing::info!(verdict = verdict.as_str(), reason, ms = after.as_millis() as u64, "answering-machine detection");
+                    tracing::info!(
+                        verdict = verdict.as_str(),
+                        reason,
+                        ms = after.as_millis() as u64,
+                        "answering-machine detection"
+                    );
                     self.ledger.amd_result(verdict, after);
                 }
                 GateStep::Greet => self.greet(now),

@@ -26,14 +26,14 @@ struct Sim {
 
 fn turn_settings() -> TurnSettings {
     TurnSettings {
-            end_of_turn_silence: Duration::from_millis(500),
-            speculate_after: Duration::from_millis(150),
-            complete_turn_silence: Duration::from_millis(250),
-            barge_in_min: Duration::from_millis(400),
-            backchannel_resume: Duration::from_millis(150),
-            speech_onset: Duration::from_millis(100),
-            interruptible: true,
-            silence_timeout: Duration::from_secs(8),
+        end_of_turn_silence: Duration::from_millis(500),
+        speculate_after: Duration::from_millis(150),
+        complete_turn_silence: Duration::from_millis(250),
+        barge_in_min: Duration::from_millis(400),
+        backchannel_resume: Duration::from_millis(150),
+        speech_onset: Duration::from_millis(100),
+        interruptible: true,
+        silence_timeout: Duration::from_secs(8),
         max_call: Duration::from_secs(600),
     }
 }
@@ -89,7 +89,8 @@ impl Sim {
         let mut out = Vec::new();
         for (k, c) in script.chars().enumerate() {
             self.now += F;
-            self.m.handle(CallInput::Audio(test_signals::frame(c, k)), self.now);
+            self.m
+                .handle(CallInput::Audio(test_signals::frame(c, k)), self.now);
             if self.m.next_deadline() <= self.now {
                 self.m.handle(CallInput::Tick, self.now);
             }
@@ -490,7 +491,9 @@ fn a_person_answering_gets_the_greeting_once_they_have_said_hello() {
         names(&actions)
     );
     // The "Hello?" went to the recognizer for the detector, not as a turn.
-    assert!(!actions.iter().any(|a| matches!(a, CallAction::Respond { .. })));
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, CallAction::Respond { .. })));
     let results = sim.amd_results();
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(results[0].0, "human");
@@ -507,11 +510,16 @@ fn a_machine_gets_the_voicemail_after_its_beep_then_the_call_ends() {
     let greeting = silence(300) + &speech(1200) + &silence(200) + &speech(2500) + &silence(300);
     let actions = sim.audio(&greeting);
     assert!(
-        !actions.iter().any(|a| matches!(a, CallAction::Say { .. } | CallAction::End(_))),
+        !actions
+            .iter()
+            .any(|a| matches!(a, CallAction::Say { .. } | CallAction::End(_))),
         "the agent waits through the machine's greeting: {:?}",
         names(&actions)
     );
-    assert_eq!(sim.amd_results().first().map(|r| r.0.as_str()), Some("machine"));
+    assert_eq!(
+        sim.amd_results().first().map(|r| r.0.as_str()),
+        Some("machine")
+    );
     let actions = sim.audio(&"b".repeat(20));
     let said: Vec<usize> = actions
         .iter()
@@ -519,7 +527,12 @@ fn a_machine_gets_the_voicemail_after_its_beep_then_the_call_ends() {
         .filter(|(_, a)| matches!(a, CallAction::Say { turn: 0, text } if text == "Hi Ada, please call us back."))
         .map(|(k, _)| k)
         .collect();
-    assert_eq!(said.len(), 1, "the voicemail once, at the beep: {:?}", names(&actions));
+    assert_eq!(
+        said.len(),
+        1,
+        "the voicemail once, at the beep: {:?}",
+        names(&actions)
+    );
     // The machine records on: its audio is not a turn and cannot barge in.
     let actions = sim.audio(&speech(2000));
     assert!(actions.is_empty(), "{:?}", names(&actions));
@@ -536,7 +549,10 @@ fn a_machine_is_hung_up_on_when_the_agent_leaves_no_message() {
     let mut sim = Sim::outbound(OnMachine::HangUp);
     let actions = sim.audio(&(silence(200) + &speech(2500)));
     assert!(
-        matches!(actions.last(), Some(CallAction::End(Ending::Agent("answering machine")))),
+        matches!(
+            actions.last(),
+            Some(CallAction::End(Ending::Agent("answering machine")))
+        ),
         "{:?}",
         names(&actions)
     );

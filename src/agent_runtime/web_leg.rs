@@ -136,6 +136,7 @@ impl WebCalls {
                 to_number: info.to_number.clone(),
                 node_id: rt.config.node_id.clone(),
                 started_at,
+                diverted_from: None,
             },
             end: None,
         });

@@ -47,6 +47,9 @@ pub struct CallLogStart {
     pub to_number: String,
     pub node_id: String,
     pub started_at: DateTime<Utc>,
+    /// A forwarded call's diverting number (absent in older spill files).
+    #[serde(default)]
+    pub diverted_from: Option<String>,
 }
 
 /// How a call ended (`status`, `sip_code`, `hangup_by`, `hangup_reason`).
@@ -232,6 +235,7 @@ mod tests {
                     to_number: "+2".into(),
                     node_id: "n".into(),
                     started_at: at,
+                    diverted_from: Some("+15550001111".into()),
                 },
                 end: Some(CallEnd {
                     status: "busy".into(),

@@ -41,8 +41,8 @@ async fn apply(c: &mut PgConnection, record: &Record) -> Result<(), sqlx::Error>
             let status = end.as_ref().map_or("ringing", |e| e.status.as_str());
             sqlx::query(
                 "insert into call_logs (id, workspace_id, agent_id, phone_number_id, sip_trunk_id, direction, sip_call_id, \
-                 from_number, to_number, status, sip_code, hangup_by, hangup_reason, started_at, ended_at, duration_ms, node_id) \
-                 values ($1, $2, $3, $4, $5, $17, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 from_number, to_number, status, sip_code, hangup_by, hangup_reason, started_at, ended_at, duration_ms, node_id, diverted_from) \
+                 values ($1, $2, $3, $4, $5, $17, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $18) \
                  on conflict (id) do nothing",
             )
             .bind(s.id)
@@ -62,6 +62,7 @@ async fn apply(c: &mut PgConnection, record: &Record) -> Result<(), sqlx::Error>
             .bind(end.as_ref().and_then(|e| e.duration_ms))
             .bind(&s.node_id)
             .bind(if s.direction.is_empty() { "inbound" } else { s.direction.as_str() })
+            .bind(s.diverted_from.as_deref())
             .execute(&mut *c)
             .await?;
         }

@@ -105,6 +105,16 @@ pub(super) fn asserted_identity(invite: &Message) -> Option<String> {
         .map(|uri| uri.chars().take(256).collect())
 }
 
+/// The number a forwarded call was diverted from: the first Diversion
+/// header (RFC 5806), as a URI.
+pub(super) fn diversion_uri(invite: &Message) -> Option<String> {
+    invite
+        .header_values("Diversion")
+        .into_iter()
+        .find_map(|v| super::message::NameAddr::parse(v).map(|na| na.uri))
+        .map(|uri| uri.chars().take(256).collect())
+}
+
 pub(super) fn raw_number(uri: &str) -> String {
     let plan = NumberingPlan::default();
     number::from_uri(uri, &plan)
@@ -220,6 +230,7 @@ impl Core {
             to_number: to_number.clone(),
             from_uri: invite.from().map(|f| f.uri).unwrap_or_default(),
             asserted: asserted_identity(&invite),
+            diversion: diversion_uri(&invite),
             request_uri: invite.request_uri().unwrap_or_default().to_string(),
             to_uri: to_uri.clone(),
             authorization: invite.header("Authorization").map(str::to_string),
@@ -316,6 +327,7 @@ impl Core {
             to_number: call.to_number.clone(),
             node_id: self.env.node_id.clone(),
             started_at: call.started_at,
+            diverted_from: facts.diverted_from.clone(),
         }
     }
 

@@ -32,6 +32,8 @@ pub struct RouteFacts {
     /// number dialed as that trunk's plan reads it, in E.164.
     pub caller: Option<String>,
     pub dialed: Option<String>,
+    /// A forwarded call's diverting number (Diversion), in E.164.
+    pub diverted_from: Option<String>,
 }
 
 /// The caller's number from a trunk that admitted the INVITE: its
@@ -86,6 +88,8 @@ pub struct InviteFacts {
     /// (P-Asserted-Identity, else Remote-Party-ID), as URIs.
     pub from_uri: String,
     pub asserted: Option<String>,
+    /// The first Diversion header's URI (a forwarded call).
+    pub diversion: Option<String>,
     pub request_uri: String,
     pub to_uri: String,
     pub authorization: Option<String>,
@@ -209,6 +213,7 @@ impl Decider {
                 sip_trunk_id: (admitted.len() == 1).then(|| admitted[0].id),
                 caller: None,
                 dialed: None,
+                diverted_from: None,
             });
             return Ok(reject(404, "Not Found", facts));
         };
@@ -220,6 +225,11 @@ impl Decider {
             sip_trunk_id: Some(trunk.id),
             caller: caller_number(&f, &trunk.plan),
             dialed: Some(dialed.to_string()),
+            diverted_from: f
+                .diversion
+                .as_deref()
+                .and_then(|uri| number::from_uri(uri, &trunk.plan))
+                .map(|e| e.to_string()),
         };
         if trunk.has_credentials() {
             let username = trunk.username.as_deref().unwrap_or_default();

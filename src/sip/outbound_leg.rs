@@ -253,6 +253,7 @@ impl Core {
             sip_trunk_id: Some(req.sip_trunk_id),
             caller: None,
             dialed: None,
+            diverted_from: None,
         };
         let started_at = Utc::now();
         let call = Call {

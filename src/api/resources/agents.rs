@@ -50,7 +50,9 @@ pub async fn check_voicemail(
     }
     if action == "voicemail" && message.as_deref().is_none_or(|m| m.trim().is_empty()) {
         return Err(ApiError::Unprocessable {
-            message: "amd_action voicemail needs a voicemail_message: the words left after the beep".into(),
+            message:
+                "amd_action voicemail needs a voicemail_message: the words left after the beep"
+                    .into(),
             field: Some("voicemail_message".into()),
         });
     }

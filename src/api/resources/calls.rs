@@ -37,6 +37,8 @@ pub static CALL_LOGS: Resource = Resource {
         // unknown, decided this many ms after the answer.
         out("amd_result", Kind::Enum(AMD_RESULTS)),
         out("amd_decision_ms", Kind::Int(0, i64::MAX)),
+        // A forwarded call's diverting number (the Diversion header).
+        out("diverted_from", Kind::Text(64)),
     ],
     filters: &[
         eq("agent_id", Kind::Id),

@@ -98,9 +98,14 @@ pub fn fill_provider_presets(values: &mut Map<String, Value>) {
     else {
         return;
     };
-    let unset = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_array().is_some_and(Vec::is_empty));
+    let unset = |v: Option<&Value>| {
+        v.is_none_or(|v| v.is_null() || v.as_array().is_some_and(Vec::is_empty))
+    };
     if unset(values.get("inbound_cidrs")) && !provider.signalling_ranges().is_empty() {
-        values.insert("inbound_cidrs".into(), Value::from(provider.signalling_ranges().to_vec()));
+        values.insert(
+            "inbound_cidrs".into(),
+            Value::from(provider.signalling_ranges().to_vec()),
+        );
     }
     if unset(values.get("codecs")) {
         values.insert("codecs".into(), Value::from(provider.codecs().to_vec()));
