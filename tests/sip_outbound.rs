@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::node::{demo_agent, poll, start_node};
 use serde_json::{json, Value};
-use sip_support::{scenario, SippRun};
+use sip_support::Uas;
 use switchboard::db::testing::TestDb;
 use uuid::Uuid;
 
@@ -203,79 +203,6 @@ struct CallRow {
     codec: Option<String>,
     sip_trunk_id: Option<Uuid>,
     answered: bool,
-}
-
-/// A SIPp UAS (the trunk) on its own loopback port.
-struct Uas {
-    child: tokio::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Uas {
-    /// Starts `sipp -sf <scenario>` as a server (`transport` u1 or t1) and
-    /// waits (bounded) until it holds its port.
-    async fn start(scenario_name: &str, transport: &str, extra: &[&str]) -> Uas {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = sip_support::free_port();
-        let media_port = sip_support::free_media_port();
-        let mut cmd = tokio::process::Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario(scenario_name))
-            .args(["-i", "127.0.0.1", "-t", transport, "-m", "1"])
-            .args(["-timeout", "45s", "-timeout_error", "-nostdin"])
-            .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
-            .args(["-trace_err", "-trace_msg"])
-            .arg("-error_file")
-            .arg(dir.path().join("errors.log"))
-            .arg("-message_file")
-            .arg(dir.path().join("messages.log"))
-            .args(extra)
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .expect("sipp must be installed (Debian sip-tester)");
-        let bound = poll(Duration::from_secs(5), || async {
-            let taken = match transport {
-                "t1" => std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
-                _ => std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
-            };
-            taken.then_some(())
-        })
-        .await;
-        if bound.is_none() {
-            let _ = child.start_kill();
-            let out = child.wait_with_output().await.expect("SIPp output");
-            panic!(
-                "SIPp did not bind 127.0.0.1:{port} in 5 s: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Uas { child, port, dir }
-    }
-
-    /// Waits (bounded: 60 s) for SIPp to finish its one call.
-    async fn finish(self) -> SippRun {
-        let out = tokio::time::timeout(Duration::from_secs(60), self.child.wait_with_output())
-            .await
-            .expect("SIPp did not finish in 60 s")
-            .expect("SIPp output");
-        let read = |name: &str| -> String {
-            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-        };
-        SippRun {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr),
-            errors: read("errors.log"),
-            messages: read("messages.log"),
-        }
-    }
 }
 
 async fn challenged_call(code: u16, transport: &str, db_transport: &str, rtp_base: u16) {

@@ -396,3 +396,80 @@ pub async fn sipp_with(
         messages: std::fs::read_to_string(&messages).unwrap_or_default(),
     }
 }
+
+/// A SIPp UAS (a trunk, a person's phone) on its own loopback port.
+pub struct Uas {
+    child: tokio::process::Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Uas {
+    /// Starts `sipp -sf <scenario>` as a server (`transport` u1 or t1) and
+    /// waits (bounded) until it holds its port.
+    pub async fn start(scenario_name: &str, transport: &str, extra: &[&str]) -> Uas {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let media_port = free_media_port();
+        let mut cmd = tokio::process::Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario(scenario_name))
+            .args(["-i", "127.0.0.1", "-t", transport, "-m", "1"])
+            .args(["-timeout", "45s", "-timeout_error", "-nostdin"])
+            .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
+            .args(["-trace_err", "-trace_msg"])
+            .arg("-error_file")
+            .arg(dir.path().join("errors.log"))
+            .arg("-message_file")
+            .arg(dir.path().join("messages.log"))
+            .args(extra)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .expect("sipp must be installed (Debian sip-tester)");
+        let mut bound = None;
+        for _ in 0..50 {
+            let taken = match transport {
+                "t1" => std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+                _ => std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
+            };
+            if taken {
+                bound = Some(());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if bound.is_none() {
+            let _ = child.start_kill();
+            let out = child.wait_with_output().await.expect("SIPp output");
+            panic!(
+                "SIPp did not bind 127.0.0.1:{port} in 5 s: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Uas { child, port, dir }
+    }
+
+    /// Waits (bounded: 60 s) for SIPp to finish its one call.
+    pub async fn finish(self) -> SippRun {
+        let out = tokio::time::timeout(Duration::from_secs(60), self.child.wait_with_output())
+            .await
+            .expect("SIPp did not finish in 60 s")
+            .expect("SIPp output");
+        let read = |name: &str| -> String {
+            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+        };
+        SippRun {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+            errors: read("errors.log"),
+            messages: read("messages.log"),
+        }
+    }
+}
