@@ -82,6 +82,8 @@ async fn person_media(socket: Arc<UdpSocket>, heard: Heard) {
 }
 
 struct Setup {
+    /// When the fresh node's start-up work is over.
+    settled: tokio::time::Instant,
     db: TestDb,
     node: switchboard::serve::Services,
     dir: tempfile::TempDir,
@@ -108,6 +110,7 @@ async fn setup(rtp_base: u16) -> Setup {
     )
     .await;
     Setup {
+        settled: tokio::time::Instant::now() + Duration::from_secs(25),
         db,
         node,
         dir: tempfile::tempdir().expect("tmp"),
@@ -145,23 +148,18 @@ async fn the_person_is_briefed_then_bridged_both_ways() {
     let person_rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("rtp"));
     let rtp_port = person_rtp.local_addr().expect("addr").port().to_string();
     let s = setup(55400).await;
-    // The briefing and the bridge take a while: SIPp's limit is raised.
-    let uas = Uas::start(
-        "uas_answer.xml",
-        "u1",
-        &["-key", "rtp_port", &rtp_port, "-timeout", "90s"],
-    )
-    .await;
-    person_trunk(&s.db, uas.port).await;
     let heard: Heard = Arc::default();
     let media = tokio::spawn(person_media(person_rtp, heard.clone()));
 
     let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
     let words = speech_8k(s.dir.path(), "w", "Hello, I would like to book an appointment for my dog.");
+    // A fresh node warms whisper up and embeds its reference requests
+    // first (~25 s of CPU on a loaded 2-core machine); a question during
+    // that waits past the recognizer's limit.
+    tokio::time::sleep_until(s.settled).await;
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
-    // A fresh node warms whisper up first; a question during that waits
-    // past the recognizer's limit on a loaded machine.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let uas = Uas::start("uas_answer.xml", "u1", &["-key", "rtp_port", &rtp_port]).await;
+    person_trunk(&s.db, uas.port).await;
     let asked = caller.say_and_wait(&question).await;
 
     // The person is called and hears the briefing.
@@ -215,13 +213,14 @@ async fn the_person_is_briefed_then_bridged_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_person_is_said_and_the_call_goes_on() {
     let s = setup(55600).await;
+    let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
+    // A fresh node warms whisper up and embeds its reference requests
+    // first (~25 s of CPU on a loaded 2-core machine); a question during
+    // that waits past the recognizer's limit.
+    tokio::time::sleep_until(s.settled).await;
+    let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
     let uas = Uas::start("uas_busy.xml", "u1", &[]).await;
     person_trunk(&s.db, uas.port).await;
-    let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
-    let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
-    // A fresh node warms whisper up first; a question during that waits
-    // past the recognizer's limit on a loaded machine.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let asked = caller.say_and_wait(&question).await;
     // The announcement, then (after the 486) the failure line: all the
     // caller heard after the question, until a quiet of 1.5 s after the
