@@ -102,15 +102,17 @@ async fn failed_transfer_is_said_and_the_call_goes_on(
         .await
         .expect("agent");
     let node = start_node(&db.url, &db.pool, rtp_base, &[]).await;
+    let settled = tokio::time::Instant::now() + Duration::from_secs(25);
     let dir = tempfile::tempdir().expect("tmp");
     let question = speech_8k(dir.path(), "q", "Can I speak to a person, please?");
     let next = speech_8k(dir.path(), "n", "What are your opening hours?");
 
+    // A fresh node warms whisper up and embeds its reference requests
+    // first (~25 s of CPU on a loaded 2-core machine); a question during
+    // that waits past the recognizer's limit.
+    tokio::time::sleep_until(settled).await;
     let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     caller.answer_refer_with(refer_code, report);
-    // A fresh node warms whisper up first; a question during that waits
-    // past the recognizer's limit on a loaded machine.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     caller.say_and_wait(&question).await;
     let refer = caller
         .wait_request("REFER", Duration::from_secs(15))

@@ -15,66 +15,12 @@ use std::time::{Duration, Instant};
 
 use common::node::{poll, speech_8k, start_node};
 use common::sip_caller::SipCaller;
-use sip_support::{scenario, SippRun};
+use sip_support::Uas;
 use switchboard::db::testing::TestDb;
 use switchboard::media::g711::{ulaw_decode, ulaw_encode};
 use tokio::net::UdpSocket;
 
 const PERSON: &str = "+15555550199";
-
-/// The person's phone: SIPp answering (or refusing) on a free port.
-struct Uas {
-    child: tokio::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Uas {
-    async fn start(scenario_name: &str, extra: &[&str]) -> Uas {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (port, media_port) = (sip_support::free_port(), sip_support::free_media_port());
-        let mut cmd = tokio::process::Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario(scenario_name))
-            .args(["-i", "127.0.0.1", "-t", "u1", "-m", "1"])
-            .args(["-timeout", "60s", "-timeout_error", "-nostdin"])
-            .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
-            .args(["-trace_err", "-trace_msg"])
-            .arg("-error_file")
-            .arg(dir.path().join("errors.log"))
-            .arg("-message_file")
-            .arg(dir.path().join("messages.log"))
-            .args(extra)
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let child = cmd.spawn().expect("sipp must be installed (Debian sip-tester)");
-        poll(Duration::from_secs(5), || async {
-            std::net::UdpSocket::bind(("127.0.0.1", port))
-                .is_err()
-                .then_some(())
-        })
-        .await
-        .expect("SIPp bound its port");
-        Uas { child, port, dir }
-    }
-
-    async fn finish(self) -> SippRun {
-        let out = tokio::time::timeout(Duration::from_secs(70), self.child.wait_with_output())
-            .await
-            .expect("SIPp did not finish in 70 s")
-            .expect("SIPp output");
-        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        SippRun {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-            errors: read("errors.log"),
-            messages: read("messages.log"),
-        }
-    }
-}
 
 /// What the person's RTP socket got: (arrival, RMS) per packet.
 type Heard = Arc<Mutex<Vec<(Instant, f64)>>>;
@@ -136,12 +82,14 @@ async fn person_media(socket: Arc<UdpSocket>, heard: Heard) {
 }
 
 struct Setup {
+    /// When the fresh node's start-up work is over.
+    settled: tokio::time::Instant,
     db: TestDb,
     node: switchboard::serve::Services,
     dir: tempfile::TempDir,
 }
 
-async fn setup(person_port: u16, rtp_base: u16) -> Setup {
+async fn setup(rtp_base: u16) -> Setup {
     common::node::init_logs();
     let db = TestDb::new().await;
     switchboard::db::seed::seed_demo(&db.pool)
@@ -154,14 +102,6 @@ async fn setup(person_port: u16, rtp_base: u16) -> Setup {
     .execute(&db.pool)
     .await
     .expect("agent");
-    sqlx::query(
-        "insert into sip_trunks (workspace_id, name, direction, outbound_host, outbound_port, outbound_transport)
-         select workspace_id, 'carrier out', 'outbound', '127.0.0.1', $1, 'udp' from agents where name = 'Reception'",
-    )
-    .bind(i32::from(person_port))
-    .execute(&db.pool)
-    .await
-    .expect("trunk");
     let node = start_node(
         &db.url,
         &db.pool,
@@ -170,10 +110,23 @@ async fn setup(person_port: u16, rtp_base: u16) -> Setup {
     )
     .await;
     Setup {
+        settled: tokio::time::Instant::now() + Duration::from_secs(25),
         db,
         node,
         dir: tempfile::tempdir().expect("tmp"),
     }
+}
+
+/// The workspace's outbound trunk: the person's phone at `port`.
+async fn person_trunk(db: &TestDb, port: u16) {
+    sqlx::query(
+        "insert into sip_trunks (workspace_id, name, direction, outbound_host, outbound_port, outbound_transport)
+         select workspace_id, 'carrier out', 'outbound', '127.0.0.1', $1, 'udp' from agents where name = 'Reception'",
+    )
+    .bind(i32::from(port))
+    .execute(&db.pool)
+    .await
+    .expect("trunk");
 }
 
 async fn transfer_row(db: &TestDb) -> (Option<String>, Option<String>, Option<i32>) {
@@ -194,17 +147,19 @@ async fn transfer_row(db: &TestDb) -> (Option<String>, Option<String>, Option<i3
 async fn the_person_is_briefed_then_bridged_both_ways() {
     let person_rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("rtp"));
     let rtp_port = person_rtp.local_addr().expect("addr").port().to_string();
-    let uas = Uas::start("uas_answer.xml", &["-key", "rtp_port", &rtp_port]).await;
-    let s = setup(uas.port, 55400).await;
+    let s = setup(55400).await;
     let heard: Heard = Arc::default();
     let media = tokio::spawn(person_media(person_rtp, heard.clone()));
 
     let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
     let words = speech_8k(s.dir.path(), "w", "Hello, I would like to book an appointment for my dog.");
+    // A fresh node warms whisper up and embeds its reference requests
+    // first (~25 s of CPU on a loaded 2-core machine); a question during
+    // that waits past the recognizer's limit.
+    tokio::time::sleep_until(s.settled).await;
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
-    // A fresh node warms whisper up first; a question during that waits
-    // past the recognizer's limit on a loaded machine.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let uas = Uas::start("uas_answer.xml", "u1", &["-key", "rtp_port", &rtp_port]).await;
+    person_trunk(&s.db, uas.port).await;
     let asked = caller.say_and_wait(&question).await;
 
     // The person is called and hears the briefing.
@@ -257,13 +212,15 @@ async fn the_person_is_briefed_then_bridged_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_person_is_said_and_the_call_goes_on() {
-    let uas = Uas::start("uas_busy.xml", &[]).await;
-    let s = setup(uas.port, 55600).await;
+    let s = setup(55600).await;
     let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
+    // A fresh node warms whisper up and embeds its reference requests
+    // first (~25 s of CPU on a loaded 2-core machine); a question during
+    // that waits past the recognizer's limit.
+    tokio::time::sleep_until(s.settled).await;
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
-    // A fresh node warms whisper up first; a question during that waits
-    // past the recognizer's limit on a loaded machine.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let uas = Uas::start("uas_busy.xml", "u1", &[]).await;
+    person_trunk(&s.db, uas.port).await;
     let asked = caller.say_and_wait(&question).await;
     // The announcement, then (after the 486) the failure line: all the
     // caller heard after the question, until a quiet of 1.5 s after the

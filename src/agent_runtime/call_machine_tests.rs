@@ -192,6 +192,22 @@ impl Sim {
         self.handle(CallInput::PlayoutFinished { id: utt })
     }
 
+    /// The caller asks `text` (1.2 s of voice, then silence): it is
+    /// transcribed and answered. Returns the turn.
+    fn ask(&mut self, text: &str) -> u64 {
+        let a = self.frames(&format!("{}{}", "#".repeat(30), ".".repeat(30)));
+        let turn = match &a[..] {
+            [CallAction::Transcribe { turn, .. }, ..] => *turn,
+            other => panic!("{other:?}"),
+        };
+        let a = self.handle(CallInput::Transcribed {
+            turn,
+            result: transcript(text),
+        });
+        assert_eq!(names(&a), vec!["respond"]);
+        turn
+    }
+
     fn greeting_played(&mut self) {
         let utt = self.reply_queued(0, "Hello, how can I help?", None);
         assert!(self.played(utt).is_empty());
@@ -294,16 +310,7 @@ fn the_transfer_waits_for_its_announcement_to_play() {
     let mut sim = Sim::new(Some("+15555550199"));
     sim.drain();
     sim.greeting_played();
-    let a = sim.frames(&format!("{}{}", "#".repeat(30), ".".repeat(30)));
-    let turn = match &a[..] {
-        [CallAction::Transcribe { turn, .. }, ..] => *turn,
-        other => panic!("{other:?}"),
-    };
-    let a = sim.handle(CallInput::Transcribed {
-        turn,
-        result: transcript("I want to talk to a person."),
-    });
-    assert_eq!(names(&a), vec!["respond"]);
+    let turn = sim.ask("I want to talk to a person.");
     let utt = sim.reply_queued(
         turn,
         "I will transfer you now.",
@@ -351,16 +358,7 @@ fn a_failed_transfer_is_said_and_the_conversation_goes_on() {
     let utt = sim.reply_queued(turn, "Sorry, I could not transfer you.", None);
     assert!(sim.played(utt).is_empty());
     // The next question is answered as usual.
-    let a = sim.frames(&format!("{}{}", "#".repeat(30), ".".repeat(30)));
-    let turn = match &a[..] {
-        [CallAction::Transcribe { turn, .. }, ..] => *turn,
-        other => panic!("{other:?}"),
-    };
-    let a = sim.handle(CallInput::Transcribed {
-        turn,
-        result: transcript("What are your opening hours?"),
-    });
-    assert_eq!(names(&a), vec!["respond"]);
+    sim.ask("What are your opening hours?");
     assert!(!sim.m.is_ended());
 }
 
