@@ -397,19 +397,11 @@ pub async fn sipp_with(
     }
 }
 
-<<<<<<< HEAD
 /// A SIPp UAS (an outbound trunk) on its own loopback port.
 pub struct Uas {
     child: tokio::process::Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
-=======
-/// A SIPp UAS (a trunk, a person's phone) on its own loopback port.
-pub struct Uas {
-    child: tokio::process::Child,
-    pub port: u16,
-    dir: tempfile::TempDir,
->>>>>>> transfer
 }
 
 impl Uas {
@@ -439,7 +431,6 @@ impl Uas {
         let mut child = cmd
             .spawn()
             .expect("sipp must be installed (Debian sip-tester)");
-<<<<<<< HEAD
         let mut bound = false;
         for _ in 0..100 {
             bound = match transport {
@@ -452,21 +443,6 @@ impl Uas {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !bound {
-=======
-        let mut bound = None;
-        for _ in 0..50 {
-            let taken = match transport {
-                "t1" => std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
-                _ => std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
-            };
-            if taken {
-                bound = Some(());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if bound.is_none() {
->>>>>>> transfer
             let _ = child.start_kill();
             let out = child.wait_with_output().await.expect("SIPp output");
             panic!(
