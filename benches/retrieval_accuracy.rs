@@ -146,13 +146,18 @@ async fn index(kb: &Kb, embedder: &dyn Embedder, everyday: &Everyday) -> AgentIn
     AgentIndex::build(rows).with_everyday(everyday)
 }
 
-/// (right, total) over `cases`, printing each miss when `show`.
+/// (right, total) over `cases`, printing each miss when `show`; the best
+/// score of each question answered right goes to `right_scores`, of each
+/// miss to `miss_scores` (how sure retrieval is decides whether a turn is
+/// heard again with the knowledge's words, `agent_runtime::listen`).
 async fn score(
     kb: &Kb,
     idx: &AgentIndex,
     embedder: &dyn Embedder,
     cases: &[Case],
     show: bool,
+    right_scores: &mut Vec<f32>,
+    miss_scores: &mut Vec<f32>,
 ) -> (usize, usize) {
     let mut right = 0;
     for case in cases {
@@ -168,6 +173,12 @@ async fn score(
             .map(|c| c.chunk_index as usize);
         let ok = answered == case.expected;
         right += ok as usize;
+        let best = found.first().map_or(0.0, |c| c.score);
+        if ok {
+            right_scores.push(best);
+        } else {
+            miss_scores.push(best);
+        }
         if show && !ok {
             let name = |i: Option<usize>| {
                 i.and_then(|i| kb.faqs.get(i)).map_or_else(
@@ -203,6 +214,54 @@ async fn score(
     (right, cases.len())
 }
 
+/// The agent's transcripts of the benchmark's questions on the tuning
+/// bases, with the base's position in `kbs`.
+fn heard_cases(path: &Path, kbs: &[Kb]) -> Vec<(usize, Case)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let v: Value = serde_json::from_str(&text).unwrap_or_default();
+    let ids_of = |name: &str| -> Option<(usize, Vec<String>)> {
+        let k = kbs.iter().position(|kb| kb.name == name)?;
+        let file = ["dental.json", "garage.json"]
+            .iter()
+            .map(|f| {
+                read(
+                    &Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("bench/conversation/kb")
+                        .join(f),
+                )
+            })
+            .find(|b| b["name"].as_str() == Some(name))?;
+        let ids = file["faqs"]
+            .as_array()?
+            .iter()
+            .map(|f| f["id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        Some((k, ids))
+    };
+    v["turns"]
+        .as_array()
+        .map(|turns| {
+            turns
+                .iter()
+                .filter_map(|t| {
+                    let (k, ids) = ids_of(t["kb"].as_str()?)?;
+                    Some((
+                        k,
+                        Case {
+                            said: t["heard_by_agent"].as_str()?.to_string(),
+                            expected: ids
+                                .iter()
+                                .position(|id| Some(id.as_str()) == t["expected"].as_str()),
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -229,12 +288,57 @@ async fn main() {
     // on them too.
     let with_untouched = std::env::var("UNTOUCHED").is_ok();
     let (mut tuning, mut untouched) = ((0, 0), (0, 0));
-    for kb in &kbs {
+    let (mut right_scores, mut miss_scores) = (Vec::new(), Vec::new());
+    let (mut unused_right, mut unused_miss) = (Vec::new(), Vec::new());
+    // What the agent heard in the last conversation benchmark run, asked
+    // of the same tuning bases (the held-out base is not among them).
+    let heard = heard_cases(&root.join("bench/results/conversation.json"), &kbs);
+    for (k, kb) in kbs.iter().enumerate() {
         let idx = index(kb, embedder.as_ref(), &everyday).await;
         println!("{}", kb.name);
-        let t = score(kb, &idx, embedder.as_ref(), &kb.tuning, true).await;
+        let t = score(
+            kb,
+            &idx,
+            embedder.as_ref(),
+            &kb.tuning,
+            true,
+            &mut right_scores,
+            &mut miss_scores,
+        )
+        .await;
+        let mine: Vec<Case> = heard
+            .iter()
+            .filter(|(i, _)| *i == k)
+            .map(|(_, c)| Case {
+                said: c.said.clone(),
+                expected: c.expected,
+            })
+            .collect();
+        if !mine.is_empty() {
+            println!("  as heard by the agent in bench/results/conversation.json:");
+            let h = score(
+                kb,
+                &idx,
+                embedder.as_ref(),
+                &mine,
+                true,
+                &mut unused_right,
+                &mut unused_miss,
+            )
+            .await;
+            println!("  heard {}/{}", h.0, h.1);
+        }
         let u = if with_untouched {
-            score(kb, &idx, embedder.as_ref(), &kb.untouched, false).await
+            score(
+                kb,
+                &idx,
+                embedder.as_ref(),
+                &kb.untouched,
+                false,
+                &mut unused_right,
+                &mut unused_miss,
+            )
+            .await
         } else {
             (0, 0)
         };
@@ -243,6 +347,17 @@ async fn main() {
         untouched = (untouched.0 + u.0, untouched.1 + u.1);
     }
     let pct = |(r, t): (usize, usize)| 100.0 * r as f64 / t.max(1) as f64;
+    println!("best score of the tuning questions: how many fall below each level");
+    for level in [0.35f32, 0.4, 0.45, 0.5, 0.55, 0.6] {
+        let below = |v: &[f32]| v.iter().filter(|s| **s < level).count();
+        println!(
+            "  below {level:.2}: {} of {} answered right, {} of {} missed",
+            below(&right_scores),
+            right_scores.len(),
+            below(&miss_scores),
+            miss_scores.len()
+        );
+    }
     println!(
         "tuning {}/{} ({:.1} %), untouched {}/{} ({:.1} %)",
         tuning.0,

@@ -274,8 +274,13 @@ pub struct SttConfig {
     pub model_path: String,
     pub threads: u32,
     pub workers: usize,
-    /// Give the recognizer the knowledge's own words as a hint.
+    /// Give the recognizer the knowledge's own words as a hint on every turn.
     pub knowledge_hint: bool,
+    /// Otherwise hear a turn again with that hint when its transcript's
+    /// best match in the knowledge scores below this (0 = never;
+    /// `agent_runtime::listen`).
+    #[serde(default)]
+    pub relisten_below: f32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -364,6 +364,85 @@ async fn the_agent_uses_the_networked_transcriber() {
     assert!(uploads.iter().any(|&n| n > 40_000), "uploads {uploads:?}");
     assert_eq!(mock.unauthorized(), 0);
     assert!(mock.chats().is_empty(), "the LLM stayed offline");
+    // A transcript the knowledge matches well is heard once, without a hint.
+    assert!(
+        mock.transcription_prompts().iter().all(Option::is_none),
+        "prompts {:?}",
+        mock.transcription_prompts()
+    );
+    let user: String = poll(Duration::from_secs(10), || async {
+        sqlx::query_scalar("select content from messages where role = 'user'")
+            .fetch_optional(&db.pool)
+            .await
+            .expect("messages")
+    })
+    .await
+    .expect("the caller's turn");
+    assert_eq!(user, "What time do you open on Saturday?");
+    node.stop(Duration::from_secs(1)).await;
+}
+
+/// A transcript that matches nothing in the knowledge is heard again with
+/// the knowledge's words as the recognizer's prompt; the second hearing,
+/// which the knowledge matches, is the caller's turn and gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misheard_turn_is_heard_again_with_the_knowledge_words() {
+    common::node::init_logs();
+    let mock = MockServer::start_hearing(
+        ChatMode::Fail,
+        "Wad hime dew ewe hopen hon satter dey?",
+        "What time do you open on Saturday?",
+    )
+    .await;
+    let db = TestDb::new().await;
+    switchboard::db::seed::seed_demo(&db.pool)
+        .await
+        .expect("seed");
+    let config = node_config(&db.url, 56000, &[ALLOW_LOOPBACK]);
+    let (agent_id, workspace_id) = common::node::demo_agent(&db.pool).await;
+    let sealed = switchboard::api::secrets::encrypt(
+        &config.encryption_key_bytes(),
+        common::mock_openai::API_KEY,
+    );
+    sqlx::query(
+        "insert into workspace_llm_config (workspace_id, provider, base_url, api_key) values ($1, 'openai', $2, $3)",
+    )
+    .bind(workspace_id)
+    .bind(mock.base_url())
+    .bind(sealed)
+    .execute(&db.pool)
+    .await
+    .expect("workspace_llm_config");
+    sqlx::query("update agents set stt_provider = 'openai' where id = $1")
+        .bind(agent_id)
+        .execute(&db.pool)
+        .await
+        .expect("stt provider");
+    let node = switchboard::serve::start(Arc::new(config), db.pool.clone())
+        .await
+        .expect("node starts");
+    let dir = tempfile::tempdir().expect("tmp");
+    let said = speech_8k(dir.path(), "q", "Hello there, I have a question for you.");
+
+    let (caller, asked) = ask(&node, &said).await;
+    let (_, heard) = hear_reply(&caller, asked, Duration::from_secs(25), dir.path()).await;
+    assert!(caller.hangup().await, "BYE answered");
+    assert!(
+        heard.contains("saturday") && heard.contains("open"),
+        "the answer to the second hearing did not come back; heard {heard:?}"
+    );
+    let prompts = mock.transcription_prompts();
+    let hinted: Vec<&String> = prompts.iter().flatten().collect();
+    assert!(
+        !hinted.is_empty() && prompts.iter().any(Option::is_none),
+        "a plain hearing, then a hinted one; prompts {prompts:?}"
+    );
+    // The hint is the knowledge's own words.
+    let hint = hinted[0].to_lowercase();
+    assert!(
+        hint.contains("hours") || hint.contains("saturday") || hint.contains("appointment"),
+        "hint {hint:?}"
+    );
     let user: String = poll(Duration::from_secs(10), || async {
         sqlx::query_scalar("select content from messages where role = 'user'")
             .fetch_optional(&db.pool)

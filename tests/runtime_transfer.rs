@@ -125,7 +125,11 @@ async fn failed_transfer_is_said_and_the_call_goes_on(
     );
     assert!(refer.text.contains("Referred-By: <sip:"), "{}", refer.text);
     let (start, end) = caller
-        .wait_agent_speech(refer.at, Duration::from_millis(900), Duration::from_secs(15))
+        .wait_agent_speech(
+            refer.at,
+            Duration::from_millis(900),
+            Duration::from_secs(15),
+        )
         .await
         .expect("the agent said nothing after the failed transfer: dead air");
     println!(
@@ -192,7 +196,11 @@ async fn failed_transfer_is_said_and_the_call_goes_on(
             "completed".to_string(),
             Some("tel:+15555550199".to_string()),
             Some(outcome.to_string()),
-            Some(i32::from(if refer_code >= 300 { refer_code } else { report })),
+            Some(i32::from(if refer_code >= 300 {
+                refer_code
+            } else {
+                report
+            })),
         )
     );
     node.stop(Duration::from_secs(1)).await;

@@ -29,7 +29,11 @@ fn rms(pcm: &[i16]) -> f64 {
     if pcm.is_empty() {
         return 0.0;
     }
-    (pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / pcm.len() as f64).sqrt()
+    (pcm.iter()
+        .map(|&s| f64::from(s) * f64::from(s))
+        .sum::<f64>()
+        / pcm.len() as f64)
+        .sqrt()
 }
 
 /// The person's media: logs what arrives; once `talk_after` has passed
@@ -152,7 +156,11 @@ async fn the_person_is_briefed_then_bridged_both_ways() {
     let media = tokio::spawn(person_media(person_rtp, heard.clone()));
 
     let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
-    let words = speech_8k(s.dir.path(), "w", "Hello, I would like to book an appointment for my dog.");
+    let words = speech_8k(
+        s.dir.path(),
+        "w",
+        "Hello, I would like to book an appointment for my dog.",
+    );
     // A fresh node warms whisper up and embeds its reference requests
     // first (~25 s of CPU on a loaded 2-core machine); a question during
     // that waits past the recognizer's limit.
@@ -196,7 +204,10 @@ async fn the_person_is_briefed_then_bridged_both_ways() {
         .filter(|(at, level)| *at > said && *level > 300.0)
         .count();
     println!("caller → person: {voiced} voiced packets");
-    assert!(voiced > 50, "the caller's speech did not reach the person ({voiced} voiced packets)");
+    assert!(
+        voiced > 50,
+        "the caller's speech did not reach the person ({voiced} voiced packets)"
+    );
     assert!(caller.request("BYE").is_none(), "the caller was hung up on");
 
     // The caller hangs up: the node ends the person's call (SIPp gets BYE).
@@ -228,7 +239,11 @@ async fn a_busy_person_is_said_and_the_call_goes_on() {
     uas.finish().await.assert_ok();
     let refused = Instant::now();
     let (_, end) = caller
-        .wait_agent_speech(refused, Duration::from_millis(1500), Duration::from_secs(20))
+        .wait_agent_speech(
+            refused,
+            Duration::from_millis(1500),
+            Duration::from_secs(20),
+        )
         .await
         .expect("nothing said after the busy person: dead air");
     let pcm: Vec<i16> = caller

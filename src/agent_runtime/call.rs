@@ -20,7 +20,6 @@ use super::profile::AgentProfile;
 use super::providers::Providers;
 use super::registry::{ControlRequest, LiveCallInfo};
 use super::reply::{ReplyContext, ReplyEvent};
-use super::stt::SttHints;
 use super::turn::TurnSettings;
 use super::warm;
 use super::Runtime;
@@ -52,7 +51,10 @@ struct Work {
     reply: Option<JoinHandle<()>>,
     stt: HashMap<u64, JoinHandle<()>>,
     next_utt_base: u64,
-    consult: Option<(String, JoinHandle<Result<warm::Consulted, warm::NotReached>>)>,
+    consult: Option<(
+        String,
+        JoinHandle<Result<warm::Consulted, warm::NotReached>>,
+    )>,
 }
 
 impl Work {
@@ -245,26 +247,24 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
             match action {
                 CallAction::Transcribe { turn, audio } => {
                     tracing::debug!(turn, samples = audio.len(), "transcribing");
-                    let stt = providers.stt.clone();
+                    let listener = super::listen::Listener {
+                        stt: providers.stt.clone(),
+                        embedder: providers.embedder.clone(),
+                        knowledge: rt.knowledge.clone(),
+                        scope: (profile.workspace_id, Some(profile.agent_id)),
+                        language: profile.stt_language.clone(),
+                        policy: super::listen::HintPolicy::from_config(
+                            rt.config.stt.knowledge_hint,
+                            rt.config.stt.relisten_below,
+                        ),
+                        embed_budget: Duration::from_millis(rt.config.embeddings.query_budget_ms),
+                    };
                     let embedder = providers.embedder.clone();
                     let tx = stt_tx.clone();
-                    let hints = SttHints {
-                        language: profile.stt_language.clone(),
-                        prompt: if rt.config.stt.knowledge_hint {
-                            rt.knowledge
-                                .cached((profile.workspace_id, Some(profile.agent_id)))
-                                .and_then(|k| k.recognizer_hint().map(str::to_string))
-                        } else {
-                            None
-                        },
-                    };
                     work.stt.insert(
                         turn,
                         tokio::spawn(async move {
-                            let result = stt
-                                .transcribe(&audio, &hints)
-                                .await
-                                .map_err(|e| e.to_string());
+                            let result = listener.hear(&audio).await.map_err(|e| e.to_string());
                             // The question's vector is computed while the
                             // turn waits for its end; the reply finds it ready.
                             if let Ok(t) = &result {

@@ -341,7 +341,8 @@ impl CallMachine {
         if self.transfer == TransferState::Wanted && self.ledger.reply_complete() {
             if let Some(target) = self.profile.transfer_to.clone() {
                 self.transfer = TransferState::Pending;
-                let summary = caller_summary(&self.ledger.history(self.profile.context_window_size));
+                let summary =
+                    caller_summary(&self.ledger.history(self.profile.context_window_size));
                 self.actions
                     .push_back(CallAction::Transfer { target, summary });
             }
@@ -517,7 +518,10 @@ pub fn caller_summary(history: &[ChatMessage]) -> String {
     let recent = &said[said.len().saturating_sub(TURNS)..];
     let mut out = recent.join(" ");
     if out.len() > MAX_CHARS {
-        let cut = (0..=MAX_CHARS).rev().find(|&i| out.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=MAX_CHARS)
+            .rev()
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(0);
         out.truncate(cut);
     }
     out

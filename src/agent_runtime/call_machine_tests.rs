@@ -354,7 +354,9 @@ fn a_failed_transfer_is_said_and_the_conversation_goes_on() {
         other => panic!("{other:?}"),
     };
     // A stray second answer is ignored.
-    assert!(sim.handle(CallInput::TransferResult { accepted: true }).is_empty());
+    assert!(sim
+        .handle(CallInput::TransferResult { accepted: true })
+        .is_empty());
     let utt = sim.reply_queued(turn, "Sorry, I could not transfer you.", None);
     assert!(sim.played(utt).is_empty());
     // The next question is answered as usual.

@@ -10,6 +10,7 @@ pub mod embeddings;
 pub mod leads;
 pub mod ledger;
 pub mod leg;
+pub mod listen;
 pub mod llm;
 pub mod llm_http;
 pub mod llm_offline;

@@ -122,13 +122,17 @@ pub async fn consult(
     match tokio::time::timeout(BRIEFING_LIMIT, say(&mut leg, &*tts, &profile, &text)).await {
         Ok(Ok(())) => Ok(Consulted { leg }),
         Ok(Err(why)) => {
-            leg.hang_up(crate::records::HangupBy::Agent, why.clone()).await;
+            leg.hang_up(crate::records::HangupBy::Agent, why.clone())
+                .await;
             leg.close().await;
             Err(NotReached::failed(why))
         }
         Err(_) => {
-            leg.hang_up(crate::records::HangupBy::Agent, "briefing took too long".into())
-                .await;
+            leg.hang_up(
+                crate::records::HangupBy::Agent,
+                "briefing took too long".into(),
+            )
+            .await;
             leg.close().await;
             Err(NotReached::failed("briefing took too long"))
         }
@@ -228,9 +232,8 @@ async fn consult_request(
     info: &LegInfo,
     target: &str,
 ) -> Result<DialRequest, NotReached> {
-    let to = dial_target(target).ok_or_else(|| {
-        NotReached::failed("a warm transfer needs an E.164 or tel: transfer_to")
-    })?;
+    let to = dial_target(target)
+        .ok_or_else(|| NotReached::failed("a warm transfer needs an E.164 or tel: transfer_to"))?;
     let ours = match info.direction {
         CallDirection::Outbound => &info.from_number,
         _ => &info.to_number,
@@ -322,8 +325,11 @@ async fn resolve(
     let addrs: Vec<SocketAddr> = match literal {
         Some(ip) => vec![SocketAddr::new(ip, port)],
         None => {
-            match tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host((host, port)))
-                .await
+            match tokio::time::timeout(
+                Duration::from_secs(3),
+                tokio::net::lookup_host((host, port)),
+            )
+            .await
             {
                 Ok(Ok(found)) => found.take(16).collect(),
                 _ => Vec::new(),
@@ -332,14 +338,18 @@ async fn resolve(
     };
     let by_name = literal.is_none() && allowed.permits_host(host);
     match addrs.first() {
-        Some(first) if by_name || addrs.iter().all(|a| allowed.permits(a.ip())) => {
-            Ok(addrs.iter().find(|a| a.is_ipv4()).copied().unwrap_or(*first))
-        }
+        Some(first) if by_name || addrs.iter().all(|a| allowed.permits(a.ip())) => Ok(addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .copied()
+            .unwrap_or(*first)),
         Some(_) => Err(NotReached::failed(format!(
             "the trunk's outbound_host {}",
             crate::outbound::REFUSED
         ))),
-        None => Err(NotReached::failed("the trunk's outbound_host does not resolve")),
+        None => Err(NotReached::failed(
+            "the trunk's outbound_host does not resolve",
+        )),
     }
 }
 
@@ -349,7 +359,10 @@ mod tests {
 
     #[test]
     fn targets_a_trunk_can_dial() {
-        assert_eq!(dial_target("+15555550199").unwrap().as_str(), "+15555550199");
+        assert_eq!(
+            dial_target("+15555550199").unwrap().as_str(),
+            "+15555550199"
+        );
         assert_eq!(
             dial_target("tel:+15555550199;ext=1").unwrap().as_str(),
             "+15555550199"

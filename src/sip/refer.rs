@@ -40,10 +40,7 @@ pub enum TransferOutcome {
     /// The target answered (sipfrag 2xx): the caller is theirs now.
     Transferred { sip_code: u16 },
     /// `sip_code`: the refusal, the reported failure, or 408 for a timeout.
-    Failed {
-        why: TransferFailure,
-        sip_code: u16,
-    },
+    Failed { why: TransferFailure, sip_code: u16 },
 }
 
 impl TransferOutcome {
@@ -53,9 +50,8 @@ impl TransferOutcome {
 
     pub fn sip_code(self) -> u16 {
         match self {
-            TransferOutcome::Transferred { sip_code } | TransferOutcome::Failed { sip_code, .. } => {
-                sip_code
-            }
+            TransferOutcome::Transferred { sip_code }
+            | TransferOutcome::Failed { sip_code, .. } => sip_code,
         }
     }
 
@@ -238,7 +234,11 @@ mod tests {
         let t0 = Instant::now();
         let mut p = ReferProgress::start(TIMERS, t0);
         p.on_refer_response(202, at(t0, 40));
-        p.on_notify(b"SIP/2.0 100 Trying\r\n", Some("active;expires=60"), at(t0, 50));
+        p.on_notify(
+            b"SIP/2.0 100 Trying\r\n",
+            Some("active;expires=60"),
+            at(t0, 50),
+        );
         assert_eq!(p.progress(), Some(100));
         p.on_notify(b"SIP/2.0 180 Ringing\r\n", Some("active"), at(t0, 2_000));
         assert_eq!(p.progress(), Some(180));
@@ -251,7 +251,10 @@ mod tests {
             Some("terminated;reason=noresource"),
             at(t0, 41_000),
         );
-        assert_eq!(p.outcome(), Some(TransferOutcome::Transferred { sip_code: 200 }));
+        assert_eq!(
+            p.outcome(),
+            Some(TransferOutcome::Transferred { sip_code: 200 })
+        );
         assert_eq!(p.next_deadline(), None);
         assert_eq!(p.outcome().unwrap().as_str(), "transferred");
     }
@@ -275,7 +278,11 @@ mod tests {
         let mut p = ReferProgress::start(TIMERS, t0);
         p.on_refer_response(202, at(t0, 10));
         p.on_notify(b"SIP/2.0 100 Trying", None, at(t0, 20));
-        p.on_notify(b"SIP/2.0 503 Service Unavailable\r\n", Some("terminated"), at(t0, 900));
+        p.on_notify(
+            b"SIP/2.0 503 Service Unavailable\r\n",
+            Some("terminated"),
+            at(t0, 900),
+        );
         assert_eq!(
             p.outcome(),
             Some(TransferOutcome::Failed {
@@ -322,7 +329,11 @@ mod tests {
         let t0 = Instant::now();
         let mut p = ReferProgress::start(TIMERS, t0);
         p.on_refer_response(202, at(t0, 10));
-        p.on_notify(b"SIP/2.0 100 Trying", Some("terminated;reason=timeout"), at(t0, 20));
+        p.on_notify(
+            b"SIP/2.0 100 Trying",
+            Some("terminated;reason=timeout"),
+            at(t0, 20),
+        );
         assert_eq!(p.outcome().unwrap().as_str(), "timeout");
     }
 
@@ -330,7 +341,10 @@ mod tests {
     fn sipfrag_status_lines() {
         assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
         assert_eq!(sipfrag_status(b"\r\n  sip/2.0 180 Ringing"), Some(180));
-        assert_eq!(sipfrag_status(b"SIP/2.0 603 Decline\r\nReason: x\r\n"), Some(603));
+        assert_eq!(
+            sipfrag_status(b"SIP/2.0 603 Decline\r\nReason: x\r\n"),
+            Some(603)
+        );
         for bad in [
             &b""[..],
             b"SIP/2.0",

@@ -55,6 +55,8 @@ pub struct Seen {
     pub speech: Vec<(Instant, String)>,
     /// Size in bytes of each uploaded transcription WAV.
     pub transcriptions: Vec<usize>,
+    /// The `prompt` field of each transcription request, if it had one.
+    pub prompts: Vec<Option<String>>,
     /// Inputs of each `/embeddings` request, when it arrived.
     pub embeddings: Vec<(Instant, Vec<String>)>,
     /// How long `/embeddings` waits before answering (a slow service).
@@ -67,6 +69,9 @@ struct Mock {
     mode: ChatMode,
     /// What `/audio/transcriptions` answers, whatever the audio.
     transcript: String,
+    /// What it answers instead to a request with a `prompt` (a recognizer
+    /// told the agent's words hears better), when set.
+    prompted: Option<String>,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -92,9 +97,24 @@ impl MockServer {
         MockServer::start_on("127.0.0.1", mode, transcript).await
     }
 
+    /// `/audio/transcriptions` answers `plain`, or `prompted` to a request
+    /// that carries a `prompt`.
+    pub async fn start_hearing(mode: ChatMode, plain: &str, prompted: &str) -> MockServer {
+        MockServer::serve("127.0.0.1", mode, plain, Some(prompted.to_string())).await
+    }
+
     /// Listens on `ip` (any 127.0.0.0/8 address works on Linux loopback;
     /// 127.0.0.2 plays an internal address the node must not reach).
     pub async fn start_on(ip: &str, mode: ChatMode, transcript: &str) -> MockServer {
+        MockServer::serve(ip, mode, transcript, None).await
+    }
+
+    async fn serve(
+        ip: &str,
+        mode: ChatMode,
+        transcript: &str,
+        prompted: Option<String>,
+    ) -> MockServer {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -104,6 +124,7 @@ impl MockServer {
             .with_state(Mock {
                 mode,
                 transcript: transcript.to_string(),
+                prompted,
                 seen: seen.clone(),
             });
         let listener = tokio::net::TcpListener::bind((ip, 0))
@@ -130,6 +151,10 @@ impl MockServer {
 
     pub fn transcriptions(&self) -> Vec<usize> {
         self.seen.lock().expect("seen").transcriptions.clone()
+    }
+
+    pub fn transcription_prompts(&self) -> Vec<Option<String>> {
+        self.seen.lock().expect("seen").prompts.clone()
     }
 
     pub fn embedding_inputs(&self) -> Vec<(Instant, Vec<String>)> {
@@ -323,8 +348,24 @@ async fn transcription(
     if !has_wav {
         return (StatusCode::BAD_REQUEST, "no WAV file in the form").into_response();
     }
-    m.seen.lock().expect("seen").transcriptions.push(body.len());
-    Json(serde_json::json!({ "text": m.transcript })).into_response()
+    let prompt = form_field(&body, "prompt");
+    let text = match (&prompt, &m.prompted) {
+        (Some(_), Some(prompted)) => prompted.clone(),
+        _ => m.transcript.clone(),
+    };
+    let mut seen = m.seen.lock().expect("seen");
+    seen.transcriptions.push(body.len());
+    seen.prompts.push(prompt);
+    Json(serde_json::json!({ "text": text })).into_response()
+}
+
+/// The value of the multipart form field `name`, if the body has it.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let head = format!("name=\"{name}\"\r\n\r\n");
+    let start = text.find(&head)? + head.len();
+    let end = text[start..].find("\r\n")? + start;
+    Some(text[start..end].to_string())
 }
 
 /// `/embeddings`: the local embedder's vectors (deterministic, and good

@@ -511,9 +511,16 @@ async fn run_sip(
             "ACK" => {}
             "REFER" => {
                 let answer = *dialog.refer_answer.lock().expect("refer answer");
-                let reason = if answer.code < 300 { "Accepted" } else { "Refused" };
+                let reason = if answer.code < 300 {
+                    "Accepted"
+                } else {
+                    "Refused"
+                };
                 let _ = sip
-                    .send_to(response_to(&msg, answer.code, reason, local).as_bytes(), server)
+                    .send_to(
+                        response_to(&msg, answer.code, reason, local).as_bytes(),
+                        server,
+                    )
                     .await;
                 if answer.code >= 300 {
                     continue;

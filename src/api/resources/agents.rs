@@ -91,7 +91,10 @@ pub static AGENTS: Resource = Resource {
         dflt("amd_enabled", Kind::Bool),
         dflt("amd_action", Kind::Enum(AMD_ACTIONS)),
         opt("voicemail_message", Kind::Text(2000)),
-        dflt("transfer_mode", Kind::Enum(crate::domain::TransferMode::ALL)),
+        dflt(
+            "transfer_mode",
+            Kind::Enum(crate::domain::TransferMode::ALL),
+        ),
         opt("transfer_failed_message", Kind::Text(1000)),
         dflt("config", Kind::Object),
     ],
