@@ -22,6 +22,10 @@ use uuid::Uuid;
 
 const FALLBACK: &str = "fallback";
 
+/// (best score, lead over the second) of each question answered right
+/// with an entry (not the fallback).
+static MARGINS: std::sync::Mutex<Vec<(f32, f32)>> = std::sync::Mutex::new(Vec::new());
+
 struct Case {
     said: String,
     /// FAQ position, or None for the fallback.
@@ -174,6 +178,11 @@ async fn score(
         let ok = answered == case.expected;
         right += ok as usize;
         let best = found.first().map_or(0.0, |c| c.score);
+        let second = found.get(1).map_or(0.0, |c| c.score);
+        if ok && case.expected.is_some() {
+            let mut m = MARGINS.lock().unwrap();
+            m.push((best, best - second));
+        }
         if ok {
             right_scores.push(best);
         } else {
@@ -347,6 +356,20 @@ async fn main() {
         untouched = (untouched.0 + u.0, untouched.1 + u.1);
     }
     let pct = |(r, t): (usize, usize)| 100.0 * r as f64 / t.max(1) as f64;
+    let answered = MARGINS.lock().unwrap().clone();
+    println!(
+        "answered right with an entry ({}): how many a second hearing would cost",
+        answered.len()
+    );
+    for level in [0.4f32, 0.45, 0.5] {
+        for lead in [0.0f32, 0.02, 0.03, 0.05] {
+            let n = answered
+                .iter()
+                .filter(|(b, m)| *b < level || *m < lead)
+                .count();
+            println!("  best < {level:.2} or lead < {lead:.2}: {n}");
+        }
+    }
     println!("best score of the tuning questions: how many fall below each level");
     for level in [0.35f32, 0.4, 0.45, 0.5, 0.55, 0.6] {
         let below = |v: &[f32]| v.iter().filter(|s| **s < level).count();

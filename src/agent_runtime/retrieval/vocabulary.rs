@@ -35,20 +35,35 @@ pub fn recognizer_hint<'a>(
     faq_questions: impl IntoIterator<Item = &'a str>,
     texts: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
+    recognizer_hint_within(faq_questions, texts, MAX_HINT_WORDS)
+}
+
+/// [`recognizer_hint`] in at most `max_words` words (a short hint costs the
+/// recognizer less decoder time).
+pub fn recognizer_hint_within<'a>(
+    faq_questions: impl IntoIterator<Item = &'a str>,
+    texts: impl IntoIterator<Item = &'a str>,
+    max_words: usize,
+) -> Option<String> {
     let mut phrases: Vec<String> = Vec::new();
     let mut named: HashSet<String> = HashSet::new();
-    let mut budget = MAX_HINT_WORDS;
+    let mut budget = max_words.min(MAX_HINT_WORDS);
+    if budget == 0 {
+        return None;
+    }
     for question in faq_questions {
-        let words: Vec<&str> = surface_words(question)
-            .filter(|w| is_topic_word(w))
-            .filter(|w| !named.contains(&w.to_lowercase()))
-            .take(budget)
-            .collect();
+        let mut words: Vec<&str> = Vec::new();
+        for w in surface_words(question).filter(|w| is_topic_word(w)) {
+            let lower = w.to_lowercase();
+            if words.len() < budget && !named.contains(&lower) {
+                named.insert(lower);
+                words.push(w);
+            }
+        }
         if words.is_empty() {
             continue;
         }
         budget -= words.len();
-        named.extend(words.iter().map(|w| w.to_lowercase()));
         phrases.push(words.join(" "));
         if budget == 0 {
             break;
@@ -128,5 +143,8 @@ mod tests {
         assert_eq!(hint.split_whitespace().count(), MAX_HINT_WORDS, "{hint}");
         assert_eq!(recognizer_hint(["Is it?", "What do you do?"], []), None);
         assert_eq!(recognizer_hint([], [""]), None);
+        let short = recognizer_hint_within(many.iter().map(String::as_str), [], 6).expect("hint");
+        assert_eq!(short.split_whitespace().count(), 6, "{short}");
+        assert_eq!(recognizer_hint_within(["Do you do braces?"], [], 0), None);
     }
 }
