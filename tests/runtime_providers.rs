@@ -398,7 +398,12 @@ async fn a_misheard_turn_is_heard_again_with_the_knowledge_words() {
     switchboard::db::seed::seed_demo(&db.pool)
         .await
         .expect("seed");
-    let config = node_config(&db.url, 56000, &[ALLOW_LOOPBACK]);
+    // A second hearing when the best passage scores below 0.45.
+    let config = node_config(
+        &db.url,
+        56000,
+        &[ALLOW_LOOPBACK, ("SWITCHBOARD_STT__RELISTEN_BELOW", "0.45")],
+    );
     let (agent_id, workspace_id) = common::node::demo_agent(&db.pool).await;
     let sealed = switchboard::api::secrets::encrypt(
         &config.encryption_key_bytes(),

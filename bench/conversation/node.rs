@@ -91,6 +91,11 @@ impl Drop for NodeProcess {
 
 /// The release binary beside this benchmark's own (`target/release`).
 fn switchboard_binary() -> PathBuf {
+    // `CONVERSATION_NODE=target/release/switchboard` runs that node from a
+    // caller built in another profile (`cargo bench --profile dev`).
+    if let Some(bin) = std::env::var_os("CONVERSATION_NODE") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let release = exe
         .parent()
