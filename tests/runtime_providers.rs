@@ -35,6 +35,43 @@ async fn node_with_mock(
         .expect("node starts")
 }
 
+/// The demo agent with its speech-to-text on the mock (`stt_provider =
+/// 'openai'`, the key sealed as the API stores it); its LLM stays offline.
+async fn node_with_networked_stt(
+    db: &TestDb,
+    mock: &MockServer,
+    rtp_base: u16,
+    extra: &[(&str, &str)],
+) -> switchboard::serve::Services {
+    switchboard::db::seed::seed_demo(&db.pool)
+        .await
+        .expect("seed");
+    let extra = [extra, &[ALLOW_LOOPBACK]].concat();
+    let config = node_config(&db.url, rtp_base, &extra);
+    let (agent_id, workspace_id) = common::node::demo_agent(&db.pool).await;
+    let sealed = switchboard::api::secrets::encrypt(
+        &config.encryption_key_bytes(),
+        common::mock_openai::API_KEY,
+    );
+    sqlx::query(
+        "insert into workspace_llm_config (workspace_id, provider, base_url, api_key) values ($1, 'openai', $2, $3)",
+    )
+    .bind(workspace_id)
+    .bind(mock.base_url())
+    .bind(sealed)
+    .execute(&db.pool)
+    .await
+    .expect("workspace_llm_config");
+    sqlx::query("update agents set stt_provider = 'openai' where id = $1")
+        .bind(agent_id)
+        .execute(&db.pool)
+        .await
+        .expect("stt provider");
+    switchboard::serve::start(Arc::new(config), db.pool.clone())
+        .await
+        .expect("node starts")
+}
+
 /// Dials, lets the greeting play out, asks `question`; returns the caller
 /// and when the question finished leaving.
 async fn ask(node: &switchboard::serve::Services, question: &[i16]) -> (SipCaller, Instant) {
@@ -322,32 +359,7 @@ async fn the_agent_uses_the_networked_transcriber() {
         MockServer::start_with_transcript(ChatMode::Fail, "What time do you open on Saturday?")
             .await;
     let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool)
-        .await
-        .expect("seed");
-    let config = node_config(&db.url, 46800, &[ALLOW_LOOPBACK]);
-    let (agent_id, workspace_id) = common::node::demo_agent(&db.pool).await;
-    let sealed = switchboard::api::secrets::encrypt(
-        &config.encryption_key_bytes(),
-        common::mock_openai::API_KEY,
-    );
-    sqlx::query(
-        "insert into workspace_llm_config (workspace_id, provider, base_url, api_key) values ($1, 'openai', $2, $3)",
-    )
-    .bind(workspace_id)
-    .bind(mock.base_url())
-    .bind(sealed)
-    .execute(&db.pool)
-    .await
-    .expect("workspace_llm_config");
-    sqlx::query("update agents set stt_provider = 'openai' where id = $1")
-        .bind(agent_id)
-        .execute(&db.pool)
-        .await
-        .expect("stt provider");
-    let node = switchboard::serve::start(Arc::new(config), db.pool.clone())
-        .await
-        .expect("node starts");
+    let node = node_with_networked_stt(&db, &mock, 46800, &[]).await;
     let dir = tempfile::tempdir().expect("tmp");
     let said = speech_8k(dir.path(), "q", "Hello there, I have a question for you.");
 
@@ -395,37 +407,9 @@ async fn a_misheard_turn_is_heard_again_with_the_knowledge_words() {
     )
     .await;
     let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool)
-        .await
-        .expect("seed");
     // A second hearing when the best passage scores below 0.45.
-    let config = node_config(
-        &db.url,
-        56000,
-        &[ALLOW_LOOPBACK, ("SWITCHBOARD_STT__RELISTEN_BELOW", "0.45")],
-    );
-    let (agent_id, workspace_id) = common::node::demo_agent(&db.pool).await;
-    let sealed = switchboard::api::secrets::encrypt(
-        &config.encryption_key_bytes(),
-        common::mock_openai::API_KEY,
-    );
-    sqlx::query(
-        "insert into workspace_llm_config (workspace_id, provider, base_url, api_key) values ($1, 'openai', $2, $3)",
-    )
-    .bind(workspace_id)
-    .bind(mock.base_url())
-    .bind(sealed)
-    .execute(&db.pool)
-    .await
-    .expect("workspace_llm_config");
-    sqlx::query("update agents set stt_provider = 'openai' where id = $1")
-        .bind(agent_id)
-        .execute(&db.pool)
-        .await
-        .expect("stt provider");
-    let node = switchboard::serve::start(Arc::new(config), db.pool.clone())
-        .await
-        .expect("node starts");
+    let relisten = ("SWITCHBOARD_STT__RELISTEN_BELOW", "0.45");
+    let node = node_with_networked_stt(&db, &mock, 56000, &[relisten]).await;
     let dir = tempfile::tempdir().expect("tmp");
     let said = speech_8k(dir.path(), "q", "Hello there, I have a question for you.");
 
