@@ -11,12 +11,23 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mock_openai::{use_mock_for_demo_agent, ChatMode, MockServer, ALLOW_LOOPBACK};
+use common::mock_openai::{
+    use_mock_for_demo_agent, use_mock_stt_for_demo_agent, ChatMode, MockServer, ALLOW_LOOPBACK,
+};
 use common::node::{ended_session, node_config, poll, session_messages, speech_8k, transcribe_wav};
 use common::sip_caller::SipCaller;
 use switchboard::db::testing::TestDb;
 
 const FALLBACK_POLICY_SQL: &str = "update personas set escalation_policy = 'apologize'";
+
+/// Which of the demo agent's providers go to the mock.
+#[derive(Clone, Copy)]
+enum Mocked {
+    /// The LLM and the voice.
+    Models,
+    /// Speech-to-text alone; the LLM stays offline.
+    Recognizer,
+}
 
 async fn node_with_mock(
     db: &TestDb,
@@ -24,22 +35,13 @@ async fn node_with_mock(
     rtp_base: u16,
     extra: &[(&str, &str)],
 ) -> switchboard::serve::Services {
-    switchboard::db::seed::seed_demo(&db.pool)
-        .await
-        .expect("seed");
-    let extra = [extra, &[ALLOW_LOOPBACK]].concat();
-    let config = node_config(&db.url, rtp_base, &extra);
-    use_mock_for_demo_agent(&db.pool, &config, &mock.base_url()).await;
-    switchboard::serve::start(Arc::new(config), db.pool.clone())
-        .await
-        .expect("node starts")
+    node_using(db, mock, Mocked::Models, rtp_base, extra).await
 }
 
-/// The demo agent with its speech-to-text on the mock (`stt_provider =
-/// 'openai'`, the key sealed as the API stores it); its LLM stays offline.
-async fn node_with_networked_stt(
+async fn node_using(
     db: &TestDb,
     mock: &MockServer,
+    mocked: Mocked,
     rtp_base: u16,
     extra: &[(&str, &str)],
 ) -> switchboard::serve::Services {
@@ -48,25 +50,12 @@ async fn node_with_networked_stt(
         .expect("seed");
     let extra = [extra, &[ALLOW_LOOPBACK]].concat();
     let config = node_config(&db.url, rtp_base, &extra);
-    let (agent_id, workspace_id) = common::node::demo_agent(&db.pool).await;
-    let sealed = switchboard::api::secrets::encrypt(
-        &config.encryption_key_bytes(),
-        common::mock_openai::API_KEY,
-    );
-    sqlx::query(
-        "insert into workspace_llm_config (workspace_id, provider, base_url, api_key) values ($1, 'openai', $2, $3)",
-    )
-    .bind(workspace_id)
-    .bind(mock.base_url())
-    .bind(sealed)
-    .execute(&db.pool)
-    .await
-    .expect("workspace_llm_config");
-    sqlx::query("update agents set stt_provider = 'openai' where id = $1")
-        .bind(agent_id)
-        .execute(&db.pool)
-        .await
-        .expect("stt provider");
+    match mocked {
+        Mocked::Models => use_mock_for_demo_agent(&db.pool, &config, &mock.base_url()).await,
+        Mocked::Recognizer => {
+            use_mock_stt_for_demo_agent(&db.pool, &config, &mock.base_url()).await
+        }
+    }
     switchboard::serve::start(Arc::new(config), db.pool.clone())
         .await
         .expect("node starts")
@@ -359,7 +348,7 @@ async fn the_agent_uses_the_networked_transcriber() {
         MockServer::start_with_transcript(ChatMode::Fail, "What time do you open on Saturday?")
             .await;
     let db = TestDb::new().await;
-    let node = node_with_networked_stt(&db, &mock, 46800, &[]).await;
+    let node = node_using(&db, &mock, Mocked::Recognizer, 46800, &[]).await;
     let dir = tempfile::tempdir().expect("tmp");
     let said = speech_8k(dir.path(), "q", "Hello there, I have a question for you.");
 
@@ -409,7 +398,7 @@ async fn a_misheard_turn_is_heard_again_with_the_knowledge_words() {
     let db = TestDb::new().await;
     // A second hearing when the best passage scores below 0.45.
     let relisten = ("SWITCHBOARD_STT__RELISTEN_BELOW", "0.45");
-    let node = node_with_networked_stt(&db, &mock, 56000, &[relisten]).await;
+    let node = node_using(&db, &mock, Mocked::Recognizer, 56000, &[relisten]).await;
     let dir = tempfile::tempdir().expect("tmp");
     let said = speech_8k(dir.path(), "q", "Hello there, I have a question for you.");
 

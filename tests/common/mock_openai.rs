@@ -462,11 +462,13 @@ fn espeak_pcm_24k(text: &str) -> Vec<u8> {
 /// Points the demo agent at the mock: its LLM (the `openai` gpt-4o-mini
 /// catalogue row) and TTS go through `workspace_llm_config` with the key
 /// encrypted by the node's configured key, as the API stores it.
-pub async fn use_mock_for_demo_agent(
+/// The demo workspace's OpenAI credentials point at the mock (key sealed as
+/// the API stores it); returns the demo agent.
+async fn mock_credentials_for_demo(
     pool: &sqlx::PgPool,
     config: &switchboard::config::Config,
     base_url: &str,
-) {
+) -> uuid::Uuid {
     let (agent_id, workspace_id) = super::node::demo_agent(pool).await;
     let sealed = switchboard::api::secrets::encrypt(&config.encryption_key_bytes(), API_KEY);
     sqlx::query(
@@ -478,6 +480,15 @@ pub async fn use_mock_for_demo_agent(
     .execute(pool)
     .await
     .expect("workspace_llm_config");
+    agent_id
+}
+
+pub async fn use_mock_for_demo_agent(
+    pool: &sqlx::PgPool,
+    config: &switchboard::config::Config,
+    base_url: &str,
+) {
+    let agent_id = mock_credentials_for_demo(pool, config, base_url).await;
     sqlx::query(
         "update agents set tts_provider = 'openai',
                 llm_model_id = (select id from llm_models where provider = 'openai' and model_id = 'gpt-4o-mini')
@@ -487,4 +498,19 @@ pub async fn use_mock_for_demo_agent(
     .execute(pool)
     .await
     .expect("agent providers");
+}
+
+/// The demo agent's speech-to-text on the mock (`stt_provider = 'openai'`);
+/// its LLM and voice stay offline.
+pub async fn use_mock_stt_for_demo_agent(
+    pool: &sqlx::PgPool,
+    config: &switchboard::config::Config,
+    base_url: &str,
+) {
+    let agent_id = mock_credentials_for_demo(pool, config, base_url).await;
+    sqlx::query("update agents set stt_provider = 'openai' where id = $1")
+        .bind(agent_id)
+        .execute(pool)
+        .await
+        .expect("stt provider");
 }
