@@ -26,8 +26,11 @@ run: build
 	@echo
 	exec ./target/release/switchboard serve
 
+# cargo-nextest runs every test in its own process, the binaries side by
+# side, and the whisper-bound ones one at a time (.config/nextest.toml).
 test: setup
-	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
+	@command -v cargo-nextest >/dev/null || $(CARGO) install cargo-nextest --locked
+	$(CARGO) nextest run --workspace --no-fail-fast
 
 # Coverage-guided fuzzing of every parser, $(FUZZ_SECONDS) s each (cargo-fuzz, libFuzzer).
 fuzz: setup

@@ -360,6 +360,10 @@ pub struct EmbeddingsConfig {
     /// Longest a turn waits for its question's embedding before retrieving
     /// with full-text only.
     pub query_budget_ms: u64,
+    /// Where knowledge vectors are kept by model and text, so a restart or
+    /// a re-upload does not run the model again; empty = nowhere.
+    #[serde(default)]
+    pub cache_dir: PathBuf,
 }
 
 /// Fetches whose target a tenant chooses (knowledge URLs, providers'

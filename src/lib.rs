@@ -15,6 +15,7 @@ pub mod domain;
 pub mod media;
 pub mod metrics;
 pub mod outbound;
+pub mod readiness;
 pub mod records;
 pub mod secrets;
 pub mod serve;

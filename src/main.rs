@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let done = runtime.block_on(async move {
         match cli.command {
             Command::CheckConfig => {
                 println!("{}", config.redacted());
@@ -112,7 +112,13 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Serve => switchboard::serve::run(config).await,
         }
-    })
+    });
+    // The drain has ended every call and written its records; blocking work
+    // still running (a transcription or synthesis of a call that is gone, a
+    // model still warming up) is not waited for, or the process would
+    // outlive its drain by as long as that work takes.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    done
 }
 
 /// The database, connected and migrated.

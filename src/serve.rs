@@ -15,6 +15,7 @@ use crate::agent_runtime::{AgentCalls, Runtime};
 use crate::api::{ApiState, Dialer, LiveCalls, NodeCalls};
 use crate::config::Config;
 use crate::db::cluster::{Cluster, NodeFacts};
+use crate::readiness::{Stage, WarmUp};
 use crate::records::RecordWriter;
 use crate::sip::server::{SipOptions, SipServer, SipServerHandle};
 
@@ -29,6 +30,8 @@ pub struct Services {
     api_task: tokio::task::JoinHandle<()>,
     /// Stops the cluster heartbeat (after the drain, so others see it).
     cluster_stop: CancellationToken,
+    /// The start-up stages still running (`/readyz`).
+    pub warm_up: Arc<WarmUp>,
 }
 
 /// Starts SIP, RTP (per call) and the API on an already migrated database.
@@ -53,7 +56,8 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     .context("loading the offline providers (whisper model, espeak-ng)")?;
     let embedder =
         providers.embedder.clone() as Arc<dyn crate::agent_runtime::embeddings::Embedder>;
-    spawn_stt_warm_up(providers.stt.clone());
+    let warm_up = Arc::new(WarmUp::new(&[Stage::SpeechToText, Stage::Knowledge]));
+    spawn_stt_warm_up(providers.stt.clone(), warm_up.clone());
     // One writer for every record of the node; it replays what an earlier
     // run spilled before anything new.
     let records = RecordWriter::start(pool.clone(), &config.records);
@@ -122,8 +126,9 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     }
     let api_state = api_state
         .with_embedder(embedder.clone())
-        .with_knowledge(runtime.knowledge.clone());
-    spawn_knowledge_start(runtime.clone(), embedder);
+        .with_knowledge(runtime.knowledge.clone())
+        .with_warm_up(warm_up.clone());
+    spawn_knowledge_start(runtime.clone(), embedder, warm_up.clone());
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the API on {}", config.api.listen))?;
@@ -146,13 +151,14 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
         api_stop,
         api_task,
         cluster_stop,
+        warm_up,
     })
 }
 
 /// In the background: one transcription of a quiet second, so the model's
 /// pages are in memory and a decoder state is made before the first caller
 /// speaks (cold, the first turn of the first call waited about a second).
-fn spawn_stt_warm_up(stt: Arc<dyn crate::agent_runtime::stt::SpeechToText>) {
+fn spawn_stt_warm_up(stt: Arc<dyn crate::agent_runtime::stt::SpeechToText>, warm_up: Arc<WarmUp>) {
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         // Faint noise rather than digital silence, so the decoder runs.
@@ -169,6 +175,7 @@ fn spawn_stt_warm_up(stt: Arc<dyn crate::agent_runtime::stt::SpeechToText>) {
             ),
             Err(err) => tracing::warn!(error = %err, "speech-to-text warm-up failed"),
         }
+        warm_up.finished(Stage::SpeechToText);
     });
 }
 
@@ -179,6 +186,7 @@ fn spawn_stt_warm_up(stt: Arc<dyn crate::agent_runtime::stt::SpeechToText>) {
 fn spawn_knowledge_start(
     runtime: Arc<Runtime>,
     embedder: Arc<dyn crate::agent_runtime::embeddings::Embedder>,
+    warm_up: Arc<WarmUp>,
 ) {
     tokio::spawn(async move {
         let started = std::time::Instant::now();
@@ -212,6 +220,7 @@ fn spawn_knowledge_start(
                 tracing::warn!(error = %err, "re-embedding knowledge failed; full-text only for those chunks")
             }
         }
+        warm_up.finished(Stage::Knowledge);
     });
 }
 

@@ -4,7 +4,7 @@
 
 mod api_support;
 
-use api_support::Api;
+use api_support::{Api, Options};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -690,6 +690,38 @@ async fn health_openapi_and_docs() {
     api.db.pool.close().await;
     let r = api.call(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(r.status, 503);
+}
+
+/// A node still warming up (recognizer, knowledge) is not ready: `/readyz`
+/// names what it waits for, and turns 200 once every stage is done.
+#[tokio::test]
+async fn readiness_waits_for_the_start_up_stages() {
+    use switchboard::readiness::{Stage, WarmUp};
+    let warm_up = std::sync::Arc::new(WarmUp::new(&[Stage::SpeechToText, Stage::Knowledge]));
+    let api = Api::start_with(Options {
+        warm_up: Some(warm_up.clone()),
+        ..Options::default()
+    })
+    .await;
+    let r = api.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body["status"], "warming_up");
+    assert_eq!(
+        r.body["pending"],
+        serde_json::json!(["speech_to_text", "knowledge"])
+    );
+    warm_up.finished(Stage::SpeechToText);
+    let r = api.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (r.status, r.body["pending"].clone()),
+        (503, serde_json::json!(["knowledge"]))
+    );
+    warm_up.finished(Stage::Knowledge);
+    let r = api.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("ready")));
+    // /healthz only says the process answers.
+    let r = api.call(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.status, 200);
 }
 
 /// Keyset pages (`?after=` the previous page's `next_after`) walk every row

@@ -284,6 +284,7 @@ async fn counters_follow_real_calls_turns_and_api_requests() {
     let node = switchboard::serve::start(Arc::new(config), db.pool.clone())
         .await
         .expect("node starts");
+    common::node::warmed_up(&node).await;
     let sip = node.sip.local_addr();
     let http = reqwest::Client::new();
     let before = scrape(&http, node.api_addr).await;

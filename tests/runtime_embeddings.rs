@@ -111,6 +111,7 @@ async fn call_questions_are_embedded_and_a_slow_embedder_is_skipped() {
     let node = switchboard::serve::start(Arc::new(config), db.pool.clone())
         .await
         .expect("node starts");
+    common::node::warmed_up(&node).await;
     let embedder: Arc<dyn Embedder> = node.runtime.providers.embedder.clone();
     assert_eq!(embedder.name(), "mock-embed", "the configured embedder");
     let (_, ws) = demo_agent(&db.pool).await;

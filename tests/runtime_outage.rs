@@ -109,6 +109,7 @@ async fn a_database_outage_mid_call_and_at_call_set_up_loses_no_record() {
     let node = switchboard::serve::start(Arc::new(config), pool.clone())
         .await
         .expect("node starts");
+    common::node::warmed_up(&node).await;
     let dir = tempfile::tempdir().expect("tmp");
     let questions = [
         (

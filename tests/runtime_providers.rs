@@ -56,9 +56,11 @@ async fn node_using(
             use_mock_stt_for_demo_agent(&db.pool, &config, &mock.base_url()).await
         }
     }
-    switchboard::serve::start(Arc::new(config), db.pool.clone())
+    let node = switchboard::serve::start(Arc::new(config), db.pool.clone())
         .await
-        .expect("node starts")
+        .expect("node starts");
+    common::node::warmed_up(&node).await;
+    node
 }
 
 /// Dials, lets the greeting play out, asks `question`; returns the caller

@@ -27,14 +27,8 @@ async fn asking_for_a_person_transfers_the_call_by_refer() {
             .expect("agent");
     assert_eq!(transfer_to, "+15555550199", "seed changed");
     let node = start_node(&db.url, &db.pool, 39600, &[]).await;
-    let settled = tokio::time::Instant::now() + Duration::from_secs(25);
     let dir = tempfile::tempdir().expect("tmp");
     let question = speech_8k(dir.path(), "q", "Can I speak to a person, please?");
-
-    // A fresh node warms whisper up and embeds its reference requests
-    // first (~25 s of CPU on a loaded 2-core machine); a question during
-    // that waits past the recognizer's limit.
-    tokio::time::sleep_until(settled).await;
     let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     let asked = caller.say_and_wait(&question).await;
     let refer = caller
@@ -107,15 +101,9 @@ async fn failed_transfer_is_said_and_the_call_goes_on(
         .await
         .expect("agent");
     let node = start_node(&db.url, &db.pool, rtp_base, &[]).await;
-    let settled = tokio::time::Instant::now() + Duration::from_secs(25);
     let dir = tempfile::tempdir().expect("tmp");
     let question = speech_8k(dir.path(), "q", "Can I speak to a person, please?");
     let next = speech_8k(dir.path(), "n", "What are your opening hours?");
-
-    // A fresh node warms whisper up and embeds its reference requests
-    // first (~25 s of CPU on a loaded 2-core machine); a question during
-    // that waits past the recognizer's limit.
-    tokio::time::sleep_until(settled).await;
     let caller = SipCaller::dial_after_greeting(node.sip.local_addr(), "+15555550100").await;
     caller.answer_refer_with(refer_code, report);
     caller.say_and_wait(&question).await;

@@ -86,8 +86,6 @@ async fn person_media(socket: Arc<UdpSocket>, heard: Heard) {
 }
 
 struct Setup {
-    /// When the fresh node's start-up work is over.
-    settled: tokio::time::Instant,
     db: TestDb,
     node: switchboard::serve::Services,
     dir: tempfile::TempDir,
@@ -114,7 +112,6 @@ async fn setup(rtp_base: u16) -> Setup {
     )
     .await;
     Setup {
-        settled: tokio::time::Instant::now() + Duration::from_secs(25),
         db,
         node,
         dir: tempfile::tempdir().expect("tmp"),
@@ -161,10 +158,6 @@ async fn the_person_is_briefed_then_bridged_both_ways() {
         "w",
         "Hello, I would like to book an appointment for my dog.",
     );
-    // A fresh node warms whisper up and embeds its reference requests
-    // first (~25 s of CPU on a loaded 2-core machine); a question during
-    // that waits past the recognizer's limit.
-    tokio::time::sleep_until(s.settled).await;
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
     let uas = Uas::start("uas_answer.xml", "u1", &["-key", "rtp_port", &rtp_port]).await;
     person_trunk(&s.db, uas.port).await;
@@ -225,10 +218,6 @@ async fn the_person_is_briefed_then_bridged_both_ways() {
 async fn a_busy_person_is_said_and_the_call_goes_on() {
     let s = setup(55600).await;
     let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
-    // A fresh node warms whisper up and embeds its reference requests
-    // first (~25 s of CPU on a loaded 2-core machine); a question during
-    // that waits past the recognizer's limit.
-    tokio::time::sleep_until(s.settled).await;
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), "+15555550100").await;
     let uas = Uas::start("uas_busy.xml", "u1", &[]).await;
     person_trunk(&s.db, uas.port).await;

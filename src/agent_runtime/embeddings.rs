@@ -155,15 +155,30 @@ type SharedVector = Shared<BoxFuture<'static, Result<Vec<f32>, String>>>;
 /// if it is still being computed. Batches (ingest) pass straight through.
 pub struct QueryCache {
     inner: Arc<dyn Embedder>,
+    /// Where batches go: `inner` with its vectors kept on disk, if configured.
+    documents: Arc<dyn Embedder>,
     recent: Mutex<VecDeque<(String, SharedVector)>>,
 }
 
 impl QueryCache {
     pub fn new(inner: Arc<dyn Embedder>) -> QueryCache {
         QueryCache {
+            documents: inner.clone(),
             inner,
             recent: Mutex::new(VecDeque::with_capacity(QUERY_CACHE)),
         }
+    }
+
+    /// Batches (knowledge, the everyday reference) keep their vectors in
+    /// `dir` (see [`super::vector_cache`]); single questions never do.
+    pub fn with_vectors_in(mut self, dir: &std::path::Path) -> QueryCache {
+        match super::vector_cache::VectorCache::open(self.inner.clone(), dir) {
+            Ok(cache) => self.documents = Arc::new(cache),
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "knowledge vectors are not kept on disk")
+            }
+        }
+        self
     }
 
     fn vector_of(&self, text: &str) -> SharedVector {
@@ -208,7 +223,7 @@ impl QueryCache {
 impl Embedder for QueryCache {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
         let [text] = texts else {
-            return self.inner.embed(texts).await;
+            return self.documents.embed(texts).await;
         };
         match self.vector_of(text).await {
             Ok(v) => Ok(vec![v]),

@@ -36,6 +36,7 @@ pub mod tts_http;
 pub mod tts_piper;
 pub mod tts_prerender;
 pub mod turn;
+pub mod vector_cache;
 pub mod warm;
 pub mod wav;
 pub mod web_leg;

@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (the database
-//! answers and every migration is applied).
+//! answers, every migration is applied, and the node's start-up stages
+//! are done: see [`crate::readiness`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,7 +22,15 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(st): State<ApiState>) -> (StatusCode, Json<Value>) {
     if crate::db::ready(&st.pool).await {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+        let pending = st.warm_up.as_ref().map(|w| w.pending()).unwrap_or_default();
+        if pending.is_empty() {
+            (StatusCode::OK, Json(json!({"status": "ready"})))
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "warming_up", "pending": pending})),
+            )
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

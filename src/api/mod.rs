@@ -73,6 +73,9 @@ pub struct ApiState {
     /// Speaks voice previews as the node's calls would (`…/tts-preview`);
     /// absent, that answers 503.
     pub voice: Option<Arc<dyn voice_preview::VoicePreview>>,
+    /// A node's start-up stages (`/readyz` waits for them); absent, the
+    /// API alone has none.
+    pub warm_up: Option<Arc<crate::readiness::WarmUp>>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -165,6 +168,7 @@ impl ApiState {
             cluster: None,
             dialer: None,
             voice: None,
+            warm_up: None,
             whip: None,
             embedder,
         })
@@ -211,6 +215,11 @@ impl ApiState {
     }
 
     /// The runtime's knowledge index (after [`ApiState::with_embedder`]).
+    pub fn with_warm_up(mut self, warm_up: Arc<crate::readiness::WarmUp>) -> ApiState {
+        self.warm_up = Some(warm_up);
+        self
+    }
+
     pub fn with_knowledge(mut self, knowledge: Arc<KnowledgeIndex>) -> ApiState {
         self.knowledge = knowledge;
         self

@@ -41,6 +41,8 @@ pub struct Options {
     pub limits: LoginLimits,
     pub live: Option<Arc<dyn LiveCalls>>,
     pub env: Vec<(String, String)>,
+    /// A node's start-up stages, as `serve` hands them to the API.
+    pub warm_up: Option<Arc<switchboard::readiness::WarmUp>>,
 }
 
 impl Api {
@@ -58,6 +60,9 @@ impl Api {
             .allow_private_urls();
         if let Some(live) = opts.live {
             state = state.with_live_calls(live);
+        }
+        if let Some(warm_up) = opts.warm_up {
+            state = state.with_warm_up(warm_up);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

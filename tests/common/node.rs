@@ -54,9 +54,24 @@ pub async fn start_node(
     extra: &[(&str, &str)],
 ) -> switchboard::serve::Services {
     let config = node_config(database_url, rtp_base, extra);
-    switchboard::serve::start(Arc::new(config), pool.clone())
+    let node = switchboard::serve::start(Arc::new(config), pool.clone())
         .await
-        .expect("node starts")
+        .expect("node starts");
+    warmed_up(&node).await;
+    node
+}
+
+/// Waits until the node's start-up stages are done (what `/readyz`
+/// reports), as a balancer would before sending it calls.
+pub async fn warmed_up(node: &switchboard::serve::Services) {
+    tokio::time::timeout(Duration::from_secs(120), node.warm_up.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the node did not finish warming up within 120 s: {:?}",
+                node.warm_up.pending()
+            )
+        });
 }
 
 /// The caller's speech (Piper voice) as 8 kHz samples (no padding).
