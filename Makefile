@@ -28,8 +28,12 @@ run: build
 
 # cargo-nextest runs every test in its own process, the binaries side by
 # side, and the whisper-bound ones one at a time (.config/nextest.toml).
+# Tests bind fixed ports in 36000-56999 (each suite its own block); as root,
+# that range is kept out of the kernel's ephemeral ports, so a database
+# connection of one test cannot hold a port another test must bind.
 test: setup
 	@command -v cargo-nextest >/dev/null || $(CARGO) install cargo-nextest --locked
+	@if [ "$$(id -u)" = 0 ]; then sysctl -qw net.ipv4.ip_local_reserved_ports=36000-56999 || echo "could not reserve the test ports 36000-56999"; fi
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 # Coverage-guided fuzzing of every parser, $(FUZZ_SECONDS) s each (cargo-fuzz, libFuzzer).

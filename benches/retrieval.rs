@@ -108,6 +108,7 @@ async fn measure_memory(
     let opts = SearchOptions {
         limit: 4,
         floor: retrieval::DEFAULT_FLOOR,
+        off_topic_too: false,
     };
     let mut ms = Vec::with_capacity(RUNS);
     for i in 0..RUNS + QUERIES.len() {

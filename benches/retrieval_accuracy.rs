@@ -170,7 +170,7 @@ async fn score(
             .await
             .expect("embed question")
             .pop();
-        let found = idx.search(&case.said, qv.as_deref(), 4, 0.0);
+        let found = idx.search(&case.said, qv.as_deref(), 4, 0.0, false);
         let answered = found
             .iter()
             .find(|c| c.score >= ANSWER_FLOOR)

@@ -56,6 +56,7 @@ async fn search(
 const FOUR: SearchOptions = SearchOptions {
     limit: 4,
     floor: retrieval::DEFAULT_FLOOR,
+    off_topic_too: false,
 };
 
 async fn demo(pool: &PgPool) -> (Uuid, Uuid) {
@@ -318,6 +319,7 @@ async fn scope_is_the_agent_and_its_workspace() {
     let opts = SearchOptions {
         limit: 3,
         floor: 0.0,
+        off_topic_too: false,
     };
     let found = search(&k, ws, None, "saturday' | !:* & (", None, opts).await;
     assert!(!found.is_empty() && found.len() <= 3);

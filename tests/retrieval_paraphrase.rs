@@ -105,6 +105,7 @@ async fn answer(
     let opts = SearchOptions {
         limit: 4,
         floor: retrieval::DEFAULT_FLOOR,
+        off_topic_too: false,
     };
     let (passages, embedded) =
         retrieval::search(knowledge, (ws, Some(agent)), question, embedding, opts)
@@ -127,6 +128,7 @@ async fn answer(
             SearchOptions {
                 limit: 3,
                 floor: 0.0,
+                off_topic_too: false,
             },
         )
         .await

@@ -98,6 +98,7 @@ impl Listener {
         let found = self.candidates(&first.text).await;
         let first_score = best(&found);
         if !unsure(&found, floor) {
+            tracing::debug!(text = %first.text, first_score, candidates = found.len(), "heard once: retrieval is sure, or has nothing");
             return Ok(first);
         }
         let Some(hint) = candidates_hint(&found) else {
@@ -138,6 +139,7 @@ impl Listener {
         let opts = SearchOptions {
             limit: CANDIDATES,
             floor: 0.0,
+            off_topic_too: true,
         };
         match retrieval::search(&self.knowledge, self.scope, text, embedding, opts).await {
             Ok((found, _)) => found,

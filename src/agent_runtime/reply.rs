@@ -151,6 +151,7 @@ impl ReplyContext {
         let opts = SearchOptions {
             limit: PASSAGES,
             floor: retrieval::DEFAULT_FLOOR,
+            off_topic_too: false,
         };
         match retrieval::search(
             &self.knowledge,

@@ -267,6 +267,7 @@ impl AgentIndex {
         query_vector: Option<&[f32]>,
         limit: usize,
         floor: f32,
+        off_topic_too: bool,
     ) -> Vec<RetrievedChunk> {
         let n = self.docs.len();
         if n == 0 || limit == 0 {
@@ -308,7 +309,9 @@ impl AgentIndex {
         if qset.is_empty() && qv.is_none() {
             return Vec::new(); // nothing to match (empty, or stop words only)
         }
-        let everyday = qv.and_then(|q| self.reference.nearest(q));
+        let everyday = qv
+            .filter(|_| !off_topic_too)
+            .and_then(|q| self.reference.nearest(q));
         let mut scored: Vec<(f32, usize, f32, Option<f32>)> = Vec::with_capacity(n);
         for (i, doc) in self.docs.iter().enumerate() {
             let text_score = if total > 0.0 {
@@ -452,12 +455,18 @@ mod tests {
                 None,
             ),
         ]);
-        let found = idx.search("What do you charge for a normal check up?", None, 3, 0.1);
+        let found = idx.search(
+            "What do you charge for a normal check up?",
+            None,
+            3,
+            0.1,
+            false,
+        );
         assert!(found[0].content.contains("routine checkup"), "{found:?}");
         assert!(idx
-            .search("pizza delivery downtown", None, 3, 0.1)
+            .search("pizza delivery downtown", None, 3, 0.1, false)
             .is_empty());
-        assert!(idx.search("", None, 3, 0.0).is_empty());
+        assert!(idx.search("", None, 3, 0.0, false).is_empty());
     }
 
     #[test]
@@ -466,10 +475,10 @@ mod tests {
             row("Q: Are you open on Tuesday? What are your hours on Tuesday?\nA: On Tuesday we open at 8.", None),
             row("Q: What are your opening hours?\nA: Monday to Friday, 8 to 6.", None),
         ]);
-        let found = idx.search("What are your opening hours?", None, 2, 0.0);
+        let found = idx.search("What are your opening hours?", None, 2, 0.0, false);
         assert!(found[0].content.contains("Monday to Friday"), "{found:?}");
         assert!(found[0].score >= NEAR_EXACT_SCORE);
-        let found = idx.search("what are your hours on tuesday", None, 2, 0.0);
+        let found = idx.search("what are your hours on tuesday", None, 2, 0.0, false);
         assert!(found[0].content.contains("On Tuesday"), "{found:?}");
     }
 
@@ -485,11 +494,23 @@ mod tests {
                 Some(vec![0.0, 1.0]),
             ),
         ]);
-        let found = idx.search("Can the vet come to my home?", Some(&[0.9, 0.1]), 2, 0.0);
+        let found = idx.search(
+            "Can the vet come to my home?",
+            Some(&[0.9, 0.1]),
+            2,
+            0.0,
+            false,
+        );
         assert!(found[0].content.contains("house calls"), "{found:?}");
         assert!(found[0].vector_score.unwrap() > 0.8);
         // A query vector of another model's length: full-text only.
-        let found = idx.search("Where is the clinic?", Some(&[1.0, 0.0, 0.0]), 2, 0.0);
+        let found = idx.search(
+            "Where is the clinic?",
+            Some(&[1.0, 0.0, 0.0]),
+            2,
+            0.0,
+            false,
+        );
         assert!(found[0].content.contains("Main Street"));
         assert_eq!(found[0].vector_score, None);
         assert_eq!(idx.missing_vectors(), 0);

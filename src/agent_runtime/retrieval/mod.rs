@@ -49,6 +49,10 @@ pub struct RetrievedChunk {
 pub struct SearchOptions {
     pub limit: usize,
     pub floor: f32,
+    /// Also entries an everyday request beats (normally left out, so an
+    /// off-topic question does not look covered): a second hearing's
+    /// candidates, where a misheard question often looks off-topic.
+    pub off_topic_too: bool,
 }
 
 /// The best chunks of `scope` for `query`, from memory (loaded on first
@@ -66,6 +70,6 @@ pub async fn search(
     let (index, query_vector) = tokio::join!(knowledge.get(scope), embedding);
     let index = index?;
     let qv = query_vector.filter(|v| !v.is_empty() && v.len() == index.dims());
-    let found = index.search(query, qv.as_deref(), limit, opts.floor);
+    let found = index.search(query, qv.as_deref(), limit, opts.floor, opts.off_topic_too);
     Ok((found, qv.is_some()))
 }

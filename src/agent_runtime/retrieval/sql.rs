@@ -52,6 +52,7 @@ pub async fn search(
         SearchOptions {
             limit,
             floor: DEFAULT_FLOOR,
+            off_topic_too: false,
         },
     )
     .await

@@ -166,6 +166,7 @@ pub async fn rank(
     let opts = retrieval::SearchOptions {
         limit: limit.clamp(1, 50) as usize,
         floor: retrieval::DEFAULT_FLOOR,
+        off_topic_too: false,
     };
     let (found, _) = retrieval::search(&st.knowledge, (ws, Some(agent_id)), query, embedding, opts)
         .await
