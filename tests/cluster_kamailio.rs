@@ -1,7 +1,8 @@
 //! A cluster as an operator runs it: `scripts/cluster start` puts Kamailio
 //! (Debian kamailio 5.6, dispatcher) in front of two `switchboard serve`
 //! processes on one PostgreSQL; SIPp callers dial Kamailio. Kamailio and the
-//! nodes listen on 127.0.0.3 (the nodes trust it as their proxy), callers
+//! nodes listen on 127.0.0.7 (the nodes trust it as their proxy; an
+//! address no other suite uses, so its probes never reach another test), callers
 //! speak from 127.0.0.2, and the demo trunk admits only 127.0.0.2: a call
 //! gets in only if the node took the caller's address from Kamailio.
 
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use common::node::{free_port, poll};
 use sip_support::{free_media_port, scenario};
 
-const PROXY_IP: &str = "127.0.0.3";
+const PROXY_IP: &str = "127.0.0.7";
 const CALLER_IP: &str = "127.0.0.2";
 const NUMBER: &str = "+15555550100";
 
