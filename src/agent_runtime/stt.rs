@@ -306,7 +306,14 @@ impl SpeechToText for WhisperStt {
         // A decode that loops (tiny models on odd audio can repeat a token
         // until the context is full) must not hold the only worker: past the
         // limit the guard's drop sets the abort flag and whisper stops.
-        let limit = Duration::from_millis(3000 + 2 * audio_ms as u64);
+        // whisper's full window (`sized_audio_ctx` off) encodes 30 s
+        // whatever the utterance's length: its limit follows the window.
+        let window_ms = if self.options.sized_audio_ctx {
+            audio_ms as u64
+        } else {
+            (audio_ms as u64).max(30_000)
+        };
+        let limit = Duration::from_millis(3000 + 2 * window_ms);
         let text = match tokio::time::timeout(limit, job).await {
             Ok(joined) => {
                 joined.map_err(|e| ProviderError::Engine(format!("whisper task failed: {e}")))??
