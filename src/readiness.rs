@@ -4,8 +4,6 @@
 //! 503 until every stage is done, so a balancer or a script sends calls
 //! only to a node that answers them in time.
 
-use std::sync::Mutex;
-
 use tokio::sync::watch;
 
 /// A start-up stage.
@@ -24,40 +22,33 @@ impl Stage {
     }
 }
 
-/// The stages still running; `done` when none is.
+/// The stages still running.
 pub struct WarmUp {
-    pending: Mutex<Vec<Stage>>,
-    done: watch::Sender<bool>,
+    pending: watch::Sender<Vec<Stage>>,
 }
 
 impl WarmUp {
     pub fn new(stages: &[Stage]) -> WarmUp {
         WarmUp {
-            pending: Mutex::new(stages.to_vec()),
-            done: watch::Sender::new(stages.is_empty()),
+            pending: watch::Sender::new(stages.to_vec()),
         }
     }
 
     /// `stage` finished (well or not: a failed stage is logged where it
     /// failed and the node serves without it).
     pub fn finished(&self, stage: Stage) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.retain(|s| *s != stage);
-        if pending.is_empty() {
-            self.done.send_replace(true);
-        }
+        self.pending.send_modify(|p| p.retain(|s| *s != stage));
     }
 
     /// The stages still running, by name.
     pub fn pending(&self) -> Vec<&'static str> {
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.iter().map(|s| s.as_str()).collect()
+        self.pending.borrow().iter().map(|s| s.as_str()).collect()
     }
 
     /// Resolves once every stage has finished.
     pub async fn wait(&self) {
-        let mut rx = self.done.subscribe();
-        let _ = rx.wait_for(|done| *done).await;
+        let mut rx = self.pending.subscribe();
+        let _ = rx.wait_for(|p| p.is_empty()).await;
     }
 }
 

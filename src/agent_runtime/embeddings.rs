@@ -171,7 +171,11 @@ impl QueryCache {
 
     /// Batches (knowledge, the everyday reference) keep their vectors in
     /// `dir` (see [`super::vector_cache`]); single questions never do.
+    /// An empty `dir` keeps them nowhere.
     pub fn with_vectors_in(mut self, dir: &std::path::Path) -> QueryCache {
+        if dir.as_os_str().is_empty() {
+            return self;
+        }
         match super::vector_cache::VectorCache::open(self.inner.clone(), dir) {
             Ok(cache) => self.documents = Arc::new(cache),
             Err(err) => {

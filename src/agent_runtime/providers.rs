@@ -95,15 +95,6 @@ pub fn embedder_from_config(config: &Config) -> Arc<dyn Embedder> {
     }
 }
 
-/// `cache` with its batches' vectors kept in `dir` (empty: nowhere).
-fn vectors_kept(cache: QueryCache, dir: &std::path::Path) -> QueryCache {
-    if dir.as_os_str().is_empty() {
-        cache
-    } else {
-        cache.with_vectors_in(dir)
-    }
-}
-
 impl Providers {
     /// The offline defaults: loads the whisper model (once per process).
     pub fn from_config(config: &Config) -> Result<Providers, ProviderError> {
@@ -128,10 +119,10 @@ impl Providers {
             stt: Arc::new(stt),
             llm: Arc::new(OfflineAnswerer::new()),
             tts: with_cache(&config.tts, tts),
-            embedder: Arc::new(vectors_kept(
-                QueryCache::new(embedder_from_config(config)),
-                &config.embeddings.cache_dir,
-            )),
+            embedder: Arc::new(
+                QueryCache::new(embedder_from_config(config))
+                    .with_vectors_in(&config.embeddings.cache_dir),
+            ),
             espeak: with_cache(&config.tts, espeak),
             http: provider_client(config.outbound.allowed())?,
         })

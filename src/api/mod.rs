@@ -214,12 +214,13 @@ impl ApiState {
         self
     }
 
-    /// The runtime's knowledge index (after [`ApiState::with_embedder`]).
+    /// A node's start-up stages, which `/readyz` waits for.
     pub fn with_warm_up(mut self, warm_up: Arc<crate::readiness::WarmUp>) -> ApiState {
         self.warm_up = Some(warm_up);
         self
     }
 
+    /// The runtime's knowledge index (after [`ApiState::with_embedder`]).
     pub fn with_knowledge(mut self, knowledge: Arc<KnowledgeIndex>) -> ApiState {
         self.knowledge = knowledge;
         self
