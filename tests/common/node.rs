@@ -10,10 +10,19 @@ use switchboard::config::Config;
 
 /// A port free on both UDP and TCP.
 pub fn free_port() -> u16 {
-    for _ in 0..50 {
+    // The kernel hands the same ephemeral port out again once its socket is
+    // closed: several calls in a row (a cluster's five ports) could all get
+    // one port. Each port goes out once per test process.
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..200 {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
         let port = udp.local_addr().expect("addr").port();
+        if handed.contains(&port) {
+            continue;
+        }
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
             return port;
         }
     }
