@@ -131,9 +131,21 @@ impl Logged {
     }
 }
 
+/// A `-trace_msg` log's messages: each after a line of dashes, a line
+/// saying sent or received, and a blank line.
 fn logged(log: &str) -> Vec<Logged> {
-    log.replace("\r\n", "\n")
-        .split("-----------------------------------------------")
+    let log = log.replace("\r\n", "\n");
+    let mut blocks = vec![String::new()];
+    for line in log.lines() {
+        if line.starts_with("-----") {
+            blocks.push(String::new());
+        } else if let Some(block) = blocks.last_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    blocks
+        .iter()
         .filter_map(|block| {
             let sent = block.contains("message sent");
             if !sent && !block.contains("message received") {
@@ -161,8 +173,8 @@ async fn the_callers_phone_takes_the_call_over_and_the_node_leaves() {
     pcm.extend(vec![0i16; 2 * 8000]);
     let pcap = s.dir.path().join("question.pcap");
     common::pcap::write_pcmu(&pcap, &pcm);
-    let template = std::fs::read_to_string(sip_support::scenario("uac_warm_replaces.xml"))
-        .expect("scenario");
+    let template =
+        std::fs::read_to_string(sip_support::scenario("uac_warm_replaces.xml")).expect("scenario");
     let scenario = s.dir.path().join("caller.xml");
     std::fs::write(
         &scenario,
@@ -172,6 +184,7 @@ async fn the_callers_phone_takes_the_call_over_and_the_node_leaves() {
 
     let person = Uas::start_calls("uas_person_replaces.xml", "u1", 2, 150, &[]).await;
     person_trunk(&s.db, person.port).await;
+    let person_port = person.port;
     let node_addr = s.node.sip.local_addr();
     let scenario = scenario.to_str().expect("utf-8 path").to_string();
     let caller = tokio::spawn(async move {
@@ -227,7 +240,7 @@ async fn the_callers_phone_takes_the_call_over_and_the_node_leaves() {
         Some(
             format!(
                 "<sip:person@127.0.0.1:{};transport=UDP?Replaces={escaped}>",
-                person.port
+                person_port
             )
             .as_str()
         ),
@@ -235,7 +248,9 @@ async fn the_callers_phone_takes_the_call_over_and_the_node_leaves() {
         refer.text
     );
     assert!(
-        refer.header("Referred-By").is_some_and(|v| v.contains("sip:")),
+        refer
+            .header("Referred-By")
+            .is_some_and(|v| v.contains("sip:")),
         "{}",
         refer.text
     );
@@ -252,9 +267,9 @@ async fn the_callers_phone_takes_the_call_over_and_the_node_leaves() {
     );
     // The person's phone ended the replaced dialog; the node answered 200
     // and sent no BYE of its own there.
-    assert!(at_person.iter().any(|m| m.sent
-        && m.start().starts_with("BYE ")
-        && m.call_id() == dialog));
+    assert!(at_person
+        .iter()
+        .any(|m| m.sent && m.start().starts_with("BYE ") && m.call_id() == dialog));
     assert!(at_person.iter().any(|m| !m.sent
         && m.start().starts_with("SIP/2.0 200")
         && m.call_id() == dialog

@@ -194,7 +194,11 @@ pub fn refer_to(target: &str, replaces: &ReplacesId) -> Option<String> {
 /// Whether the node can ask the caller's phone to take the person's call
 /// over, from what both phones advertised and the node's dialog with the
 /// person; the `Refer-To` value when it can.
-pub fn plan(caller: PeerCaps, person: PeerCaps, person_dialog: &Dialog) -> Result<String, Unsupported> {
+pub fn plan(
+    caller: PeerCaps,
+    person: PeerCaps,
+    person_dialog: &Dialog,
+) -> Result<String, Unsupported> {
     if !caller.refer {
         return Err(Unsupported::CallerNoRefer);
     }
@@ -328,7 +332,10 @@ Contact: <sip:alice@10.0.0.9:5062>\r\n{headers}Content-Length: 0\r\n\r\n"
             ..d.clone()
         };
         assert!(id.names(&theirs));
-        assert!(!id.names(&d), "our own view of the dialog has the tags swapped");
+        assert!(
+            !id.names(&d),
+            "our own view of the dialog has the tags swapped"
+        );
     }
 
     #[test]
@@ -360,7 +367,10 @@ Contact: <sip:alice@10.0.0.9:5062>\r\n{headers}Content-Length: 0\r\n\r\n"
             escape_hvalue("k3j2h1@127.0.0.1;to-tag=theirs;from-tag=ourtag"),
             "k3j2h1%40127.0.0.1%3Bto-tag%3Dtheirs%3Bfrom-tag%3Dourtag"
         );
-        assert_eq!(escape_hvalue("a b&c%d\"<>,é"), "a%20b%26c%25d%22%3C%3E%2C%C3%A9");
+        assert_eq!(
+            escape_hvalue("a b&c%d\"<>,é"),
+            "a%20b%26c%25d%22%3C%3E%2C%C3%A9"
+        );
         assert_eq!(escape_hvalue("[::1]:5060/x?y+$"), "[::1]:5060/x?y+$");
     }
 
@@ -418,15 +428,36 @@ Contact: <sip:alice@10.0.0.9:5062>\r\n{headers}Content-Length: 0\r\n\r\n"
         };
         assert!(plan(yes, person, &d).is_ok());
         assert_eq!(
-            plan(PeerCaps { refer: false, ..yes }, yes, &d),
+            plan(
+                PeerCaps {
+                    refer: false,
+                    ..yes
+                },
+                yes,
+                &d
+            ),
             Err(Unsupported::CallerNoRefer)
         );
         assert_eq!(
-            plan(PeerCaps { replaces: false, ..yes }, yes, &d),
+            plan(
+                PeerCaps {
+                    replaces: false,
+                    ..yes
+                },
+                yes,
+                &d
+            ),
             Err(Unsupported::CallerNoReplaces)
         );
         assert_eq!(
-            plan(yes, PeerCaps { replaces: false, ..yes }, &d),
+            plan(
+                yes,
+                PeerCaps {
+                    replaces: false,
+                    ..yes
+                },
+                &d
+            ),
             Err(Unsupported::PersonNoReplaces)
         );
         let odd = Dialog {

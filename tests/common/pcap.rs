@@ -61,4 +61,3 @@ pub fn write_pcmu(path: &Path, pcm: &[i16]) {
     }
     std::fs::write(path, out).expect("write pcap");
 }
-

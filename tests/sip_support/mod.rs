@@ -426,7 +426,12 @@ impl Uas {
         cmd.arg("-sf")
             .arg(scenario(scenario_name))
             .args(["-i", "127.0.0.1", "-t", transport, "-m", &calls.to_string()])
-            .args(["-timeout", &format!("{limit_secs}s"), "-timeout_error", "-nostdin"])
+            .args([
+                "-timeout",
+                &format!("{limit_secs}s"),
+                "-timeout_error",
+                "-nostdin",
+            ])
             .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
             .args(["-trace_err", "-trace_msg"])
             .arg("-error_file")
