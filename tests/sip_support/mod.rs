@@ -470,7 +470,7 @@ impl Uas {
         Uas { child, port, dir }
     }
 
-    /// Waits (bounded: 60 s) for SIPp to finish its one call.
+    /// Waits (bounded: 60 s) for SIPp to finish its calls.
     pub async fn finish(self) -> SippRun {
         let out = tokio::time::timeout(Duration::from_secs(60), self.child.wait_with_output())
             .await
