@@ -147,6 +147,11 @@ pub struct SipConfig {
     /// (trying, ringing) the final one may take `ring_timeout_secs`.
     #[serde(default = "default_transfer_timeout")]
     pub transfer_timeout_secs: u64,
+    /// A warm transfer, once bridged, asks the caller's phone to take the
+    /// call to the person over (REFER with Replaces, RFC 5589 §7) where
+    /// both phones advertise it, so the node leaves the media path.
+    #[serde(default = "default_true")]
+    pub warm_transfer_replaces: bool,
     /// SIP over TLS: the listening address (with the certificate and key
     /// set), the node's certificate chain and key (PEM), the CA whose
     /// clients alone are accepted (empty: no client certificate asked) and
@@ -177,6 +182,10 @@ pub struct SipConfig {
 
 fn default_transfer_timeout() -> u64 {
     32
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_session_expires() -> u32 {

@@ -90,6 +90,19 @@ async fn unknown_number_is_404_and_logged_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_replacing_no_dialog_of_ours_is_481() {
+    let node = Node::start().await;
+    sipp(node.addr(), "uac_expect_481_replaces.xml", DEMO, &[])
+        .await
+        .assert_ok();
+    // Refused before routing: no call, no row.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(node.rows().await.is_empty());
+    assert!(node.seen().is_empty());
+    node.wait_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_outside_every_trunk_is_403() {
     let node = Node::start().await;
     node.sql("update sip_trunks set inbound_cidrs = '{127.0.0.1/32}'")

@@ -231,7 +231,7 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
         consult: None,
     };
     // A warm transfer's person, reached and briefed: bridged at the end.
-    let mut person: Option<Box<dyn super::leg::CallLeg>> = None;
+    let mut person: Option<warm::Consulted> = None;
 
     // A reply's context: an answer or a fixed line of `turn`.
     let new_reply = |turn: u64, utt_base: &mut u64| {
@@ -374,7 +374,7 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
             (target, result) = work.consulted() => {
                 let (outcome, sip_code) = match result {
                     Ok(consulted) => {
-                        person = Some(consulted.leg);
+                        person = Some(consulted);
                         ("transferred", Some(200))
                     }
                     Err(why) => {
@@ -409,10 +409,19 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
     if ending.leg_must_hang_up() {
         leg.hang_up(hangup_by, reason.clone()).await;
     }
-    if let Some(mut person) = person {
+    if let Some(warm::Consulted {
+        leg: mut person,
+        call_log_id: person_id,
+    }) = person
+    {
         // Warm transfer: the node relays between the two until one leaves,
-        // then ends the other.
+        // then ends the other. Where the phones can take the call over
+        // between themselves (REFER with Replaces), both legs end once
+        // they have; where they cannot or fail to, the relay goes on.
         tracing::info!("warm transfer: caller and person bridged");
+        if rt.config.sip.warm_transfer_replaces && !leg.complete_transfer(person_id).await {
+            tracing::debug!("this leg cannot complete a transfer; bridging");
+        }
         let first = warm::bridge(&mut leg, &mut person).await;
         tracing::info!(?first, "bridge over");
         let why = "the other party hung up".to_string();

@@ -92,6 +92,13 @@ pub trait CallLeg: Send {
     /// Asks the far end to take the caller to `target`; false when this
     /// leg cannot transfer (the answer comes as `TransferResult`).
     async fn transfer(&mut self, target: String) -> bool;
+    /// A warm transfer's completion: this leg is bridged to the person's
+    /// call (`person`, its call_logs id); the far ends take the call over
+    /// between themselves where they can (SIP: REFER with Replaces), and
+    /// the leg ends when they have. False when this leg cannot ask.
+    async fn complete_transfer(&mut self, _person: Uuid) -> bool {
+        false
+    }
     /// Ends the call from our side.
     async fn hang_up(&mut self, by: HangupBy, reason: String);
     /// Stops the media; the figures and the recording.
@@ -227,6 +234,13 @@ impl CallLeg for SipLeg {
     async fn transfer(&mut self, target: String) -> bool {
         self.commands
             .send(CallCommand::Transfer { target })
+            .await
+            .is_ok()
+    }
+
+    async fn complete_transfer(&mut self, person: Uuid) -> bool {
+        self.commands
+            .send(CallCommand::TransferReplacing { person })
             .await
             .is_ok()
     }

@@ -2,9 +2,12 @@
 //! calls the person at `transfer_to` through the call's trunk, tells them
 //! who is calling and why (the caller's own words so far), then bridges
 //! the caller to them — relaying each leg's decoded 16 kHz audio into the
-//! other's playout, so the two legs' codecs may differ. The node stays in
-//! the media path until one side hangs up (REFER with Replaces, which would
-//! take it out, is not done).
+//! other's playout, so the two legs' codecs may differ. With
+//! `sip.warm_transfer_replaces`, the caller's leg is then asked to complete
+//! the transfer (REFER with Replaces, RFC 5589 §7, decided and followed in
+//! the SIP core): where both phones can, they take the call over between
+//! themselves and both legs end; otherwise the node relays until one side
+//! hangs up.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,6 +35,8 @@ const MAX_BRIDGE_QUEUE_MS: u64 = 200;
 /// The person reached and briefed, ready to bridge.
 pub struct Consulted {
     pub leg: Box<dyn CallLeg>,
+    /// The person's call (its call_logs row).
+    pub call_log_id: Uuid,
 }
 
 /// Why a warm transfer did not reach the person, for call_logs
@@ -114,13 +119,14 @@ pub async fn consult(
         }
         _ => return Err(NotReached::failed("the call to the person was lost")),
     };
+    let call_log_id = call.call_log_id;
     let mut leg = Box::new(SipLegSetup::new(call))
         .start(None)
         .map_err(NotReached::failed)?;
     let text = briefing(&profile, info.caller(), &summary);
     tracing::info!(%text, "briefing the person");
     match tokio::time::timeout(BRIEFING_LIMIT, say(&mut leg, &*tts, &profile, &text)).await {
-        Ok(Ok(())) => Ok(Consulted { leg }),
+        Ok(Ok(())) => Ok(Consulted { leg, call_log_id }),
         Ok(Err(why)) => {
             leg.hang_up(crate::records::HangupBy::Agent, why.clone())
                 .await;

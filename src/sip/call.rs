@@ -59,6 +59,14 @@ pub enum CallCommand {
     Hangup { by: HangupBy, reason: String },
     /// Blind transfer (REFER) to an E.164 number or a SIP URI.
     Transfer { target: String },
+    /// A warm transfer's completion (RFC 5589 §7): this call (the caller's)
+    /// is bridged to the node's call with the person (`person`, its
+    /// call_logs id); ask the caller's phone to call the person itself,
+    /// replacing the node's call with them (REFER with Replaces), when
+    /// both phones said they can. Nothing changes when they cannot or the
+    /// REFER fails: the bridge goes on. When it succeeds, both calls end
+    /// (the caller's `transferred`).
+    TransferReplacing { person: Uuid },
 }
 
 /// Which way a call was set up (`call_logs.direction`).

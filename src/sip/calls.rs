@@ -89,6 +89,12 @@ pub struct Call {
     /// A warm transfer's call to the person: its answer (or failure)
     /// goes back to the transferring call instead of to a new agent call.
     pub consult: Option<tokio::sync::oneshot::Sender<super::outbound_leg::ConsultResult>>,
+    /// What the far end advertised (REFER, Replaces): in its INVITE, or in
+    /// its 2xx to ours.
+    pub peer_caps: super::replaces::PeerCaps,
+    /// The person's call of a warm transfer the caller's phone took over
+    /// (Replaces): the person's phone ends it; the node waits, bounded.
+    pub replaced: Option<super::replaces::ReplacedWait>,
 }
 
 /// The identity a trunk asserts for the caller: the first
@@ -244,6 +250,7 @@ impl Core {
         if let Some(m) = &merge_key {
             self.invites.insert(m.clone(), key.to_string());
         }
+        let peer_caps = super::replaces::PeerCaps::of(&invite);
         let call = Call {
             log_id,
             direction: CallDirection::Inbound,
@@ -277,6 +284,8 @@ impl Core {
             srtp_in_use: false,
             variables: Vec::new(),
             consult: None,
+            peer_caps,
+            replaced: None,
         };
         self.calls.insert(tag.clone(), call);
         self.update_live();

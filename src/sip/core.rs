@@ -486,6 +486,23 @@ impl Core {
                     );
                     return;
                 }
+                if let Some(value) = msg.header("Replaces") {
+                    // RFC 3891: the node takes none of its calls over. A
+                    // Replaces naming none of its dialogs is 481, one
+                    // naming a dialog it holds is refused (403).
+                    let ours = super::replaces::ReplacesId::parse(value).is_some_and(|r| {
+                        self.calls
+                            .values()
+                            .any(|c| c.dialog.as_ref().is_some_and(|d| r.names(d)))
+                    });
+                    let (code, reason) = if ours {
+                        (403, "Forbidden")
+                    } else {
+                        (481, "Call/Transaction Does Not Exist")
+                    };
+                    self.reply(&key, &msg, inbound.source, code, reason, vec![], now);
+                    return;
+                }
                 let merged = merge_key(&msg);
                 if let Some(existing) = merged.as_ref().and_then(|m| self.invites.get(m)) {
                     if existing != &key {

@@ -39,7 +39,7 @@ impl Core {
             Method::Bye => {
                 let resp = self.response(&req, 200, "OK", None);
                 self.respond(tx_key, resp, now);
-                self.finish(key, "completed", HangupBy::Caller, "caller hung up", None);
+                self.on_bye(key, now);
             }
             Method::Invite => self.on_reinvite(key, tx_key, &req, now),
             Method::Info => {
@@ -80,6 +80,78 @@ impl Core {
                 resp.add_header("Allow", ALLOW);
                 self.respond(tx_key, resp, now);
             }
+        }
+    }
+
+    /// The far end ended the call. A caller's phone that took a REFER
+    /// with Replaces may leave itself (RFC 5589 §7): the caller is with
+    /// the person now, and the node waits for the person's phone to end
+    /// the replaced call.
+    fn on_bye(&mut self, key: &str, now: Instant) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        let handed = call
+            .transfer
+            .as_ref()
+            .filter(|t| t.progress.under_way())
+            .and_then(|t| t.replacing.as_ref())
+            .map(|r| r.person.clone());
+        if let Some(person) = handed {
+            tracing::info!(call_log_id = %call.log_id, "the caller's phone left during the transfer it took: transferred");
+            self.await_replaced_bye(&person, now);
+            self.finish(
+                key,
+                "transferred",
+                HangupBy::Caller,
+                "the caller's phone took the call to the person (Replaces)",
+                None,
+            );
+            return;
+        }
+        let reason = if call.replaced.is_some() {
+            "the person's phone ended the replaced call"
+        } else {
+            "caller hung up"
+        };
+        self.finish(key, "completed", HangupBy::Caller, reason, None);
+    }
+
+    /// The caller's phone took the person's call over: the person's phone
+    /// ends the node's call with it (RFC 3891 §3); the node waits for
+    /// that, bounded.
+    fn await_replaced_bye(&mut self, person: &str, now: Instant) {
+        let Some(call) = self.calls.get_mut(person) else {
+            // Its phone has ended it already.
+            return;
+        };
+        let wait = super::replaces::ReplacedWait::start(now);
+        call.replaced = Some(wait);
+        self.schedule(Some(wait.deadline()), Wake::Call(person.to_string()));
+    }
+
+    /// Whether a hang-up the runtime asks for must wait: the caller's call
+    /// while its phone decides on taking the person's call over (carried
+    /// out with the outcome), the person's call once taken over (its phone
+    /// ends it; the node after `REPLACED_BYE_WAIT`).
+    fn hangup_waits(&mut self, key: &str, by: HangupBy, reason: &str) -> bool {
+        let Some(call) = self.calls.get_mut(key) else {
+            return false;
+        };
+        if call.replaced.is_some() {
+            tracing::debug!(call_log_id = %call.log_id, "the person's phone ends this call (Replaces)");
+            return true;
+        }
+        let log_id = call.log_id;
+        match call.transfer.as_mut().and_then(|t| t.replacing.as_mut()) {
+            Some(r) => {
+                if r.hangup.is_none() {
+                    r.hangup = Some((by, reason.to_string()));
+                }
+                tracing::info!(call_log_id = %log_id, "hang-up held until the caller's phone reports on the transfer");
+                true
+            }
+            None => false,
         }
     }
 
@@ -313,7 +385,13 @@ impl Core {
             self.schedule(wake, Wake::Call(key.to_string()));
             return;
         };
-        let target = call.transfer.take().map(|t| t.target).unwrap_or_default();
+        let Some(transfer) = call.transfer.take() else {
+            return;
+        };
+        if let Some(replacing) = transfer.replacing {
+            return self.replacing_decided(key, replacing, outcome, now);
+        }
+        let target = transfer.target;
         tracing::info!(call_log_id = %call.log_id, %target, outcome = outcome.as_str(), sip_code = outcome.sip_code(), "transfer decided");
         if let Some(r) = &call.recorder {
             r.transfer(&target, outcome.as_str(), Some(outcome.sip_code()));
@@ -333,6 +411,36 @@ impl Core {
                 &format!("transferred to {target}"),
                 now,
             );
+        }
+    }
+
+    /// A warm transfer's completion decided. Success: the node leaves —
+    /// it ends the caller's call (`transferred`) and waits for the
+    /// person's phone to end the replaced one. Failure: nothing changes
+    /// (the bridge goes on), unless the runtime asked to hang up meanwhile.
+    fn replacing_decided(
+        &mut self,
+        key: &str,
+        replacing: super::replaces::Replacing,
+        outcome: super::refer::TransferOutcome,
+        now: Instant,
+    ) {
+        let log_id = self.calls.get(key).map(|c| c.log_id);
+        if outcome.accepted() {
+            tracing::info!(call_log_id = ?log_id, sip_code = outcome.sip_code(), "warm transfer completed: the caller's phone took the call to the person (Replaces); the node leaves");
+            self.await_replaced_bye(&replacing.person, now);
+            self.end_call(
+                key,
+                "transferred",
+                HangupBy::Agent,
+                "transferred: the caller's phone took the call to the person (Replaces)",
+                now,
+            );
+            return;
+        }
+        tracing::info!(call_log_id = ?log_id, outcome = outcome.as_str(), sip_code = outcome.sip_code(), "the caller's phone did not take the call to the person over; the node keeps bridging");
+        if let Some((by, reason)) = replacing.hangup {
+            self.end_call(key, "completed", by, &reason, now);
         }
     }
 
@@ -373,6 +481,17 @@ impl Core {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
+        if call.replaced.is_some_and(|w| w.expired(now)) {
+            tracing::info!(call_log_id = %call.log_id, "the person's phone did not end the replaced call: the node ends it");
+            self.end_call(
+                key,
+                "completed",
+                HangupBy::System,
+                "the replaced call was not ended by the person's phone",
+                now,
+            );
+            return;
+        }
         if call.answer_at.is_some_and(|at| at <= now) {
             self.answer(key, now);
             return;
@@ -433,13 +552,20 @@ impl Core {
 
     pub fn on_command(&mut self, key: &str, command: CallCommand, now: Instant) {
         match command {
-            CallCommand::Hangup { by, reason } => self.end_call(key, "completed", by, &reason, now),
+            CallCommand::Hangup { by, reason } => {
+                if !self.hangup_waits(key, by, &reason) {
+                    self.end_call(key, "completed", by, &reason, now)
+                }
+            }
             CallCommand::Transfer { target } => self.transfer(key, &target, now),
+            CallCommand::TransferReplacing { person } => self.transfer_replacing(key, person, now),
         }
     }
 
     pub fn on_commands_closed(&mut self, key: &str, now: Instant) {
-        if self.calls.contains_key(key) {
+        if self.calls.contains_key(key)
+            && !self.hangup_waits(key, HangupBy::System, "call handler ended")
+        {
             self.end_call(
                 key,
                 "completed",
@@ -462,7 +588,74 @@ impl Core {
         }
     }
 
+    /// A blind transfer: REFER to the target as configured.
     pub(super) fn transfer(&mut self, key: &str, target: &str, now: Instant) {
+        let Some(remote_target) = self
+            .calls
+            .get(key)
+            .and_then(|c| c.dialog.as_ref())
+            .map(|d| d.remote_target.clone())
+        else {
+            return;
+        };
+        // The target as configured: a `sip:`/`sips:`/`tel:` URI goes as is
+        // (carriers route `tel:` themselves and refuse rewritten forms); a
+        // bare number is a user at the far end's host.
+        let refer_to = if target.contains(':') {
+            target.to_string()
+        } else {
+            let host = super::message::parse_sip_uri(&remote_target)
+                .map(|u| u.host_with_port.to_string())
+                .unwrap_or_default();
+            format!("sip:{target}@{host}")
+        };
+        self.send_refer(key, format!("<{refer_to}>"), target.to_string(), None, now);
+    }
+
+    /// A warm transfer's completion (RFC 5589 §7): when the caller's phone
+    /// (REFER, Replaces) and the person's (Replaces) said they can, a
+    /// REFER asking the caller's phone to call the person itself in place
+    /// of the node's call with them (the person's call, by call_logs id).
+    /// Otherwise nothing: the node keeps bridging.
+    pub(super) fn transfer_replacing(&mut self, key: &str, person: uuid::Uuid, now: Instant) {
+        let found = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.log_id == person && c.phase == Phase::Confirmed)
+            .and_then(|(k, c)| Some((k.clone(), c.peer_caps, c.dialog.clone()?)));
+        let Some(caller) = self.calls.get(key) else {
+            return;
+        };
+        let log_id = caller.log_id;
+        let Some((person_key, person_caps, person_dialog)) = found else {
+            tracing::info!(call_log_id = %log_id, person = %person, "warm transfer: the person's call is not up; the node keeps bridging");
+            return;
+        };
+        match super::replaces::plan(caller.peer_caps, person_caps, &person_dialog) {
+            Ok(refer_to) => {
+                tracing::info!(call_log_id = %log_id, %refer_to, "warm transfer: asking the caller's phone to take the call to the person over (REFER with Replaces)");
+                let replacing = super::replaces::Replacing {
+                    person: person_key,
+                    hangup: None,
+                };
+                self.send_refer(key, refer_to.clone(), refer_to, Some(replacing), now);
+            }
+            Err(why) => {
+                tracing::info!(call_log_id = %log_id, why = why.as_str(), "warm transfer: the node stays in the call, bridging")
+            }
+        }
+    }
+
+    /// Sends a REFER in the call's dialog (`refer_to`: the header's value)
+    /// and follows its progress; one transfer at a time.
+    fn send_refer(
+        &mut self,
+        key: &str,
+        refer_to: String,
+        target: String,
+        replacing: Option<super::replaces::Replacing>,
+        now: Instant,
+    ) {
         let Some(transport) = self.calls.get(key).map(|c| c.source.transport) else {
             return;
         };
@@ -481,26 +674,16 @@ impl Core {
             tracing::info!("a transfer is already under way");
             return;
         }
-        // The target as configured: a `sip:`/`sips:`/`tel:` URI goes as is
-        // (carriers route `tel:` themselves and refuse rewritten forms); a
-        // bare number is a user at the far end's host.
-        let refer_to = if target.contains(':') {
-            target.to_string()
-        } else {
-            let host = super::message::parse_sip_uri(&dialog.remote_target)
-                .map(|u| u.host_with_port.to_string())
-                .unwrap_or_default();
-            format!("sip:{target}@{host}")
-        };
         let mut req = dialog.request(Method::Refer, &via, transport.via_name(), &contact);
-        req.add_header("Refer-To", format!("<{refer_to}>"));
+        req.add_header("Refer-To", refer_to);
         // RFC 3892: who asks; carriers check it against the call's parties.
         req.add_header("Referred-By", format!("<{}>", dialog.local_uri));
         let progress = super::refer::ReferProgress::start(self.env.refer_timers, now);
         let wake = progress.next_deadline();
         call.transfer = Some(super::refer::Transfer {
-            target: target.to_string(),
+            target,
             progress,
+            replacing,
         });
         let to = request_target(call);
         self.send_request(

@@ -19,6 +19,7 @@ pub mod number;
 pub mod outbound_leg;
 pub mod records;
 pub mod refer;
+pub mod replaces;
 pub mod routing;
 pub mod sdes;
 pub mod sdp;

@@ -293,6 +293,8 @@ impl Core {
             srtp_in_use: false,
             variables: req.variables,
             consult,
+            peer_caps: Default::default(),
+            replaced: None,
         };
         let recorder = CallRecorder::start(&self.env.records, self.log_start(&call, &facts));
         self.calls.insert(key.clone(), call);
@@ -486,6 +488,7 @@ impl Core {
         };
         call.dialog = Some(dialog);
         call.phase = Phase::Confirmed;
+        call.peer_caps = super::replaces::PeerCaps::of(response);
         if let Some(reason) = cancelled {
             // The answer crossed our CANCEL: end it at once.
             let (status, by, why) = match reason {

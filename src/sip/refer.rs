@@ -1,4 +1,6 @@
-//! A blind transfer's progress as the transferor sees it (RFC 3515), sans-IO:
+//! A transfer's progress as the transferor sees it (RFC 3515), sans-IO — a
+//! blind transfer's, and a warm transfer's completion with Replaces
+//! (`replaces.rs`):
 //! the answer to our REFER, then the NOTIFY `message/sipfrag` reports of
 //! the implicit subscription (`SIP/2.0 100 Trying`, `180 Ringing`, then a
 //! final status), each awaited against a deadline. It decides only the
@@ -77,12 +79,17 @@ enum Step {
     Done(TransferOutcome),
 }
 
-/// A call's blind transfer under way: where to, and how far it got.
+/// A call's transfer under way: where to, and how far it got.
 #[derive(Debug, Clone)]
 pub struct Transfer {
-    /// The target exactly as configured (the `Refer-To` URI's source).
+    /// The target exactly as configured (the `Refer-To` URI's source); for
+    /// a warm transfer's completion, the `Refer-To` sent.
     pub target: String,
     pub progress: ReferProgress,
+    /// A warm transfer's completion (RFC 5589 §7): the caller's phone is
+    /// asked to replace the node's call with the person; `None` for a
+    /// blind transfer.
+    pub replacing: Option<super::replaces::Replacing>,
 }
 
 /// One REFER's progress.
@@ -112,6 +119,12 @@ impl ReferProgress {
             Step::Done(o) => Some(o),
             _ => None,
         }
+    }
+
+    /// The far end took the REFER (a 2xx or a report came) and no outcome
+    /// is decided yet.
+    pub fn under_way(&self) -> bool {
+        matches!(self.step, Step::Reporting)
     }
 
     /// The last provisional status the far end reported.
@@ -233,7 +246,9 @@ mod tests {
     fn accepted_then_trying_ringing_ok_is_a_transfer() {
         let t0 = Instant::now();
         let mut p = ReferProgress::start(TIMERS, t0);
+        assert!(!p.under_way(), "sent, not yet taken");
         p.on_refer_response(202, at(t0, 40));
+        assert!(p.under_way());
         p.on_notify(
             b"SIP/2.0 100 Trying\r\n",
             Some("active;expires=60"),
@@ -256,6 +271,7 @@ mod tests {
             Some(TransferOutcome::Transferred { sip_code: 200 })
         );
         assert_eq!(p.next_deadline(), None);
+        assert!(!p.under_way(), "decided");
         assert_eq!(p.outcome().unwrap().as_str(), "transferred");
     }
 

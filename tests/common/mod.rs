@@ -155,6 +155,7 @@ pub fn short_timeout() -> Duration {
 pub mod caller_voice;
 pub mod mock_openai;
 pub mod node;
+pub mod pcap;
 pub mod pgcluster;
 pub mod sip_caller;
 pub mod whip;

@@ -408,14 +408,30 @@ impl Uas {
     /// Starts `sipp -sf <scenario>` as a server (`transport` u1 or t1) and
     /// waits (bounded) until it holds its port.
     pub async fn start(scenario_name: &str, transport: &str, extra: &[&str]) -> Uas {
+        Self::start_calls(scenario_name, transport, 1, 45, extra).await
+    }
+
+    /// The same for `calls` calls, all done within `limit_secs`.
+    pub async fn start_calls(
+        scenario_name: &str,
+        transport: &str,
+        calls: u32,
+        limit_secs: u32,
+        extra: &[&str],
+    ) -> Uas {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let media_port = free_media_port();
         let mut cmd = tokio::process::Command::new("sipp");
         cmd.arg("-sf")
             .arg(scenario(scenario_name))
-            .args(["-i", "127.0.0.1", "-t", transport, "-m", "1"])
-            .args(["-timeout", "45s", "-timeout_error", "-nostdin"])
+            .args(["-i", "127.0.0.1", "-t", transport, "-m", &calls.to_string()])
+            .args([
+                "-timeout",
+                &format!("{limit_secs}s"),
+                "-timeout_error",
+                "-nostdin",
+            ])
             .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
             .args(["-trace_err", "-trace_msg"])
             .arg("-error_file")
@@ -454,7 +470,7 @@ impl Uas {
         Uas { child, port, dir }
     }
 
-    /// Waits (bounded: 60 s) for SIPp to finish its one call.
+    /// Waits (bounded: 60 s) for SIPp to finish its calls.
     pub async fn finish(self) -> SippRun {
         let out = tokio::time::timeout(Duration::from_secs(60), self.child.wait_with_output())
             .await
