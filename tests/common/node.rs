@@ -8,20 +8,23 @@ use std::time::Duration;
 
 use switchboard::config::Config;
 
-/// A port free on both UDP and TCP.
+/// A port free on both UDP and TCP, in 20000–25999: below the kernel's
+/// ephemeral range (32768–60999), so no connection of a test running
+/// beside this one (a database pool, a browser) is given it between this
+/// check and the node's bind; the test RTP ranges (36000–56999) and
+/// SIPp's ports (`sip_support`, 26000–31999) are elsewhere too. Each port
+/// goes out once per test process.
 pub fn free_port() -> u16 {
-    // The kernel hands the same ephemeral port out again once its socket is
-    // closed: several calls in a row (a cluster's five ports) could all get
-    // one port. Each port goes out once per test process.
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-    for _ in 0..200 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-        let port = udp.local_addr().expect("addr").port();
+    for _ in 0..500 {
+        let port = 20_000 + rand::random::<u16>() % 6_000;
         if handed.contains(&port) {
             continue;
         }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
             handed.push(port);
             return port;
         }

@@ -23,10 +23,7 @@ fn as_postgres(args: &[&str]) -> std::process::Output {
 impl TempCluster {
     /// initdb + start on a free port.
     pub fn start() -> TempCluster {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("addr").port()
-        };
+        let port = super::node::free_port();
         let dir = std::env::temp_dir().join(format!("sbpg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let status = Command::new("chown")

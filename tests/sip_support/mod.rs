@@ -259,17 +259,18 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A port (a multiple of four) with `span` consecutive UDP ports free (and TCP on the
-/// first) right now, above the RTP ranges the tests' nodes draw from
-/// (36000–47400), so a node started by a test running beside this one does
-/// not take it before SIPp binds it.
+/// A port (a multiple of four) with `span` consecutive UDP ports free (and
+/// TCP on the first) right now, in 26000–31999: below the kernel's
+/// ephemeral range (no other test's connection is given it before SIPp
+/// binds it) and away from the test nodes' RTP ranges (36000–56999) and
+/// `common::node::free_port` (20000–25999).
 /// Blocks of four handed out in this process: SIPp runs started at once
 /// never get overlapping ports (SIPp binds them only once it runs).
 fn free_ports(span: u16) -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..200 {
-        let p = 50_000 + (rand::random::<u16>() % 2500) * 4;
+        let p = 26_000 + (rand::random::<u16>() % 1500) * 4;
         if handed.contains(&p) {
             continue;
         }
