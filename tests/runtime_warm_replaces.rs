@@ -22,58 +22,13 @@ mod sip_support;
 
 use std::time::Duration;
 
-use common::node::{poll, speech_8k, start_node};
+use common::node::{poll, speech_8k};
+use common::warm::{person_trunk, setup};
 use common::sip_caller::SipCaller;
 use sip_support::{free_media_port, free_port, sipp_with, Uas};
 use switchboard::db::testing::TestDb;
 
-const PERSON: &str = "+15555550199";
 const DEMO: &str = "+15555550100";
-
-struct Setup {
-    db: TestDb,
-    node: switchboard::serve::Services,
-    dir: tempfile::TempDir,
-}
-
-async fn setup(rtp_base: u16) -> Setup {
-    common::node::init_logs();
-    let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool)
-        .await
-        .expect("seed");
-    sqlx::query(
-        "update agents set transfer_to = $1, transfer_mode = 'warm' where name = 'Reception'",
-    )
-    .bind(PERSON)
-    .execute(&db.pool)
-    .await
-    .expect("agent");
-    let node = start_node(
-        &db.url,
-        &db.pool,
-        rtp_base,
-        &[("SWITCHBOARD_OUTBOUND__ALLOW", "[\"127.0.0.0/8\"]")],
-    )
-    .await;
-    Setup {
-        db,
-        node,
-        dir: tempfile::tempdir().expect("tmp"),
-    }
-}
-
-/// The workspace's outbound trunk: the person's phone at `port`.
-async fn person_trunk(db: &TestDb, port: u16) {
-    sqlx::query(
-        "insert into sip_trunks (workspace_id, name, direction, outbound_host, outbound_port, outbound_transport)
-         select workspace_id, 'carrier out', 'outbound', '127.0.0.1', $1, 'udp' from agents where name = 'Reception'",
-    )
-    .bind(i32::from(port))
-    .execute(&db.pool)
-    .await
-    .expect("trunk");
-}
 
 /// A call_logs row once ended: direction, status, hangup_by, transfer
 /// mode, outcome and SIP code.

@@ -13,14 +13,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::node::{poll, speech_8k, start_node};
+use common::node::{poll, speech_8k};
+use common::warm::{person_trunk, setup};
 use common::sip_caller::SipCaller;
 use sip_support::Uas;
 use switchboard::db::testing::TestDb;
 use switchboard::media::g711::{ulaw_decode, ulaw_encode};
 use tokio::net::UdpSocket;
-
-const PERSON: &str = "+15555550199";
 
 /// What the person's RTP socket got: (arrival, RMS) per packet.
 type Heard = Arc<Mutex<Vec<(Instant, f64)>>>;
@@ -83,51 +82,6 @@ async fn person_media(socket: Arc<UdpSocket>, heard: Heard) {
             }
         }
     }
-}
-
-struct Setup {
-    db: TestDb,
-    node: switchboard::serve::Services,
-    dir: tempfile::TempDir,
-}
-
-async fn setup(rtp_base: u16) -> Setup {
-    common::node::init_logs();
-    let db = TestDb::new().await;
-    switchboard::db::seed::seed_demo(&db.pool)
-        .await
-        .expect("seed");
-    sqlx::query(
-        "update agents set transfer_to = $1, transfer_mode = 'warm' where name = 'Reception'",
-    )
-    .bind(PERSON)
-    .execute(&db.pool)
-    .await
-    .expect("agent");
-    let node = start_node(
-        &db.url,
-        &db.pool,
-        rtp_base,
-        &[("SWITCHBOARD_OUTBOUND__ALLOW", "[\"127.0.0.0/8\"]")],
-    )
-    .await;
-    Setup {
-        db,
-        node,
-        dir: tempfile::tempdir().expect("tmp"),
-    }
-}
-
-/// The workspace's outbound trunk: the person's phone at `port`.
-async fn person_trunk(db: &TestDb, port: u16) {
-    sqlx::query(
-        "insert into sip_trunks (workspace_id, name, direction, outbound_host, outbound_port, outbound_transport)
-         select workspace_id, 'carrier out', 'outbound', '127.0.0.1', $1, 'udp' from agents where name = 'Reception'",
-    )
-    .bind(i32::from(port))
-    .execute(&db.pool)
-    .await
-    .expect("trunk");
 }
 
 async fn transfer_row(db: &TestDb) -> (Option<String>, Option<String>, Option<i32>) {
@@ -242,10 +196,12 @@ async fn a_busy_person_is_said_and_the_call_goes_on() {
         .collect();
     let heard = common::caller_voice::hear_16k(&pcm).await.to_lowercase();
     println!("caller heard: {heard:?}");
-    assert!(
-        heard.contains("sorry") && heard.contains("could not transfer"),
-        "{heard:?}"
-    );
+    // Judged by meaning: the recognizer hears the voice's "could not" as
+    // "cannot" now and then; the exact line is checked in messages below.
+    let failed = ["could not transfer", "couldn't transfer", "cannot transfer", "can't transfer"]
+        .iter()
+        .any(|p| heard.contains(p));
+    assert!(heard.contains("sorry") && failed, "{heard:?}");
     assert!(caller.request("BYE").is_none(), "the caller was hung up on");
     caller.hangup().await;
     let session = common::node::ended_session(&s.db.pool).await;

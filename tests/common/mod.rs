@@ -158,4 +158,5 @@ pub mod node;
 pub mod pcap;
 pub mod pgcluster;
 pub mod sip_caller;
+pub mod warm;
 pub mod whip;
