@@ -288,6 +288,14 @@ impl Message {
             .collect()
     }
 
+    /// Whether a list header (`Allow`, `Supported`, `Require`…, every
+    /// line of it) names `token`, case-insensitively.
+    pub fn lists(&self, name: &str, token: &str) -> bool {
+        self.header_values(name)
+            .iter()
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    }
+
     pub fn call_id(&self) -> Option<&str> {
         self.header("Call-ID").filter(|v| !v.is_empty())
     }

@@ -36,16 +36,10 @@ pub struct PeerCaps {
 impl PeerCaps {
     pub fn of(msg: &Message) -> PeerCaps {
         PeerCaps {
-            refer: lists(msg, "Allow", "REFER"),
-            replaces: lists(msg, "Supported", "replaces") || lists(msg, "Require", "replaces"),
+            refer: msg.lists("Allow", "REFER"),
+            replaces: msg.lists("Supported", "replaces") || msg.lists("Require", "replaces"),
         }
     }
-}
-
-fn lists(msg: &Message, header: &str, token: &str) -> bool {
-    msg.header_values(header)
-        .iter()
-        .any(|v| v.trim().eq_ignore_ascii_case(token))
 }
 
 /// Why a warm transfer stays bridged through the node.

@@ -83,20 +83,12 @@ impl TimerHeaders {
                 }
             })
         });
-        let lists = |names: &[&str], token: &str| {
-            names.iter().any(|n| {
-                msg.header_values(n)
-                    .iter()
-                    .flat_map(|v| v.split(','))
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
-        };
         TimerHeaders {
             session_expires: se.and_then(delta_seconds),
             refresher,
             min_se: msg.header("Min-SE").and_then(delta_seconds),
-            supported: lists(&["Supported", "k", "Require"], "timer"),
-            allows_update: lists(&["Allow"], "UPDATE"),
+            supported: msg.lists("Supported", "timer") || msg.lists("Require", "timer"),
+            allows_update: msg.lists("Allow", "UPDATE"),
         }
     }
 }
