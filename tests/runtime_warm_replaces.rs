@@ -23,8 +23,8 @@ mod sip_support;
 use std::time::Duration;
 
 use common::node::{poll, speech_8k};
-use common::warm::{person_trunk, setup};
 use common::sip_caller::SipCaller;
+use common::warm::{person_trunk, setup};
 use sip_support::{free_media_port, free_port, sipp_with, Uas};
 use switchboard::db::testing::TestDb;
 

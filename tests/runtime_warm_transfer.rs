@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::node::{poll, speech_8k};
-use common::warm::{person_trunk, setup};
 use common::sip_caller::SipCaller;
+use common::warm::{person_trunk, setup};
 use sip_support::Uas;
 use switchboard::db::testing::TestDb;
 use switchboard::media::g711::{ulaw_decode, ulaw_encode};
@@ -198,9 +198,14 @@ async fn a_busy_person_is_said_and_the_call_goes_on() {
     println!("caller heard: {heard:?}");
     // Judged by meaning: the recognizer hears the voice's "could not" as
     // "cannot" now and then; the exact line is checked in messages below.
-    let failed = ["could not transfer", "couldn't transfer", "cannot transfer", "can't transfer"]
-        .iter()
-        .any(|p| heard.contains(p));
+    let failed = [
+        "could not transfer",
+        "couldn't transfer",
+        "cannot transfer",
+        "can't transfer",
+    ]
+    .iter()
+    .any(|p| heard.contains(p));
     assert!(heard.contains("sorry") && failed, "{heard:?}");
     assert!(caller.request("BYE").is_none(), "the caller was hung up on");
     caller.hangup().await;
