@@ -27,12 +27,31 @@ pub fn init(library: &Path) -> Result<&'static Environment, ProviderError> {
     .map_err(|e| ProviderError::Engine(e.clone()))
 }
 
+/// How a session holds its model's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// Repacked into the layout the matrix kernels prefer: fastest, but a
+    /// private copy in the process's memory.
+    Packed,
+    /// Used where they lie: a model whose weights are an external data
+    /// file (`model.onnx.data`) keeps them in ONNX Runtime's mapping of
+    /// that file (page cache, shared by every process that maps it), at
+    /// the cost of slower matrix products (about 1.5× for MPNet).
+    Mapped,
+}
+
 /// A session on `model` with `threads` intra-op threads, in the environment
 /// [`init`] created.
-pub fn session(model: &Path, threads: usize) -> Result<ort::session::Session, ProviderError> {
+pub fn session(
+    model: &Path,
+    threads: usize,
+    weights: Weights,
+) -> Result<ort::session::Session, ProviderError> {
     ort::session::Session::builder(environment()?)
         .and_then(|b| {
             b.with_intra_threads(threads.max(1))
+                .map_err(Into::into)
+                .and_then(|b| b.with_prepacking(weights == Weights::Packed))
                 .map_err(Into::into)
                 .and_then(|mut b| b.commit_from_file(model))
         })

@@ -110,7 +110,13 @@ impl SentenceEmbedder {
         let onnx = dir.join("model.onnx");
         let network = if onnx.is_file() {
             super::onnx_env::init(onnxruntime)?;
-            Network::Onnx(Mutex::new(super::onnx_env::session(&onnx, ONNX_THREADS)?))
+            // Mapped: the weights (`model.onnx.data`, 435 MB for MPNet)
+            // stay page cache instead of becoming the process's own memory.
+            Network::Onnx(Mutex::new(super::onnx_env::session(
+                &onnx,
+                ONNX_THREADS,
+                super::onnx_env::Weights::Mapped,
+            )?))
         } else if arch.model_type == "bert" || arch.model_type.is_empty() {
             let c: BertConfig =
                 serde_json::from_str(&config_text).map_err(|e| cfg_err("config.json", &e))?;

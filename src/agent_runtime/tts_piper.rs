@@ -82,7 +82,7 @@ impl PiperVoice {
                 "{name}: multi-speaker voices are not supported"
             )));
         }
-        let session = super::onnx_env::session(&model, threads)?;
+        let session = super::onnx_env::session(&model, threads, super::onnx_env::Weights::Packed)?;
         Ok(PiperVoice {
             name: name.to_string(),
             config,
@@ -154,7 +154,7 @@ impl PiperVoice {
             .lock()
             .map_err(|_| ProviderError::Engine("piper session lock poisoned".into()))?;
         if slot.is_none() {
-            *slot = Some(super::onnx_env::session(&self.model, 1)?);
+            *slot = Some(super::onnx_env::session(&self.model, 1, super::onnx_env::Weights::Packed)?);
         }
         match slot.as_mut() {
             Some(session) => infer(session, ids, scales),
