@@ -7,6 +7,15 @@
 //!
 //! Run: `bench/conversation/run.sh` (builds release, starts PostgreSQL).
 //! `CONVERSATION_MAX_QUESTIONS=N` asks only the first N of each base.
+//!
+//! Conversations per node: `bench/conversation/run.sh -- --concurrency 1,10,20`
+//! (`--rounds R`, default 4) runs, for each level N, R rounds of N callers
+//! dialling at the same moment, each asking one question (the benchmark's
+//! questions in turn), and prints per level the calls refused (503 with
+//! Retry-After when the node's admission control is full), the questions
+//! left without an answer, the accuracy and the latency at the caller.
+//! The callers' own recognizer runs after each round, not beside the
+//! calls. Writes `bench/results/conversation_concurrency.json`.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -16,7 +25,7 @@ mod score;
 use std::time::{Duration, Instant};
 
 use common::caller_voice;
-use common::sip_caller::{SipCaller, ONSET_RMS};
+use common::sip_caller::{Refused, SipCaller, ONSET_RMS};
 use score::Turn;
 
 fn main() {
@@ -75,6 +84,34 @@ async fn run() {
         w.heard_by_agent, w.records.latency_turn
     );
 
+    let levels = levels();
+    if !levels.is_empty() {
+        let rounds = arg_value("--rounds").unwrap_or(4);
+        let questions: Vec<(&node::KnowledgeBase, &node::Question)> = kbs
+            .iter()
+            .flat_map(|kb| kb.questions.iter().take(limit).map(move |q| (kb, q)))
+            .collect();
+        let mut out = Vec::new();
+        for n in levels {
+            let level = concurrent(&node, &db, dir.path(), &questions, n, rounds).await;
+            eprintln!("{}", score::level_line(&level));
+            out.push(level);
+        }
+        db.close().await;
+        let database = node.database_url.clone();
+        drop(node);
+        node::drop_database(&database).await;
+        let report = score::concurrency_report(out);
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(
+            results.join("conversation_concurrency.json"),
+            format!("{text}\n"),
+        )
+        .expect("write json");
+        println!("{text}\n(bench/results/conversation_concurrency.json)");
+        return;
+    }
+
     let mut turns: Vec<Turn> = Vec::new();
     for kb in &kbs {
         for (i, q) in kb.questions.iter().take(limit).enumerate() {
@@ -102,8 +139,54 @@ async fn run() {
     println!("(bench/results/conversation.json)");
 }
 
-/// One call, one question: dial, wait out the greeting, say the question,
-/// listen to the answer, hang up; then read what the node recorded.
+/// The value after `flag` on the command line.
+fn arg_value<T: std::str::FromStr>(flag: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1)?.parse().ok()
+}
+
+/// `--concurrency 1,10,20`: the levels to run (none: the sequential run).
+fn levels() -> Vec<usize> {
+    arg_value::<String>("--concurrency")
+        .map(|v| {
+            v.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .filter(|n| *n > 0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `rounds` rounds of `n` callers at once, each asking the next question.
+async fn concurrent(
+    node: &node::NodeProcess,
+    db: &sqlx::PgPool,
+    dir: &std::path::Path,
+    questions: &[(&node::KnowledgeBase, &node::Question)],
+    n: usize,
+    rounds: usize,
+) -> score::Level {
+    let mut level = score::Level::new(n, rounds);
+    for round in 0..rounds {
+        let calls = (0..n).map(|i| {
+            let (kb, q) = questions[(round * n + i) % questions.len()];
+            let name = format!("c{n}-r{round}-{i}");
+            async move { (kb, q, call(node, dir, &name, kb, q).await) }
+        });
+        // All dial together; the recognizer on the callers' side runs
+        // after the round, so it does not compete with the calls.
+        for (kb, q, outcome) in futures::future::join_all(calls).await {
+            match outcome {
+                Ok(c) => level.turns.push(finish(db, kb, q, c).await),
+                Err(r) => level.refused.push(r),
+            }
+        }
+    }
+    level
+}
+
+/// One call, one question, judged at once.
 async fn ask(
     node: &node::NodeProcess,
     db: &sqlx::PgPool,
@@ -112,9 +195,58 @@ async fn ask(
     kb: &node::KnowledgeBase,
     q: &node::Question,
 ) -> Turn {
+    match call(node, dir, name, kb, q).await {
+        Ok(c) => finish(db, kb, q, c).await,
+        Err(r) => panic!("{name}: call refused with {}:\n{}", r.code, r.message),
+    }
+}
+
+/// What one call left to judge: the answer as the caller recorded it.
+struct Called {
+    call_id: String,
+    heard_wav: Option<std::path::PathBuf>,
+    caller_v2v_ms: Option<f64>,
+}
+
+/// The recognizer on the caller's side, the node's records, the verdict.
+async fn finish(
+    db: &sqlx::PgPool,
+    kb: &node::KnowledgeBase,
+    q: &node::Question,
+    c: Called,
+) -> Turn {
+    let heard_by_caller = match &c.heard_wav {
+        Some(path) => {
+            let pcm = common::wav_16k(path);
+            match caller_voice::try_hear_16k(&pcm).await {
+                Ok(text) => text,
+                Err(e) => {
+                    eprintln!(
+                        "{}: the caller's recognizer failed ({e}); once more",
+                        c.call_id
+                    );
+                    caller_voice::try_hear_16k(&pcm).await.unwrap_or_default()
+                }
+            }
+        }
+        None => String::new(),
+    };
+    let records = score::records(db, &c.call_id).await;
+    score::judge(kb, q, records, heard_by_caller, c.caller_v2v_ms)
+}
+
+/// One call, one question: dial, wait out the greeting, say the question,
+/// listen to the answer, keep it, hang up.
+async fn call(
+    node: &node::NodeProcess,
+    dir: &std::path::Path,
+    name: &str,
+    kb: &node::KnowledgeBase,
+    q: &node::Question,
+) -> Result<Called, Refused> {
     let wav = caller_voice::speech_wav(dir, name, &q.said, 0, 0);
     let (pcm, _) = common::read_wav(&wav);
-    let caller = SipCaller::dial(node.sip, &kb.number).await;
+    let caller = SipCaller::try_dial(node.sip, &kb.number).await?;
     // The greeting has ended at a pause longer than its comma pauses.
     let greeting = caller
         .wait_agent_speech(
@@ -158,27 +290,20 @@ async fn ask(
         (Some(end), Some(first)) => Some(first.duration_since(end).as_secs_f64() * 1000.0),
         _ => None,
     };
-    let heard_by_caller = match answer {
-        Some((from, to)) => {
-            let path = dir.join(format!("{name}-heard.wav"));
-            caller.write_received(
-                &path,
-                from - Duration::from_millis(200),
-                to + Duration::from_millis(300),
-            );
-            let pcm = common::wav_16k(&path);
-            match caller_voice::try_hear_16k(&pcm).await {
-                Ok(text) => text,
-                Err(e) => {
-                    eprintln!("{name}: the caller's recognizer failed ({e}); once more");
-                    caller_voice::try_hear_16k(&pcm).await.unwrap_or_default()
-                }
-            }
-        }
-        None => String::new(),
-    };
+    let heard_wav = answer.map(|(from, to)| {
+        let path = dir.join(format!("{name}-heard.wav"));
+        caller.write_received(
+            &path,
+            from - Duration::from_millis(200),
+            to + Duration::from_millis(300),
+        );
+        path
+    });
     let call_id = caller.call_id().to_string();
     drop(caller);
-    let records = score::records(db, &call_id).await;
-    score::judge(kb, q, records, heard_by_caller, caller_v2v_ms)
+    Ok(Called {
+        call_id,
+        heard_wav,
+        caller_v2v_ms,
+    })
 }

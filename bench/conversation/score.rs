@@ -314,3 +314,82 @@ pub fn table(r: &Value) -> String {
     ));
     out
 }
+
+/// One level of the concurrency run: `concurrency` callers at once,
+/// `rounds` times.
+pub struct Level {
+    pub concurrency: usize,
+    pub rounds: usize,
+    pub turns: Vec<Turn>,
+    pub refused: Vec<super::common::sip_caller::Refused>,
+}
+
+impl Level {
+    pub fn new(concurrency: usize, rounds: usize) -> Level {
+        Level {
+            concurrency,
+            rounds,
+            turns: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let turns: Vec<&Turn> = self.turns.iter().collect();
+        let mut s = summary(&turns);
+        let mut codes: Vec<u16> = self.refused.iter().map(|r| r.code).collect();
+        codes.sort_unstable();
+        s["concurrency"] = json!(self.concurrency);
+        s["rounds"] = json!(self.rounds);
+        s["calls"] = json!(self.turns.len() + self.refused.len());
+        s["refused"] = json!({
+            "count": self.refused.len(),
+            "codes": codes,
+            "with_retry_after": self.refused.iter().filter(|r| r.retry_after.is_some()).count(),
+        });
+        s["unanswered"] = json!(self
+            .turns
+            .iter()
+            .filter(|t| t.outcome == Outcome::NoAnswer)
+            .count());
+        s
+    }
+}
+
+/// One printed line per level.
+pub fn level_line(l: &Level) -> String {
+    let s = l.to_json();
+    let ms = |v: &Value, p: &str| v[p].as_f64().map_or("-".into(), |x| format!("{x:.0}"));
+    let c = &s["at_the_caller_ms"]["voice_to_voice"];
+    let i = &s["inside_ms"]["voice_to_voice"];
+    format!(
+        "{:>3} callers × {} rounds: {} calls, {} refused, {} unanswered, {}/{} right; \
+         at the caller p50 {} / p95 {} ms (inside {} / {} ms)",
+        l.concurrency,
+        l.rounds,
+        s["calls"],
+        s["refused"]["count"],
+        s["unanswered"],
+        s["right"],
+        s["questions"],
+        ms(c, "p50"),
+        ms(c, "p95"),
+        ms(i, "p50"),
+        ms(i, "p95"),
+    )
+}
+
+pub fn concurrency_report(levels: Vec<Level>) -> Value {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({
+        "benchmark": "conversation --concurrency",
+        "path": "switchboard serve (release) in its own process; N SIP callers of this program at \
+                 once (PCMU, Piper en_US-joe-medium voice), each asking one question per round; \
+                 whisper base ears after each round",
+        "measured_at": chrono::Utc::now().to_rfc3339(),
+        "load_average_at_end": load.split_whitespace().take(3).collect::<Vec<_>>(),
+        "goal": "≥ 30 conversing calls with p95 ≤ 1 s at the caller and no question unanswered; \
+                 beyond capacity 503 with Retry-After",
+        "levels": levels.iter().map(Level::to_json).collect::<Vec<_>>(),
+    })
+}

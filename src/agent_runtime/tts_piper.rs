@@ -154,7 +154,11 @@ impl PiperVoice {
             .lock()
             .map_err(|_| ProviderError::Engine("piper session lock poisoned".into()))?;
         if slot.is_none() {
-            *slot = Some(super::onnx_env::session(&self.model, 1, super::onnx_env::Weights::Packed)?);
+            *slot = Some(super::onnx_env::session(
+                &self.model,
+                1,
+                super::onnx_env::Weights::Packed,
+            )?);
         }
         match slot.as_mut() {
             Some(session) => infer(session, ids, scales),

@@ -143,10 +143,27 @@ fn response_to(req: &str, code: u16, reason: &str, local: SocketAddr) -> String 
     out
 }
 
+/// A final answer other than 2xx to a caller's INVITE.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub code: u16,
+    pub retry_after: Option<String>,
+    pub message: String,
+}
+
 impl SipCaller {
     /// Dials `number` at `server` offering PCMU, waits for 200 OK (at most
     /// 10 s), ACKs, and starts sending RTP (silence until `say`).
     pub async fn dial(server: SocketAddr, number: &str) -> SipCaller {
+        match SipCaller::try_dial(server, number).await {
+            Ok(caller) => caller,
+            Err(r) => panic!("call refused with {}:\n{}", r.code, r.message),
+        }
+    }
+
+    /// [`SipCaller::dial`], with a refusal (a final answer ≥ 300, which is
+    /// ACKed as RFC 3261 §17.1.1.3 asks) returned instead of a panic.
+    pub async fn try_dial(server: SocketAddr, number: &str) -> Result<SipCaller, Refused> {
         let sip = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("sip socket"));
         let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("rtp socket"));
         let local = sip.local_addr().expect("addr");
@@ -185,7 +202,22 @@ impl SipCaller {
             match status_code(&msg) {
                 Some(c) if c < 200 => continue,
                 Some(c) if c < 300 => break msg,
-                Some(c) => panic!("call refused with {c}:\n{msg}"),
+                Some(code) => {
+                    // The ACK of a refusal: same branch as the INVITE.
+                    let via = header(&msg, &["Via", "v"]).unwrap_or_default();
+                    let to = header(&msg, &["To", "t"]).unwrap_or_default();
+                    let ack = format!(
+                        "ACK {uri} SIP/2.0\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}\r\n\
+                         Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\n\
+                         Content-Length: 0\r\n\r\n"
+                    );
+                    let _ = sip.send_to(ack.as_bytes(), server).await;
+                    return Err(Refused {
+                        code,
+                        retry_after: header(&msg, &["Retry-After"]).map(str::to_string),
+                        message: msg,
+                    });
+                }
                 None => continue,
             }
         };
@@ -243,7 +275,7 @@ impl SipCaller {
             resp_tx,
             stop.clone(),
         ));
-        SipCaller {
+        Ok(SipCaller {
             sip,
             server,
             call_id,
@@ -256,7 +288,7 @@ impl SipCaller {
             responses: tokio::sync::Mutex::new(resp_rx),
             stop,
             refer_answer,
-        }
+        })
     }
 
     /// Answer the next REFER with `code` and, when it is 2xx, report
