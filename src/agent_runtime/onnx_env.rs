@@ -47,15 +47,16 @@ pub fn session(
     threads: usize,
     weights: Weights,
 ) -> Result<ort::session::Session, ProviderError> {
-    ort::session::Session::builder(environment()?)
-        .and_then(|b| {
-            b.with_intra_threads(threads.max(1))
-                .map_err(Into::into)
-                .and_then(|b| b.with_prepacking(weights == Weights::Packed))
-                .map_err(Into::into)
-                .and_then(|mut b| b.commit_from_file(model))
-        })
-        .map_err(|e: ort::Error| ProviderError::Engine(format!("{}: {e}", model.display())))
+    let engine =
+        |e: &dyn std::fmt::Display| ProviderError::Engine(format!("{}: {e}", model.display()));
+    let builder = ort::session::Session::builder(environment()?).map_err(|e| engine(&e))?;
+    let builder = builder
+        .with_intra_threads(threads.max(1))
+        .map_err(|e| engine(&e))?;
+    let mut builder = builder
+        .with_prepacking(weights == Weights::Packed)
+        .map_err(|e| engine(&e))?;
+    builder.commit_from_file(model).map_err(|e| engine(&e))
 }
 
 /// The environment [`init`] created.
