@@ -16,6 +16,8 @@
 //!   `transferred`.
 //! - A caller that advertises neither (the test's SIP caller) gets no
 //!   REFER: the node keeps bridging as before, until the caller hangs up.
+//! - A caller that advertises both but refuses the REFER (603) keeps the
+//!   bridge: nothing is hung up, until the caller hangs up.
 
 mod common;
 mod sip_support;
@@ -301,6 +303,80 @@ async fn without_replaces_from_the_caller_the_node_keeps_bridging() {
     );
     assert!(caller.request("BYE").is_none(), "the caller was hung up on");
     assert_eq!(s.node.sip.live_calls(), 2, "both legs stay up, bridged");
+
+    // The caller hangs up: the node ends the person's call (SIPp gets BYE).
+    caller.hangup().await;
+    person.finish().await.assert_ok();
+    let rows = ended_rows(&s.db).await;
+    println!("call_logs: {rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str(), rows[0].4.as_deref()),
+        ("inbound", "completed", Some("transferred"))
+    );
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1.as_str(), rows[1].2.as_deref()),
+        ("outbound", "completed", Some("agent"))
+    );
+    s.node.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refer_leaves_the_bridge_up() {
+    let s = setup(56400).await;
+    let question = speech_8k(s.dir.path(), "q", "Can I speak to a person, please?");
+    // This caller advertises REFER and replaces, then declines the REFER.
+    let caller = SipCaller::try_dial_with(
+        s.node.sip.local_addr(),
+        DEMO,
+        &[
+            ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY"),
+            ("Supported", "replaces"),
+        ],
+    )
+    .await
+    .expect("the call is answered");
+    caller.answer_refer_with(603, 0);
+    caller
+        .wait_agent_speech(
+            caller.answered_at,
+            Duration::from_millis(900),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the greeting played within 20 s");
+    let person = Uas::start_calls("uas_person_replaces.xml", "u1", 1, 150, &[]).await;
+    person_trunk(&s.db, person.port).await;
+    caller.say_and_wait(&question).await;
+    // The bridge is up and the node offers the caller's phone the takeover.
+    let refer = poll(Duration::from_secs(60), || async {
+        caller.request("REFER")
+    })
+    .await
+    .expect("no REFER reached the caller within 60 s of the question");
+    let refer_to = refer
+        .text
+        .lines()
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("refer-to:") || l.starts_with("r:")
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        refer_to.contains("Replaces="),
+        "the REFER names the person's dialog to replace: {refer_to}"
+    );
+    // Declined: the node goes on bridging and hangs up on nobody.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(caller.request("BYE").is_none(), "the caller was hung up on");
+    assert_eq!(s.node.sip.live_calls(), 2, "both legs stay up, bridged");
+    let status: String = sqlx::query_scalar(
+        "select status from call_logs where direction = 'inbound' and ended_at is null",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("the caller's call is still open");
+    assert_eq!(status, "in_progress");
 
     // The caller hangs up: the node ends the person's call (SIPp gets BYE).
     caller.hangup().await;

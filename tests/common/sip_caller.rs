@@ -164,6 +164,20 @@ impl SipCaller {
     /// [`SipCaller::dial`], with a refusal (a final answer ≥ 300, which is
     /// ACKed as RFC 3261 §17.1.1.3 asks) returned instead of a panic.
     pub async fn try_dial(server: SocketAddr, number: &str) -> Result<SipCaller, Refused> {
+        SipCaller::try_dial_with(server, number, &[]).await
+    }
+
+    /// [`SipCaller::try_dial`] with more headers in the INVITE (`Allow`,
+    /// `Supported`, …).
+    pub async fn try_dial_with(
+        server: SocketAddr,
+        number: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<SipCaller, Refused> {
+        let extra: String = headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
         let sip = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("sip socket"));
         let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("rtp socket"));
         let local = sip.local_addr().expect("addr");
@@ -182,7 +196,7 @@ impl SipCaller {
         let invite = format!(
             "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{b};rport\r\n\
              From: {from}\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
-             Contact: <sip:caller@{local}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\
+             Contact: <sip:caller@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Type: application/sdp\r\n\
              Content-Length: {len}\r\n\r\n{sdp}",
             b = uuid::Uuid::new_v4().simple(),
             len = sdp.len()
