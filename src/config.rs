@@ -152,6 +152,10 @@ pub struct SipConfig {
     /// both phones advertise it, so the node leaves the media path.
     #[serde(default = "default_true")]
     pub warm_transfer_replaces: bool,
+    /// Ring time of an inbound call: milliseconds between 180 Ringing and
+    /// 200 OK (a CANCEL can arrive in it); 0 answers at once. At most 10 s.
+    #[serde(default = "default_answer_delay_ms")]
+    pub answer_delay_ms: u64,
     /// SIP over TLS: the listening address (with the certificate and key
     /// set), the node's certificate chain and key (PEM), the CA whose
     /// clients alone are accepted (empty: no client certificate asked) and
@@ -186,6 +190,10 @@ fn default_transfer_timeout() -> u64 {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_answer_delay_ms() -> u64 {
+    100
 }
 
 fn default_session_expires() -> u32 {
@@ -535,6 +543,9 @@ impl Config {
                 "TCP connection limits must be at least 1",
             );
         }
+        if self.sip.answer_delay_ms > 10_000 {
+            return bad("sip.answer_delay_ms", "at most 10000 (10 s)");
+        }
         if self.sip.tcp_message_deadline_ms == 0 || self.sip.tcp_idle_secs == 0 {
             return bad(
                 "sip.tcp_message_deadline_ms",
@@ -828,6 +839,18 @@ mod tests {
         // Nothing listens beyond this machine until configured to.
         assert!(c.sip.listen.ip().is_loopback(), "{}", c.sip.listen);
         assert!(c.api.listen.ip().is_loopback(), "{}", c.api.listen);
+        assert_eq!(c.sip.answer_delay_ms, 100);
+    }
+
+    #[test]
+    fn the_ring_time_is_configurable_and_bounded() {
+        let c = Config::load_from(None, &env(&[("SWITCHBOARD_SIP__ANSWER_DELAY_MS", "0")]))
+            .expect("no ring");
+        assert_eq!(c.sip.answer_delay_ms, 0);
+        let e = Config::load_from(None, &env(&[("SWITCHBOARD_SIP__ANSWER_DELAY_MS", "60000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.answer_delay_ms"), "{e}");
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
     };
     let options = SipOptions {
         cluster: cluster.clone(),
+        answer_delay: std::time::Duration::from_millis(config.sip.answer_delay_ms),
         ..SipOptions::default()
     };
     let sip = SipServer::start_with(

@@ -39,7 +39,8 @@ pub const DRAIN_RETRY_AFTER_SECS: u32 = 30;
 #[derive(Debug, Clone)]
 pub struct SipOptions {
     pub timers: Timers,
-    /// Ring time between 180 and 200 (a CANCEL can arrive in it).
+    /// Ring time between 180 and 200 (a CANCEL can arrive in it);
+    /// `switchboard serve` takes it from `sip.answer_delay_ms`.
     pub answer_delay: Duration,
     /// Codecs the media engine can run, before each trunk's preference list.
     pub codecs: Vec<Codec>,
