@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use common::node::{poll, speech_8k};
 use common::sip_caller::SipCaller;
-use common::warm::{person_trunk, setup};
+use common::warm::{person_trunk, setup, Setup};
 use sip_support::{free_media_port, free_port, sipp_with, Uas};
 use switchboard::db::testing::TestDb;
 
@@ -304,20 +304,7 @@ async fn without_replaces_from_the_caller_the_node_keeps_bridging() {
     assert!(caller.request("BYE").is_none(), "the caller was hung up on");
     assert_eq!(s.node.sip.live_calls(), 2, "both legs stay up, bridged");
 
-    // The caller hangs up: the node ends the person's call (SIPp gets BYE).
-    caller.hangup().await;
-    person.finish().await.assert_ok();
-    let rows = ended_rows(&s.db).await;
-    println!("call_logs: {rows:?}");
-    assert_eq!(
-        (rows[0].0.as_str(), rows[0].1.as_str(), rows[0].4.as_deref()),
-        ("inbound", "completed", Some("transferred"))
-    );
-    assert_eq!(
-        (rows[1].0.as_str(), rows[1].1.as_str(), rows[1].2.as_deref()),
-        ("outbound", "completed", Some("agent"))
-    );
-    s.node.stop(Duration::from_secs(1)).await;
+    caller_leaves_the_bridge(s, caller, person).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,14 +323,7 @@ async fn a_refused_refer_leaves_the_bridge_up() {
     .await
     .expect("the call is answered");
     caller.answer_refer_with(603, 0);
-    caller
-        .wait_agent_speech(
-            caller.answered_at,
-            Duration::from_millis(900),
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("the greeting played within 20 s");
+    caller.wait_greeting().await;
     let person = Uas::start_calls("uas_person_replaces.xml", "u1", 1, 150, &[]).await;
     person_trunk(&s.db, person.port).await;
     caller.say_and_wait(&question).await;
@@ -353,15 +333,7 @@ async fn a_refused_refer_leaves_the_bridge_up() {
     })
     .await
     .expect("no REFER reached the caller within 60 s of the question");
-    let refer_to = refer
-        .text
-        .lines()
-        .find(|l| {
-            let l = l.to_ascii_lowercase();
-            l.starts_with("refer-to:") || l.starts_with("r:")
-        })
-        .unwrap_or_default()
-        .to_string();
+    let refer_to = refer.header(&["Refer-To", "r"]).unwrap_or_default();
     assert!(
         refer_to.contains("Replaces="),
         "the REFER names the person's dialog to replace: {refer_to}"
@@ -378,7 +350,12 @@ async fn a_refused_refer_leaves_the_bridge_up() {
     .expect("the caller's call is still open");
     assert_eq!(status, "in_progress");
 
-    // The caller hangs up: the node ends the person's call (SIPp gets BYE).
+    caller_leaves_the_bridge(s, caller, person).await;
+}
+
+/// The caller of a bridged call hangs up: the node ends the person's call
+/// (SIPp gets BYE) and both rows close, the caller's `transferred`.
+async fn caller_leaves_the_bridge(s: Setup, caller: SipCaller, person: Uas) {
     caller.hangup().await;
     person.finish().await.assert_ok();
     let rows = ended_rows(&s.db).await;

@@ -48,6 +48,14 @@ pub struct SeenRequest {
     pub text: String,
 }
 
+impl SeenRequest {
+    /// The first header of the request named one of `names` (full and
+    /// compact forms).
+    pub fn header(&self, names: &[&str]) -> Option<&str> {
+        header(&self.text, names)
+    }
+}
+
 pub struct SipCaller {
     sip: Arc<UdpSocket>,
     server: SocketAddr,
@@ -315,15 +323,20 @@ impl SipCaller {
     /// 900 ms after agent speech), within 20 s.
     pub async fn dial_after_greeting(server: SocketAddr, number: &str) -> SipCaller {
         let caller = SipCaller::dial(server, number).await;
+        caller.wait_greeting().await;
         caller
-            .wait_agent_speech(
-                caller.answered_at,
-                Duration::from_millis(900),
-                Duration::from_secs(20),
-            )
-            .await
-            .expect("the greeting played within 20 s");
-        caller
+    }
+
+    /// Waits until the agent's greeting has played (a pause of 900 ms
+    /// after it; at most 20 s).
+    pub async fn wait_greeting(&self) {
+        self.wait_agent_speech(
+            self.answered_at,
+            Duration::from_millis(900),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the greeting played within 20 s");
     }
 
     /// The dialog's Call-ID (`call_logs.sip_call_id` on the node's side).
