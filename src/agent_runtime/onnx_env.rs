@@ -36,7 +36,7 @@ pub enum Weights {
     /// Used where they lie: a model whose weights are an external data
     /// file (`model.onnx.data`) keeps them in ONNX Runtime's mapping of
     /// that file (page cache, shared by every process that maps it), at
-    /// the cost of slower matrix products (about 1.5× for MPNet).
+    /// the cost of slower matrix products (about 1.3× for MPNet).
     Mapped,
 }
 

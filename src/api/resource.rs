@@ -415,7 +415,7 @@ pub async fn list(
     // sorts every row's keys and is sent in its binary form; jsonb only
     // where long columns are taken out of the rows.
     let row = if minus.is_empty() {
-        "row_to_json(t)::json".to_string()
+        "row_to_json(t)".to_string()
     } else {
         format!("to_jsonb(t){minus}")
     };
