@@ -380,3 +380,207 @@ async fn spilled_records_are_replayed_by_the_next_writer_once() {
     assert_eq!(again.dropped(), 0);
     check("second replay").await;
 }
+
+/// Every record of one short call, as the node queues them.
+fn call_records(workspace_id: Uuid, agent_id: Uuid, n: usize) -> Vec<Record> {
+    let (call_log_id, session_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let now = Utc::now();
+    let usage = |kind: &str, quantity: f64| {
+        Record::Usage(UsageRecord {
+            id: Uuid::new_v4(),
+            workspace_id,
+            session_id: Some(session_id),
+            call_log_id: Some(call_log_id),
+            kind: kind.into(),
+            quantity,
+            unit_cost: 0.01,
+            model: None,
+        })
+    };
+    let mut records = vec![Record::CallLog {
+        start: CallLogStart {
+            direction: "inbound".into(),
+            id: call_log_id,
+            workspace_id,
+            agent_id: Some(agent_id),
+            phone_number_id: None,
+            sip_trunk_id: None,
+            sip_call_id: format!("batch-{n}"),
+            from_number: "+15550001111".into(),
+            to_number: "+15555550100".into(),
+            node_id: "test".into(),
+            started_at: now,
+            diverted_from: None,
+        },
+        end: None,
+    }];
+    if n % 5 == 4 {
+        // Refused before an answer: the whole row in one record.
+        if let Record::CallLog { end, .. } = &mut records[0] {
+            *end = Some(CallEnd {
+                status: "failed".into(),
+                sip_code: Some(486),
+                hangup_by: Some(HangupBy::System),
+                reason: "busy".into(),
+                at: now,
+                duration_ms: None,
+            });
+        }
+        return records;
+    }
+    records.extend([
+        Record::CallAnswered {
+            call_log_id,
+            codec: "PCMU".into(),
+            at: now,
+        },
+        Record::StartSession {
+            id: session_id,
+            workspace_id,
+            agent_id,
+            channel: "phone".into(),
+            caller: "+15550001111".into(),
+            call_log_id: Some(call_log_id),
+            at: now,
+        },
+        Record::CountConversation {
+            id: Uuid::new_v4(),
+            workspace_id,
+        },
+        message(workspace_id, session_id, 1),
+        Record::CallEnded {
+            call_log_id,
+            end: CallEnd {
+                status: "completed".into(),
+                sip_code: None,
+                hangup_by: Some(HangupBy::Caller),
+                reason: "caller hung up".into(),
+                at: now,
+                duration_ms: Some(1_000),
+            },
+        },
+        Record::EndSession {
+            id: session_id,
+            status: "completed".into(),
+            summary: Some(format!("call {n}")),
+            at: now,
+        },
+        Record::CallFigures {
+            call_log_id,
+            latency: serde_json::json!({"turns": [], "n": n}),
+            cost: 0.25,
+        },
+        usage("call_seconds", 1.0),
+        usage("stt_seconds", 0.5),
+        usage("tts_characters", 40.0),
+        Record::AddWorkspaceUsage {
+            id: Uuid::new_v4(),
+            workspace_id,
+            messages: 1,
+            tokens: 3,
+            call_seconds: 1,
+            stt_seconds: 0.5,
+            tts_characters: 40,
+        },
+    ]);
+    records
+}
+
+/// The rows `call_records` leave, in a comparable form.
+async fn call_rows(pool: &PgPool, workspace_id: Uuid) -> Vec<String> {
+    let mut rows: Vec<String> = sqlx::query_scalar(
+        "select concat_ws('|', c.sip_call_id, c.status, c.sip_code, c.hangup_by, c.hangup_reason, c.codec,
+                c.answered_at is not null, c.ended_at is not null, c.duration_ms, c.latency::text, c.cost,
+                s.status, s.summary, s.ended_at is not null,
+                (select count(*) from messages m where m.session_id = s.id),
+                (select string_agg(u.kind || '=' || u.quantity || '@' || u.cost, ',' order by u.kind)
+                   from usage_logs u where u.call_log_id = c.id))
+           from call_logs c left join agent_sessions s on s.id = c.session_id
+          where c.workspace_id = $1",
+    )
+    .bind(workspace_id)
+    .fetch_all(pool)
+    .await
+    .expect("rows");
+    rows.sort();
+    let totals: String = sqlx::query_scalar(
+        "select concat_ws('|', u.messages, u.tokens_used, u.call_seconds, u.stt_seconds, u.tts_characters, u.conversations)
+           from workspace_usage u where u.workspace_id = $1",
+    )
+    .bind(workspace_id)
+    .fetch_one(pool)
+    .await
+    .expect("usage");
+    rows.push(totals);
+    rows
+}
+
+/// Thirty calls' records written in batches (one statement per kind and
+/// batch) leave the same rows as the same calls written one record per
+/// transaction, and writing them all again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_leave_the_rows_records_one_by_one_leave() {
+    common::node::init_logs();
+    let (_cluster, pool) = cluster_with_schema().await;
+    let (batched_ws, batched_agent) = workspace_and_agent(&pool).await;
+    let one_ws: Uuid = sqlx::query_scalar(
+        "insert into workspaces (name, slug) values ('One', 'one') returning id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("workspace");
+    let one_agent: Uuid = sqlx::query_scalar(
+        "insert into agents (workspace_id, name, status) values ($1, 'Desk', 'live') returning id",
+    )
+    .bind(one_ws)
+    .fetch_one(&pool)
+    .await
+    .expect("agent");
+    let spool = tempfile::tempdir().expect("tmp");
+    let writer = RecordWriter::start(pool.clone(), &records_config(spool.path(), 10_000));
+    let mut batched = Vec::new();
+    for n in 0..30 {
+        batched.extend(call_records(batched_ws, batched_agent, n));
+    }
+    let total = batched.len();
+    for r in batched.iter().cloned() {
+        writer.submit(r);
+    }
+    assert!(writer.flush(Duration::from_secs(30)).await, "batches land");
+    // The same calls one record at a time: each waits for the last.
+    for n in 0..30 {
+        for r in call_records(one_ws, one_agent, n) {
+            writer.submit(r);
+            assert!(writer.flush(Duration::from_secs(10)).await);
+        }
+    }
+    assert_eq!(writer.dropped(), 0);
+    let rows = call_rows(&pool, batched_ws).await;
+    assert_eq!(rows.len(), 31, "30 calls and the month's usage");
+    assert!(
+        rows.iter()
+            .filter(|r| r.contains("|completed|200|caller|caller hung up|PCMU|t|t|1000|"))
+            .count()
+            == 24,
+        "24 answered and ended calls: {rows:#?}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.ends_with("|failed|486|system|busy|f|t|f|0"))
+            .count(),
+        6,
+        "6 refused calls: {rows:#?}"
+    );
+    assert_eq!(
+        rows[30], "24|72|24|12.000|960|24",
+        "the month's usage and conversations"
+    );
+    assert_eq!(rows, call_rows(&pool, one_ws).await, "batched = one by one");
+    // Replayed (a spill file applied again): nothing changes, nothing counts twice.
+    for r in batched {
+        writer.submit(r);
+    }
+    assert!(writer.flush(Duration::from_secs(30)).await);
+    assert_eq!(call_rows(&pool, batched_ws).await, rows);
+    assert_eq!(total, 24 * 12 + 6, "more than one batch");
+}

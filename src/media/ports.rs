@@ -4,7 +4,7 @@
 //! port from the last one, and a port just freed waits out a quarantine
 //! (late packets of the old call must not land in the new one).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,39 +20,41 @@ pub enum PortError {
     Exhausted { min: u16, max: u16 },
 }
 
+/// Every even port of the range is in exactly one place: `fresh`,
+/// `quarantine` or leased. Taking and freeing a port cost O(1) whatever the
+/// range (a scan of a 25,000-port range per call was a tenth of the node's
+/// CPU at 150 calls/s).
 #[derive(Debug)]
 struct Inner {
     min: u16,
     max: u16,
-    in_use: BTreeSet<u16>,
-    /// Freed ports and when (at most one entry per port of the range).
-    freed: HashMap<u16, Instant>,
+    /// Free ports out of quarantine, in no order (drawn at random).
+    fresh: Vec<u16>,
+    /// Freed ports, oldest first, with when they were freed.
+    quarantine: VecDeque<(u16, Instant)>,
+    leased: usize,
 }
 
 impl Inner {
-    /// Even ports whose RTCP port (+1) is still in the range.
-    fn slots(&self) -> impl Iterator<Item = u16> + '_ {
-        (self.min..self.max).step_by(2)
+    /// Moves the ports whose quarantine is over back to `fresh`.
+    fn release_quarantine(&mut self, now: Instant) {
+        while let Some(&(port, at)) = self.quarantine.front() {
+            if now.saturating_duration_since(at) < QUARANTINE {
+                break;
+            }
+            self.quarantine.pop_front();
+            self.fresh.push(port);
+        }
     }
 
-    /// Free ports, not quarantined; when every free port is quarantined,
-    /// the longest-freed one (a small range must still take calls).
-    fn candidates(&mut self, now: Instant) -> Vec<u16> {
-        self.freed
-            .retain(|_, at| now.saturating_duration_since(*at) < QUARANTINE);
-        let free: Vec<u16> = self.slots().filter(|p| !self.in_use.contains(p)).collect();
-        let fresh: Vec<u16> = free
-            .iter()
-            .copied()
-            .filter(|p| !self.freed.contains_key(p))
-            .collect();
-        if !fresh.is_empty() {
-            return fresh;
+    /// A free port: a random fresh one; when every free port is
+    /// quarantined, the longest-freed one (a small range must still take calls).
+    fn take(&mut self, rng: &mut impl Rng) -> Option<u16> {
+        if !self.fresh.is_empty() {
+            let i = rng.gen_range(0..self.fresh.len());
+            return Some(self.fresh.swap_remove(i));
         }
-        let mut quarantined = free;
-        quarantined.sort_by_key(|p| self.freed.get(p).copied());
-        quarantined.truncate(1);
-        quarantined
+        self.quarantine.pop_front().map(|(port, _)| port)
     }
 }
 
@@ -78,8 +80,8 @@ impl PortLease {
 impl Drop for PortLease {
     fn drop(&mut self) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner.in_use.remove(&self.port);
-            inner.freed.insert(self.port, Instant::now());
+            inner.leased -= 1;
+            inner.quarantine.push_back((self.port, Instant::now()));
         }
     }
 }
@@ -91,15 +93,17 @@ impl PortAllocator {
             inner: Arc::new(Mutex::new(Inner {
                 min,
                 max,
-                in_use: BTreeSet::new(),
-                freed: HashMap::new(),
+                // Even ports whose RTCP port (+1) is still in the range.
+                fresh: (min..max).step_by(2).collect(),
+                quarantine: VecDeque::new(),
+                leased: 0,
             })),
         }
     }
 
     /// Number of ports currently leased.
     pub fn in_use(&self) -> usize {
-        self.inner.lock().map(|i| i.in_use.len()).unwrap_or(0)
+        self.inner.lock().map(|i| i.leased).unwrap_or(0)
     }
 
     /// Takes a random free even port and binds the RTP socket on `ip`.
@@ -107,22 +111,30 @@ impl PortAllocator {
     pub fn allocate(&self, ip: IpAddr) -> Result<(PortLease, UdpSocket), PortError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (min, max) = (inner.min, inner.max);
-        let mut candidates = inner.candidates(Instant::now());
+        let now = Instant::now();
+        inner.release_quarantine(now);
         let mut rng = rand::thread_rng();
-        // Bounded: each failed bind removes its candidate.
-        while !candidates.is_empty() {
-            let port = candidates.swap_remove(rng.gen_range(0..candidates.len()));
-            if let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, port)) {
-                let _ = socket.set_nonblocking(true);
-                inner.in_use.insert(port);
-                inner.freed.remove(&port);
-                return Ok((
-                    PortLease {
-                        port,
-                        inner: self.inner.clone(),
-                    },
-                    socket,
-                ));
+        // Bounded: a port another process holds goes to the back of the
+        // quarantine (tried again later), so each attempt uses up one
+        // free port of this moment.
+        let attempts = inner.fresh.len() + inner.quarantine.len();
+        for _ in 0..attempts {
+            let Some(port) = inner.take(&mut rng) else {
+                break;
+            };
+            match UdpSocket::bind(SocketAddr::new(ip, port)) {
+                Ok(socket) => {
+                    let _ = socket.set_nonblocking(true);
+                    inner.leased += 1;
+                    return Ok((
+                        PortLease {
+                            port,
+                            inner: self.inner.clone(),
+                        },
+                        socket,
+                    ));
+                }
+                Err(_) => inner.quarantine.push_back((port, now)),
             }
         }
         Err(PortError::Exhausted { min, max })
@@ -188,5 +200,23 @@ mod tests {
         // With every other port leased, the quarantined one serves.
         let (d, _sd) = alloc.allocate(IP).unwrap();
         assert_eq!(d.port(), freed);
+    }
+
+    #[test]
+    fn a_port_another_process_holds_is_skipped_and_not_lost() {
+        let alloc = PortAllocator::new(41500, 41503);
+        // Someone else holds one of the two slots.
+        let other = UdpSocket::bind(SocketAddr::new(IP, 41500))
+            .or_else(|_| UdpSocket::bind(SocketAddr::new(IP, 41502)))
+            .unwrap();
+        let held = other.local_addr().unwrap().port();
+        let (a, _sa) = alloc.allocate(IP).unwrap();
+        assert_ne!(a.port(), held);
+        assert!(alloc.allocate(IP).is_err(), "the held port cannot be bound");
+        drop(other);
+        // Once it is let go, the port serves again.
+        let (b, _sb) = alloc.allocate(IP).unwrap();
+        assert_eq!(b.port(), held);
+        assert_eq!(alloc.in_use(), 2);
     }
 }

@@ -25,7 +25,7 @@ use super::playout::{Pacer, PacerConfig};
 use super::receiver::{Receiver, ReceiverConfig, SourcePolicy};
 use super::record::{Recorder, RecordingInfo};
 use super::record_writer::{Finished, RecordingFeed};
-use super::resample::resample_all;
+use super::resample::{resample_clip, ClipMemo};
 use super::stats::MediaStats;
 use super::udp::enable_timestamps;
 use super::Codec;
@@ -191,7 +191,7 @@ impl Playout {
         if self.shared.closed.load(Ordering::Relaxed) {
             return Err(MediaError::Closed);
         }
-        let pcm = resample_all(&pcm, sample_rate, self.codec.pcm_rate())?;
+        let pcm = resample_clip(ClipMemo::global(), &pcm, sample_rate, self.codec.pcm_rate())?;
         lock(&self.shared.pacer).enqueue(utterance_id, pcm)
     }
 

@@ -10,6 +10,7 @@
 //! Below `sip` and `agent_runtime`: it knows PostgreSQL and the records,
 //! nothing of SIP or agents.
 
+mod batch;
 mod journal;
 mod kinds;
 mod spool;

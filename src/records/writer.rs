@@ -17,8 +17,9 @@ use super::kinds::Record;
 use super::spool::Spool;
 use crate::config::RecordsConfig;
 
-/// Records per transaction.
-const BATCH: usize = 64;
+/// Records per transaction: about 20 short calls, written in about a dozen
+/// statements (see `batch`).
+const BATCH: usize = 256;
 /// How often appended spill lines are synced to disk.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
@@ -251,7 +252,7 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
         match action {
             Action::Write(batch) => {
                 let result = tokio::select! {
-                    r = super::sql::apply_batch(&pool, &batch) => r,
+                    r = super::batch::apply(&pool, &batch) => r,
                     _ = shared.stop.cancelled() => return,
                 };
                 let mut st = lock(&shared);
