@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod heap;
 pub mod media;
 pub mod metrics;
 pub mod outbound;

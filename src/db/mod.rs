@@ -24,6 +24,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// How long a surplus connection may stay idle.
+pub const IDLE_CONNECTION: Duration = Duration::from_secs(30);
+
 /// Opens the pool. Connections are made lazily after the first one, which is
 /// tried at once so a wrong URL is reported at start-up.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
@@ -31,6 +34,9 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // Connections opened for a burst close once idle: each holds its
+        // buffers and statement cache here and a backend in PostgreSQL.
+        .idle_timeout(IDLE_CONNECTION)
         .connect_with(options)
         .await?;
     Ok(pool)

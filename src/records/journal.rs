@@ -17,6 +17,10 @@
 //! records are idempotent (see `Record`), a repeat changes nothing.
 
 use std::collections::VecDeque;
+
+/// Queue slots kept after a burst drains (a few seconds of records at
+/// hundreds of calls a second).
+const KEPT_ROOM: usize = 4096;
 use std::time::{Duration, Instant};
 
 use super::kinds::Record;
@@ -263,6 +267,10 @@ impl Journal {
             if let Some(e) = self.queue.pop_front() {
                 from_spool += usize::from(e.from_spool);
             }
+        }
+        // A queue that grew in a burst gives its room back once drained.
+        if self.queue.capacity() > KEPT_ROOM && self.queue.len() < self.queue.capacity() / 4 {
+            self.queue.shrink_to(self.queue.len().max(KEPT_ROOM));
         }
         self.stats.written += n as u64;
         self.stats.replayed += from_spool as u64;
