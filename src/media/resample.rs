@@ -63,7 +63,8 @@ const MAX_CACHED_FILTERS: usize = 64;
 
 /// The filter for `from` → `to`, designed once per process.
 fn filter(from: u32, to: u32) -> Result<Arc<Filter>, MediaError> {
-    static FILTERS: OnceLock<Mutex<HashMap<(u32, u32), Arc<Filter>>>> = OnceLock::new();
+    type Filters = Mutex<HashMap<(u32, u32), Arc<Filter>>>;
+    static FILTERS: OnceLock<Filters> = OnceLock::new();
     let filters = FILTERS.get_or_init(Default::default);
     if let Some(f) = lock(filters).get(&(from, to)) {
         return Ok(f.clone());
