@@ -110,6 +110,55 @@ fn spill_lines(dir: &Path) -> usize {
         .sum()
 }
 
+/// The records a call opens with: its row, its answer, its session and
+/// the month's conversation count.
+fn call_opening(
+    workspace_id: Uuid,
+    agent_id: Uuid,
+    call_log_id: Uuid,
+    session_id: Uuid,
+    sip_call_id: &str,
+) -> Vec<Record> {
+    let now = Utc::now();
+    vec![
+        Record::CallLog {
+            start: CallLogStart {
+                direction: "inbound".into(),
+                id: call_log_id,
+                workspace_id,
+                agent_id: Some(agent_id),
+                phone_number_id: None,
+                sip_trunk_id: None,
+                sip_call_id: sip_call_id.into(),
+                from_number: "+15550001111".into(),
+                to_number: "+15555550100".into(),
+                node_id: "test".into(),
+                started_at: now,
+                diverted_from: None,
+            },
+            end: None,
+        },
+        Record::CallAnswered {
+            call_log_id,
+            codec: "PCMU".into(),
+            at: now,
+        },
+        Record::StartSession {
+            id: session_id,
+            workspace_id,
+            agent_id,
+            channel: "phone".into(),
+            caller: "+15550001111".into(),
+            call_log_id: Some(call_log_id),
+            at: now,
+        },
+        Record::CountConversation {
+            id: Uuid::new_v4(),
+            workspace_id,
+        },
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_survive_a_database_outage() {
     common::node::init_logs();
@@ -217,43 +266,13 @@ async fn spilled_records_are_replayed_by_the_next_writer_once() {
     let call_log_id = Uuid::new_v4();
     let session_id = Uuid::new_v4();
     let now = Utc::now();
-    let mut records = vec![
-        Record::CallLog {
-            start: CallLogStart {
-                direction: "inbound".into(),
-                id: call_log_id,
-                workspace_id,
-                agent_id: Some(agent_id),
-                phone_number_id: None,
-                sip_trunk_id: None,
-                sip_call_id: "spill-test".into(),
-                from_number: "+15550001111".into(),
-                to_number: "+15555550100".into(),
-                node_id: "test".into(),
-                started_at: now,
-                diverted_from: None,
-            },
-            end: None,
-        },
-        Record::CallAnswered {
-            call_log_id,
-            codec: "PCMU".into(),
-            at: now,
-        },
-        Record::StartSession {
-            id: session_id,
-            workspace_id,
-            agent_id,
-            channel: "phone".into(),
-            caller: "+15550001111".into(),
-            call_log_id: Some(call_log_id),
-            at: now,
-        },
-        Record::CountConversation {
-            id: Uuid::new_v4(),
-            workspace_id,
-        },
-    ];
+    let mut records = call_opening(
+        workspace_id,
+        agent_id,
+        call_log_id,
+        session_id,
+        "spill-test",
+    );
     records.extend((0..10).map(|i| message(workspace_id, session_id, i)));
     records.push(Record::Usage(UsageRecord {
         id: Uuid::new_v4(),
@@ -397,25 +416,16 @@ fn call_records(workspace_id: Uuid, agent_id: Uuid, n: usize) -> Vec<Record> {
             model: None,
         })
     };
-    let mut records = vec![Record::CallLog {
-        start: CallLogStart {
-            direction: "inbound".into(),
-            id: call_log_id,
-            workspace_id,
-            agent_id: Some(agent_id),
-            phone_number_id: None,
-            sip_trunk_id: None,
-            sip_call_id: format!("batch-{n}"),
-            from_number: "+15550001111".into(),
-            to_number: "+15555550100".into(),
-            node_id: "test".into(),
-            started_at: now,
-            diverted_from: None,
-        },
-        end: None,
-    }];
+    let mut records = call_opening(
+        workspace_id,
+        agent_id,
+        call_log_id,
+        session_id,
+        &format!("batch-{n}"),
+    );
     if n % 5 == 4 {
         // Refused before an answer: the whole row in one record.
+        records.truncate(1);
         if let Record::CallLog { end, .. } = &mut records[0] {
             *end = Some(CallEnd {
                 status: "failed".into(),
@@ -429,24 +439,6 @@ fn call_records(workspace_id: Uuid, agent_id: Uuid, n: usize) -> Vec<Record> {
         return records;
     }
     records.extend([
-        Record::CallAnswered {
-            call_log_id,
-            codec: "PCMU".into(),
-            at: now,
-        },
-        Record::StartSession {
-            id: session_id,
-            workspace_id,
-            agent_id,
-            channel: "phone".into(),
-            caller: "+15550001111".into(),
-            call_log_id: Some(call_log_id),
-            at: now,
-        },
-        Record::CountConversation {
-            id: Uuid::new_v4(),
-            workspace_id,
-        },
         message(workspace_id, session_id, 1),
         Record::CallEnded {
             call_log_id,
