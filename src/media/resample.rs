@@ -319,9 +319,11 @@ impl ClipMemo {
         MEMO.get_or_init(Default::default)
     }
 
-    fn key(&self, input: &[i16], from: u32, to: u32) -> ClipKey {
+    /// The clip's key, from a copy of the memo's hash keys: the samples
+    /// are hashed outside the memo's lock.
+    fn key(hasher: &std::hash::RandomState, input: &[i16], from: u32, to: u32) -> ClipKey {
         use std::hash::BuildHasher;
-        (from, to, input.len(), self.hasher.hash_one(input))
+        (from, to, input.len(), hasher.hash_one(input))
     }
 
     /// The clip's resampled form if it was kept.
@@ -374,14 +376,11 @@ pub fn resample_clip(
     if from == to {
         return Ok(input.to_vec());
     }
-    let key = {
-        let m = lock(memo);
-        let key = m.key(input, from, to);
-        if let Some(kept) = m.get(&key) {
-            return Ok(kept.to_vec());
-        }
-        key
-    };
+    let hasher = lock(memo).hasher.clone();
+    let key = ClipMemo::key(&hasher, input, from, to);
+    if let Some(kept) = lock(memo).get(&key) {
+        return Ok(kept.to_vec());
+    }
     // Filtered outside the lock: other calls' clips do not wait on this one.
     let out = resample_all(input, from, to)?;
     lock(memo).note(key, &out);
