@@ -1,7 +1,7 @@
 //! Answer accuracy of retrieval alone, in seconds: the knowledge of the
 //! conversation benchmark's tuning bases and of the paraphrase fixtures is
 //! indexed in memory as the runtime indexes it (FAQ chunks `Q: …\nA: …`,
-//! their vectors and their questions' vectors from the default embedder,
+//! their vectors and their questions' and answers' vectors from the default embedder,
 //! the everyday requests as the off-topic reference), each question is
 //! searched, and the offline answerer's rule decides: the best passage at
 //! or above its floor, else the fallback. Prints the misses of the tuning
@@ -133,6 +133,8 @@ async fn index(kb: &Kb, embedder: &dyn Embedder, everyday: &Everyday) -> AgentIn
     let vectors = embedder.embed(&contents).await.expect("embed chunks");
     let questions: Vec<String> = kb.faqs.iter().map(|(q, _)| q.clone()).collect();
     let question_vectors = embedder.embed(&questions).await.expect("embed questions");
+    let answers: Vec<String> = kb.faqs.iter().map(|(_, a)| a.clone()).collect();
+    let answer_vectors = embedder.embed(&answers).await.expect("embed answers");
     let rows: Vec<ChunkRow> = contents
         .into_iter()
         .zip(vectors)
@@ -145,6 +147,7 @@ async fn index(kb: &Kb, embedder: &dyn Embedder, everyday: &Everyday) -> AgentIn
             content,
             embedding: Some(v),
             question_embedding: question_vectors.get(i).cloned(),
+            answer_embedding: answer_vectors.get(i).cloned(),
         })
         .collect();
     AgentIndex::build(rows).with_everyday(everyday)

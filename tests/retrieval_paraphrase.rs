@@ -20,8 +20,13 @@
 //! (`retrieval::everyday`, its margin chosen on the tuning split, where
 //! off-topic fallbacks went from 34 to 42 of 48 and paraphrases stayed at
 //! 106 of 117), the third split's totals read once more: 31 of 36 and 13 of
-//! 16, 44 of 52 (85 %). The test holds that level (a regression fails it);
-//! the README lists the goal as not met.
+//! 16, 44 of 52 (85 %). Ranked by the mean of the whole entry's, its
+//! question's and its answer's cosine (2026-12-06; chosen on the tuning
+//! split and the conversation benchmark's tuning bases, where it took
+//! `benches/retrieval_accuracy` from 180 to 185 of 202), the third split's
+//! totals read once more: 32 of 36 and 13 of 16, 45 of 52 (87 %). The test
+//! holds that level (a regression fails it); the README lists the goal as
+//! not met.
 
 mod api_support;
 
@@ -180,11 +185,11 @@ async fn paraphrased_questions_find_their_faq_and_off_topic_ones_get_the_fallbac
         ingest(&api, &token, ws, "daycare.json").await,
     ];
     let embedded: i64 = api
-        .count("select id from knowledge_chunks where embedding_model = 'all-mpnet-base-v2' and question_embedding is not null")
+        .count("select id from knowledge_chunks where embedding_model = 'all-mpnet-base-v2' and question_embedding is not null and cardinality(answer_embedding) = 768")
         .await;
     assert_eq!(
         embedded, 36,
-        "every FAQ chunk and its question embedded at ingest"
+        "every FAQ chunk, its question and its answer embedded at ingest"
     );
     let embedder = switchboard::agent_runtime::sentence_embedder::shared(
         &api.config.embeddings.local_model_dir,
@@ -301,14 +306,14 @@ async fn paraphrased_questions_find_their_faq_and_off_topic_ones_get_the_fallbac
     };
     assert!(splits[1].total >= 30 && off_topic[1].total >= 5);
     assert!(
-        splits[1].share() >= 0.85,
+        splits[1].share() >= 0.88,
         "untouched paraphrases {}/{} right; misses: {:#?}",
         splits[1].right,
         splits[1].total,
         misses[1]
     );
     assert!(
-        untouched.share() >= 0.84,
+        untouched.share() >= 0.86,
         "untouched split {}/{} right; misses: {:#?}",
         untouched.right,
         untouched.total,

@@ -12,7 +12,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use serde::Deserialize;
 
 use super::provider_error::{status_error, ProviderError};
-use super::retrieval::index::faq_question;
+use super::retrieval::index::{faq_answer, faq_question};
 
 /// Most texts embedded in one call (requests stay bounded).
 pub const MAX_BATCH: usize = 256;
@@ -274,7 +274,8 @@ pub async fn embed_query(
 
 /// Embeds up to `max` chunks of a workspace whose vector is missing or was
 /// made by another model than `embedder` (after ingest, or after switching
-/// models): the whole chunk, and a FAQ chunk's question on its own. Returns
+/// models), or that is a FAQ entry without its answer's vector: the whole
+/// chunk, and a FAQ chunk's question and answer each on its own. Returns
 /// how many chunks were written; each write notifies the in-memory indexes.
 pub async fn embed_missing_chunks(
     pool: &sqlx::PgPool,
@@ -285,7 +286,8 @@ pub async fn embed_missing_chunks(
     let model = embedder.name();
     let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
         "select id, content from knowledge_chunks
-         where workspace_id = $1 and (embedding is null or embedding_model is distinct from $2)
+         where workspace_id = $1 and (embedding is null or embedding_model is distinct from $2
+                                      or (question_embedding is not null and answer_embedding is null))
          order by id limit $3",
     )
     .bind(workspace_id)
@@ -296,12 +298,17 @@ pub async fn embed_missing_chunks(
     let mut written = 0;
     for batch in rows.chunks(64) {
         let mut texts: Vec<String> = batch.iter().map(|(_, c)| c.clone()).collect();
-        // (chunk, position of its question's text in `texts`)
-        let mut questions: Vec<(usize, usize)> = Vec::new();
+        // (chunk, positions of its question's and its answer's text in `texts`)
+        let mut parts: Vec<(usize, usize, Option<usize>)> = Vec::new();
         for (i, (_, content)) in batch.iter().enumerate() {
             if let Some(q) = faq_question(content) {
-                questions.push((i, texts.len()));
+                let at = texts.len();
                 texts.push(q.to_string());
+                let answer = faq_answer(content).map(|a| {
+                    texts.push(a.to_string());
+                    at + 1
+                });
+                parts.push((i, at, answer));
             }
         }
         let vectors = embedder.embed(&texts).await?;
@@ -312,17 +319,20 @@ pub async fn embed_missing_chunks(
         }
         let mut tx = pool.begin().await?;
         for (i, (id, _)) in batch.iter().enumerate() {
-            let question = questions
-                .iter()
-                .find(|(c, _)| *c == i)
-                .map(|(_, at)| &vectors[*at]);
+            let part = parts.iter().find(|(c, _, _)| *c == i);
+            let question = part.map(|(_, at, _)| &vectors[*at]);
+            // A question without an answer line gets an empty answer
+            // vector (so it is not picked up again), no vector for it.
+            let answer = part.map(|(_, _, at)| at.map_or(&[][..], |at| &vectors[at][..]));
             sqlx::query(
-                "update knowledge_chunks set embedding = $2, question_embedding = $3, embedding_model = $4
+                "update knowledge_chunks
+                 set embedding = $2, question_embedding = $3, answer_embedding = $4, embedding_model = $5
                  where id = $1",
             )
             .bind(id)
             .bind(&vectors[i])
             .bind(question)
+            .bind(answer)
             .bind(&model)
             .execute(&mut *tx)
             .await?;
@@ -342,7 +352,8 @@ pub async fn embed_all_missing_chunks(
 ) -> Result<usize, ProviderError> {
     let workspaces: Vec<uuid::Uuid> = sqlx::query_scalar(
         "select distinct workspace_id from knowledge_chunks
-         where embedding is null or embedding_model is distinct from $1",
+         where embedding is null or embedding_model is distinct from $1
+               or (question_embedding is not null and answer_embedding is null)",
     )
     .bind(embedder.name())
     .fetch_all(pool)

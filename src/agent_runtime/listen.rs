@@ -148,8 +148,10 @@ impl Listener {
     }
 }
 
+/// The highest relevance among `found` (which come best-fitting first, not
+/// by relevance).
 fn best(found: &[RetrievedChunk]) -> f32 {
-    found.first().map_or(0.0, |c| c.score)
+    found.iter().map(|c| c.score).fold(0.0, f32::max)
 }
 
 /// Retrieval is unsure: nothing scores `floor`. (A tie between two
@@ -158,7 +160,7 @@ fn best(found: &[RetrievedChunk]) -> f32 {
 /// hearing it again changes nothing.)
 fn unsure(found: &[RetrievedChunk], floor: f32) -> bool {
     // No knowledge: no words to hint with.
-    found.first().is_some_and(|c| c.score < floor)
+    !found.is_empty() && found.iter().all(|c| c.score < floor)
 }
 
 /// The candidates' own words: their FAQ questions' topic words, else the

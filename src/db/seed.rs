@@ -341,7 +341,9 @@ async fn upsert_knowledge(
                  embedding = case when knowledge_chunks.content = excluded.content
                                   then knowledge_chunks.embedding end,
                  question_embedding = case when knowledge_chunks.content = excluded.content
-                                  then knowledge_chunks.question_embedding end",
+                                  then knowledge_chunks.question_embedding end,
+                 answer_embedding = case when knowledge_chunks.content = excluded.content
+                                  then knowledge_chunks.answer_embedding end",
         )
         .bind(workspace_id)
         .bind(source_id)

@@ -49,6 +49,7 @@ pub struct ChunkRow {
     pub content: String,
     pub embedding: Option<Vec<f32>>,
     pub question_embedding: Option<Vec<f32>>,
+    pub answer_embedding: Option<Vec<f32>>,
 }
 
 struct Doc {
@@ -74,8 +75,10 @@ pub struct AgentIndex {
     /// `docs.len() × dims`, zeros where a chunk has no vector.
     vectors: Vec<f32>,
     question_vectors: Vec<f32>,
+    answer_vectors: Vec<f32>,
     has_vector: Vec<bool>,
     has_question_vector: Vec<bool>,
+    has_answer_vector: Vec<bool>,
     /// Everyday requests this knowledge does not cover: a match they beat
     /// is off-topic (empty until the requests are embedded).
     reference: Reference,
@@ -92,6 +95,20 @@ pub fn faq_question(content: &str) -> Option<&str> {
         .or_else(|| first.strip_prefix("Question:"))
         .map(str::trim)
         .filter(|q| !q.is_empty())
+}
+
+/// The answer of a `Q: …\nA: …` chunk: what follows the question line,
+/// without its `A:` label.
+pub fn faq_answer(content: &str) -> Option<&str> {
+    faq_question(content)?;
+    let (_, rest) = content.split_once('\n')?;
+    let rest = rest.trim();
+    let answer = rest
+        .strip_prefix("A:")
+        .or_else(|| rest.strip_prefix("Answer:"))
+        .unwrap_or(rest)
+        .trim();
+    (!answer.is_empty()).then_some(answer)
 }
 
 fn count(terms: &[Term]) -> HashMap<&str, u16> {
@@ -128,8 +145,10 @@ impl AgentIndex {
             dims,
             vectors: vec![0.0; n * dims],
             question_vectors: vec![0.0; n * dims],
+            answer_vectors: vec![0.0; n * dims],
             has_vector: vec![false; n],
             has_question_vector: vec![false; n],
+            has_answer_vector: vec![false; n],
             reference: Reference::default(),
             recognizer_hint: std::sync::OnceLock::new(),
         };
@@ -174,8 +193,13 @@ impl AgentIndex {
             );
             put(
                 &mut idx.has_question_vector[i],
-                &mut idx.question_vectors[span],
+                &mut idx.question_vectors[span.clone()],
                 &row.question_embedding,
+            );
+            put(
+                &mut idx.has_answer_vector[i],
+                &mut idx.answer_vectors[span],
+                &row.answer_embedding,
             );
             total_len += doc_terms.len() as f32;
             if question.is_some() {
@@ -210,8 +234,7 @@ impl AgentIndex {
                     self.docs
                         .iter()
                         .map(|d| match faq_question(&d.row.content) {
-                            // The answer: what follows the question line.
-                            Some(_) => d.row.content.split_once('\n').map_or("", |(_, a)| a),
+                            Some(_) => faq_answer(&d.row.content).unwrap_or(""),
                             None => d.row.content.as_str(),
                         }),
                 )
@@ -258,7 +281,13 @@ impl AgentIndex {
         self.has_vector.iter().filter(|h| !**h).count()
     }
 
-    /// The best `limit` chunks for `query` whose score reaches `floor`.
+    /// The best-fitting `limit` chunks for `query` whose score reaches
+    /// `floor`, best first. Chunks are ranked by how well the caller's
+    /// question fits the whole entry, its question and its answer (the mean
+    /// of the three cosines, each view catching paraphrases the others
+    /// miss); whether a chunk is relevant at all is judged by `score` (the
+    /// closer of the whole entry and its question), whose scale the floors
+    /// and the everyday reference were chosen on.
     /// `query_vector` must come from the model the chunks were embedded
     /// with; without it (or with another length) scores are full-text only.
     pub fn search(
@@ -312,7 +341,11 @@ impl AgentIndex {
         let everyday = qv
             .filter(|_| !off_topic_too)
             .and_then(|q| self.reference.nearest(q));
-        let mut scored: Vec<(f32, usize, f32, Option<f32>)> = Vec::with_capacity(n);
+        let mut scored: Vec<Scored> = Vec::with_capacity(n);
+        let blend = |v: f32, text_score: f32| {
+            let gate = ((v - GATE_LOW) / (GATE_HIGH - GATE_LOW)).clamp(0.0, 1.0);
+            VECTOR_WEIGHT * v.max(0.0) + TEXT_WEIGHT * text_score * gate
+        };
         for (i, doc) in self.docs.iter().enumerate() {
             let text_score = if total > 0.0 {
                 (text[i].max(question_text[i]) / total).clamp(0.0, 1.0)
@@ -320,22 +353,26 @@ impl AgentIndex {
                 0.0
             };
             let span = i * self.dims..(i + 1) * self.dims;
-            let chunk_cos = qv
-                .filter(|_| self.has_vector[i])
-                .map(|q| dot(q, &self.vectors[span.clone()]));
-            let question_cos = qv
-                .filter(|_| self.has_question_vector[i])
-                .map(|q| dot(q, &self.question_vectors[span]));
+            let cos = |has: &[bool], vectors: &[f32]| {
+                qv.filter(|_| has[i])
+                    .map(|q| dot(q, &vectors[span.clone()]))
+            };
+            let chunk_cos = cos(&self.has_vector, &self.vectors);
+            let question_cos = cos(&self.has_question_vector, &self.question_vectors);
+            let answer_cos = cos(&self.has_answer_vector, &self.answer_vectors);
             let vector_score = match (chunk_cos, question_cos) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
-            let mut score = match vector_score {
-                Some(v) => {
-                    let gate = ((v - GATE_LOW) / (GATE_HIGH - GATE_LOW)).clamp(0.0, 1.0);
-                    VECTOR_WEIGHT * v.max(0.0) + TEXT_WEIGHT * text_score * gate
-                }
-                None => text_score,
+            let mut score = vector_score.map_or(text_score, |v| blend(v, text_score));
+            let views: Vec<f32> = [chunk_cos, question_cos, answer_cos]
+                .into_iter()
+                .flatten()
+                .collect();
+            let mut fit = if views.is_empty() {
+                text_score
+            } else {
+                blend(views.iter().sum::<f32>() / views.len() as f32, text_score)
             };
             let same_words = question_text[i] > 0.0
                 && doc
@@ -344,40 +381,57 @@ impl AgentIndex {
                     .any(|q| jaccard(&qset, q) >= NEAR_EXACT_JACCARD);
             if same_words || question_cos.is_some_and(|c| c >= NEAR_EXACT_COSINE) {
                 score = score.max(NEAR_EXACT_SCORE + 0.05 * question_cos.unwrap_or(0.0));
+                fit = 1.0 + score; // above every entry that is not the caller's question
             } else if Reference::beats(everyday, vector_score) {
                 continue; // an everyday request, not this entry, is what was asked
             }
             if score >= floor {
-                scored.push((score, i, text_score, vector_score));
+                scored.push(Scored {
+                    fit,
+                    score,
+                    doc: i,
+                    text_score,
+                    vector_score,
+                });
             }
         }
-        let by_score = |a: &(f32, usize, f32, Option<f32>), b: &(f32, usize, f32, Option<f32>)| {
-            b.0.total_cmp(&a.0)
-                .then(b.2.total_cmp(&a.2))
-                .then(a.1.cmp(&b.1))
+        let by_fit = |a: &Scored, b: &Scored| {
+            b.fit
+                .total_cmp(&a.fit)
+                .then(b.text_score.total_cmp(&a.text_score))
+                .then(a.doc.cmp(&b.doc))
         };
         if scored.len() > limit {
-            scored.select_nth_unstable_by(limit - 1, by_score);
+            scored.select_nth_unstable_by(limit - 1, by_fit);
             scored.truncate(limit);
         }
-        scored.sort_by(by_score);
+        scored.sort_by(by_fit);
         scored
             .into_iter()
-            .map(|(score, i, text_score, vector_score)| {
-                let r = &self.docs[i].row;
+            .map(|s| {
+                let r = &self.docs[s.doc].row;
                 RetrievedChunk {
                     chunk_id: r.id,
                     source_id: r.source_id,
                     agent_id: r.agent_id,
                     chunk_index: r.chunk_index,
                     content: r.content.clone(),
-                    score,
-                    text_score,
-                    vector_score,
+                    score: s.score,
+                    text_score: s.text_score,
+                    vector_score: s.vector_score,
                 }
             })
             .collect()
     }
+}
+
+/// A chunk that reached the floor: ranked by `fit`, judged by `score`.
+struct Scored {
+    fit: f32,
+    score: f32,
+    doc: usize,
+    text_score: f32,
+    vector_score: Option<f32>,
 }
 
 impl Vocabulary for AgentIndex {
@@ -436,6 +490,7 @@ mod tests {
             content: content.into(),
             embedding: v,
             question_embedding: None,
+            answer_embedding: None,
         }
     }
 
@@ -514,6 +569,78 @@ mod tests {
         assert!(found[0].content.contains("Main Street"));
         assert_eq!(found[0].vector_score, None);
         assert_eq!(idx.missing_vectors(), 0);
+    }
+
+    #[test]
+    fn an_entry_whose_answer_fits_outranks_one_whose_question_alone_is_close() {
+        // The caller's question is closer to the waiting room's question
+        // and whole entry (0.75, 0.7 against 0.6, 0.65), but far from its
+        // answer (0.1), while the loaner entry fits in all three views.
+        let unit = |v: [f32; 3]| {
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.map(|x| x / n).to_vec()
+        };
+        let faq = |content: &str, chunk: [f32; 3], question: [f32; 3], answer: [f32; 3]| ChunkRow {
+            question_embedding: Some(unit(question)),
+            answer_embedding: Some(unit(answer)),
+            ..row(content, Some(unit(chunk)))
+        };
+        let idx = AgentIndex::build(vec![
+            faq(
+                "Q: Can I wait while my car is serviced?\nA: Yes, our waiting room has coffee.",
+                [0.7, 0.714, 0.0],
+                [0.75, 0.661, 0.0],
+                [0.1, 0.995, 0.0],
+            ),
+            faq(
+                "Q: Do you have loaner cars?\nA: We have two loaner cars.",
+                [0.65, 0.0, 0.76],
+                [0.6, 0.0, 0.8],
+                [0.7, 0.0, 0.714],
+            ),
+        ]);
+        let query = unit([1.0, 0.0, 0.0]);
+        let found = idx.search(
+            "borrow one while mine is fixed",
+            Some(&query),
+            2,
+            0.0,
+            false,
+        );
+        assert!(found[0].content.contains("loaner"), "{found:?}");
+        // The relevance the floors judge stays the closer of the entry and
+        // its question, which here favours the waiting room.
+        assert!(found[1].score > found[0].score, "{found:?}");
+        // Without the answers' vectors the waiting room would have won.
+        let plain = AgentIndex::build(vec![
+            row(
+                "Q: Can I wait while my car is serviced?\nA: Yes.",
+                Some(unit([0.7, 0.714, 0.0])),
+            ),
+            row(
+                "Q: Do you have loaner cars?\nA: Two.",
+                Some(unit([0.65, 0.0, 0.76])),
+            ),
+        ]);
+        let found = plain.search(
+            "borrow one while mine is fixed",
+            Some(&query),
+            2,
+            0.0,
+            false,
+        );
+        assert!(found[0].content.contains("wait"), "{found:?}");
+    }
+
+    #[test]
+    fn faq_answers_are_read_without_their_label() {
+        assert_eq!(faq_answer("Q: Hours?\nA: 8 to 6."), Some("8 to 6."));
+        assert_eq!(
+            faq_answer("Q: Hours?\nWe open at 8."),
+            Some("We open at 8.")
+        );
+        assert_eq!(faq_answer("Q: Hours?"), None);
+        assert_eq!(faq_answer("We open at 8.\nA: no"), None);
     }
 
     #[test]

@@ -262,6 +262,7 @@ struct LoadedRow {
     content: String,
     embedding: Option<Vec<f32>>,
     question_embedding: Option<Vec<f32>>,
+    answer_embedding: Option<Vec<f32>>,
 }
 
 impl From<LoadedRow> for ChunkRow {
@@ -274,6 +275,7 @@ impl From<LoadedRow> for ChunkRow {
             content: r.content,
             embedding: r.embedding,
             question_embedding: r.question_embedding,
+            answer_embedding: r.answer_embedding,
         }
     }
 }
@@ -283,7 +285,8 @@ impl From<LoadedRow> for ChunkRow {
 const LOAD_SQL: &str = r#"
 select c.id, c.source_id, c.agent_id, c.chunk_index, c.content,
        case when c.embedding_model = $3 then c.embedding end as embedding,
-       case when c.embedding_model = $3 then c.question_embedding end as question_embedding
+       case when c.embedding_model = $3 then c.question_embedding end as question_embedding,
+       case when c.embedding_model = $3 then c.answer_embedding end as answer_embedding
 from knowledge_chunks c
 where c.workspace_id = $1 and ($2::uuid is null or c.agent_id = $2 or c.agent_id is null)
 order by c.source_id, c.chunk_index
