@@ -104,7 +104,6 @@ async fn stream_and_compare(codec: Codec, pt: u8, loss_percent: usize) {
             ),
         ));
     }
-    let mut te_seq = 100u16;
     for (i, p) in dtmf::build_digit_packets('5', 120, 8000)
         .unwrap()
         .iter()
@@ -112,9 +111,8 @@ async fn stream_and_compare(codec: Codec, pt: u8, loss_percent: usize) {
     {
         plan.push((
             Duration::from_millis(1000 + i as u64 * 20),
-            rtp_bytes(101, te_seq, 8000 * 9, 0xCAFE, p.marker, &p.payload),
+            rtp_bytes(101, 100 + i as u16, 8000 * 9, 0xCAFE, p.marker, &p.payload),
         ));
-        te_seq += 1;
     }
     // Packets of a payload type nobody negotiated are dropped and counted.
     plan.push((

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use switchboard::config::RecordsConfig;
@@ -299,17 +299,7 @@ async fn spilled_records_are_replayed_by_the_next_writer_once() {
         summary: None,
         at: now,
     });
-    records.push(Record::CallEnded {
-        call_log_id,
-        end: CallEnd {
-            status: "completed".into(),
-            sip_code: None,
-            hangup_by: Some(HangupBy::Caller),
-            reason: "caller hung up".into(),
-            at: now,
-            duration_ms: Some(12_000),
-        },
-    });
+    records.push(caller_hung_up(call_log_id, now, 12_000));
     let total = records.len();
     for r in records {
         writer.submit(r);
@@ -440,17 +430,7 @@ fn call_records(workspace_id: Uuid, agent_id: Uuid, n: usize) -> Vec<Record> {
     }
     records.extend([
         message(workspace_id, session_id, 1),
-        Record::CallEnded {
-            call_log_id,
-            end: CallEnd {
-                status: "completed".into(),
-                sip_code: None,
-                hangup_by: Some(HangupBy::Caller),
-                reason: "caller hung up".into(),
-                at: now,
-                duration_ms: Some(1_000),
-            },
-        },
+        caller_hung_up(call_log_id, now, 1_000),
         Record::EndSession {
             id: session_id,
             status: "completed".into(),
@@ -575,4 +555,19 @@ async fn batches_leave_the_rows_records_one_by_one_leave() {
     assert!(writer.flush(Duration::from_secs(30)).await);
     assert_eq!(call_rows(&pool, batched_ws).await, rows);
     assert_eq!(total, 24 * 12 + 6, "more than one batch");
+}
+
+/// The end of a call the caller hung up after `duration_ms`.
+fn caller_hung_up(call_log_id: Uuid, at: DateTime<Utc>, duration_ms: i64) -> Record {
+    Record::CallEnded {
+        call_log_id,
+        end: CallEnd {
+            status: "completed".into(),
+            sip_code: None,
+            hangup_by: Some(HangupBy::Caller),
+            reason: "caller hung up".into(),
+            at,
+            duration_ms: Some(duration_ms),
+        },
+    }
 }
