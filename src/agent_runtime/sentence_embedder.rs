@@ -50,7 +50,7 @@ pub struct SentenceEmbedder {
 }
 
 enum Network {
-    Bert(BertModel),
+    Bert(Box<BertModel>),
     /// Pooling and normalisation are in the graph; `run` needs `&mut`.
     Onnx(Mutex<Session>),
 }
@@ -132,7 +132,9 @@ impl SentenceEmbedder {
                 )
             }
             .map_err(|e| cfg_err("model.safetensors", &e))?;
-            Network::Bert(BertModel::load(vb, &c).map_err(|e| cfg_err("weights", &e))?)
+            Network::Bert(Box::new(
+                BertModel::load(vb, &c).map_err(|e| cfg_err("weights", &e))?,
+            ))
         } else {
             return Err(cfg_err(
                 "model.onnx (scripts/setup writes it)",
