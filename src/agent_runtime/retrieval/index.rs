@@ -600,13 +600,16 @@ mod tests {
             ),
         ]);
         let query = unit([1.0, 0.0, 0.0]);
-        let found = idx.search(
-            "borrow one while mine is fixed",
-            Some(&query),
-            2,
-            0.0,
-            false,
-        );
+        let ask = |idx: &AgentIndex| {
+            idx.search(
+                "borrow one while mine is fixed",
+                Some(&query),
+                2,
+                0.0,
+                false,
+            )
+        };
+        let found = ask(&idx);
         assert!(found[0].content.contains("loaner"), "{found:?}");
         // The relevance the floors judge stays the closer of the entry and
         // its question, which here favours the waiting room.
@@ -622,13 +625,7 @@ mod tests {
                 Some(unit([0.65, 0.0, 0.76])),
             ),
         ]);
-        let found = plain.search(
-            "borrow one while mine is fixed",
-            Some(&query),
-            2,
-            0.0,
-            false,
-        );
+        let found = ask(&plain);
         assert!(found[0].content.contains("wait"), "{found:?}");
     }
 
