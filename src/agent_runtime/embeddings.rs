@@ -298,9 +298,10 @@ pub async fn embed_missing_chunks(
     let mut written = 0;
     for batch in rows.chunks(64) {
         let mut texts: Vec<String> = batch.iter().map(|(_, c)| c.clone()).collect();
-        // (chunk, positions of its question's and its answer's text in `texts`)
-        let mut parts: Vec<(usize, usize, Option<usize>)> = Vec::new();
-        for (i, (_, content)) in batch.iter().enumerate() {
+        // Per chunk of a FAQ entry: the positions of its question's and its
+        // answer's text in `texts`.
+        let mut parts: Vec<Option<(usize, Option<usize>)>> = vec![None; batch.len()];
+        for ((_, content), part) in batch.iter().zip(&mut parts) {
             if let Some(q) = faq_question(content) {
                 let at = texts.len();
                 texts.push(q.to_string());
@@ -308,7 +309,7 @@ pub async fn embed_missing_chunks(
                     texts.push(a.to_string());
                     at + 1
                 });
-                parts.push((i, at, answer));
+                *part = Some((at, answer));
             }
         }
         let vectors = embedder.embed(&texts).await?;
@@ -318,12 +319,11 @@ pub async fn embed_missing_chunks(
             ));
         }
         let mut tx = pool.begin().await?;
-        for (i, (id, _)) in batch.iter().enumerate() {
-            let part = parts.iter().find(|(c, _, _)| *c == i);
-            let question = part.map(|(_, at, _)| &vectors[*at]);
+        for (i, ((id, _), part)) in batch.iter().zip(&parts).enumerate() {
+            let question = part.map(|(at, _)| &vectors[at]);
             // A question without an answer line gets an empty answer
             // vector (so it is not picked up again), no vector for it.
-            let answer = part.map(|(_, _, at)| at.map_or(&[][..], |at| &vectors[at][..]));
+            let answer = part.map(|(_, at)| at.map_or(&[][..], |at| &vectors[at][..]));
             sqlx::query(
                 "update knowledge_chunks
                  set embedding = $2, question_embedding = $3, answer_embedding = $4, embedding_model = $5

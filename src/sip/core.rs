@@ -165,11 +165,16 @@ impl Bucket {
 /// Room a table keeps however empty it gets.
 const KEPT_ROOM: usize = 1024;
 
-/// Shrinks `map` to twice its entries when they fill less than a quarter
-/// of its room (rarely: only once a burst has drained).
+/// The room a table of `len` entries in `capacity` slots shrinks to: twice
+/// its entries once they fill less than a quarter of it (rarely: only once
+/// a burst has drained), never below [`KEPT_ROOM`].
+fn shrunk_room(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > KEPT_ROOM && len < capacity / 4).then(|| (len * 2).max(KEPT_ROOM))
+}
+
 fn give_back<V>(map: &mut HashMap<String, V>) {
-    if map.capacity() > KEPT_ROOM && map.len() < map.capacity() / 4 {
-        map.shrink_to((map.len() * 2).max(KEPT_ROOM));
+    if let Some(room) = shrunk_room(map.len(), map.capacity()) {
+        map.shrink_to(room);
     }
 }
 
@@ -306,9 +311,8 @@ impl Core {
         give_back(&mut self.dials);
         give_back(&mut self.invites);
         give_back(&mut self.invite_txs);
-        if self.wakeups.capacity() > KEPT_ROOM && self.wakeups.len() < self.wakeups.capacity() / 4 {
-            self.wakeups
-                .shrink_to((self.wakeups.len() * 2).max(KEPT_ROOM));
+        if let Some(room) = shrunk_room(self.wakeups.len(), self.wakeups.capacity()) {
+            self.wakeups.shrink_to(room);
         }
     }
 

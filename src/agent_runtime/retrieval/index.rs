@@ -365,14 +365,14 @@ impl AgentIndex {
                 (a, b) => a.or(b),
             };
             let mut score = vector_score.map_or(text_score, |v| blend(v, text_score));
-            let views: Vec<f32> = [chunk_cos, question_cos, answer_cos]
+            let (sum, views) = [chunk_cos, question_cos, answer_cos]
                 .into_iter()
                 .flatten()
-                .collect();
-            let mut fit = if views.is_empty() {
+                .fold((0f32, 0u8), |(sum, n), c| (sum + c, n + 1));
+            let mut fit = if views == 0 {
                 text_score
             } else {
-                blend(views.iter().sum::<f32>() / views.len() as f32, text_score)
+                blend(sum / f32::from(views), text_score)
             };
             let same_words = question_text[i] > 0.0
                 && doc
