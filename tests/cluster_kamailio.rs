@@ -71,6 +71,8 @@ impl Cluster {
                 ),
             ),
             ("CLUSTER_DRAIN_SECS".into(), drain_secs.to_string()),
+            ("SWITCHBOARD_STT__THREADS".into(), "1".into()),
+            ("SWITCHBOARD_TTS__PIPER_THREADS".into(), "1".into()),
             // Three clusters side by side on two cores: no load shedding.
             ("SWITCHBOARD_ADMISSION__MAX_STT_WAIT_MS".into(), "0".into()),
         ];

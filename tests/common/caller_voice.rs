@@ -169,7 +169,9 @@ pub fn ears() -> &'static WhisperStt {
         WhisperStt::load(
             &path,
             WhisperOptions {
-                threads: 2,
+                // One thread: the whisper-bound suites run two at a time
+                // (`.config/nextest.toml`, `common::node::one_core_models`).
+                threads: 1,
                 workers: 1,
                 sized_audio_ctx: true,
                 temperature_fallback: false,

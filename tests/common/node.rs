@@ -34,7 +34,8 @@ pub fn free_port() -> u16 {
 
 /// The node's configuration: loopback SIP/API, RTP in `rtp_base..+200`,
 /// `database_url`, records in memory only (no spill folder shared between
-/// test nodes), then `extra` (`SWITCHBOARD_…` keys) on top.
+/// test nodes), the models on one thread ([`one_core_models`]), then
+/// `extra` (`SWITCHBOARD_…` keys) on top.
 pub fn node_config(database_url: &str, rtp_base: u16, extra: &[(&str, &str)]) -> Config {
     let sip_port = free_port();
     let mut env: Vec<(String, String)> = vec![
@@ -55,8 +56,20 @@ pub fn node_config(database_url: &str, rtp_base: u16, extra: &[(&str, &str)]) ->
         ("SWITCHBOARD_ADMISSION__MAX_STT_WAIT_MS".into(), "0".into()),
         ("SWITCHBOARD_RECORDS__SPOOL_DIR".into(), String::new()),
     ];
+    env.extend(one_core_models());
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load_from(None, &env).expect("config")
+}
+
+/// whisper and Piper on one thread each. The whisper-bound suites run two
+/// at a time (`.config/nextest.toml`): single-threaded runs only share the
+/// two cores, where two-thread runs spin at their barriers against each
+/// other. A test that runs alone and judges time puts 2 back in `extra`.
+pub fn one_core_models() -> [(String, String); 2] {
+    [
+        ("SWITCHBOARD_STT__THREADS".into(), "1".into()),
+        ("SWITCHBOARD_TTS__PIPER_THREADS".into(), "1".into()),
+    ]
 }
 
 pub async fn start_node(

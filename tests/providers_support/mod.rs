@@ -39,7 +39,9 @@ pub fn whisper(workers: usize, sized: bool) -> Arc<WhisperStt> {
         WhisperStt::load(
             &path,
             WhisperOptions {
-                threads: 2,
+                // One thread: these suites run beside another whisper-bound
+                // one (`.config/nextest.toml`).
+                threads: 1,
                 workers,
                 sized_audio_ctx: sized,
                 temperature_fallback: true,

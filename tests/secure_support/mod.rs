@@ -513,6 +513,7 @@ impl SecureNode {
             ("DATABASE_URL".into(), db.url.clone()),
             ("SWITCHBOARD_RECORDS__SPOOL_DIR".into(), String::new()),
         ];
+        env.extend(crate::common::node::one_core_models());
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let config = switchboard::config::Config::load_from(None, &env).expect("config");
         let records = switchboard::records::RecordWriter::start(db.pool.clone(), &config.records);
