@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod amd;
 pub mod amd_gate;
+pub mod bert;
 pub mod call;
 pub mod call_machine;
 pub mod embeddings;

@@ -4,17 +4,18 @@
 //! `model.onnx` (all-mpnet-base-v2, 768 dimensions, the default: written at
 //! set-up by `scripts/mpnet_to_onnx.py` from the model's safetensors, pooling
 //! included, run by ONNX Runtime, 7x faster than candle here) or a BERT
-//! `model.safetensors` (all-MiniLM-L6-v2, 384, run by candle). The folder's
+//! `model.safetensors` (all-MiniLM-L6-v2, 384, [`super::bert`] on candle's
+//! tensors). The folder's
 //! name is the model's id, stored with every vector.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::bert::{BertConfig, BertModel};
 use async_trait::async_trait;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -241,9 +242,7 @@ fn bert_forward(
     let dev = Device::Cpu;
     let tensor = |v: Vec<u32>| Tensor::from_vec(v, shape, &dev).map_err(model_error);
     let (ids, types, mask) = (tensor(ids)?, tensor(types)?, tensor(mask)?);
-    let hidden = model
-        .forward(&ids, &types, Some(&mask))
-        .map_err(model_error)?; // (rows, cols, dims)
+    let hidden = model.forward(&ids, &types, &mask).map_err(model_error)?; // (rows, cols, dims)
     let m = mask
         .to_dtype(DType::F32)
         .and_then(|m| m.unsqueeze(2))
