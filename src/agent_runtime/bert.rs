@@ -88,7 +88,7 @@ impl BertModel {
     }
 
     fn load_at(vb: VarBuilder, c: &BertConfig) -> Result<BertModel> {
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             candle_core::bail!(
                 "hidden_size {} is not a multiple of {} heads",
                 c.hidden_size,
