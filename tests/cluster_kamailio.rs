@@ -49,7 +49,7 @@ impl Cluster {
             free_port(),
             free_port(),
         );
-        let env: Vec<(String, String)> = vec![
+        let mut env: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), db.url.clone()),
             ("CLUSTER_DIR".into(), dir.path().display().to_string()),
             (
@@ -71,11 +71,10 @@ impl Cluster {
                 ),
             ),
             ("CLUSTER_DRAIN_SECS".into(), drain_secs.to_string()),
-            ("SWITCHBOARD_STT__THREADS".into(), "1".into()),
-            ("SWITCHBOARD_TTS__PIPER_THREADS".into(), "1".into()),
             // Three clusters side by side on two cores: no load shedding.
             ("SWITCHBOARD_ADMISSION__MAX_STT_WAIT_MS".into(), "0".into()),
         ];
+        env.extend(common::node::one_core_models());
         let out = Command::new(script())
             .arg("start")
             .envs(env.iter().cloned())
