@@ -9,8 +9,7 @@
 //! right, each decision within 3.5 s of the answer, and each voicemail's
 //! greeting reported over at its beep.
 
-#[path = "common/caller_voice.rs"]
-mod caller_voice;
+use crate::common::caller_voice;
 
 use std::time::{Duration, Instant};
 

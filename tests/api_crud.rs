@@ -2,7 +2,7 @@
 //! get, patch and delete of each resource, with the JSON checked; API keys;
 //! the read-only views over runtime-written rows; health and OpenAPI.
 
-mod api_support;
+use crate::api_support;
 
 use api_support::{Api, Options};
 use serde_json::{json, Value};

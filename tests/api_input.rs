@@ -2,7 +2,7 @@
 //! code and writes nothing. Login attempts are rate-limited. Secrets never
 //! appear in any response body.
 
-mod api_support;
+use crate::api_support;
 
 use std::time::Duration;
 

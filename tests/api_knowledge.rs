@@ -3,7 +3,7 @@
 //! documents fail only their own source with a clear error; search returns
 //! the ranked chunks.
 
-mod api_support;
+use crate::api_support;
 
 use api_support::Api;
 use axum::http::header;

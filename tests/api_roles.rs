@@ -2,7 +2,7 @@
 //! reading configuration, writing configuration, managing API keys and
 //! managing members. A refusal is 403 `forbidden` and writes nothing.
 
-mod api_support;
+use crate::api_support;
 
 use api_support::Api;
 use serde_json::json;

@@ -4,7 +4,7 @@
 //! A. Everything answers 404/403/405/422, and A's rows are unchanged,
 //! checked in SQL. Then RLS alone (no handler filter) is shown to hold.
 
-mod api_support;
+use crate::api_support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

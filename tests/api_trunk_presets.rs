@@ -5,7 +5,7 @@
 //! `amd_action` and `voicemail_message` are validated, stored and in the
 //! OpenAPI document.
 
-mod api_support;
+use crate::api_support;
 
 use api_support::Api;
 use serde_json::{json, Value};

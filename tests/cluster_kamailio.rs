@@ -6,8 +6,8 @@
 //! speak from 127.0.0.2, and the demo trunk admits only 127.0.0.2: a call
 //! gets in only if the node took the caller's address from Kamailio.
 
-mod common;
-mod sip_support;
+use crate::common;
+use crate::sip_support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -25,8 +25,8 @@
 //! 52850–52899, RTP 52950–52999; digits and transfer: SIP 53040, API
 //! 53041, DevTools 53042, ICE 53800–53849, RTP 53850–53999 (the web2 range).
 
-mod common;
-mod console_support;
+use crate::common;
+use crate::console_support;
 
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_talks_to_the_demo_agent_from_the_browser() {
-    if !in_loopback_namespace("the_console_talks_to_the_demo_agent_from_the_browser").await {
+    if !in_loopback_namespace("console_browser_call::the_console_talks_to_the_demo_agent_from_the_browser").await {
         return;
     }
     common::node::init_logs();
@@ -190,7 +190,7 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_calls_the_agent_from_an_allowed_page() {
-    if !in_loopback_namespace("the_widget_calls_the_agent_from_an_allowed_page").await {
+    if !in_loopback_namespace("console_browser_call::the_widget_calls_the_agent_from_an_allowed_page").await {
         return;
     }
     common::node::init_logs();
@@ -330,7 +330,7 @@ fn assert_loopback(call: &BrowserCall) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
-    if !in_loopback_namespace("a_browser_caller_asks_for_a_person_and_presses_a_key").await {
+    if !in_loopback_namespace("console_browser_call::a_browser_caller_asks_for_a_person_and_presses_a_key").await {
         return;
     }
     common::node::init_logs();

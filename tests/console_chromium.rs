@@ -16,8 +16,8 @@
 //! test node 52030/52031, RTP 52500+, DevTools 52032, baresip SIP 52033
 //! and RTP 52700–52799.
 
-mod common;
-mod console_support;
+use crate::common;
+use crate::console_support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! records are checked in PostgreSQL. A second call, the robustness case,
 //! asks in espeak-ng's robotic voice and must still get the answer.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,9 +6,8 @@
 //! recorded as an SRTP-protected, completed call. Ports 53676–53699 and
 //! 53876–53899.
 
-mod common;
-mod secure_support;
-mod sip_support;
+use crate::common;
+use crate::secure_support;
 
 use std::time::Duration;
 

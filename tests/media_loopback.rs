@@ -5,7 +5,7 @@
 //! The other direction: the agent's audio reaches the peer paced every
 //! 20 ms, and a flush silences it within one frame.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

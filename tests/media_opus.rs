@@ -2,7 +2,7 @@
 //! a narrow 16 kbit/s, 5 % of the packets lost (FEC or concealment in their
 //! place), decoded, and whisper must still hear the same words.
 
-mod providers_support;
+use crate::providers_support;
 
 use providers_support::{speech_16k, whisper, whisper_turn, words};
 use switchboard::agent_runtime::stt::SpeechToText;

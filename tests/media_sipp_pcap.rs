@@ -7,7 +7,7 @@
 //! socket. The caller's audio must arrive as 16 kHz frames whose loudness
 //! follows the capture's, and the digit must be reported exactly once.
 
-mod sip_support;
+use crate::sip_support;
 
 use std::sync::Arc;
 use std::time::Duration;

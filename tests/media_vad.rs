@@ -7,7 +7,7 @@
 //! within 60 ms of it, with and without noise, and noise alone must never
 //! start a turn.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -14,8 +14,8 @@
 //! The registry is the process's, shared by the tests of this file: they
 //! take turns (`SERIAL`) so one's calls do not show in the other's figures.
 
-mod common;
-mod sip_support;
+use crate::common;
+use crate::sip_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

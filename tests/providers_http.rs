@@ -5,7 +5,7 @@
 //! provider that errors, ones that hang (first-token timeout), and a check
 //! that dropping a stream closes it on the server side.
 
-mod providers_support;
+use crate::providers_support;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! caller's question (Piper voice); espeak-ng TTS output is transcribed back to its text;
 //! voice and speed are honoured; dropping a transcription frees the pool.
 
-mod providers_support;
+use crate::providers_support;
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 //! Retry-After (recorded `failed`) and the calls already up go on; once the
 //! node has room again it takes calls.
 
-mod common;
-mod sip_support;
+use crate::common;
+use crate::sip_support;
 
 use std::time::Duration;
 

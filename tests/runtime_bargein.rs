@@ -7,7 +7,7 @@
 //! 300 ms "mm-hm" during the greeting must not interrupt it: the greeting
 //! pauses briefly and plays on, every word of it.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

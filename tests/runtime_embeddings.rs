@@ -5,7 +5,7 @@
 //! full-text; a slow embedder is skipped after its budget so the answer is
 //! not delayed, and the turn says it ran on full-text only.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! all three, tied to the call's session and agent. A caller who only asks
 //! a question leaves no lead.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! `DELETE …/calls/live/{call_id}` ends it — the caller gets the BYE — and
 //! afterwards the list is empty and the call's records are finished.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 //! could not write into its spill file; a new node on the same folder, once
 //! the database is back, replays it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! hangup while the model is still streaming closes the stream at once and
 //! writes nothing afterwards.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! that order), `call_recordings` describes the file, and the API serves
 //! the same bytes to a workspace member — and to no one else.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! database is down leaves everything in the file, and the next writer on
 //! the folder replays it — twice over changes nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! (202, NOTIFY sipfrag 200) and gets the BYE. The call is `transferred`,
 //! the session `escalated`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -19,8 +19,8 @@
 //! - A caller that advertises both but refuses the REFER (603) keeps the
 //!   bridge: nothing is hung up, until the caller hangs up.
 
-mod common;
-mod sip_support;
+use crate::common;
+use crate::sip_support;
 
 use std::time::Duration;
 

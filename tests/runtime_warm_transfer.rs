@@ -6,8 +6,8 @@
 //! person's RTP socket and the person's 1 kHz tone reaches the caller. A
 //! person who is busy (486) makes the agent say so, and the call goes on.
 
-mod common;
-mod sip_support;
+use crate::common;
+use crate::sip_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -4,9 +4,9 @@
 //! another Request-URI or used from another address; and the API refuses
 //! a trunk username without a password.
 
-mod api_support;
-mod security_support;
-mod sip_support;
+use crate::api_support;
+use crate::security_support;
+use crate::sip_support;
 
 use std::time::Duration;
 

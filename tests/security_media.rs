@@ -4,8 +4,8 @@
 //! caller (same IP as its signalling, another port) is still followed; and
 //! media ports are not handed out in an order a stranger could guess.
 
-mod common;
-mod security_support;
+use crate::common;
+use crate::security_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! answers and a bounded transaction map; unauthenticated rejections are
 //! counted, not logged as calls.
 
-mod security_support;
-mod sip_support;
+use crate::security_support;
+use crate::sip_support;
 
 use std::time::Duration;
 

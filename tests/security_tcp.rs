@@ -5,8 +5,8 @@
 //! (while a quiet connection stays open), and a normal INVITE over TCP —
 //! cut into small writes, or from SIPp — still makes a call.
 
-mod security_support;
-mod sip_support;
+use crate::security_support;
+use crate::sip_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! address to $SIP_BENCH_ADDR_FILE, and stops when $SIP_BENCH_STOP_FILE
 //! appears (or after $SIP_BENCH_SECONDS).
 
-mod sip_support;
+use crate::sip_support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! port with its own seeded database; every DESIGN.md answer, checked on
 //! SIPp's exit code and on the call_logs rows.
 
-mod sip_support;
+use crate::sip_support;
 
 use std::time::Duration;
 

@@ -4,9 +4,7 @@
 //! logged with codec `opus` and recorded (16 kHz stereo WAV, caller left,
 //! agent right). Ports 53400–53599.
 
-mod common;
-mod secure_support;
-mod sip_support;
+use crate::secure_support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -6,8 +6,8 @@
 //! sends BYE, a ringing call cancelled by DELETE, the trunk's concurrency,
 //! and the API's refusals. Every wait is bounded.
 
-mod common;
-mod sip_support;
+use crate::common;
+use crate::sip_support;
 
 use std::time::Duration;
 

@@ -8,8 +8,8 @@
 //! address comes after the beep's time, seconds of it), then the node
 //! hangs up and `call_logs` says machine.
 
-mod common;
-mod sip_support;
+use crate::common;
+use crate::sip_support;
 
 use std::time::{Duration, Instant};
 

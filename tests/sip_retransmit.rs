@@ -2,7 +2,7 @@
 //! capped at T2) and after 64*T1 the call is torn down with BYE and its
 //! call_logs row says why. Takes ~33 s of real time by design (RFC timers).
 
-mod sip_support;
+use crate::sip_support;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! OPTIONS still gets 200 on both transports, broken TCP connections are
 //! closed, and memory has not grown without bound.
 
-mod sip_support;
+use crate::sip_support;
 
 use std::time::Duration;
 

@@ -6,9 +6,9 @@
 //! B's agent, while on B's trunk the same INVITE reaches B's agent; and a
 //! carrier range both trunks list carries each number to its own tenant.
 
-mod api_support;
-mod security_support;
-mod sip_support;
+use crate::api_support;
+use crate::security_support;
+use crate::sip_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

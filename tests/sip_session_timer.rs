@@ -7,9 +7,7 @@
 //! 4028 allows); the state machine itself is unit-tested on a simulated
 //! clock (`src/sip/session_timer.rs`). Ports 53600–53799.
 
-mod common;
-mod secure_support;
-mod sip_support;
+use crate::secure_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -6,9 +6,7 @@
 //! one signed by the configured CA the call goes through; and an outbound
 //! call placed over TLS with SRTP to baresip answering. Ports 53000–53199.
 
-mod common;
-mod secure_support;
-mod sip_support;
+use crate::secure_support;
 
 use std::time::Duration;
 

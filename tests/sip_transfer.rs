@@ -6,7 +6,7 @@
 //! call_logs keeps the target, mode, outcome and code. A stand-in runtime
 //! asks for the transfer (the agent's side is in tests/runtime_transfer.rs).
 
-mod sip_support;
+use crate::sip_support;
 
 use std::time::Duration;
 

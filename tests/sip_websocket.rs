@@ -11,9 +11,7 @@
 //! (`tests/fixtures/sipjs`). The same over `wss://` (TLS with the test
 //! CA's certificate). Ports 53500–53599 and 53900–53999.
 
-mod common;
-mod secure_support;
-mod sip_support;
+use crate::secure_support;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -4,9 +4,8 @@
 //! espeak-ng; and what it says survives G.711 well enough for whisper to
 //! write the sentence back (WER ≤ 10 %).
 
-#[path = "common/caller_voice.rs"]
-mod caller_voice;
-mod providers_support;
+use crate::common::caller_voice;
+use crate::providers_support;
 
 use std::path::Path;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! within 50 ms of the turn's decision time recorded in `call_logs.latency`.
 //! Then a changed answer drops its stale rendering and renders the new one.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;

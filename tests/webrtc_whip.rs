@@ -8,7 +8,7 @@
 //!
 //! Ports: WebRTC ICE 51000–51199, RTP 51200–51400 (this suite's range).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -350,7 +350,7 @@ async fn whip_refuses_bad_credentials_unknown_or_draft_agents_the_plan_limit_and
 /// in one call, each after the previous answer ended (at least ten must be
 /// answered). Writes
 /// `bench/results/webrtc_latency.json`. Run:
-/// `cargo test --release --test webrtc_whip -- --ignored voice_to_voice --nocapture`.
+/// `cargo test --release --test suite -- --ignored webrtc_whip::voice_to_voice --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run it on purpose"]
 async fn voice_to_voice_at_the_aiortc_peer() {

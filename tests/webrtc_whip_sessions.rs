@@ -7,7 +7,7 @@
 //! Ports (53000–53999): ICE 53000–53099 and RTP 53200–53400 (first test),
 //! ICE 53100–53199 and RTP 53500–53700 (second).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -33,10 +33,10 @@ trap cleanup EXIT
 start_harness() {
     # Build once, then run the test binary itself (no rebuild races).
     local exe
-    exe=$(cargo test --test sip_bench_node --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\))$/\1/p' | tail -1)
+    exe=$(cargo test --test suite --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\))$/\1/p' | tail -1)
     [ -x "$exe" ] || { echo "could not build tests/sip_bench_node.rs" >&2; return 1; }
     SIP_BENCH_ADDR_FILE="$WORK/addr" SIP_BENCH_STOP_FILE="$WORK/stop" \
-        "$exe" --ignored --nocapture bench_node >"$WORK/node.log" 2>&1 &
+        "$exe" --ignored --nocapture --exact sip_bench_node::bench_node >"$WORK/node.log" 2>&1 &
     NODE_PID=$!
     for _ in $(seq 1 300); do [ -s "$WORK/addr" ] && break; sleep 0.2; done
     [ -s "$WORK/addr" ] || return 1
