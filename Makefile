@@ -27,7 +27,7 @@ run: build
 	exec ./target/release/switchboard serve
 
 # cargo-nextest runs every test in its own process, several side by side,
-# and the whisper-bound ones in two lanes (.config/nextest.toml).
+# and the whisper-bound ones in three lanes (.config/nextest.toml).
 # Tests bind fixed ports in 36000-56999 (each suite its own block); as root,
 # that range is kept out of the kernel's ephemeral ports, so a database
 # connection of one test cannot hold a port another test must bind.
