@@ -58,7 +58,11 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_talks_to_the_demo_agent_from_the_browser() {
-    if !in_loopback_namespace("console_browser_call::the_console_talks_to_the_demo_agent_from_the_browser").await {
+    if !in_loopback_namespace(
+        "console_browser_call::the_console_talks_to_the_demo_agent_from_the_browser",
+    )
+    .await
+    {
         return;
     }
     common::node::init_logs();
@@ -190,7 +194,11 @@ async fn the_console_talks_to_the_demo_agent_from_the_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_calls_the_agent_from_an_allowed_page() {
-    if !in_loopback_namespace("console_browser_call::the_widget_calls_the_agent_from_an_allowed_page").await {
+    if !in_loopback_namespace(
+        "console_browser_call::the_widget_calls_the_agent_from_an_allowed_page",
+    )
+    .await
+    {
         return;
     }
     common::node::init_logs();
@@ -330,7 +338,11 @@ fn assert_loopback(call: &BrowserCall) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_caller_asks_for_a_person_and_presses_a_key() {
-    if !in_loopback_namespace("console_browser_call::a_browser_caller_asks_for_a_person_and_presses_a_key").await {
+    if !in_loopback_namespace(
+        "console_browser_call::a_browser_caller_asks_for_a_person_and_presses_a_key",
+    )
+    .await
+    {
         return;
     }
     common::node::init_logs();

@@ -14,7 +14,8 @@ const INSIDE: &str = "SWITCHBOARD_TEST_LOOPBACK_NETNS";
 
 /// True when the caller is already inside the loopback-only namespace and
 /// should run its test; otherwise runs `test` (this test binary's test of
-/// that name) inside a new one, fails if it fails, and returns false.
+/// that path, its module included: `console_browser_call::…`) inside a new
+/// one, fails if it fails, and returns false.
 pub async fn in_loopback_namespace(test: &str) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         let addrs = String::from_utf8_lossy(
