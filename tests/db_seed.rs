@@ -34,6 +34,22 @@ fn password_in(report: &str) -> Option<String> {
         .map(|p| p.trim().to_string())
 }
 
+/// The demo number's route: agent status and name, the trunk's CIDRs,
+/// codecs, call limit and switch, the model provider, the transfer target,
+/// the owner's role and the number's switch.
+type DemoRoute = (
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    i32,
+    bool,
+    String,
+    String,
+    String,
+    bool,
+);
+
 #[tokio::test]
 async fn seed_demo_builds_a_routable_demo() {
     let db = TestDb::new().await;
@@ -62,7 +78,7 @@ async fn seed_demo_builds_a_routable_demo() {
         .is_err());
 
     // the number routes through the local trunk to the live agent, in one workspace
-    let row: (String, String, Vec<String>, Vec<String>, i32, bool, String, String, String, bool) = sqlx::query_as(
+    let row: DemoRoute = sqlx::query_as(
         "select a.status::text, a.name, t.inbound_cidrs, t.codecs, t.max_concurrent_calls, t.enabled,
                 m.provider, coalesce(a.transfer_to, ''), r.role::text, n.enabled
          from phone_numbers n

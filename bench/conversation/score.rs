@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 use super::common::caller_voice::{key_word_recall, wer};
 use super::node::{KnowledgeBase, Question};
 
+/// A message: role, content, and its STT, first-token and first-audio times.
+type MessageRow = (String, String, Option<i32>, Option<i32>, Option<i32>);
+
 /// What the node wrote about one call.
 #[derive(Debug, Default)]
 pub struct Records {
@@ -44,7 +47,7 @@ pub async fn records(db: &sqlx::PgPool, sip_call_id: &str) -> Records {
     let Some((session, latency)) = row else {
         return Records::default();
     };
-    let messages: Vec<(String, String, Option<i32>, Option<i32>, Option<i32>)> = sqlx::query_as(
+    let messages: Vec<MessageRow> = sqlx::query_as(
         "select role, content, stt_ms, llm_first_token_ms, tts_first_byte_ms from messages
          where session_id = $1 order by created_at",
     )
