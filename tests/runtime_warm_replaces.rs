@@ -281,14 +281,7 @@ async fn without_replaces_from_the_caller_the_node_keeps_bridging() {
     // The test's SIP caller advertises neither REFER nor replaces; the
     // person's phone advertises replaces.
     let caller = SipCaller::dial_after_greeting(s.node.sip.local_addr(), DEMO).await;
-    let person = Uas::start_calls(
-        "uas_person_replaces.xml",
-        "u1",
-        1,
-        150,
-        &["-set", "mode", "bridged"],
-    )
-    .await;
+    let person = person_staying_bridged().await;
     person_trunk(&s.db, person.port).await;
     caller.say_and_wait(&question).await;
     // The person is reached and briefed: the bridge is up.
@@ -331,14 +324,7 @@ async fn a_refused_refer_leaves_the_bridge_up() {
     .expect("the call is answered");
     caller.answer_refer_with(603, 0);
     caller.wait_greeting().await;
-    let person = Uas::start_calls(
-        "uas_person_replaces.xml",
-        "u1",
-        1,
-        150,
-        &["-set", "mode", "bridged"],
-    )
-    .await;
+    let person = person_staying_bridged().await;
     person_trunk(&s.db, person.port).await;
     caller.say_and_wait(&question).await;
     // The bridge is up and the node offers the caller's phone the takeover.
@@ -365,6 +351,19 @@ async fn a_refused_refer_leaves_the_bridge_up() {
     assert_eq!(status, "in_progress");
 
     caller_leaves_the_bridge(s, caller, person).await;
+}
+
+/// The person's phone for one call that stays bridged until the node ends
+/// it (`-set mode bridged`: the BYE is awaited in one receive, not polled).
+async fn person_staying_bridged() -> Uas {
+    Uas::start_calls(
+        "uas_person_replaces.xml",
+        "u1",
+        1,
+        150,
+        &["-set", "mode", "bridged"],
+    )
+    .await
 }
 
 /// The caller of a bridged call hangs up: the node ends the person's call

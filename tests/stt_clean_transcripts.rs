@@ -280,10 +280,9 @@ async fn piper_questions_through_the_call_path_give_one_clean_sentence_each() {
         .with_env_filter("switchboard::agent_runtime::stt=debug")
         .with_test_writer()
         .try_init();
-    // One whisper thread: this suite runs beside another whisper-bound one
+    // One whisper thread: this suite runs beside other whisper-bound ones
     // (`.config/nextest.toml`).
-    let config = Config::load_from(None, &[("SWITCHBOARD_STT__THREADS".into(), "1".into())])
-        .expect("config");
+    let config = Config::load_from(None, &crate::common::node::one_core_models()).expect("config");
     let stt = Arc::new(WhisperStt::from_config(&config.stt).expect("whisper model"));
     let (mut errors, mut total) = (0usize, 0usize);
     let mut failures = Vec::new();

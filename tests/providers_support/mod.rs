@@ -16,7 +16,7 @@ pub async fn whisper_turn() -> tokio::sync::MutexGuard<'static, ()> {
     TURN.lock().await
 }
 
-pub use crate::common::caller_voice;
+use crate::common::caller_voice;
 
 /// `text` in the test caller's voice (Piper), 16 kHz mono 16-bit.
 pub fn speech_16k(dir: &Path, text: &str) -> Vec<i16> {
