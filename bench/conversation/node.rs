@@ -43,9 +43,16 @@ pub struct KnowledgeBase {
     pub heldout: bool,
 }
 
+/// The benchmark's knowledge bases: `kb/` (tuned on) and `heldout/` (never
+/// tuned on). `CONVERSATION_TUNING=1` leaves the held-out ones out, for the
+/// runs that compare settings, so their results are never seen while tuning.
 pub fn load_kbs(root: &Path) -> Vec<KnowledgeBase> {
+    let tuning = std::env::var("CONVERSATION_TUNING").is_ok_and(|v| v == "1");
     let mut out = Vec::new();
     for (dir, heldout) in [("kb", false), ("heldout", true)] {
+        if heldout && tuning {
+            continue;
+        }
         let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("{dir}: {e}"))
             .filter_map(|e| e.ok().map(|e| e.path()))
