@@ -78,6 +78,7 @@ async fn main() {
             workers: 1,
             sized_audio_ctx: true,
             temperature_fallback: true,
+            beam_size: 1,
         },
     )
     .unwrap();
@@ -88,6 +89,7 @@ async fn main() {
             workers: 1,
             sized_audio_ctx: false,
             temperature_fallback: true,
+            beam_size: 1,
         },
     )
     .unwrap();

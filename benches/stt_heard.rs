@@ -70,7 +70,11 @@ fn load(file: &str) -> WhisperStt {
                 .unwrap_or(1),
             workers: 1,
             sized_audio_ctx: true,
-            temperature_fallback: true,
+            temperature_fallback: std::env::var("STT_HEARD_FALLBACK").map_or(true, |v| v != "0"),
+            beam_size: std::env::var("STT_HEARD_BEAM")
+                .ok()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(1),
         },
     )
     .unwrap_or_else(|e| panic!("{file}: {e} (run scripts/setup)"))
@@ -104,12 +108,17 @@ async fn main() {
                 .collect()
         })
         .unwrap_or_else(|_| vec!["ggml-tiny.en.bin", "ggml-base.bin"]);
+    let hint_runs: Vec<bool> = match std::env::var("STT_HEARD_HINT").as_deref() {
+        Ok("0") => vec![false],
+        Ok("1") => vec![true],
+        _ => vec![false, true],
+    };
     let mut results = Vec::new();
     for model in models {
         let stt = load(model);
         // The first run allocates whisper's buffers; a busy machine may time it out.
         let _ = stt.transcribe(&audio[0].2, &SttHints::language("en")).await;
-        for hinted in [false, true] {
+        for &hinted in &hint_runs {
             let (mut errors, mut words) = (0usize, 0usize);
             let mut ms = Vec::new();
             let mut misheard = Vec::new();

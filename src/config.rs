@@ -298,6 +298,11 @@ pub struct SttConfig {
     /// `agent_runtime::listen`).
     #[serde(default)]
     pub relisten_below: f32,
+    /// whisper.cpp's fallback to sampling at higher temperatures when a
+    /// greedy decode looks poor (a repeating one, mostly).
+    pub temperature_fallback: bool,
+    /// Beams of whisper's beam search; 1 = greedy.
+    pub beam_size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -671,6 +676,9 @@ impl Config {
         }
         if self.stt.workers == 0 || self.stt.threads == 0 {
             return bad("stt.workers", "workers and threads must be at least 1");
+        }
+        if !(1..=8).contains(&self.stt.beam_size) {
+            return bad("stt.beam_size", "must be 1 (greedy) to 8");
         }
         if self.database.url.is_empty() {
             return bad("database.url", "must not be empty");

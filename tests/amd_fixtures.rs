@@ -82,6 +82,7 @@ async fn people_machines_and_silence_are_told_apart_within_seconds() {
             workers: 1,
             sized_audio_ctx: true,
             temperature_fallback: true,
+            beam_size: 1,
         },
     )
     .expect("whisper");

@@ -204,6 +204,16 @@ async fn crud_of_every_configuration_resource() {
     assert_eq!(trunk.body["outbound_password_set"], true);
     assert!(trunk.body.get("inbound_password").is_none());
     let trunk_id = trunk.body["id"].as_str().unwrap().to_string();
+    // Lists and GET by id show the same: a flag, never the secret.
+    let trunks = api.get(&format!("{base}/sip-trunks"), &t).await;
+    let one = api.get(&format!("{base}/sip-trunks/{trunk_id}"), &t).await;
+    for row in [&trunks.body["items"][0], &one.body] {
+        assert_eq!(row["id"], trunk.body["id"], "{}", trunks.text);
+        assert_eq!(row["inbound_password_set"], true);
+        assert_eq!(row["outbound_password_set"], true);
+        assert!(row.get("inbound_password").is_none() && row.get("outbound_password").is_none());
+        assert!(!trunks.text.contains("v1:") && !one.text.contains("v1:"));
+    }
     let stored = api.rows("select inbound_password from sip_trunks").await;
     let sealed = stored[0]["inbound_password"].as_str().unwrap();
     assert!(sealed.starts_with("v1:") && !sealed.contains("trunk-in-pw"));

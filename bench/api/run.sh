@@ -3,7 +3,8 @@
 # an OWNER API key (so every request verifies the key, opens the RLS
 # transaction and runs its query): GET one agent by id, and a page of 50
 # call logs out of 5,000. Prints req/s and p99 per case and writes
-# bench/results/api.md.
+# bench/results/api.md (the latest run; bench/results/api-steps.md keeps the
+# history of changes and their figures).
 #
 #   bench/api/run.sh            # 10 s per case, 2 threads, 16 connections
 #   DURATION=30s CONNECTIONS=32 bench/api/run.sh

@@ -146,7 +146,10 @@ pub async fn start(log: &Path) -> NodeProcess {
         .env("SWITCHBOARD_API__LISTEN", format!("127.0.0.1:{api_port}"))
         .env("SWITCHBOARD_RTP__PORT_MIN", "37600")
         .env("SWITCHBOARD_RTP__PORT_MAX", "37800")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("CONVERSATION_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("log"))

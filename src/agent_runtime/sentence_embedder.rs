@@ -166,10 +166,16 @@ impl SentenceEmbedder {
     /// Embeds on the calling thread (CPU-bound; async callers go through
     /// [`Embedder::embed`], which moves the work off the runtime).
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let started = std::time::Instant::now();
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(FORWARD_BATCH) {
             out.extend(self.inner.forward(batch).map_err(model_error)?);
         }
+        tracing::debug!(
+            texts = texts.len(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "embedded"
+        );
         Ok(out)
     }
 }

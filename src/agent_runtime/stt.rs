@@ -194,6 +194,8 @@ pub struct WhisperOptions {
     /// greedy decode looks poor (the default). Off, the same audio always
     /// gives the same words: a judge of speech (the tests' caller) needs that.
     pub temperature_fallback: bool,
+    /// Beams of whisper's beam search; 1 = greedy decoding.
+    pub beam_size: u32,
 }
 
 /// whisper.cpp on a bounded pool: `workers` transcriptions at once, each on
@@ -217,6 +219,7 @@ impl WhisperStt {
             options: WhisperOptions {
                 workers,
                 threads: options.threads.clamp(1, 64),
+                beam_size: options.beam_size.clamp(1, 8),
                 ..options
             },
         })
@@ -231,7 +234,8 @@ impl WhisperStt {
                 threads: stt.threads,
                 workers: stt.workers,
                 sized_audio_ctx: true,
-                temperature_fallback: true,
+                temperature_fallback: stt.temperature_fallback,
+                beam_size: stt.beam_size,
             },
         )
     }
@@ -351,7 +355,15 @@ fn run_whisper(
             .create_state()
             .map_err(|e| ProviderError::Engine(format!("whisper state: {e}")))?,
     };
-    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    let strategy = if options.beam_size > 1 {
+        SamplingStrategy::BeamSearch {
+            beam_size: options.beam_size as i32,
+            patience: -1.0,
+        }
+    } else {
+        SamplingStrategy::Greedy { best_of: 1 }
+    };
+    let mut params = FullParams::new(strategy);
     params.set_n_threads(options.threads as i32);
     if !options.temperature_fallback {
         params.set_temperature_inc(0.0);

@@ -254,20 +254,21 @@ impl ApiState {
     /// A transaction acting as the caller: `role authenticated` and the
     /// caller's claims, both local to the transaction, so RLS applies to
     /// everything the handler runs in it. Equivalent to `set local role
-    /// authenticated` (PostgREST sets both in one round trip this way).
+    /// authenticated` (PostgREST sets both this way). `BEGIN` and the two
+    /// settings go in one round trip (one simple query), so the claims are
+    /// written as an escaped string literal (see [`sql_literal`]).
     pub async fn begin(
         &self,
         principal: &Principal,
     ) -> Result<Transaction<'static, Postgres>, ApiError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "select set_config('role', 'authenticated', true),
-                    set_config('request.jwt.claims', $1, true)",
-        )
-        .bind(principal.claims().to_string())
-        .execute(&mut *tx)
-        .await?;
-        Ok(tx)
+        let claims = sql_literal(&principal.claims().to_string());
+        Ok(self
+            .pool
+            .begin_with(format!(
+                "begin; select set_config('role', 'authenticated', true), \
+                 set_config('request.jwt.claims', {claims}, true)"
+            ))
+            .await?)
     }
 
     /// The caller's role in `workspace_id`; 404 when it has none (a
@@ -367,4 +368,42 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// `text` as a PostgreSQL escape-string literal (`E'…'`): backslashes and
+/// quotes doubled, which reads the same whatever
+/// `standard_conforming_strings` says. A NUL (which no literal can hold)
+/// becomes U+FFFD; serialized JSON never contains one.
+pub fn sql_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    out.push_str("E'");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            '\0' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod literal_tests {
+    use super::sql_literal;
+
+    #[test]
+    fn quotes_and_backslashes_are_doubled() {
+        assert_eq!(sql_literal("{}"), "E'{}'");
+        assert_eq!(
+            sql_literal(r#"{"a":"it's \\"}"#),
+            r#"E'{"a":"it''s \\\\"}'"#
+        );
+        assert_eq!(
+            sql_literal("x'); drop table t; --"),
+            "E'x''); drop table t; --'"
+        );
+        assert_eq!(sql_literal("a\0b"), "E'a\u{fffd}b'");
+    }
 }

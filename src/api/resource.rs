@@ -368,7 +368,7 @@ pub async fn list(
     p: &Principal,
     ws: Uuid,
     q: &std::collections::HashMap<String, String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     st.require(p, ws, Role::Viewer).await?;
     let (limit, offset) = pagination(q)?;
     let after = match q.get("after") {
@@ -385,10 +385,7 @@ pub async fn list(
         ),
     };
     // Column names come from the static field list, never from the request.
-    let minus: String = omitted_in_lists(r.fields, q.get("include"))
-        .iter()
-        .map(|c| format!(" - '{c}'"))
-        .collect();
+    let omitted = omitted_in_lists(r.fields, q.get("include"));
     // The page is chosen in a subquery and only its rows become JSON: a
     // plan that sorts the whole workspace (stale statistics) would
     // otherwise build a JSON object for every row before the limit.
@@ -410,35 +407,64 @@ pub async fn list(
         ));
         binds.push(id.to_string());
     }
-    let order = format!("order by t.{col} desc, t.id desc");
-    // json (text, columns in order) costs PostgreSQL less than jsonb, which
-    // sorts every row's keys and is sent in its binary form; jsonb only
-    // where long columns are taken out of the rows.
-    let row = if minus.is_empty() {
-        "row_to_json(t)".to_string()
-    } else {
-        format!("to_jsonb(t){minus}")
-    };
-    let sql = format!("select {row} from ({sql} {order} limit {limit} offset {offset}) t {order}");
+    // PostgreSQL writes the whole page, which the node sends as it is: no
+    // row is parsed and written again here. A full page may have a next
+    // one: it starts after this page's last row.
+    let row = presented_sql(r, &omitted);
+    let sql = format!(
+        "select json_build_object(
+            'items', coalesce(json_agg({row} order by t.{col} desc, t.id desc), '[]'::json),
+            'limit', {limit}, 'offset', {offset},
+            'next_after', case when count(*) = {limit}
+                               then (array_agg(t.id order by t.{col}, t.id))[1] end)::text
+           from ({sql} order by t.{col} desc, t.id desc limit {limit} offset {offset}) t"
+    );
     let mut tx = st.begin(p).await?;
-    let mut query = sqlx::query_scalar::<_, Value>(&sql).bind(ws);
+    let mut query = sqlx::query_scalar::<_, String>(&sql).bind(ws);
     for b in &binds {
         query = query.bind(b);
     }
-    let rows = query.fetch_all(&mut *tx).await?;
+    let page = query.fetch_one(&mut *tx).await?;
     tx.commit().await?;
-    let items: Vec<Value> = rows
-        .into_iter()
-        .map(|row| present(r.fields, r.hidden, row))
+    Ok(json_text(page))
+}
+
+/// A JSON body written elsewhere (by PostgreSQL), sent as it is.
+fn json_text(body: String) -> axum::response::Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// The SQL expression of row `t` as clients see it: what [`present`] does
+/// in Rust (hidden and `omitted` columns gone, secrets as `<name>_set`),
+/// done by PostgreSQL. A plain `row_to_json` where nothing is taken out
+/// (json text costs PostgreSQL less than jsonb, which sorts every row's
+/// keys). Names come from the static field tables, never from a request.
+fn presented_sql(r: &Resource, omitted: &[&str]) -> String {
+    let secrets: Vec<&str> = r
+        .fields
+        .iter()
+        .filter(|f| matches!(f.kind, Kind::Secret))
+        .map(|f| f.name)
         .collect();
-    // A full page may have a next one: it starts after this page's last row.
-    let next_after = match items.last() {
-        Some(last) if items.len() as i64 == limit => last.get("id").cloned(),
-        _ => None,
-    };
-    Ok(Json(
-        json!({"items": items, "limit": limit, "offset": offset, "next_after": next_after}),
-    ))
+    if secrets.is_empty() && r.hidden.is_empty() && omitted.is_empty() {
+        return "row_to_json(t)".into();
+    }
+    let mut row = "to_jsonb(t)".to_string();
+    for column in r.hidden.iter().chain(omitted).chain(&secrets) {
+        row.push_str(&format!(" - '{column}'"));
+    }
+    if !secrets.is_empty() {
+        let set: Vec<String> = secrets
+            .iter()
+            .map(|s| format!("'{s}_set', t.{s} is not null"))
+            .collect();
+        row = format!("({row} || jsonb_build_object({}))", set.join(", "));
+    }
+    row
 }
 
 pub async fn get_one(
@@ -447,34 +473,39 @@ pub async fn get_one(
     p: &Principal,
     ws: Uuid,
     id: Uuid,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     st.require(p, ws, Role::Viewer).await?;
+    // One statement writes the row and its children's rows (each list in
+    // creation order), sent as PostgreSQL wrote it.
+    let mut row = presented_sql(r, &[]);
+    if !r.children.is_empty() {
+        let children: Vec<String> = r
+            .children
+            .iter()
+            .map(|c| {
+                format!(
+                    "'{}', (select coalesce(jsonb_agg(to_jsonb(c) order by c.created_at, c.id), '[]'::jsonb)
+                              from {} c where c.workspace_id = $1 and c.{} = $2)",
+                    c.key, c.table, c.foreign_key
+                )
+            })
+            .collect();
+        row = format!(
+            "({row})::jsonb || jsonb_build_object({})",
+            children.join(", ")
+        );
+    }
     let mut tx = st.begin(p).await?;
-    let row: Option<Value> = sqlx::query_scalar(&format!(
-        "select to_jsonb(t) from {} t where t.workspace_id = $1 and t.id = $2",
+    let body: Option<String> = sqlx::query_scalar(&format!(
+        "select ({row})::text from {} t where t.workspace_id = $1 and t.id = $2",
         r.table
     ))
     .bind(ws)
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let mut row = present(r.fields, r.hidden, row.ok_or(ApiError::NotFound)?);
-    for child in r.children {
-        let rows: Value = sqlx::query_scalar(&format!(
-            "select coalesce(jsonb_agg(to_jsonb(c) order by c.created_at, c.id), '[]'::jsonb)
-               from {} c where c.workspace_id = $1 and c.{} = $2",
-            child.table, child.foreign_key
-        ))
-        .bind(ws)
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Value::Object(map) = &mut row {
-            map.insert(child.key.to_string(), rows);
-        }
-    }
     tx.commit().await?;
-    Ok(Json(row))
+    Ok(json_text(body.ok_or(ApiError::NotFound)?))
 }
 
 pub async fn create(

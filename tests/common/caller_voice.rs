@@ -175,6 +175,7 @@ pub fn ears() -> &'static WhisperStt {
                 workers: 1,
                 sized_audio_ctx: true,
                 temperature_fallback: false,
+                beam_size: 1,
             },
         )
         .expect("load whisper base")

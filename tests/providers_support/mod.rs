@@ -44,6 +44,7 @@ pub fn whisper(workers: usize, sized: bool) -> Arc<WhisperStt> {
                 workers,
                 sized_audio_ctx: sized,
                 temperature_fallback: true,
+                beam_size: 1,
             },
         )
         .expect("load whisper"),
