@@ -413,14 +413,13 @@ impl Core {
     /// when the source has used its answer budget.
     pub fn reply(
         &mut self,
-        key: &str,
-        req: &Message,
-        source: Target,
+        to: Asked<'_>,
         code: u16,
         reason: &str,
         headers: Vec<(String, String)>,
         now: Instant,
     ) {
+        let Asked { key, req, source } = to;
         let origin = self.origin_of(req, source.addr.ip());
         if self.server_txs.contains_key(key) || !self.stranger_may_hear(origin, now) {
             return;
@@ -481,6 +480,11 @@ impl Core {
             }
         }
         let to_tag = msg.to().and_then(|t| t.tag().map(str::to_string));
+        let asked = Asked {
+            key: &key,
+            req: &msg,
+            source: inbound.source,
+        };
         match (&method, to_tag) {
             (Method::Ack, Some(tag)) if self.calls.contains_key(&tag) => {
                 self.on_ack(&tag, &msg, now)
@@ -494,28 +498,12 @@ impl Core {
                         self.on_in_dialog(&tag, &key, msg, now);
                     }
                 } else {
-                    self.reply(
-                        &key,
-                        &msg,
-                        inbound.source,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                        vec![],
-                        now,
-                    );
+                    self.reply(asked, 481, "Call/Transaction Does Not Exist", vec![], now);
                 }
             }
             (Method::Invite, None) => {
                 if msg.header("Max-Forwards").is_some_and(|v| v.trim() == "0") {
-                    self.reply(
-                        &key,
-                        &msg,
-                        inbound.source,
-                        483,
-                        "Too Many Hops",
-                        vec![],
-                        now,
-                    );
+                    self.reply(asked, 483, "Too Many Hops", vec![], now);
                     return;
                 }
                 if let Some(value) = msg.header("Replaces") {
@@ -532,21 +520,13 @@ impl Core {
                     } else {
                         (481, "Call/Transaction Does Not Exist")
                     };
-                    self.reply(&key, &msg, inbound.source, code, reason, vec![], now);
+                    self.reply(asked, code, reason, vec![], now);
                     return;
                 }
                 let merged = merge_key(&msg);
                 if let Some(existing) = merged.as_ref().and_then(|m| self.invites.get(m)) {
                     if existing != &key {
-                        self.reply(
-                            &key,
-                            &msg,
-                            inbound.source,
-                            482,
-                            "Loop Detected",
-                            vec![],
-                            now,
-                        );
+                        self.reply(asked, 482, "Loop Detected", vec![], now);
                         return;
                     }
                 }
@@ -562,15 +542,7 @@ impl Core {
                 if self.env.shared.draining.load(Ordering::Relaxed) {
                     if self.bucket.take(now) {
                         let headers = vec![("Retry-After".to_string(), "30".to_string())];
-                        self.reply(
-                            &key,
-                            &msg,
-                            inbound.source,
-                            503,
-                            "Service Unavailable",
-                            headers,
-                            now,
-                        );
+                        self.reply(asked, 503, "Service Unavailable", headers, now);
                     }
                 } else if self.bucket.take(now) {
                     let headers = vec![
@@ -578,7 +550,7 @@ impl Core {
                         ("Accept".to_string(), ACCEPT.to_string()),
                         ("Supported".to_string(), SUPPORTED.to_string()),
                     ];
-                    self.reply(&key, &msg, inbound.source, 200, "OK", headers, now);
+                    self.reply(asked, 200, "OK", headers, now);
                 }
             }
             (
@@ -590,15 +562,7 @@ impl Core {
                 | Method::Refer,
                 None,
             ) => {
-                self.reply(
-                    &key,
-                    &msg,
-                    inbound.source,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    vec![],
-                    now,
-                );
+                self.reply(asked, 481, "Call/Transaction Does Not Exist", vec![], now);
             }
             (
                 Method::Register
@@ -609,9 +573,7 @@ impl Core {
                 None,
             ) => {
                 self.reply(
-                    &key,
-                    &msg,
-                    inbound.source,
+                    asked,
                     405,
                     "Method Not Allowed",
                     vec![("Allow".into(), ALLOW.into())],
@@ -645,9 +607,11 @@ impl Core {
             .unwrap_or_default();
         let Some(entry) = self.server_txs.get(&invite_key) else {
             self.reply(
-                cancel_key,
-                cancel,
-                source,
+                Asked {
+                    key: cancel_key,
+                    req: cancel,
+                    source,
+                },
                 481,
                 "Call/Transaction Does Not Exist",
                 vec![],
@@ -790,4 +754,13 @@ mod room_tests {
         assert_eq!(map.capacity(), small, "nothing more to give back");
         assert!(map.contains_key("42"));
     }
+}
+
+/// The request a reply outside any call answers: its transaction key, the
+/// request itself and where it came from.
+#[derive(Clone, Copy)]
+pub struct Asked<'a> {
+    pub key: &'a str,
+    pub req: &'a Message,
+    pub source: Target,
 }
