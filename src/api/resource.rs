@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::{json, Map, Value};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -289,20 +289,6 @@ pub async fn check_refs(
     Ok(())
 }
 
-/// The row as clients see it: hidden columns gone, secrets as `<name>_set`.
-pub fn present(fields: &[Field], hidden: &[&str], mut row: Value) -> Value {
-    if let Value::Object(map) = &mut row {
-        for h in hidden {
-            map.remove(*h);
-        }
-        for f in fields.iter().filter(|f| matches!(f.kind, Kind::Secret)) {
-            let set = map.remove(f.name).is_some_and(|v| !v.is_null());
-            map.insert(format!("{}_set", f.name), Value::Bool(set));
-        }
-    }
-    row
-}
-
 /// Appends `and <column> <op> $n` for each filter present in the query.
 fn push_filters(
     filters: &[Filter],
@@ -430,7 +416,7 @@ pub async fn list(
 }
 
 /// A JSON body written elsewhere (by PostgreSQL), sent as it is.
-fn json_text(body: String) -> axum::response::Response {
+pub fn json_text(body: String) -> axum::response::Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,
@@ -438,12 +424,13 @@ fn json_text(body: String) -> axum::response::Response {
         .into_response()
 }
 
-/// The SQL expression of row `t` as clients see it: what [`present`] does
-/// in Rust (hidden and `omitted` columns gone, secrets as `<name>_set`),
-/// done by PostgreSQL. A plain `row_to_json` where nothing is taken out
-/// (json text costs PostgreSQL less than jsonb, which sorts every row's
-/// keys). Names come from the static field tables, never from a request.
-fn presented_sql(r: &Resource, omitted: &[&str]) -> String {
+/// The SQL expression of row `t` as clients see it, the one place that
+/// says so: hidden and `omitted` columns gone, secrets as `<name>_set`
+/// (never their sealed value). A plain `row_to_json` where nothing is
+/// taken out (json text costs PostgreSQL less than jsonb, which sorts
+/// every row's keys). Names come from the static field tables, never from
+/// a request.
+pub fn presented_sql(r: &Resource, omitted: &[&str]) -> String {
     let secrets: Vec<&str> = r
         .fields
         .iter()
@@ -520,28 +507,30 @@ pub async fn create(
     super::resources::fill_presets(r, &mut values);
     let mut tx = st.begin(p).await?;
     super::resources::check_row_rules(r, &mut tx, ws, None, &values).await?;
-    let row = insert_row(&mut tx, r.table, r.fields, ws, values).await?;
+    let row = insert_row(&mut tx, r, ws, values).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(present(r.fields, r.hidden, row))))
+    Ok((StatusCode::CREATED, json_text(row)))
 }
 
-/// Inserts a checked object as a row of `table` in workspace `ws`.
+/// Inserts a checked object as a row of `r` in workspace `ws`; the new row
+/// as clients see it ([`presented_sql`]).
 pub async fn insert_row(
     tx: &mut Transaction<'static, Postgres>,
-    table: &str,
-    fields: &[Field],
+    r: &Resource,
     ws: Uuid,
     values: Map<String, Value>,
-) -> Result<Value, ApiError> {
-    check_refs(tx, fields, &values, ws).await?;
+) -> Result<String, ApiError> {
+    check_refs(tx, r.fields, &values, ws).await?;
     let columns: Vec<&str> = values.keys().map(String::as_str).collect();
     let list: String = columns.iter().map(|c| format!(", {c}")).collect();
     let sql = format!(
         "insert into {table} as t (workspace_id{list})
          select $2{list} from jsonb_populate_record(null::{table}, $1)
-         returning to_jsonb(t)"
+         returning ({row})::text",
+        table = r.table,
+        row = presented_sql(r, &[])
     );
-    let row: Value = sqlx::query_scalar(&sql)
+    let row: String = sqlx::query_scalar(&sql)
         .bind(Value::Object(values))
         .bind(ws)
         .fetch_one(&mut **tx)
@@ -556,15 +545,16 @@ pub async fn patch(
     ws: Uuid,
     id: Uuid,
     body: Map<String, Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     st.require(p, ws, r.write_role).await?;
     let values = check_body(r.fields, body, false, st.encryption_key())?;
+    let presented = presented_sql(r, &[]);
     let mut tx = st.begin(p).await?;
     check_refs(&mut tx, r.fields, &values, ws).await?;
     super::resources::check_row_rules(r, &mut tx, ws, Some(id), &values).await?;
-    let row: Option<Value> = if values.is_empty() {
+    let row: Option<String> = if values.is_empty() {
         sqlx::query_scalar(&format!(
-            "select to_jsonb(t) from {} t where t.workspace_id = $1 and t.id = $2",
+            "select ({presented})::text from {} t where t.workspace_id = $1 and t.id = $2",
             r.table
         ))
         .bind(ws)
@@ -577,7 +567,7 @@ pub async fn patch(
             "update {table} t set {sets}
                from jsonb_populate_record(null::{table}, $1) r
               where t.workspace_id = $2 and t.id = $3
-              returning to_jsonb(t)",
+              returning ({presented})::text",
             table = r.table,
             sets = sets.join(", ")
         );
@@ -590,7 +580,7 @@ pub async fn patch(
     };
     let row = row.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
-    Ok(Json(present(r.fields, r.hidden, row)))
+    Ok(json_text(row))
 }
 
 pub async fn delete(

@@ -19,7 +19,8 @@ use super::body::{only_fields, opt_str, req_str, JsonObject};
 use super::error::ApiError;
 use super::extract::{pagination, Ids, QueryMap};
 use super::resource::{
-    check_refs, collection_route, eq, item_route, opt, out, present, req, Kind, Resource, Writes,
+    check_refs, collection_route, eq, item_route, json_text, opt, out, presented_sql, req, Kind,
+    Resource, Writes,
 };
 use super::types::Role;
 use super::ApiState;
@@ -175,7 +176,7 @@ async fn create(
     p: Principal,
     ids: Ids,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::response::Response), ApiError> {
     let ws = ids.get(0)?;
     st.require(&p, ws, Role::Manager).await?;
     only_fields(
@@ -267,16 +268,15 @@ async fn create(
         set_status(&st, &p, ws, id, "failed", Some(&reason)).await?;
     }
     let mut tx = st.begin(&p).await?;
-    let row: Value =
-        sqlx::query_scalar("select to_jsonb(t) from knowledge_sources t where t.id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(present(KNOWLEDGE.fields, KNOWLEDGE.hidden, row)),
+    let row: String = sqlx::query_scalar(&format!(
+        "select ({})::text from knowledge_sources t where t.id = $1",
+        presented_sql(&KNOWLEDGE, &[])
     ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, json_text(row)))
 }
 
 async fn set_status(
