@@ -297,6 +297,7 @@ async fn g722_wideband_speech_survives_loss_reorder_and_jitter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playout_reaches_the_peer_and_flush_silences_it_within_a_frame() {
     let session_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let session_addr = session_sock.local_addr().unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = SessionConfig::new(peer.local_addr().unwrap(), Codec::Pcmu, 0, None);
@@ -323,9 +324,14 @@ async fn playout_reaches_the_peer_and_flush_silences_it_within_a_frame() {
             playout.flush();
             flushed_at = Some(Instant::now());
         }
-        if let Ok(Ok((n, _))) =
+        if let Ok(Ok((n, from))) =
             tokio::time::timeout(Duration::from_millis(5), peer.recv_from(&mut buf)).await
         {
+            // Only the session's RTP: in a parallel suite another test's
+            // RTCP (sent to its peer's port + 1) can land on this port.
+            if from != session_addr {
+                continue;
+            }
             let p = rtp::packet::Packet::unmarshal(&mut &buf[..n]).unwrap();
             log.push((Instant::now(), p));
         }
