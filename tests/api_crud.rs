@@ -377,11 +377,22 @@ async fn api_keys_authenticate_and_revoke() {
     tampered.push(if key.ends_with('0') { '1' } else { '0' });
     assert_eq!(api.get("/v1/me", &tampered).await.status, 401);
     let id = created.body["id"].as_str().unwrap();
+    // Expired in the database directly (by another node, or an operator):
+    // the node trusts the key it read for at most a second, and meanwhile
+    // the database itself sees no rows for it (the policies re-check it).
     sqlx::query("update api_keys set expires_at = now() - interval '1 minute' where id = $1::uuid")
         .bind(id)
         .execute(&api.db.pool)
         .await
         .unwrap();
+    let agents = api.get(&format!("/v1/workspaces/{ws}/agents"), &key).await;
+    assert!(
+        agents.status == 401 || (agents.status == 200 && agents.body["items"] == json!([])),
+        "an expired key reads nothing: {} {}",
+        agents.status,
+        agents.text
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(api.get("/v1/me", &key).await.status, 401);
     sqlx::query("update api_keys set expires_at = null where id = $1::uuid")
         .bind(id)
@@ -389,6 +400,13 @@ async fn api_keys_authenticate_and_revoke() {
         .await
         .unwrap();
     assert_eq!(api.get("/v1/me", &key).await.status, 200);
+    // Revoked through the API: refused on the next request, no wait.
+    assert_eq!(
+        api.get(&format!("/v1/workspaces/{ws}/agents"), &key)
+            .await
+            .status,
+        200
+    );
     assert_eq!(
         api.delete(&format!("/v1/workspaces/{ws}/api-keys/{id}"), &t)
             .await

@@ -469,14 +469,26 @@ pub fn collapse_repeats(text: &str) -> String {
 /// sentence end, when they are all a prefix of the text's first words.
 /// Whisper also restarts after a comma it put where the sentence ended
 /// ("Do you wash dogs, do you"): the same, and the comma becomes a full stop.
+///
+/// A decode cut off by the token budget (the text ends mid-sentence) may
+/// also have read the audio again a little differently ("Where can I leave
+/// my car? and what does it cost. What can i leave my car and what does it
+/// cost. What"): a tail of four words or more, after a sentence end, that
+/// has the first words' words in at least four places of five goes too.
+/// A finished second sentence is never dropped for being alike ("Is there
+/// parking at the gym? Is there parking at the pool?").
 fn drop_restart(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().collect();
     let keys: Vec<String> = words.iter().map(|w| norm_word(w)).collect();
+    let cut_off = !text.trim_end().ends_with(['.', '?', '!']);
     for p in 1..words.len() {
         let before = words[p - 1];
         let ends_sentence = before.ends_with(['.', '?', '!']);
         let ends_clause = before.ends_with([',', ';']);
-        if (ends_sentence || ends_clause) && (p..words.len()).all(|i| keys[i] == keys[i - p]) {
+        let same = (p..words.len()).filter(|&i| keys[i] == keys[i - p]).count();
+        let tail = words.len() - p;
+        let nearly = cut_off && ends_sentence && tail >= 4 && tail <= p + 1 && same * 5 >= tail * 4;
+        if (ends_sentence || ends_clause) && (same == tail || nearly) {
             let mut kept = words[..p].join(" ");
             if ends_clause {
                 kept.pop();
@@ -652,6 +664,11 @@ mod tests {
                 "Is the office wheelchair accessible",
             ),
             ("Where are you located? Where are", "Where are you located?"),
+            // Read again a little differently, and cut off.
+            (
+                "Where can I leave my car? and what does it cost. What can i leave my car and what does it cost. What",
+                "Where can I leave my car? and what does it cost.",
+            ),
         ] {
             assert_eq!(collapse_repeats(heard), meant);
         }
@@ -661,6 +678,8 @@ mod tests {
             "What time do you open on Saturday?",
             "No, no, I said nine. Nine in the morning.",
             "It costs 3.50 dollars. Thank you.",
+            "Is there parking at the gym? Is there parking at the pool?",
+            "I have two questions. I have a dog and",
             "",
         ] {
             assert_eq!(collapse_repeats(t), t);

@@ -26,6 +26,28 @@ const KEY_SCHEME: &str = "sk_live_";
 /// `last_used_at` is written at most this often per key, so a busy key
 /// does not turn every read into a write.
 const TOUCH_EVERY: Duration = Duration::from_secs(30);
+/// A key read from `api_keys` is trusted this long without reading it
+/// again: a request with a known key then costs no round trip for it.
+/// Revoking a key drops it from the revoking node's cache at once; other
+/// nodes stop accepting it within this time. Every statement a request
+/// runs in its transaction re-checks the key anyway: the row-level
+/// policies admit an `api_key_id` only while the key is neither revoked
+/// nor expired (`accessible_workspace_ids`).
+const KEY_TRUSTED_FOR: Duration = Duration::from_secs(1);
+/// Most keys held; past it the cache starts over (it is a cache, and
+/// a flood of distinct valid keys is bounded by the keys that exist).
+const KNOWN_KEYS_MAX: usize = 10_000;
+
+/// A usable key as last read from `api_keys`.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownKey {
+    key_id: Uuid,
+    workspace_id: Uuid,
+    role: Role,
+    key_hash: String,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    read_at: Instant,
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -190,29 +212,70 @@ async fn verify_api_key(state: &ApiState, key: &str) -> Result<Principal, ApiErr
         return Err(ApiError::Unauthorized);
     }
     let prefix = &key[..KEY_PREFIX_LEN];
-    // The key's row is read with the server's own connection: the caller has
-    // no identity yet, so there are no claims to apply RLS with.
-    let row: Option<(Uuid, Uuid, String, String, bool)> = sqlx::query_as(
-        "select id, workspace_id, role::text, key_hash,
-                (revoked_at is null and (expires_at is null or expires_at > now())) as usable
-           from api_keys where prefix = $1",
-    )
-    .bind(prefix)
-    .fetch_optional(&state.pool)
-    .await?;
-    let Some((key_id, workspace_id, role, stored_hash, usable)) = row else {
-        return Err(ApiError::Unauthorized);
+    let known = state
+        .shared
+        .known_keys
+        .get(prefix)
+        .filter(|k| k.read_at.elapsed() < KEY_TRUSTED_FOR)
+        .map(|k| k.clone());
+    let known = match known {
+        Some(k) => k,
+        None => match read_key(state, prefix).await? {
+            Some(k) => k,
+            None => return Err(ApiError::Unauthorized),
+        },
     };
-    if !constant_time_eq(hash_api_key(key).as_bytes(), stored_hash.as_bytes()) || !usable {
+    let unexpired = known.expires_at.is_none_or(|at| at > chrono::Utc::now());
+    if !constant_time_eq(hash_api_key(key).as_bytes(), known.key_hash.as_bytes()) || !unexpired {
         return Err(ApiError::Unauthorized);
     }
-    let role: Role = role.parse().map_err(ApiError::internal)?;
-    touch_key(state, key_id).await;
+    touch_key(state, known.key_id).await;
     Ok(Principal::ApiKey {
+        key_id: known.key_id,
+        workspace_id: known.workspace_id,
+        role: known.role,
+    })
+}
+
+/// The usable key with `prefix` from the database (none when there is no
+/// such key, or it is revoked or expired), remembered for
+/// [`KEY_TRUSTED_FOR`].
+async fn read_key(state: &ApiState, prefix: &str) -> Result<Option<KnownKey>, ApiError> {
+    // The key's row is read with the server's own connection: the caller has
+    // no identity yet, so there are no claims to apply RLS with.
+    let row: Option<(Uuid, Uuid, String, String, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as(
+            "select id, workspace_id, role::text, key_hash, expires_at
+               from api_keys
+              where prefix = $1 and revoked_at is null
+                and (expires_at is null or expires_at > now())",
+        )
+        .bind(prefix)
+        .fetch_optional(&state.pool)
+        .await?;
+    let Some((key_id, workspace_id, role, key_hash, expires_at)) = row else {
+        state.shared.known_keys.remove(prefix);
+        return Ok(None);
+    };
+    let known = KnownKey {
         key_id,
         workspace_id,
-        role,
-    })
+        role: role.parse().map_err(ApiError::internal)?,
+        key_hash,
+        expires_at,
+        read_at: Instant::now(),
+    };
+    let keys = &state.shared.known_keys;
+    if keys.len() >= KNOWN_KEYS_MAX && !keys.contains_key(prefix) {
+        keys.clear();
+    }
+    keys.insert(prefix.to_string(), known.clone());
+    Ok(Some(known))
+}
+
+/// Forgets a revoked key on this node at once.
+pub(crate) fn forget_key(state: &ApiState, key_id: Uuid) {
+    state.shared.known_keys.retain(|_, k| k.key_id != key_id);
 }
 
 async fn touch_key(state: &ApiState, key_id: Uuid) {

@@ -115,5 +115,6 @@ async fn revoke(
         return Err(ApiError::NotFound);
     }
     tx.commit().await?;
+    super::auth::forget_key(&st, id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -411,7 +411,7 @@ pub async fn list(
         query = query.bind(b);
     }
     let page = query.fetch_one(&mut *tx).await?;
-    tx.commit().await?;
+    super::end_read(tx);
     Ok(json_text(page))
 }
 
@@ -463,7 +463,10 @@ pub async fn get_one(
 ) -> Result<axum::response::Response, ApiError> {
     st.require(p, ws, Role::Viewer).await?;
     // One statement writes the row and its children's rows (each list in
-    // creation order), sent as PostgreSQL wrote it.
+    // creation order), sent as PostgreSQL wrote it. The ids are typed
+    // uuids, written in as literals: the statement goes with the caller's
+    // settings in one round trip (`ApiState::read_text`).
+    let (ws, id) = (format!("'{ws}'::uuid"), format!("'{id}'::uuid"));
     let mut row = presented_sql(r, &[]);
     if !r.children.is_empty() {
         let children: Vec<String> = r
@@ -472,7 +475,7 @@ pub async fn get_one(
             .map(|c| {
                 format!(
                     "'{}', (select coalesce(jsonb_agg(to_jsonb(c) order by c.created_at, c.id), '[]'::jsonb)
-                              from {} c where c.workspace_id = $1 and c.{} = $2)",
+                              from {} c where c.workspace_id = {ws} and c.{} = {id})",
                     c.key, c.table, c.foreign_key
                 )
             })
@@ -482,16 +485,11 @@ pub async fn get_one(
             children.join(", ")
         );
     }
-    let mut tx = st.begin(p).await?;
-    let body: Option<String> = sqlx::query_scalar(&format!(
-        "select ({row})::text from {} t where t.workspace_id = $1 and t.id = $2",
+    let sql = format!(
+        "select ({row})::text from {} t where t.workspace_id = {ws} and t.id = {id}",
         r.table
-    ))
-    .bind(ws)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    );
+    let body = st.read_text(p, &sql).await?;
     Ok(json_text(body.ok_or(ApiError::NotFound)?))
 }
 
