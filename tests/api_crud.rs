@@ -599,6 +599,12 @@ async fn read_only_views_over_runtime_rows() {
         )
         .await;
     assert_eq!(noted.body["internal_notes"], "call back");
+    // PATCH answers with the row as GET shows it, its messages included.
+    assert_eq!(noted.body["messages"], s.body["messages"]);
+    let unchanged = api
+        .patch(&format!("{base}/sessions/{session}"), &t, json!({}))
+        .await;
+    assert_eq!(unchanged.body["messages"], s.body["messages"]);
     let r = api
         .patch(
             &format!("{base}/sessions/{session}"),

@@ -243,16 +243,21 @@ async fn verify_api_key(state: &ApiState, key: &str) -> Result<Principal, ApiErr
 async fn read_key(state: &ApiState, prefix: &str) -> Result<Option<KnownKey>, ApiError> {
     // The key's row is read with the server's own connection: the caller has
     // no identity yet, so there are no claims to apply RLS with.
-    let row: Option<(Uuid, Uuid, String, String, Option<chrono::DateTime<chrono::Utc>>)> =
-        sqlx::query_as(
-            "select id, workspace_id, role::text, key_hash, expires_at
+    let row: Option<(
+        Uuid,
+        Uuid,
+        String,
+        String,
+        Option<chrono::DateTime<chrono::Utc>>,
+    )> = sqlx::query_as(
+        "select id, workspace_id, role::text, key_hash, expires_at
                from api_keys
               where prefix = $1 and revoked_at is null
                 and (expires_at is null or expires_at > now())",
-        )
-        .bind(prefix)
-        .fetch_optional(&state.pool)
-        .await?;
+    )
+    .bind(prefix)
+    .fetch_optional(&state.pool)
+    .await?;
     let Some((key_id, workspace_id, role, key_hash, expires_at)) = row else {
         state.shared.known_keys.remove(prefix);
         return Ok(None);

@@ -462,35 +462,44 @@ pub async fn get_one(
     id: Uuid,
 ) -> Result<axum::response::Response, ApiError> {
     st.require(p, ws, Role::Viewer).await?;
-    // One statement writes the row and its children's rows (each list in
-    // creation order), sent as PostgreSQL wrote it. The ids are typed
-    // uuids, written in as literals: the statement goes with the caller's
-    // settings in one round trip (`ApiState::read_text`).
+    // One statement writes the row and its children's rows, sent as
+    // PostgreSQL wrote it. The ids are typed uuids, written in as
+    // literals: the statement goes with the caller's settings in one round
+    // trip (`ApiState::read_text`).
     let (ws, id) = (format!("'{ws}'::uuid"), format!("'{id}'::uuid"));
-    let mut row = presented_sql(r, &[]);
-    if !r.children.is_empty() {
-        let children: Vec<String> = r
-            .children
-            .iter()
-            .map(|c| {
-                format!(
-                    "'{}', (select coalesce(jsonb_agg(to_jsonb(c) order by c.created_at, c.id), '[]'::jsonb)
-                              from {} c where c.workspace_id = {ws} and c.{} = {id})",
-                    c.key, c.table, c.foreign_key
-                )
-            })
-            .collect();
-        row = format!(
-            "({row})::jsonb || jsonb_build_object({})",
-            children.join(", ")
-        );
-    }
+    let row = row_with_children_sql(r, &ws, &id);
     let sql = format!(
         "select ({row})::text from {} t where t.workspace_id = {ws} and t.id = {id}",
         r.table
     );
     let body = st.read_text(p, &sql).await?;
     Ok(json_text(body.ok_or(ApiError::NotFound)?))
+}
+
+/// The SQL of row `t` of `r` as JSON, with its children's rows (each list
+/// in creation order) when `r` has children; `ws` and `id` are the SQL of
+/// its workspace and id (parameters or literals). GET and PATCH present a
+/// row alike.
+fn row_with_children_sql(r: &Resource, ws: &str, id: &str) -> String {
+    let row = presented_sql(r, &[]);
+    if r.children.is_empty() {
+        return row;
+    }
+    let children: Vec<String> = r
+        .children
+        .iter()
+        .map(|c| {
+            format!(
+                "'{}', (select coalesce(jsonb_agg(to_jsonb(c) order by c.created_at, c.id), '[]'::jsonb)
+                          from {} c where c.workspace_id = {ws} and c.{} = {id})",
+                c.key, c.table, c.foreign_key
+            )
+        })
+        .collect();
+    format!(
+        "({row})::jsonb || jsonb_build_object({})",
+        children.join(", ")
+    )
 }
 
 pub async fn create(
@@ -546,11 +555,11 @@ pub async fn patch(
 ) -> Result<axum::response::Response, ApiError> {
     st.require(p, ws, r.write_role).await?;
     let values = check_body(r.fields, body, false, st.encryption_key())?;
-    let presented = presented_sql(r, &[]);
     let mut tx = st.begin(p).await?;
     check_refs(&mut tx, r.fields, &values, ws).await?;
     super::resources::check_row_rules(r, &mut tx, ws, Some(id), &values).await?;
     let row: Option<String> = if values.is_empty() {
+        let presented = row_with_children_sql(r, "$1", "$2");
         sqlx::query_scalar(&format!(
             "select ({presented})::text from {} t where t.workspace_id = $1 and t.id = $2",
             r.table
@@ -560,6 +569,7 @@ pub async fn patch(
         .fetch_optional(&mut *tx)
         .await?
     } else {
+        let presented = row_with_children_sql(r, "$2", "$3");
         let sets: Vec<String> = values.keys().map(|c| format!("{c} = r.{c}")).collect();
         let sql = format!(
             "update {table} t set {sets}
