@@ -29,6 +29,7 @@ pub mod sentence_embedder;
 pub mod sentences;
 pub mod sse;
 pub mod stt;
+pub mod stt_clean;
 pub mod stt_http;
 pub mod transcript;
 pub mod tts;

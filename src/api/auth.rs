@@ -243,13 +243,14 @@ async fn verify_api_key(state: &ApiState, key: &str) -> Result<Principal, ApiErr
 async fn read_key(state: &ApiState, prefix: &str) -> Result<Option<KnownKey>, ApiError> {
     // The key's row is read with the server's own connection: the caller has
     // no identity yet, so there are no claims to apply RLS with.
-    let row: Option<(
+    type KeyRow = (
         Uuid,
         Uuid,
         String,
         String,
         Option<chrono::DateTime<chrono::Utc>>,
-    )> = sqlx::query_as(
+    );
+    let row: Option<KeyRow> = sqlx::query_as(
         "select id, workspace_id, role::text, key_hash, expires_at
                from api_keys
               where prefix = $1 and revoked_at is null

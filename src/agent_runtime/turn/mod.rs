@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::stt::norm_word;
+use super::stt_clean::norm_word;
 
 /// Timing rules for one call (agent columns and `[turn]` configuration).
 #[derive(Debug, Clone)]
