@@ -186,7 +186,10 @@ fn cpu_budget() -> &'static (Arc<Semaphore>, u32) {
 /// Settings of [`WhisperStt`].
 #[derive(Debug, Clone)]
 pub struct WhisperOptions {
+    /// Most threads of one transcription: it takes the cores that are free
+    /// when it starts, at least one.
     pub threads: u32,
+    /// Transcriptions at once.
     pub workers: usize,
     /// Size `audio_ctx` to the utterance (the default); false = whisper's
     /// full 30 s window, kept for the benchmark's reference figure.
@@ -282,17 +285,33 @@ impl SpeechToText for WhisperStt {
             .await
             .map_err(|_| ProviderError::Cancelled)?;
         let (budget, total) = cpu_budget();
-        let cores = budget
+        // One core for sure, then as many more (up to `threads`) as are free
+        // now: a transcription alone runs on every core, two at once run
+        // side by side on one core each instead of one waiting for the other.
+        let mut cores = budget
             .clone()
-            .acquire_many_owned(self.options.threads.min(*total))
+            .acquire_owned()
             .await
             .map_err(|_| ProviderError::Cancelled)?;
+        let mut threads = 1;
+        while threads < self.options.threads.min(*total) {
+            match budget.clone().try_acquire_owned() {
+                Ok(more) => {
+                    cores.merge(more);
+                    threads += 1;
+                }
+                Err(_) => break,
+            }
+        }
         super::admission::record_stt_wait(queued.elapsed());
         let abort = Arc::new(AtomicBool::new(false));
         let _guard = AbortOnDrop(abort.clone());
         let ctx = self.ctx.clone();
         let states = self.states.clone();
-        let options = self.options.clone();
+        let options = WhisperOptions {
+            threads,
+            ..self.options.clone()
+        };
         let language = hints.base_language();
         let prompt = hints.prompt.clone();
         let job = tokio::task::spawn_blocking(move || {
