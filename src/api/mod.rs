@@ -272,13 +272,9 @@ impl ApiState {
         &self,
         principal: &Principal,
     ) -> Result<Transaction<'static, Postgres>, ApiError> {
-        let claims = sql_literal(&principal.claims().to_string());
         Ok(self
             .pool
-            .begin_with(format!(
-                "begin; select set_config('role', 'authenticated', true), \
-                 set_config('request.jwt.claims', {claims}, true)"
-            ))
+            .begin_with(format!("begin; {}", acting_as(principal)))
             .await?)
     }
 
@@ -296,11 +292,7 @@ impl ApiState {
         sql: &str,
     ) -> Result<Option<String>, ApiError> {
         use sqlx::Row;
-        let claims = sql_literal(&principal.claims().to_string());
-        let script = format!(
-            "select set_config('role', 'authenticated', true), \
-             set_config('request.jwt.claims', {claims}, true); {sql}"
-        );
+        let script = format!("{}; {sql}", acting_as(principal));
         let rows = sqlx::raw_sql(&script).fetch_all(&self.pool).await?;
         // The settings' row comes first, then the statement's.
         match rows.get(1) {
@@ -406,6 +398,19 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// The statement that makes the rest of its transaction act as the caller:
+/// `role authenticated` and the caller's claims, both local to the
+/// transaction, the claims as an escaped literal so the statement can go
+/// in one simple query with others ([`ApiState::begin`],
+/// [`ApiState::read_text`]).
+fn acting_as(principal: &Principal) -> String {
+    format!(
+        "select set_config('role', 'authenticated', true), \
+         set_config('request.jwt.claims', {}, true)",
+        sql_literal(&principal.claims().to_string())
+    )
 }
 
 /// `text` as a PostgreSQL escape-string literal (`E'…'`): backslashes and
