@@ -14,13 +14,20 @@
 use std::path::Path;
 
 use serde_json::Value;
-use switchboard::agent_runtime::embeddings::Embedder;
+use switchboard::agent_runtime::embeddings::{embed_query, Embedder};
 use switchboard::agent_runtime::llm_offline::ANSWER_FLOOR;
 use switchboard::agent_runtime::retrieval::index::ChunkRow;
 use switchboard::agent_runtime::retrieval::{AgentIndex, Everyday};
 use uuid::Uuid;
 
 const FALLBACK: &str = "fallback";
+/// The conversation benchmark's tuning bases (`bench/conversation/kb`).
+const TUNING_BASES: [&str; 4] = [
+    "dental.json",
+    "garage.json",
+    "plumbing.json",
+    "pharmacy.json",
+];
 
 /// (best score, lead over the second) of each question answered right
 /// with an entry (not the fallback).
@@ -168,11 +175,8 @@ async fn score(
 ) -> (usize, usize) {
     let mut right = 0;
     for case in cases {
-        let qv = embedder
-            .embed(std::slice::from_ref(&case.said))
-            .await
-            .expect("embed question")
-            .pop();
+        // The question's vector as the runtime makes it.
+        let qv = embed_query(embedder, &case.said, std::time::Duration::from_secs(60)).await;
         let found = idx.search(&case.said, qv.as_deref(), 4, 0.0, false);
         let answered = found
             .iter()
@@ -235,7 +239,7 @@ fn heard_cases(path: &Path, kbs: &[Kb]) -> Vec<(usize, Case)> {
     let v: Value = serde_json::from_str(&text).unwrap_or_default();
     let ids_of = |name: &str| -> Option<(usize, Vec<String>)> {
         let k = kbs.iter().position(|kb| kb.name == name)?;
-        let file = ["dental.json", "garage.json"]
+        let file = TUNING_BASES
             .iter()
             .map(|f| {
                 read(
@@ -285,7 +289,7 @@ async fn main() {
     .expect("the embedding model loads (run scripts/setup)");
     let everyday = Everyday::embed(embedder.as_ref()).await.expect("everyday");
     let off_topic = read(&root.join("tests/fixtures/knowledge/off_topic.json"));
-    let mut kbs: Vec<Kb> = ["dental.json", "garage.json"]
+    let mut kbs: Vec<Kb> = TUNING_BASES
         .iter()
         .map(|f| bench_kb(&root.join("bench/conversation/kb").join(f)))
         .collect();

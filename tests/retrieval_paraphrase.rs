@@ -32,7 +32,7 @@ use crate::api_support;
 
 use api_support::Api;
 use serde_json::{json, Value};
-use switchboard::agent_runtime::embeddings::Embedder;
+use switchboard::agent_runtime::embeddings::{embed_query, Embedder};
 use switchboard::agent_runtime::llm::{ChatMessage, LlmRequest, OfflineAnswerer};
 use switchboard::agent_runtime::llm_offline::for_speech;
 use switchboard::agent_runtime::retrieval::{self, KnowledgeIndex, SearchOptions};
@@ -100,13 +100,8 @@ async fn answer(
     question: &str,
     show: bool,
 ) -> (String, f32) {
-    let embedding = async {
-        embedder
-            .embed(&[question.to_string()])
-            .await
-            .ok()
-            .and_then(|mut v| v.pop())
-    };
+    // The question's vector as a turn makes it.
+    let embedding = embed_query(embedder, question, std::time::Duration::from_secs(60));
     let opts = SearchOptions {
         limit: 4,
         floor: retrieval::DEFAULT_FLOOR,
@@ -123,13 +118,7 @@ async fn answer(
             knowledge,
             (ws, Some(agent)),
             question,
-            std::future::ready(
-                embedder
-                    .embed(&[question.to_string()])
-                    .await
-                    .ok()
-                    .and_then(|mut v| v.pop()),
-            ),
+            embed_query(embedder, question, std::time::Duration::from_secs(60)),
             SearchOptions {
                 limit: 3,
                 floor: 0.0,

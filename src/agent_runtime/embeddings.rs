@@ -213,13 +213,16 @@ impl QueryCache {
         recent.retain(|(t, _)| t != text);
     }
 
-    /// Starts embedding `text` in the background, for a later `embed`.
+    /// Starts embedding `text` (and its last clause, see [`embed_query`])
+    /// in the background, for a later `embed`.
     pub fn prefetch(&self, text: &str) {
         if text.trim().is_empty() {
             return;
         }
-        let v = self.vector_of(text);
-        tokio::spawn(v);
+        tokio::spawn(self.vector_of(text));
+        if let Some(last) = final_clause(text) {
+            tokio::spawn(self.vector_of(last));
+        }
     }
 }
 
@@ -249,15 +252,39 @@ impl Embedder for QueryCache {
 /// The embedding of one question, or `None` when the embedder fails or
 /// takes longer than `budget` (retrieval then runs on full-text alone, so a
 /// slow embedding service never delays an answer by more than `budget`).
+/// A question said in several clauses ("I'm stuck at home after surgery,
+/// is there any way to get my medicine brought to me?") is the sum of the
+/// whole's and its last clause's vectors, normalised: callers put the
+/// question last and the story first, and the story alone pulls towards
+/// entries about the story. The two are embedded at once.
 pub async fn embed_query(
     embedder: &dyn Embedder,
     text: &str,
     budget: Duration,
 ) -> Option<Vec<f32>> {
-    let texts = [text.to_string()];
-    match tokio::time::timeout(budget, embedder.embed(&texts)).await {
-        Ok(Ok(mut vectors)) if vectors.len() == 1 && !vectors[0].is_empty() => vectors.pop(),
-        Ok(Ok(_)) => {
+    let one = |t: String| async move {
+        let texts = [t];
+        match embedder.embed(&texts).await {
+            Ok(mut vectors) if vectors.len() == 1 && !vectors[0].is_empty() => Ok(vectors.pop()),
+            Ok(_) => Ok(None),
+            Err(err) => Err(err),
+        }
+    };
+    let both = async {
+        match final_clause(text) {
+            None => one(text.to_string()).await,
+            Some(last) => {
+                let (whole, last) = futures::join!(one(text.to_string()), one(last.to_string()));
+                Ok(match (whole?, last?) {
+                    (Some(w), Some(l)) if w.len() == l.len() => Some(sum_normalised(&w, &l)),
+                    (w, _) => w,
+                })
+            }
+        }
+    };
+    match tokio::time::timeout(budget, both).await {
+        Ok(Ok(Some(v))) => Some(v),
+        Ok(Ok(None)) => {
             tracing::warn!(embedder = %embedder.name(), "embedder returned no vector; full-text only");
             None
         }
@@ -270,6 +297,33 @@ pub async fn embed_query(
             None
         }
     }
+}
+
+/// Fewest words of a clause that counts on its own ("yes, please" is not
+/// a question with a story before it).
+const CLAUSE_WORDS: usize = 3;
+
+/// The last clause of a question said in two or more clauses of at least
+/// [`CLAUSE_WORDS`] words each (split at sentence ends, commas and
+/// semicolons), else `None`.
+pub fn final_clause(text: &str) -> Option<&str> {
+    let mut clauses = text
+        .split(['.', '?', '!', ',', ';'])
+        .map(str::trim)
+        .filter(|c| c.split_whitespace().count() >= CLAUSE_WORDS);
+    let first = clauses.next()?;
+    let last = clauses.last()?;
+    (last != first).then_some(last)
+}
+
+/// `a + b`, scaled to unit length.
+fn sum_normalised(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut v: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
 }
 
 /// Embeds up to `max` chunks of a workspace whose vector is missing or was
@@ -363,4 +417,72 @@ pub async fn embed_all_missing_chunks(
         written += embed_missing_chunks(pool, embedder, ws, max).await?;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_clause_is_taken_only_after_another_clause() {
+        assert_eq!(
+            final_clause("I'm stuck at home after surgery, is there any way to get my medicine brought to me?"),
+            Some("is there any way to get my medicine brought to me")
+        );
+        assert_eq!(
+            final_clause("Hi. My boiler is banging. Can someone come today?"),
+            Some("Can someone come today")
+        );
+        assert_eq!(final_clause("Do you deliver?"), None);
+        assert_eq!(final_clause("Yes, do you deliver to my street?"), None);
+        assert_eq!(final_clause("Do you deliver to my street? Thanks."), None);
+        assert_eq!(final_clause(""), None);
+    }
+
+    /// Says which texts it was asked for; each text's vector is the
+    /// unit vector of its word count's axis.
+    struct ByWords(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Embedder for ByWords {
+        async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+            self.0.lock().unwrap().extend(texts.iter().cloned());
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    let mut v = vec![0.0; 16];
+                    v[t.split_whitespace().count().min(15)] = 1.0;
+                    v
+                })
+                .collect())
+        }
+        fn dims(&self) -> usize {
+            16
+        }
+        fn name(&self) -> String {
+            "by-words".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_question_in_clauses_is_the_whole_and_its_last_clause() {
+        let e = ByWords(Mutex::new(Vec::new()));
+        let budget = Duration::from_secs(5);
+        let v = embed_query(&e, "Do you deliver?", budget).await.unwrap();
+        assert_eq!(v[3], 1.0);
+        let v = embed_query(&e, "I never carry cash, can I tap my phone?", budget)
+            .await
+            .unwrap();
+        // The whole (9 words) and the last clause (5 words), half each.
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        assert!((v[9] - h).abs() < 1e-6 && (v[5] - h).abs() < 1e-6, "{v:?}");
+        assert_eq!(
+            *e.0.lock().unwrap(),
+            [
+                "Do you deliver?",
+                "I never carry cash, can I tap my phone?",
+                "can I tap my phone"
+            ]
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::agent_runtime::embeddings::embed_missing_chunks;
+use crate::agent_runtime::embeddings::{embed_missing_chunks, embed_query};
 
 /// Most chunks embedded right after one ingest (the rest at start-up).
 const MAX_EMBED_PER_INGEST: usize = 100_000;
@@ -16,6 +16,9 @@ use crate::agent_runtime::retrieval;
 use super::super::error::ApiError;
 use super::super::html::html_to_text;
 use super::super::ApiState;
+
+/// How long a knowledge search waits for its question's embedding.
+const API_EMBED_BUDGET: Duration = Duration::from_secs(10);
 
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_FETCH_BYTES: usize = 5 * 1024 * 1024;
@@ -156,13 +159,9 @@ pub async fn rank(
     query: &str,
     limit: i64,
 ) -> Result<Vec<Value>, ApiError> {
-    let embedding = async {
-        st.embedder
-            .embed(&[query.to_string()])
-            .await
-            .ok()
-            .and_then(|mut v| v.pop())
-    };
+    // The question's vector as a call's turn makes it; an admin's search
+    // is not in a conversation, so it waits longer for it.
+    let embedding = embed_query(st.embedder.as_ref(), query, API_EMBED_BUDGET);
     let opts = retrieval::SearchOptions {
         limit: limit.clamp(1, 50) as usize,
         floor: retrieval::DEFAULT_FLOOR,
