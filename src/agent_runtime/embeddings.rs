@@ -312,7 +312,7 @@ pub fn final_clause(text: &str) -> Option<&str> {
         .map(str::trim)
         .filter(|c| c.split_whitespace().count() >= CLAUSE_WORDS);
     let first = clauses.next()?;
-    let last = clauses.last()?;
+    let last = clauses.next_back()?;
     (last != first).then_some(last)
 }
 
