@@ -24,6 +24,30 @@ pub trait Embedder: Send + Sync {
     fn dims(&self) -> usize;
     /// The model's id, stored with each vector (`embedding_model`).
     fn name(&self) -> String;
+    /// The vector a caller's question is searched with (see
+    /// [`question_vector`]); `None` when the embedder gave none.
+    async fn embed_question(&self, text: &str) -> Result<Option<Vec<f32>>, ProviderError> {
+        question_vector(self, text).await
+    }
+}
+
+/// A question's own vector, or for a question said in several clauses
+/// ("I'm stuck at home after surgery, is there any way to get my medicine
+/// brought to me?") the sum of the whole's and its last clause's vectors,
+/// normalised: callers tell the story first and ask last, and the story
+/// alone pulls towards entries about the story. One call embeds both.
+pub async fn question_vector<E: Embedder + ?Sized>(
+    embedder: &E,
+    text: &str,
+) -> Result<Option<Vec<f32>>, ProviderError> {
+    let mut texts = vec![text.to_string()];
+    texts.extend(final_clause(text).map(str::to_string));
+    let mut vectors = embedder.embed(&texts).await?.into_iter();
+    let whole = vectors.next().filter(|v| !v.is_empty());
+    Ok(match (whole, vectors.next()) {
+        (Some(w), Some(l)) if w.len() == l.len() => Some(sum_normalised(&w, &l)),
+        (w, _) => w,
+    })
 }
 
 /// Stands in when the configured embedder cannot load (its model files are
@@ -148,14 +172,14 @@ const QUERY_CACHE: usize = 64;
 
 type SharedVector = Shared<BoxFuture<'static, Result<Vec<f32>, String>>>;
 
-/// The process's embedder with a memory of the last few single texts: a
-/// caller's question is embedded as soon as its transcript arrives (while
+/// The process's embedder with a memory of the last few questions' vectors:
+/// a caller's question is embedded as soon as its transcript arrives (while
 /// the turn still waits for the end-of-turn pause) and again when the reply
 /// retrieves; the second call gets the first one's vector, or waits for it
-/// if it is still being computed. Batches (ingest) pass straight through.
+/// if it is still being computed. Texts (ingest) pass straight through.
 pub struct QueryCache {
     inner: Arc<dyn Embedder>,
-    /// Where batches go: `inner` with its vectors kept on disk, if configured.
+    /// Where texts go: `inner` with its vectors kept on disk, if configured.
     documents: Arc<dyn Embedder>,
     recent: Mutex<VecDeque<(String, SharedVector)>>,
 }
@@ -169,8 +193,8 @@ impl QueryCache {
         }
     }
 
-    /// Batches (knowledge, the everyday reference) keep their vectors in
-    /// `dir` (see [`super::vector_cache`]); single questions never do.
+    /// Texts (knowledge, the everyday reference) keep their vectors in
+    /// `dir` (see [`super::vector_cache`]); callers' questions never do.
     /// An empty `dir` keeps them nowhere.
     pub fn with_vectors_in(mut self, dir: &std::path::Path) -> QueryCache {
         if dir.as_os_str().is_empty() {
@@ -191,11 +215,11 @@ impl QueryCache {
             return v.clone();
         }
         let inner = self.inner.clone();
-        let texts = [text.to_string()];
+        let question = text.to_string();
         let v: SharedVector = async move {
-            match inner.embed(&texts).await {
-                Ok(mut v) if v.len() == 1 => Ok(v.pop().unwrap_or_default()),
-                Ok(_) => Err("the embedder returned no vector".to_string()),
+            match inner.embed_question(&question).await {
+                Ok(Some(v)) => Ok(v),
+                Ok(None) => Err("the embedder returned no vector".to_string()),
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -213,27 +237,24 @@ impl QueryCache {
         recent.retain(|(t, _)| t != text);
     }
 
-    /// Starts embedding `text` (and its last clause, see [`embed_query`])
-    /// in the background, for a later `embed`.
+    /// Starts making the question vector of `text` in the background, for
+    /// a later `embed_question`.
     pub fn prefetch(&self, text: &str) {
         if text.trim().is_empty() {
             return;
         }
         tokio::spawn(self.vector_of(text));
-        if let Some(last) = final_clause(text) {
-            tokio::spawn(self.vector_of(last));
-        }
     }
 }
 
 #[async_trait]
 impl Embedder for QueryCache {
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        let [text] = texts else {
-            return self.documents.embed(texts).await;
-        };
+        self.documents.embed(texts).await
+    }
+    async fn embed_question(&self, text: &str) -> Result<Option<Vec<f32>>, ProviderError> {
         match self.vector_of(text).await {
-            Ok(v) => Ok(vec![v]),
+            Ok(v) => Ok(Some(v)),
             Err(e) => {
                 // A failure is not remembered: the next turn tries again.
                 self.forget(text);
@@ -249,40 +270,16 @@ impl Embedder for QueryCache {
     }
 }
 
-/// The embedding of one question, or `None` when the embedder fails or
-/// takes longer than `budget` (retrieval then runs on full-text alone, so a
-/// slow embedding service never delays an answer by more than `budget`).
-/// A question said in several clauses ("I'm stuck at home after surgery,
-/// is there any way to get my medicine brought to me?") is the sum of the
-/// whole's and its last clause's vectors, normalised: callers put the
-/// question last and the story first, and the story alone pulls towards
-/// entries about the story. The two are embedded at once.
+/// The question vector of `text` ([`Embedder::embed_question`]), or
+/// `None` when the embedder fails or takes longer than `budget` (retrieval
+/// then runs on full-text alone, so a slow embedding service never delays
+/// an answer by more than `budget`).
 pub async fn embed_query(
     embedder: &dyn Embedder,
     text: &str,
     budget: Duration,
 ) -> Option<Vec<f32>> {
-    let one = |t: String| async move {
-        let texts = [t];
-        match embedder.embed(&texts).await {
-            Ok(mut vectors) if vectors.len() == 1 && !vectors[0].is_empty() => Ok(vectors.pop()),
-            Ok(_) => Ok(None),
-            Err(err) => Err(err),
-        }
-    };
-    let both = async {
-        match final_clause(text) {
-            None => one(text.to_string()).await,
-            Some(last) => {
-                let (whole, last) = futures::join!(one(text.to_string()), one(last.to_string()));
-                Ok(match (whole?, last?) {
-                    (Some(w), Some(l)) if w.len() == l.len() => Some(sum_normalised(&w, &l)),
-                    (w, _) => w,
-                })
-            }
-        }
-    };
-    match tokio::time::timeout(budget, both).await {
+    match tokio::time::timeout(budget, embedder.embed_question(text)).await {
         Ok(Ok(Some(v))) => Some(v),
         Ok(Ok(None)) => {
             tracing::warn!(embedder = %embedder.name(), "embedder returned no vector; full-text only");
