@@ -46,8 +46,13 @@ pub struct KnowledgeBase {
 /// The benchmark's knowledge bases: `kb/` (tuned on) and `heldout/` (never
 /// tuned on). `CONVERSATION_TUNING=1` leaves the held-out ones out, for the
 /// runs that compare settings, so their results are never seen while tuning.
+/// `CONVERSATION_BASES=hotel,vet` runs only the bases of those file names.
 pub fn load_kbs(root: &Path) -> Vec<KnowledgeBase> {
     let tuning = std::env::var("CONVERSATION_TUNING").is_ok_and(|v| v == "1");
+    let only: Option<Vec<String>> = std::env::var("CONVERSATION_BASES")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.split(',').map(|b| b.trim().to_string()).collect());
     let mut out = Vec::new();
     for (dir, heldout) in [("kb", false), ("heldout", true)] {
         if heldout && tuning {
@@ -57,6 +62,12 @@ pub fn load_kbs(root: &Path) -> Vec<KnowledgeBase> {
             .unwrap_or_else(|e| panic!("{dir}: {e}"))
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| {
+                only.as_ref().is_none_or(|only| {
+                    p.file_stem()
+                        .is_some_and(|stem| only.iter().any(|b| stem == b.as_str()))
+                })
+            })
             .collect();
         files.sort();
         for f in files {
