@@ -82,7 +82,10 @@ async fn run() {
          where w.name = 'Conversation bench' and p.name = 'Enterprise' and s.workspace_id = w.id
            and s.status in ('trialing', 'active', 'past_due')",
     ] {
-        sqlx::query(sql).execute(&db).await.expect("the bench workspace's plan");
+        sqlx::query(sql)
+            .execute(&db)
+            .await
+            .expect("the bench workspace's plan");
     }
     let dir = tempfile::tempdir().expect("tmp");
 
