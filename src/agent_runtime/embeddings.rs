@@ -45,7 +45,9 @@ pub async fn question_vector<E: Embedder + ?Sized>(
     let mut vectors = embedder.embed(&texts).await?.into_iter();
     let whole = vectors.next().filter(|v| !v.is_empty());
     Ok(match (whole, vectors.next()) {
-        (Some(w), Some(l)) if w.len() == l.len() => Some(sum_normalised(&w, &l)),
+        (Some(w), Some(l)) if w.len() == l.len() => {
+            Some(normalise(w.iter().zip(&l).map(|(x, y)| x + y).collect()))
+        }
         (w, _) => w,
     })
 }
@@ -313,12 +315,11 @@ pub fn final_clause(text: &str) -> Option<&str> {
     (last != first).then_some(last)
 }
 
-/// `a + b`, scaled to unit length.
-fn sum_normalised(a: &[f32], b: &[f32]) -> Vec<f32> {
-    let mut v: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
+/// `v` scaled to unit length (a zero vector stays zero).
+pub fn normalise(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
     }
     v
 }

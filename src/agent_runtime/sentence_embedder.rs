@@ -19,7 +19,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use super::embeddings::{Embedder, MAX_BATCH};
+use super::embeddings::{normalise, Embedder, MAX_BATCH};
 use super::provider_error::ProviderError;
 use ort::session::Session;
 
@@ -264,14 +264,6 @@ fn bert_forward(
     let mean = summed.broadcast_div(&counts).map_err(model_error)?;
     let vectors: Vec<Vec<f32>> = mean.to_vec2().map_err(model_error)?;
     Ok(vectors.into_iter().map(normalise).collect())
-}
-
-fn normalise(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
 }
 
 #[async_trait]
