@@ -100,17 +100,23 @@ async fn answer(
     question: &str,
     show: bool,
 ) -> (String, f32) {
-    // The question's vector as a turn makes it.
-    let embedding = embed_query(embedder, question, std::time::Duration::from_secs(60));
+    // The question's vector as a turn makes it (once: the tuning view
+    // below searches with it again).
+    let vector = embed_query(embedder, question, std::time::Duration::from_secs(60)).await;
     let opts = SearchOptions {
         limit: 4,
         floor: retrieval::DEFAULT_FLOOR,
         off_topic_too: false,
     };
-    let (passages, embedded) =
-        retrieval::search(knowledge, (ws, Some(agent)), question, embedding, opts)
-            .await
-            .expect("search");
+    let (passages, embedded) = retrieval::search(
+        knowledge,
+        (ws, Some(agent)),
+        question,
+        std::future::ready(vector.clone()),
+        opts,
+    )
+    .await
+    .expect("search");
     assert!(embedded, "the question's embedding took part");
     let top = passages.first().map(|p| p.score).unwrap_or(0.0);
     if show && std::env::var("RETRIEVAL_TUNE").is_ok() {
@@ -118,7 +124,7 @@ async fn answer(
             knowledge,
             (ws, Some(agent)),
             question,
-            embed_query(embedder, question, std::time::Duration::from_secs(60)),
+            std::future::ready(vector),
             SearchOptions {
                 limit: 3,
                 floor: 0.0,
