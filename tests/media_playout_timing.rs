@@ -263,3 +263,89 @@ async fn ten_seconds_of_paced_playout_with_flushes_and_rtcp() {
     assert_eq!(block.total_lost, 0);
     assert!(sr.packet_count > 100);
 }
+
+/// Counts, until `until`, the datagrams on the peer's two sockets whose
+/// second byte is an RTCP packet type (RFC 5761 §4) on each.
+async fn rtcp_on(peer: &UdpSocket, peer_rtcp: &UdpSocket, until: Instant) -> (usize, usize) {
+    let (mut on_rtp, mut on_rtcp) = (0, 0);
+    let mut a = [0u8; 1500];
+    let mut b = [0u8; 1500];
+    while Instant::now() < until {
+        tokio::select! {
+            r = peer.recv_from(&mut a) => {
+                if let Ok((n, _)) = r {
+                    on_rtp += (n > 1 && (200..=204).contains(&a[1])) as usize;
+                }
+            }
+            r = peer_rtcp.recv_from(&mut b) => {
+                if let Ok((n, _)) = r {
+                    on_rtcp += (n > 1 && (200..=204).contains(&b[1])) as usize;
+                }
+            }
+            _ = tokio::time::sleep_until(until.into()) => {}
+        }
+    }
+    (on_rtp, on_rtcp)
+}
+
+fn sender_report() -> Vec<u8> {
+    rtcp::sender_report::SenderReport {
+        ssrc: 0xFEED,
+        ntp_time: 0x1234_5678_9ABC_DEF0,
+        ..Default::default()
+    }
+    .marshal()
+    .unwrap()
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_from_another_port_of_the_peer_host_does_not_move_our_reports_onto_rtp() {
+    // Another call's reports to its peer's port + 1 can land on this
+    // session's RTP port from the same host. Our SR (first at 2.5 s) must
+    // still go to port + 1, never into the RTP flow the peer plays.
+    let (peer, peer_rtcp) = bind_pair().await;
+    let sock = session_socket();
+    let (session, _events) = MediaSession::start(
+        sock,
+        SessionConfig::new(peer.local_addr().unwrap(), Codec::Pcmu, 0, None),
+    )
+    .unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger
+        .send_to(&sender_report(), session.local_addr())
+        .await
+        .unwrap();
+    let (on_rtp, on_rtcp) = rtcp_on(
+        &peer,
+        &peer_rtcp,
+        Instant::now() + Duration::from_millis(4200),
+    )
+    .await;
+    session.close().await;
+    assert_eq!(on_rtp, 0, "reports went into the RTP flow");
+    assert!(on_rtcp >= 1, "no report on port + 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_muxes_rtcp_gets_our_reports_on_the_rtp_port() {
+    let (peer, peer_rtcp) = bind_pair().await;
+    let sock = session_socket();
+    let (session, _events) = MediaSession::start(
+        sock,
+        SessionConfig::new(peer.local_addr().unwrap(), Codec::Pcmu, 0, None),
+    )
+    .unwrap();
+    peer.send_to(&sender_report(), session.local_addr())
+        .await
+        .unwrap();
+    let (on_rtp, on_rtcp) = rtcp_on(
+        &peer,
+        &peer_rtcp,
+        Instant::now() + Duration::from_millis(4200),
+    )
+    .await;
+    session.close().await;
+    assert!(on_rtp >= 1, "no report on the RTP port");
+    assert_eq!(on_rtcp, 0);
+}

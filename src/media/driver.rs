@@ -275,7 +275,7 @@ impl Driver {
                             },
                             None => bytes::Bytes::copy_from_slice(&buf[..n]),
                         };
-                        self.on_rtcp(&plain, from, stamps.arrival(stamp))
+                        self.on_rtcp(&plain, from, stamps.arrival(stamp), true)
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => tracing::debug!(error = %e, "RTCP receive error"),
@@ -371,14 +371,25 @@ impl Driver {
                 }
             }
             Received::Rtcp => {
-                self.rtcp_muxed = true;
-                self.on_rtcp(data, from, now);
+                // RFC 5761: RTCP on the RTP port means the peer muxes, but
+                // only when it comes from the address our RTP goes to. Any
+                // other port on the peer's host (another call's reports to
+                // its port + 1) must not turn our reports onto the RTP flow.
+                let ours = from == self.receiver.send_to();
+                if ours {
+                    self.rtcp_muxed = true;
+                }
+                self.on_rtcp(data, from, now, ours);
             }
             Received::Nothing => {}
         }
     }
 
-    pub(crate) fn on_rtcp(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+    /// One RTCP compound packet. `may_latch`: it came on our RTCP port, or
+    /// on the RTP port from the peer's own RTP address, so its source is
+    /// where reports go from now on; a report from anywhere else on the
+    /// peer's host is read but moves nothing.
+    pub(crate) fn on_rtcp(&mut self, data: &[u8], from: SocketAddr, now: Instant, may_latch: bool) {
         // RTCP from a stranger could end the call (BYE) or, answered
         // where it came from, redirect our reports: same rule as RTP.
         if !self.receiver.ip_allowed(from.ip()) {
@@ -390,7 +401,7 @@ impl Driver {
         };
         match rtcp.handle(data, now) {
             Ok(input) => {
-                if !self.rtcp_muxed {
+                if !self.rtcp_muxed && may_latch {
                     // Symmetric RTCP: answer where it really comes from.
                     self.rtcp_remote = from;
                 }
