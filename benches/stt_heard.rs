@@ -107,7 +107,7 @@ async fn main() {
                 .map(|s| Box::leak(s.to_string().into_boxed_str()) as &str)
                 .collect()
         })
-        .unwrap_or_else(|_| vec!["ggml-tiny.en.bin", "ggml-base.bin"]);
+        .unwrap_or_else(|_| vec!["ggml-tiny.en-q8_0.bin", "ggml-base.bin"]);
     let hint_runs: Vec<bool> = match std::env::var("STT_HEARD_HINT").as_deref() {
         Ok("0") => vec![false],
         Ok("1") => vec![true],

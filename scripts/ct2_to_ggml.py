@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Converts a Whisper model from CTranslate2 format to whisper.cpp's ggml f16.
+"""Converts a Whisper model from CTranslate2 format to whisper.cpp's ggml f16 or q8_0.
 
-Usage: ct2_to_ggml.py --vocabulary vocabulary.txt --out ggml.bin model.bin [more parts...]
+Usage: ct2_to_ggml.py --vocabulary vocabulary.txt --out ggml.bin [--quantize q8_0] model.bin [more parts...]
 
 The model may come split in several files: they are read one after the other as
 one stream. The output is written under a temporary name and renamed, so a
@@ -16,7 +16,12 @@ Layouts:
 - whisper.cpp ggml (models/convert-pt-to-ggml.py): magic, 11 i32 hyper-parameters,
   the mel filterbank (i32 n_mel, i32 n_fft, f32 data), the byte-level vocabulary
   (i32 count, then i32 length + bytes each), then per tensor: i32 n_dims, i32 name
-  length, i32 ftype (0 f32, 1 f16), i32 dims innermost first, name, data.
+  length, i32 ftype (0 f32, 1 f16, 8 q8_0), i32 dims innermost first, name, data.
+- q8_0 (ggml-quants.c `quantize_row_q8_0_ref`; whisper.cpp examples/quantize): the
+  matrices whisper.cpp makes of the file's weight type (every 2-D f16 tensor but the
+  positional embeddings) in blocks of 32 along a row, each an f16 scale d = max|x| / 127
+  and 32 i8 round(x / d); the header's ftype is 7 (mostly q8_0) + 1000 x the
+  quantization version 2. The scale is taken of the f16 values the f16 file would hold.
 """
 
 import argparse
@@ -27,6 +32,10 @@ import sys
 import numpy as np
 
 GGML_MAGIC = 0x67676D6C
+GGML_TYPE_Q8_0 = 8
+GGML_FTYPE_MOSTLY_Q8_0 = 7
+GGML_QNT_VERSION = 2
+Q8_BLOCK = 32
 SAMPLE_RATE = 16000
 N_FFT = 400
 
@@ -202,7 +211,19 @@ def tensors(v):
     return out
 
 
-def hparams(v):
+def q8_0(data):
+    """Blocks of 32 along the innermost axis: f16 scale, then 32 int8 values."""
+    x = np.asarray(data, dtype=np.float16).astype(np.float32).reshape(-1, Q8_BLOCK)
+    d = np.abs(x).max(axis=1) / 127.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    blocks = np.empty(x.shape[0], dtype=[("d", "<f2"), ("qs", "i1", Q8_BLOCK)])
+    blocks["d"] = d.astype(np.float16)
+    # Half away from zero, as C's roundf in ggml's reference quantizer.
+    blocks["qs"] = np.trunc(x * inv[:, None] + np.copysign(0.5, x)).astype(np.int8)
+    return blocks.tobytes()
+
+
+def hparams(v, quantize=None):
     n_vocab, n_text_state = v["decoder/embeddings/weight"].shape
     n_audio_state, n_mels, _ = v["encoder/conv1/weight"].shape
     return [
@@ -216,12 +237,13 @@ def hparams(v):
         int(v["decoder/num_heads"]),
         layer_count(v, "decoder"),
         n_mels,
-        1,  # ftype: f16 matrices (whisper-rs 0.16 aborts on f32 files)
+        # ftype: f16 matrices (whisper-rs 0.16 aborts on f32 files), or q8_0.
+        GGML_FTYPE_MOSTLY_Q8_0 + 1000 * GGML_QNT_VERSION if quantize == "q8_0" else 1,
     ]
 
 
-def write_ggml(fout, v, tokens):
-    hp = hparams(v)
+def write_ggml(fout, v, tokens, quantize=None):
+    hp = hparams(v, quantize)
     fout.write(struct.pack("<I", GGML_MAGIC))
     fout.write(struct.pack("<11i", *hp))
     filters = mel_filters(hp[9])
@@ -237,17 +259,22 @@ def write_ggml(fout, v, tokens):
         small = data.ndim < 2 or name.endswith("conv1.bias") or name.endswith("conv2.bias") or name.endswith("positional_embedding")
         ftype = 0 if small else 1
         data = np.ascontiguousarray(data, dtype="<f4" if small else "<f2")
+        payload = data.tobytes()
+        if quantize == "q8_0" and ftype == 1 and data.ndim == 2 and data.shape[-1] % Q8_BLOCK == 0:
+            ftype = GGML_TYPE_Q8_0
+            payload = q8_0(data)
         encoded = name.encode("utf-8")
         fout.write(struct.pack("<3i", data.ndim, len(encoded), ftype))
         fout.write(struct.pack(f"<{data.ndim}i", *reversed(data.shape)))
         fout.write(encoded)
-        fout.write(data.tobytes())
+        fout.write(payload)
 
 
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vocabulary", required=True, help="CTranslate2 vocabulary.txt")
     ap.add_argument("--out", required=True, help="ggml file to write")
+    ap.add_argument("--quantize", choices=["q8_0"], help="weight matrices as q8_0 instead of f16")
     ap.add_argument("model", nargs="+", help="model.bin, or its parts in order")
     args = ap.parse_args(argv)
     data = bytearray()
@@ -259,7 +286,7 @@ def main(argv):
     tmp = f"{args.out}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as fout:
-            write_ggml(fout, v, tokens)
+            write_ggml(fout, v, tokens, args.quantize)
             fout.flush()
             os.fsync(fout.fileno())
         os.replace(tmp, args.out)

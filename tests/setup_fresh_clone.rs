@@ -141,7 +141,10 @@ fn fresh_clone_setup_puts_every_model_in_data_models() {
     let manifest: Manifest =
         toml::from_str(&fs::read_to_string(clone.join("scripts/models.toml")).expect("manifest"))
             .expect("manifest parses");
-    assert!(manifest.file.iter().any(|f| f.path == "ggml-tiny.en.bin"));
+    assert!(manifest
+        .file
+        .iter()
+        .any(|f| f.path == "ggml-tiny.en-q8_0.bin"));
     assert!(manifest.file.iter().any(|f| f.path == "ggml-base.bin"));
 
     let (first, took) = setup_models(&clone, &data, FIRST_RUN_LIMIT);

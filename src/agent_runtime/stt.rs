@@ -24,7 +24,7 @@ pub const STT_SAMPLE_RATE: u32 = 16_000;
 /// Longest utterance accepted (whisper's window is 30 s).
 pub const MAX_UTTERANCE_SAMPLES: usize = 30 * STT_SAMPLE_RATE as usize;
 /// The model file looked for when none is configured.
-pub const DEFAULT_MODEL_FILE: &str = "ggml-tiny.en.bin";
+pub const DEFAULT_MODEL_FILE: &str = "ggml-tiny.en-q8_0.bin";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transcript {

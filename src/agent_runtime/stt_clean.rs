@@ -47,7 +47,61 @@ fn drop_restart(text: &str) -> String {
             return kept;
         }
     }
+    // Cut off after a sentence end, the tail only begins an earlier
+    // sentence again ("…inspection. Can you do that? Can you do").
+    if cut_off {
+        if let Some(p) = (1..words.len())
+            .rev()
+            .find(|&p| words[p - 1].ends_with(['.', '?', '!']))
+        {
+            let tail = &keys[p..];
+            let begins_again = (0..p).any(|s| {
+                (s == 0 || words[s - 1].ends_with(['.', '?', '!']))
+                    && s + tail.len() < p
+                    && keys[s..s + tail.len()] == *tail
+            });
+            if begins_again {
+                return words[..p].join(" ");
+            }
+        }
+    }
     text.to_string()
+}
+
+/// A word or a pair said three times or more in a row is kept once
+/// ("Is there a playground, playground, playground,"): whisper stuck on it.
+/// Twice is speech ("No, no, I said nine").
+fn collapse_stutter(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keys: Vec<String> = words.iter().map(|w| norm_word(w)).collect();
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        let run = (1..=2).find_map(|n| {
+            let unit = &keys[i..(i + n).min(keys.len())];
+            if unit.len() < n || unit.iter().any(String::is_empty) {
+                return None;
+            }
+            let mut copies = 1;
+            while i + (copies + 1) * n <= keys.len()
+                && keys[i + copies * n..i + (copies + 1) * n] == *unit
+            {
+                copies += 1;
+            }
+            (copies >= 3).then_some((n, copies))
+        });
+        match run {
+            Some((n, copies)) => {
+                out.extend_from_slice(&words[i..i + n]);
+                i += n * copies;
+            }
+            None => {
+                out.push(words[i]);
+                i += 1;
+            }
+        }
+    }
+    out.join(" ")
 }
 
 /// A transcript's word for comparing: letters and digits, lower case.
@@ -84,17 +138,36 @@ fn collapse_runs(text: &str) -> String {
     if start < text.len() && !text[start..].trim().is_empty() {
         sentences.push(text[start..].trim());
     }
-    let mut kept: Vec<&str> = Vec::new();
-    let mut last_norm: Option<String> = None;
-    for s in sentences {
-        let n = norm(s);
-        if n.is_empty() || last_norm.as_ref() != Some(&n) {
-            kept.push(s);
+    // A sentence, or a block of up to three, said again right after itself
+    // ("…inspection. Can you do that? …inspection. Can you do that?").
+    let norms: Vec<String> = sentences.iter().map(|s| norm(s)).collect();
+    let mut kept: Vec<usize> = Vec::new();
+    let mut j = 0;
+    while j < sentences.len() {
+        let again = (1..=3).find(|&k| {
+            j + k <= sentences.len()
+                && kept.len() >= k
+                && !norms[j].is_empty()
+                && kept[kept.len() - k..]
+                    .iter()
+                    .zip(j..j + k)
+                    .all(|(&a, b)| norms[a] == norms[b])
+        });
+        match again {
+            Some(k) => j += k,
+            None => {
+                kept.push(j);
+                j += 1;
+            }
         }
-        last_norm = Some(n);
     }
     // Word runs: "my name is my name is my name is" → "my name is".
-    let joined = kept.join(" ");
+    let joined = kept
+        .iter()
+        .map(|&k| sentences[k])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let joined = collapse_stutter(&joined);
     let words: Vec<&str> = joined.split_whitespace().collect();
     let keys: Vec<String> = words.iter().map(|w| norm(w)).collect();
     // Indices into `words` of the words kept.
@@ -195,6 +268,17 @@ mod tests {
         ] {
             assert_eq!(collapse_repeats(heard), meant);
         }
+        // Stuck on a word, on a pair of sentences, restarting the last one.
+        for (heard, meant) in [
+            ("Is there a playground, playground, playground,", "Is there a playground,"),
+            (
+                "My car needs its yearly inspection. Can you do that? My car needs its yearly inspection. Can you do that? Can you do",
+                "My car needs its yearly inspection. Can you do that?",
+            ),
+            ("It's late. Can you come out tonight? Can you", "It's late. Can you come out tonight?"),
+        ] {
+            assert_eq!(collapse_repeats(heard), meant);
+        }
         // Ordinary text is untouched, short repeats included.
         for t in [
             "Do you do grooming? Do you do boarding?",
@@ -203,6 +287,8 @@ mod tests {
             "It costs 3.50 dollars. Thank you.",
             "Is there parking at the gym? Is there parking at the pool?",
             "I have two questions. I have a dog and",
+            "Thanks. Thanks a lot. Bye. Bye now.",
+            "It is very, very cold.",
             "",
         ] {
             assert_eq!(collapse_repeats(t), t);
