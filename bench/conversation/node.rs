@@ -149,6 +149,11 @@ pub async fn start(log: &Path) -> NodeProcess {
 
     let sip_port = super::common::node::free_port();
     let api_port = super::common::node::free_port();
+    // Its own spill folder: records another node left in data/spool belong
+    // to another database, and replaying them here (each refused) would hold
+    // up this node's own records past the moment they are read.
+    let spool = log.with_extension("spool");
+    let _ = std::fs::remove_dir_all(&spool);
     let log_file = std::fs::File::create(log).expect("node log");
     let child = Command::new(switchboard_binary())
         .arg("serve")
@@ -157,6 +162,7 @@ pub async fn start(log: &Path) -> NodeProcess {
         .env("SWITCHBOARD_API__LISTEN", format!("127.0.0.1:{api_port}"))
         .env("SWITCHBOARD_RTP__PORT_MIN", "37600")
         .env("SWITCHBOARD_RTP__PORT_MAX", "37800")
+        .env("SWITCHBOARD_RECORDS__SPOOL_DIR", &spool)
         .env(
             "RUST_LOG",
             std::env::var("CONVERSATION_NODE_LOG").unwrap_or_else(|_| "warn".into()),

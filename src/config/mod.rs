@@ -151,8 +151,9 @@ pub struct SipConfig {
     #[serde(default = "default_true")]
     pub warm_transfer_replaces: bool,
     /// Ring time of an inbound call: milliseconds between 180 Ringing and
-    /// 200 OK (a CANCEL can arrive in it); 0 answers at once. At most 10 s.
-    #[serde(default = "default_answer_delay_ms")]
+    /// 200 OK (a CANCEL can arrive in it); 0 (the default) answers at
+    /// once. At most 10 s.
+    #[serde(default)]
     pub answer_delay_ms: u64,
     /// SIP over TLS: the listening address (with the certificate and key
     /// set), the node's certificate chain and key (PEM), the CA whose
@@ -188,10 +189,6 @@ fn default_transfer_timeout() -> u64 {
 
 fn default_true() -> bool {
     true
-}
-
-fn default_answer_delay_ms() -> u64 {
-    100
 }
 
 fn default_session_expires() -> u32 {
