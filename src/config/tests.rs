@@ -47,14 +47,15 @@ fn defaults_load() {
     // Nothing listens beyond this machine until configured to.
     assert!(c.sip.listen.ip().is_loopback(), "{}", c.sip.listen);
     assert!(c.api.listen.ip().is_loopback(), "{}", c.api.listen);
-    assert_eq!(c.sip.answer_delay_ms, 100);
+    // Answered at once: INVITE→200 is the node's own time.
+    assert_eq!(c.sip.answer_delay_ms, 0);
 }
 
 #[test]
 fn the_ring_time_is_configurable_and_bounded() {
-    let c = Config::load_from(None, &env(&[("SWITCHBOARD_SIP__ANSWER_DELAY_MS", "0")]))
-        .expect("no ring");
-    assert_eq!(c.sip.answer_delay_ms, 0);
+    let c = Config::load_from(None, &env(&[("SWITCHBOARD_SIP__ANSWER_DELAY_MS", "250")]))
+        .expect("a ring");
+    assert_eq!(c.sip.answer_delay_ms, 250);
     let e = Config::load_from(None, &env(&[("SWITCHBOARD_SIP__ANSWER_DELAY_MS", "60000")]))
         .unwrap_err()
         .to_string();
