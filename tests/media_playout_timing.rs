@@ -299,53 +299,45 @@ fn sender_report() -> Vec<u8> {
     .to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rtcp_from_another_port_of_the_peer_host_does_not_move_our_reports_onto_rtp() {
-    // Another call's reports to its peer's port + 1 can land on this
-    // session's RTP port from the same host. Our SR (first at 2.5 s) must
-    // still go to port + 1, never into the RTP flow the peer plays.
+/// One SR sent to a session's RTP port, by the peer's own RTP socket or by
+/// a stranger on the peer's host; then the RTCP that reaches the peer's RTP
+/// and RTCP ports until our first reports (2.5 s) have gone out.
+async fn reports_after_an_sr_on_the_rtp_port(from_the_peer: bool) -> (usize, usize) {
     let (peer, peer_rtcp) = bind_pair().await;
-    let sock = session_socket();
     let (session, _events) = MediaSession::start(
-        sock,
+        session_socket(),
         SessionConfig::new(peer.local_addr().unwrap(), Codec::Pcmu, 0, None),
     )
     .unwrap();
     let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    stranger
+    let sender = if from_the_peer { &peer } else { &stranger };
+    sender
         .send_to(&sender_report(), session.local_addr())
         .await
         .unwrap();
-    let (on_rtp, on_rtcp) = rtcp_on(
+    let counts = rtcp_on(
         &peer,
         &peer_rtcp,
         Instant::now() + Duration::from_millis(4200),
     )
     .await;
     session.close().await;
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_from_another_port_of_the_peer_host_does_not_move_our_reports_onto_rtp() {
+    // Another call's reports to its peer's port + 1 can land on this
+    // session's RTP port from the same host. Our SR must still go to
+    // port + 1, never into the RTP flow the peer plays.
+    let (on_rtp, on_rtcp) = reports_after_an_sr_on_the_rtp_port(false).await;
     assert_eq!(on_rtp, 0, "reports went into the RTP flow");
     assert!(on_rtcp >= 1, "no report on port + 1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_muxes_rtcp_gets_our_reports_on_the_rtp_port() {
-    let (peer, peer_rtcp) = bind_pair().await;
-    let sock = session_socket();
-    let (session, _events) = MediaSession::start(
-        sock,
-        SessionConfig::new(peer.local_addr().unwrap(), Codec::Pcmu, 0, None),
-    )
-    .unwrap();
-    peer.send_to(&sender_report(), session.local_addr())
-        .await
-        .unwrap();
-    let (on_rtp, on_rtcp) = rtcp_on(
-        &peer,
-        &peer_rtcp,
-        Instant::now() + Duration::from_millis(4200),
-    )
-    .await;
-    session.close().await;
+    let (on_rtp, on_rtcp) = reports_after_an_sr_on_the_rtp_port(true).await;
     assert!(on_rtp >= 1, "no report on the RTP port");
     assert_eq!(on_rtcp, 0);
 }
