@@ -130,10 +130,11 @@ impl TtsCache {
         let mut reader = WavReader::new();
         let pcm = reader.push(&bytes).ok()?;
         let rate = reader.format()?.sample_rate;
-        if !pcm.is_empty() {
-            lock(&self.memory).keep(key, &pcm, rate);
+        if pcm.is_empty() {
+            return None;
         }
-        (!pcm.is_empty()).then_some(AudioChunk {
+        lock(&self.memory).keep(key, &pcm, rate);
+        Some(AudioChunk {
             pcm,
             sample_rate: rate,
         })
