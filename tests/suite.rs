@@ -46,6 +46,7 @@ mod runtime_embeddings;
 mod runtime_leads;
 mod runtime_live_api;
 mod runtime_outage;
+mod runtime_profile_cache;
 mod runtime_providers;
 mod runtime_recording;
 mod runtime_records;

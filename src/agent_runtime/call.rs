@@ -454,7 +454,7 @@ async fn load_credentials(
     workspace_id: Uuid,
 ) -> Vec<super::providers::ProviderCredential> {
     let key = rt.config.encryption_key_bytes();
-    match Providers::load_credentials(&rt.pool, workspace_id, &key).await {
+    match rt.profiles.credentials(workspace_id, &key).await {
         Ok(c) => c,
         Err(err) => {
             tracing::warn!(error = %err, "provider credentials unavailable; offline defaults");
@@ -463,19 +463,17 @@ async fn load_credentials(
     }
 }
 
-/// The agent as the database has it; while the database is unreachable,
-/// as it last had it (the runtime keeps the last profile of each agent), so
-/// a call to a known agent starts during an outage.
+/// The agent as the database has it (from memory while unchanged); while
+/// the database is unreachable, as it last had it (the runtime keeps the
+/// last profile of each agent), so a call to a known agent starts during an
+/// outage.
 async fn load_profile(rt: &Runtime, agent_id: Uuid) -> Option<AgentProfile> {
     // The agent was just routed from the database; a blip gets two retries.
     for attempt in 0..3u64 {
-        match AgentProfile::load(&rt.pool, agent_id).await {
-            Ok(p) => {
-                rt.remember_profile(&p);
-                return Some(p);
-            }
+        match rt.profiles.profile(agent_id).await {
+            Ok(p) => return Some(p),
             Err(err) => {
-                if let Some(p) = rt.last_profile(agent_id) {
+                if let Some(p) = rt.profiles.last_profile(agent_id) {
                     if !crate::db::is_permanent_error(&err) {
                         tracing::warn!(error = %err, "database unreachable: the agent as last loaded");
                         return Some(p);

@@ -18,6 +18,8 @@ pub mod llm_offline;
 pub mod onnx_env;
 pub mod phonemize;
 pub mod profile;
+pub mod profile_cache;
+pub mod profiles;
 pub mod provider_error;
 pub mod provider_http;
 pub mod providers;

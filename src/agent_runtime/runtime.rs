@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use super::profile::AgentProfile;
+use super::profiles::Profiles;
 use super::providers::Providers;
 use super::registry::Registry;
 use super::retrieval::KnowledgeIndex;
@@ -24,9 +24,10 @@ pub struct Runtime {
     pub knowledge: Arc<KnowledgeIndex>,
     /// Where turns are traced (`[telemetry] otlp_endpoint`), if anywhere.
     pub telemetry: Option<crate::telemetry::Telemetry>,
-    /// Each agent's profile as last loaded, for calls that start while the
-    /// database is unreachable. Bounded: cleared when full.
-    profiles: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, AgentProfile>>,
+    /// Agents' profiles and workspaces' credentials, kept current by
+    /// PostgreSQL; each agent's last profile also serves calls that start
+    /// while the database is unreachable.
+    pub profiles: Arc<Profiles>,
     /// The background pre-renderer (stopped with the runtime).
     prerender: Option<tokio::task::AbortHandle>,
     /// The SIP service, once started: warm transfers dial through it.
@@ -57,6 +58,8 @@ impl Runtime {
             &super::embeddings::Embedder::name(providers.embedder.as_ref()),
         );
         knowledge.spawn_listener();
+        let profiles = Profiles::new(pool.clone());
+        profiles.spawn_listener();
         let telemetry = (!config.telemetry.otlp_endpoint.is_empty())
             .then(|| {
                 crate::telemetry::Telemetry::start(
@@ -75,28 +78,12 @@ impl Runtime {
             records,
             registry: Registry::new(),
             providers,
-            profiles: Default::default(),
+            profiles,
             prerender,
             sip: std::sync::OnceLock::new(),
         })
     }
-
-    pub fn remember_profile(&self, profile: &AgentProfile) {
-        let mut profiles = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
-        if profiles.len() >= MAX_REMEMBERED_PROFILES {
-            profiles.clear();
-        }
-        profiles.insert(profile.agent_id, profile.clone());
-    }
-
-    pub fn last_profile(&self, agent_id: uuid::Uuid) -> Option<AgentProfile> {
-        let profiles = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
-        profiles.get(&agent_id).cloned()
-    }
 }
-
-/// Agents whose last profile is kept (about 1 KiB each).
-const MAX_REMEMBERED_PROFILES: usize = 10_000;
 
 /// The SIP layer's handler: each accepted call gets its own task.
 #[derive(Clone)]
