@@ -20,6 +20,10 @@ pub struct Records {
     pub assistant: Vec<String>,
     /// The first answered turn of `call_logs.latency.turns`.
     pub latency_turn: Value,
+    /// The call's receive-side jitter buffer (`call_logs.latency.media`):
+    /// its deepest and final target delay, which the caller's audio waited
+    /// before the node heard it (a delay the inside figures do not see).
+    pub jitter: Value,
     pub stt_ms: Option<i32>,
     pub llm_first_token_ms: Option<i32>,
     pub tts_first_byte_ms: Option<i32>,
@@ -60,6 +64,11 @@ pub async fn records(db: &sqlx::PgPool, sip_call_id: &str) -> Records {
             .as_array()
             .and_then(|t| t.iter().find(|t| t["voice_to_voice_ms"].is_u64()).cloned())
             .unwrap_or(Value::Null),
+        jitter: json!({
+            "max_depth_ms": latency["media"]["jitter_max_depth_ms"],
+            "target_ms": latency["media"]["jitter_target_ms"],
+            "jitter_ms": latency["media"]["jitter_ms"],
+        }),
         ..Records::default()
     };
     // The greeting comes before the caller's first words; answers after.
@@ -252,6 +261,7 @@ pub fn report(kbs: &[KnowledgeBase], turns: &[Turn]) -> Value {
                 "heard_by_caller": t.heard_by_caller,
                 "caller_voice_to_voice_ms": t.caller_v2v_ms,
                 "inside_turn": t.records.latency_turn,
+                "node_jitter_buffer": t.records.jitter,
             })
         })
         .collect();
