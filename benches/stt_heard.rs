@@ -8,6 +8,9 @@
 //! held-out bases are never read here. Writes bench/results/stt_heard.json.
 //!
 //! Run: `cargo bench --bench stt_heard` (after scripts/setup).
+//! `STT_HEARD_THREADS`, `STT_HEARD_MODELS` (file names in data/models,
+//! comma-separated), `STT_HEARD_HINT=0|1` (one run), `STT_HEARD_BEAM` and `STT_HEARD_FALLBACK=1` (whisper's
+//! temperature fallback, off as in the node's defaults) vary the recognizer.
 
 #[path = "../tests/common/caller_voice.rs"]
 mod caller_voice;
@@ -70,7 +73,7 @@ fn load(file: &str) -> WhisperStt {
                 .unwrap_or(1),
             workers: 1,
             sized_audio_ctx: true,
-            temperature_fallback: std::env::var("STT_HEARD_FALLBACK").map_or(true, |v| v != "0"),
+            temperature_fallback: std::env::var("STT_HEARD_FALLBACK").is_ok_and(|v| v == "1"),
             beam_size: std::env::var("STT_HEARD_BEAM")
                 .ok()
                 .and_then(|b| b.parse().ok())
