@@ -563,12 +563,43 @@ impl TurnMachine {
     }
 }
 
-/// Whisper punctuates: a transcript ending like a sentence is taken as a
-/// finished thought ("What time do you open on Saturday?").
+/// Whisper punctuates: a transcript whose last sentence or clause is a
+/// question is taken as a finished turn ("What time do you open on
+/// Saturday?"), also when whisper closed it with a full stop ("…in the
+/// morning, can anybody get here right now."). A statement is not: callers
+/// pause at a comma about as long as the early answer waits ("My brakes
+/// are squeaking, how much to replace the pads?"), and answering "My
+/// brakes are squeaking." there talks over the question that follows. A
+/// statement that really is the whole turn is answered at the endpointer's
+/// end of turn.
 fn reads_complete(text: &str) -> bool {
     let t = text.trim_end();
-    t.ends_with(['?', '.', '!']) && !t.ends_with("...") && t.split_whitespace().count() >= 2
+    if !t.ends_with(['?', '.', '!']) || t.ends_with("...") || t.split_whitespace().count() < 2 {
+        return false;
+    }
+    if t.ends_with('?') {
+        return true;
+    }
+    // The last clause: whisper often keeps the comma before a question
+    // ("…in the morning, can anybody get here right now.").
+    let body = &t[..t.len() - 1];
+    let last = body
+        .rfind(['.', '?', '!', ',', ';'])
+        .map_or(body, |i| &body[i + 1..]);
+    last.split_whitespace()
+        .next()
+        .map(norm_word)
+        .is_some_and(|w| QUESTION_OPENERS.contains(&w.as_str()))
 }
+
+/// First words of a question in English: interrogatives and the auxiliaries
+/// of inverted questions ("Is there…", "Could I…").
+const QUESTION_OPENERS: &[&str] = &[
+    "what", "whats", "when", "where", "wheres", "who", "whos", "whom", "whose", "which", "why",
+    "how", "hows", "can", "could", "do", "does", "did", "is", "isnt", "are", "arent", "was",
+    "were", "will", "would", "should", "shall", "may", "might", "must", "have", "has", "had", "am",
+    "any", "anything", "anyone", "dont", "doesnt", "cant", "wont",
+];
 
 /// What `full` (the transcript of a whole utterance) says after `early`
 /// (the transcript of its opening, already answered), in `full`'s own

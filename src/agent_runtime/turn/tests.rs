@@ -587,24 +587,18 @@ fn end_and_transcribe(m: &mut TurnMachine, t0: Instant, ended: u64, text: &str) 
 fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
     let t0 = Instant::now();
     let mut m = answering_early(t0);
-    // "I broke a tooth and it really hurts." — pause — answered early.
+    // "Can I come in today?" — pause — answered early.
     m.handle(Input::SpeechStarted { at: t0 }, t0);
-    let acts =
-        pause_with_a_finished_sentence(&mut m, t0, 2000, "I broke a tooth and it really hurts.");
+    let acts = pause_with_a_finished_sentence(&mut m, t0, 2000, "Can I come in today?");
     assert!(
         matches!(&acts[..], [Action::Respond { repeats: None, .. }]),
         "{acts:?}"
     );
-    // "What do I do?": the same utterance goes on over the early answer.
+    // "I broke a tooth.": the same utterance goes on over the early answer.
     m.handle(Input::SpeechResumed { at: ms(t0, 2400) }, ms(t0, 2400));
     let acts = run_until(&mut m, ms(t0, 2400), ms(t0, 3180));
     assert!(acts.contains(&Action::BargeIn), "{acts:?}");
-    let acts = end_and_transcribe(
-        &mut m,
-        t0,
-        3200,
-        "I broke a tooth and it really hurts. What do I do?",
-    );
+    let acts = end_and_transcribe(&mut m, t0, 3200, "Can I come in today? I broke a tooth.");
     let Some(Action::Respond {
         text,
         repeats: Some(r),
@@ -613,8 +607,8 @@ fn a_caller_who_goes_on_after_an_early_answer_is_recorded_once() {
     else {
         panic!("{acts:?}")
     };
-    assert_eq!(text, "I broke a tooth and it really hurts. What do I do?");
-    assert_eq!(continuation_after(r, text), Some("What do I do?"));
+    assert_eq!(text, "Can I come in today? I broke a tooth.");
+    assert_eq!(continuation_after(r, text), Some("I broke a tooth."));
     // A fresh utterance after a real end of turn repeats nothing.
     m.handle(Input::ReplyFinished, ms(t0, 5000));
     m.handle(Input::SpeechStarted { at: ms(t0, 6000) }, ms(t0, 6000));
@@ -630,7 +624,7 @@ fn a_continuation_answered_early_also_names_what_it_repeats() {
     let t0 = Instant::now();
     let mut m = answering_early(t0);
     m.handle(Input::SpeechStarted { at: t0 }, t0);
-    let acts = pause_with_a_finished_sentence(&mut m, t0, 1000, "Sorry to interrupt.");
+    let acts = pause_with_a_finished_sentence(&mut m, t0, 1000, "Is it too late to book?");
     assert!(
         matches!(&acts[..], [Action::Respond { repeats: None, .. }]),
         "{acts:?}"
@@ -643,10 +637,10 @@ fn a_continuation_answered_early_also_names_what_it_repeats() {
         &mut m,
         t0,
         3000,
-        "Sorry to interrupt, what time do you open on Saturday?",
+        "Is it too late to book, or can I come on Saturday?",
     );
     assert!(
-        matches!(&acts[..], [Action::Respond { repeats: Some(r), .. }] if r == "Sorry to interrupt."),
+        matches!(&acts[..], [Action::Respond { repeats: Some(r), .. }] if r == "Is it too late to book?"),
         "{acts:?}"
     );
 }
@@ -685,4 +679,74 @@ fn the_continuation_is_what_follows_the_early_transcript() {
         ),
         Some("what time do you open on Saturday?")
     );
+}
+
+#[test]
+fn a_statement_at_a_comma_pause_is_not_answered_early() {
+    let t0 = Instant::now();
+    let mut m = answering_early(t0);
+    // "My brakes are squeaking," — a 300 ms comma pause — "how much…?"
+    m.handle(Input::SpeechStarted { at: t0 }, t0);
+    let acts = pause_with_a_finished_sentence(&mut m, t0, 1200, "My brakes are squeaking.");
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::Respond { .. })),
+        "{acts:?}"
+    );
+    m.handle(Input::SpeechResumed { at: ms(t0, 1500) }, ms(t0, 1500));
+    // The question that follows is answered early, whole, as one turn.
+    let acts = pause_with_a_finished_sentence(
+        &mut m,
+        t0,
+        3000,
+        "My brakes are squeaking. How much to replace the pads.",
+    );
+    assert!(
+        matches!(&acts[..], [Action::Respond { text, repeats: None, .. }]
+            if text == "My brakes are squeaking. How much to replace the pads."),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn a_statement_alone_is_answered_at_the_end_of_turn() {
+    let t0 = Instant::now();
+    let mut m = answering_early(t0);
+    m.handle(Input::SpeechStarted { at: t0 }, t0);
+    let acts = pause_with_a_finished_sentence(&mut m, t0, 1200, "I need to cancel my booking.");
+    assert!(acts.is_empty(), "{acts:?}");
+    let acts = m.handle(
+        Input::SpeechEnded {
+            at: ms(t0, 1700),
+            audio: audio(),
+        },
+        ms(t0, 1700),
+    );
+    assert!(
+        matches!(&acts[..], [Action::Respond { text, speech_ended_at, .. }]
+            if text == "I need to cancel my booking." && *speech_ended_at == ms(t0, 1200)),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn questions_read_complete_with_or_without_their_question_mark() {
+    for q in [
+        "What time do you open on Saturday?",
+        "It's two in the morning and water is pouring in, can anybody get here right now.",
+        "I'm at university. Is there a cheaper deal for people like me.",
+        "What's the latest I can come in.",
+        "My son is 15. is he allowed to lift weights?",
+    ] {
+        assert!(reads_complete(q), "{q}");
+    }
+    for s in [
+        "My brakes are squeaking.",
+        "I'm at university.",
+        "Can I pay by card? I never carry cash.",
+        "I would like to...",
+        "Thanks!",
+        "Hello?",
+    ] {
+        assert!(!reads_complete(s), "{s}");
+    }
 }
