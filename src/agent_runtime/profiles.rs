@@ -7,15 +7,14 @@
 //! was loaded before the listener (re)connected is not served.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::profile::AgentProfile;
 use super::profile_cache::{Change, ProfileCache};
 use super::providers::{ProviderCredential, ProviderError, Providers};
+use crate::db::notify::{Follower, Subscription};
 
 /// The channel migration 0022's triggers notify.
 pub const CHANNEL: &str = "agent_profile_changed";
@@ -83,60 +82,33 @@ impl Profiles {
 
     /// Follows `agent_profile_changed` for as long as these profiles live.
     pub fn spawn_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(self);
-        let pool = self.pool.clone();
-        tokio::spawn(async move { listen(weak, pool).await })
+        crate::db::notify::follow(self.pool.clone(), vec![self.subscription()])
     }
-}
 
-async fn listen(weak: Weak<Profiles>, pool: PgPool) {
-    let mut listener: Option<PgListener> = None;
-    loop {
-        let Some(l) = listener.as_mut() else {
-            match connect(&pool).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    // Listening from here on; changes made before are unknown.
-                    let Some(me) = weak.upgrade() else { return };
-                    me.lock().connected();
-                }
-                Err(err) => {
-                    tracing::debug!(error = %err, "profile listener not connected");
-                    if weak.strong_count() == 0 {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            continue;
-        };
-        // Wake now and then to notice that the profiles were dropped.
-        match tokio::time::timeout(Duration::from_secs(5), l.try_recv()).await {
-            Err(_) => {
-                if weak.strong_count() == 0 {
-                    return;
-                }
-            }
-            Ok(Ok(Some(note))) => {
-                let Some(me) = weak.upgrade() else { return };
-                me.lock().changed(Change::parse(note.payload()));
-            }
-            // The connection closed. sqlx would reconnect on the next
-            // receive, silently; reconnecting here marks the moment from
-            // which the cache may serve again.
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                tracing::debug!("profile listener lost its connection");
-                let Some(me) = weak.upgrade() else { return };
-                me.lock().disconnected();
-                listener = None;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+    /// These profiles as a follower of `agent_profile_changed`.
+    pub fn subscription(self: &Arc<Self>) -> Subscription {
+        let follower: Weak<dyn Follower> = Arc::downgrade(self) as Weak<Profiles>;
+        Subscription {
+            channel: CHANNEL,
+            follower,
         }
     }
 }
 
-async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut l = PgListener::connect_with(pool).await?;
-    l.listen(CHANNEL).await?;
-    Ok(l)
+#[async_trait::async_trait]
+impl Follower for Profiles {
+    /// Listening from here on: what was loaded before may be served from
+    /// the next load on.
+    async fn connected(&self) {
+        self.lock().connected();
+    }
+
+    async fn notified(&self, payload: &str) {
+        self.lock().changed(Change::parse(payload));
+    }
+
+    /// Changes are no longer heard: every load queries until reconnected.
+    fn disconnected(&self) {
+        self.lock().disconnected();
+    }
 }

@@ -57,9 +57,12 @@ impl Runtime {
             pool.clone(),
             &super::embeddings::Embedder::name(providers.embedder.as_ref()),
         );
-        knowledge.spawn_listener();
         let profiles = Profiles::new(pool.clone());
-        profiles.spawn_listener();
+        // One connection hears both channels.
+        crate::db::notify::follow(
+            pool.clone(),
+            vec![knowledge.subscription(), profiles.subscription()],
+        );
         let telemetry = (!config.telemetry.otlp_endpoint.is_empty())
             .then(|| {
                 crate::telemetry::Telemetry::start(

@@ -3,6 +3,7 @@
 //! `sip::routing`, `agent_runtime::records`).
 
 pub mod cluster;
+pub mod notify;
 pub mod seed;
 pub mod testing;
 

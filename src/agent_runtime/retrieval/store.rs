@@ -8,15 +8,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::everyday::Everyday;
 use super::index::{AgentIndex, ChunkRow};
 use crate::agent_runtime::provider_error::ProviderError;
+use crate::db::notify::{Follower, Subscription};
 
 /// The channel migration 0008's trigger notifies, with the workspace id.
 pub const CHANNEL: &str = "knowledge_changed";
@@ -197,60 +197,38 @@ impl KnowledgeIndex {
 
     /// Follows `knowledge_changed` for as long as this index lives.
     pub fn spawn_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(self);
-        let pool = self.pool.clone();
-        tokio::spawn(async move { listen(weak, pool).await })
+        crate::db::notify::follow(self.pool.clone(), vec![self.subscription()])
     }
-}
 
-async fn listen(weak: Weak<KnowledgeIndex>, pool: PgPool) {
-    let mut listener: Option<PgListener> = None;
-    loop {
-        if weak.strong_count() == 0 {
-            return;
-        }
-        let Some(l) = listener.as_mut() else {
-            match connect(&pool).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    // Changes made while no one listened are unknown.
-                    if let Some(me) = weak.upgrade() {
-                        me.refresh(None).await;
-                    }
-                }
-                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-            }
-            continue;
-        };
-        // Wake now and then to notice that the index was dropped.
-        match tokio::time::timeout(Duration::from_secs(5), l.try_recv()).await {
-            Err(_) => {}
-            Ok(Ok(Some(note))) => {
-                let Some(me) = weak.upgrade() else { return };
-                match Uuid::parse_str(note.payload()) {
-                    Ok(ws) => me.refresh(Some(ws)).await,
-                    Err(_) => me.refresh(None).await,
-                }
-            }
-            // Reconnected (eagerly, by sqlx): notifications may be lost.
-            Ok(Ok(None)) => {
-                if let Some(me) = weak.upgrade() {
-                    me.refresh(None).await;
-                }
-            }
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "knowledge listener lost its connection");
-                listener = None;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+    /// This index as a follower of `knowledge_changed`.
+    pub fn subscription(self: &Arc<Self>) -> Subscription {
+        let follower: Weak<dyn Follower> = Arc::downgrade(self) as Weak<KnowledgeIndex>;
+        Subscription {
+            channel: CHANNEL,
+            follower,
         }
     }
 }
 
-async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut l = PgListener::connect_with(pool).await?;
-    l.listen(CHANNEL).await?;
-    Ok(l)
+#[async_trait::async_trait]
+impl Follower for KnowledgeIndex {
+    /// Changes made while no one listened are unknown: every index is
+    /// rebuilt.
+    async fn connected(&self) {
+        self.refresh(None).await;
+    }
+
+    /// The payload is the workspace whose knowledge changed.
+    async fn notified(&self, payload: &str) {
+        match Uuid::parse_str(payload) {
+            Ok(ws) => self.refresh(Some(ws)).await,
+            Err(_) => self.refresh(None).await,
+        }
+    }
+
+    /// A failed rebuild keeps the old index; so does an unheard change,
+    /// until the listener is back (retrieval goes on through an outage).
+    fn disconnected(&self) {}
 }
 
 #[derive(sqlx::FromRow)]

@@ -1,0 +1,96 @@
+//! LISTEN/NOTIFY for what the process keeps in memory of the database (the
+//! knowledge indexes, agents' profiles): one connection follows every
+//! channel, and reconnects itself. Notifications sent while it is not
+//! connected are lost, so each follower hears when listening stops and
+//! when it starts again, and must then treat what it holds as unverified.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+
+/// Something kept current by a channel's notifications.
+#[async_trait]
+pub trait Follower: Send + Sync {
+    /// Listening from now on; what changed before is unknown.
+    async fn connected(&self);
+    /// A notification on this follower's channel.
+    async fn notified(&self, payload: &str);
+    /// Listening stopped: nothing said from here on will be heard.
+    fn disconnected(&self);
+}
+
+/// A follower and the channel it hears.
+pub struct Subscription {
+    pub channel: &'static str,
+    pub follower: Weak<dyn Follower>,
+}
+
+/// How often a quiet listener looks whether its followers are still alive.
+const ALIVE_CHECK: Duration = Duration::from_secs(5);
+/// Pause before connecting again after a failure.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Follows every subscription's channel on one connection for as long as
+/// any of the followers lives.
+pub fn follow(pool: PgPool, subscriptions: Vec<Subscription>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { listen(pool, subscriptions).await })
+}
+
+async fn listen(pool: PgPool, subscriptions: Vec<Subscription>) {
+    let alive = || subscriptions.iter().any(|s| s.follower.strong_count() > 0);
+    let mut listener: Option<PgListener> = None;
+    while alive() {
+        let Some(l) = listener.as_mut() else {
+            match connect(&pool, &subscriptions).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    for s in &subscriptions {
+                        if let Some(f) = s.follower.upgrade() {
+                            f.connected().await;
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "database listener not connected");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+            continue;
+        };
+        match tokio::time::timeout(ALIVE_CHECK, l.try_recv()).await {
+            Err(_) => {}
+            Ok(Ok(Some(note))) => {
+                for s in subscriptions.iter().filter(|s| s.channel == note.channel()) {
+                    if let Some(f) = s.follower.upgrade() {
+                        f.notified(note.payload()).await;
+                    }
+                }
+            }
+            // The connection closed. sqlx would reconnect on the next
+            // receive, silently; reconnecting here tells the followers the
+            // moment from which they hear changes again.
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                tracing::debug!("database listener lost its connection");
+                for s in &subscriptions {
+                    if let Some(f) = s.follower.upgrade() {
+                        f.disconnected();
+                    }
+                }
+                listener = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn connect(pool: &PgPool, subscriptions: &[Subscription]) -> Result<PgListener, sqlx::Error> {
+    let mut l = PgListener::connect_with(pool).await?;
+    let mut channels: Vec<&str> = subscriptions.iter().map(|s| s.channel).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    l.listen_all(channels).await?;
+    Ok(l)
+}
