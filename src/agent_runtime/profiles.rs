@@ -6,7 +6,7 @@
 //! is disconnected every call queries, as it would without this, and what
 //! was loaded before the listener (re)connected is not served.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -87,11 +87,7 @@ impl Profiles {
 
     /// These profiles as a follower of `agent_profile_changed`.
     pub fn subscription(self: &Arc<Self>) -> Subscription {
-        let follower: Weak<dyn Follower> = Arc::downgrade(self) as Weak<Profiles>;
-        Subscription {
-            channel: CHANNEL,
-            follower,
-        }
+        Subscription::new(CHANNEL, self)
     }
 }
 

@@ -4,7 +4,7 @@
 //! connected are lost, so each follower hears when listening stops and
 //! when it starts again, and must then treat what it holds as unverified.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +26,13 @@ pub trait Follower: Send + Sync {
 pub struct Subscription {
     pub channel: &'static str,
     pub follower: Weak<dyn Follower>,
+}
+
+impl Subscription {
+    pub fn new<F: Follower + 'static>(channel: &'static str, follower: &Arc<F>) -> Subscription {
+        let follower: Weak<F> = Arc::downgrade(follower);
+        Subscription { channel, follower }
+    }
 }
 
 /// How often a quiet listener looks whether its followers are still alive.

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sqlx::PgPool;
@@ -202,11 +202,7 @@ impl KnowledgeIndex {
 
     /// This index as a follower of `knowledge_changed`.
     pub fn subscription(self: &Arc<Self>) -> Subscription {
-        let follower: Weak<dyn Follower> = Arc::downgrade(self) as Weak<KnowledgeIndex>;
-        Subscription {
-            channel: CHANNEL,
-            follower,
-        }
+        Subscription::new(CHANNEL, self)
     }
 }
 
