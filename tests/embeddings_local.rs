@@ -196,3 +196,59 @@ async fn matches_reference(m: &SentenceEmbedder, fixture: &str) {
         assert!(cosine(&ours[i], &expected) > 0.99999);
     }
 }
+
+/// Texts long enough that embedding them all takes seconds on two cores.
+fn long_batch() -> Vec<String> {
+    (0..128)
+        .map(|i| format!("Q: Question number {i} about the clinic, its opening hours and its prices?\nA: An answer of about thirty words that says what the clinic does for pets and their owners on weekdays, at weekends and on public holidays, {i}."))
+        .collect()
+}
+
+#[test]
+fn an_embedding_stopped_from_another_thread_ends_with_an_error() {
+    let m = model("all-mpnet-base-v2");
+    let stop = std::sync::Arc::new(ort::session::RunOptions::new().unwrap());
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            stop.terminate().unwrap();
+        })
+    };
+    let t0 = Instant::now();
+    let stopped = m.embed_until_stopped(&long_batch(), Some(&stop));
+    let took = t0.elapsed();
+    stopper.join().unwrap();
+    assert!(
+        stopped.is_err(),
+        "128 texts embedded in {took:?} despite the stop"
+    );
+    // The model serves the next caller as before.
+    let v = m.embed_blocking(&texts(&["Where is the clinic?"])).unwrap();
+    assert_eq!(v[0].len(), 768);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_stops_waiting_stops_the_embedding() {
+    let m = model("all-mpnet-base-v2");
+    let question = texts(&["Where is the clinic?"]);
+    m.embed_blocking(&question).unwrap();
+    // The whole batch, awaited to the end: its time is what a question
+    // queued behind it would wait without the stop.
+    let t0 = Instant::now();
+    m.embed(&long_batch()).await.unwrap();
+    let whole = t0.elapsed();
+    // The same batch, abandoned after 30 ms: the next question gets the
+    // model once ONNX Runtime sees the terminate flag.
+    let abandoned =
+        tokio::time::timeout(std::time::Duration::from_millis(30), m.embed(&long_batch())).await;
+    assert!(abandoned.is_err(), "the batch finished within 30 ms");
+    let t0 = Instant::now();
+    m.embed(&question).await.unwrap();
+    let waited = t0.elapsed();
+    println!("whole batch {whole:?}; a question after the abandoned batch {waited:?}");
+    assert!(
+        waited * 4 < whole,
+        "a question waited {waited:?} behind an abandoned batch that takes {whole:?}"
+    );
+}
