@@ -21,19 +21,7 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::embeddings::{normalise, Embedder, MAX_BATCH};
 use super::provider_error::ProviderError;
-use ort::session::{RunOptions, Session};
-
-/// Terminates its run when dropped: when the future awaiting an embedding
-/// is dropped, or after the embedding finished (then it changes nothing).
-struct StopOnDrop(Arc<RunOptions>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.terminate() {
-            tracing::debug!(error = %e, "embedding not stopped");
-        }
-    }
-}
+use ort::session::Session;
 
 /// sentence-transformers' `max_seq_length` when the folder does not say
 /// (longer texts are cut, as the reference does).
@@ -178,22 +166,10 @@ impl SentenceEmbedder {
     /// Embeds on the calling thread (CPU-bound; async callers go through
     /// [`Embedder::embed`], which moves the work off the runtime).
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        self.embed_until_stopped(texts, None)
-    }
-
-    /// [`Self::embed_blocking`], ended early with an error once `stop` is
-    /// terminated (`RunOptions::terminate`, from any thread): ONNX
-    /// Runtime checks it between the graph's nodes. The BERT model on
-    /// candle runs to the end.
-    pub fn embed_until_stopped(
-        &self,
-        texts: &[String],
-        stop: Option<&RunOptions>,
-    ) -> Result<Vec<Vec<f32>>, ProviderError> {
         let started = std::time::Instant::now();
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(FORWARD_BATCH) {
-            out.extend(self.inner.forward(batch, stop).map_err(model_error)?);
+            out.extend(self.inner.forward(batch).map_err(model_error)?);
         }
         tracing::debug!(
             texts = texts.len(),
@@ -209,11 +185,7 @@ fn model_error(e: impl std::fmt::Display) -> ProviderError {
 }
 
 impl Inner {
-    fn forward(
-        &self,
-        texts: &[String],
-        stop: Option<&RunOptions>,
-    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+    fn forward(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
         let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let enc = self
             .tokenizer
@@ -227,9 +199,7 @@ impl Inner {
         let ids = flat(tokenizers::Encoding::get_ids);
         let mask = flat(tokenizers::Encoding::get_attention_mask);
         match &self.network {
-            Network::Onnx(session) => {
-                onnx_forward(session, (rows, cols), ids, mask, self.dims, stop)
-            }
+            Network::Onnx(session) => onnx_forward(session, (rows, cols), ids, mask, self.dims),
             Network::Bert(model) => {
                 let types = flat(tokenizers::Encoding::get_type_ids);
                 bert_forward(model, (rows, cols), ids, types, mask)
@@ -245,7 +215,6 @@ fn onnx_forward(
     ids: Vec<u32>,
     mask: Vec<u32>,
     dims: usize,
-    stop: Option<&RunOptions>,
 ) -> Result<Vec<Vec<f32>>, ProviderError> {
     let wide = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<i64>>();
     let ids =
@@ -253,12 +222,9 @@ fn onnx_forward(
     let mask =
         ort::value::Tensor::from_array(([shape.0, shape.1], wide(mask))).map_err(model_error)?;
     let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
-    let inputs = ort::inputs!["input_ids" => ids, "attention_mask" => mask];
-    let out = match stop {
-        Some(stop) => session.run_with_options(inputs, stop),
-        None => session.run(inputs),
-    }
-    .map_err(model_error)?;
+    let out = session
+        .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+        .map_err(model_error)?;
     let (_, vectors) = out[0].try_extract_tensor::<f32>().map_err(model_error)?;
     if vectors.len() != shape.0 * dims {
         return Err(model_error(format!(
@@ -312,12 +278,7 @@ impl Embedder for SentenceEmbedder {
             inner: self.inner.clone(),
         };
         let texts = texts.to_vec();
-        // A caller that stops waiting (a question past its embedding
-        // budget) ends the work too, instead of leaving the model and a
-        // core busy with vectors nobody will read.
-        let stop = Arc::new(RunOptions::new().map_err(model_error)?);
-        let _stop_on_drop = StopOnDrop(stop.clone());
-        tokio::task::spawn_blocking(move || me.embed_until_stopped(&texts, Some(&stop)))
+        tokio::task::spawn_blocking(move || me.embed_blocking(&texts))
             .await
             .map_err(|e| ProviderError::Protocol(format!("embedding task: {e}")))?
     }
