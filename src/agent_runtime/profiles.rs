@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::profile::AgentProfile;
 use super::profile_cache::{Change, ProfileCache};
 use super::providers::{ProviderCredential, ProviderError, Providers};
-use crate::db::notify::{Follower, Subscription};
+use crate::db::notify::Follower;
 
 /// The channel migration 0022's triggers notify.
 pub const CHANNEL: &str = "agent_profile_changed";
@@ -82,12 +82,7 @@ impl Profiles {
 
     /// Follows `agent_profile_changed` for as long as these profiles live.
     pub fn spawn_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        crate::db::notify::follow(self.pool.clone(), vec![self.subscription()])
-    }
-
-    /// These profiles as a follower of `agent_profile_changed`.
-    pub fn subscription(self: &Arc<Self>) -> Subscription {
-        Subscription::new(CHANNEL, self)
+        crate::db::notify::follow_one(self.pool.clone(), CHANNEL, self)
     }
 }
 

@@ -10,6 +10,7 @@ use super::providers::Providers;
 use super::registry::Registry;
 use super::retrieval::KnowledgeIndex;
 use crate::config::Config;
+use crate::db::notify::Subscription;
 use crate::records::RecordWriter;
 use crate::sip::call::{CallHandler, IncomingCall};
 
@@ -61,7 +62,10 @@ impl Runtime {
         // One connection hears both channels.
         crate::db::notify::follow(
             pool.clone(),
-            vec![knowledge.subscription(), profiles.subscription()],
+            vec![
+                Subscription::new(super::retrieval::store::CHANNEL, &knowledge),
+                Subscription::new(super::profiles::CHANNEL, &profiles),
+            ],
         );
         let telemetry = (!config.telemetry.otlp_endpoint.is_empty())
             .then(|| {

@@ -39,11 +39,33 @@ impl Subscription {
 const ALIVE_CHECK: Duration = Duration::from_secs(5);
 /// Pause before connecting again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
+/// Pause before reconnecting after the connection closed.
+const RECONNECT: Duration = Duration::from_millis(200);
 
 /// Follows every subscription's channel on one connection for as long as
 /// any of the followers lives.
 pub fn follow(pool: PgPool, subscriptions: Vec<Subscription>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move { listen(pool, subscriptions).await })
+}
+
+/// [`follow`] with a single follower.
+pub fn follow_one<F: Follower + 'static>(
+    pool: PgPool,
+    channel: &'static str,
+    follower: &Arc<F>,
+) -> tokio::task::JoinHandle<()> {
+    follow(pool, vec![Subscription::new(channel, follower)])
+}
+
+/// The followers still alive, of `channel` only when one is given.
+fn live<'a>(
+    subscriptions: &'a [Subscription],
+    channel: Option<&'a str>,
+) -> impl Iterator<Item = Arc<dyn Follower>> + 'a {
+    subscriptions
+        .iter()
+        .filter(move |s| channel.is_none_or(|c| s.channel == c))
+        .filter_map(|s| s.follower.upgrade())
 }
 
 async fn listen(pool: PgPool, subscriptions: Vec<Subscription>) {
@@ -54,10 +76,8 @@ async fn listen(pool: PgPool, subscriptions: Vec<Subscription>) {
             match connect(&pool, &subscriptions).await {
                 Ok(l) => {
                     listener = Some(l);
-                    for s in &subscriptions {
-                        if let Some(f) = s.follower.upgrade() {
-                            f.connected().await;
-                        }
+                    for f in live(&subscriptions, None) {
+                        f.connected().await;
                     }
                 }
                 Err(err) => {
@@ -70,10 +90,8 @@ async fn listen(pool: PgPool, subscriptions: Vec<Subscription>) {
         match tokio::time::timeout(ALIVE_CHECK, l.try_recv()).await {
             Err(_) => {}
             Ok(Ok(Some(note))) => {
-                for s in subscriptions.iter().filter(|s| s.channel == note.channel()) {
-                    if let Some(f) = s.follower.upgrade() {
-                        f.notified(note.payload()).await;
-                    }
+                for f in live(&subscriptions, Some(note.channel())) {
+                    f.notified(note.payload()).await;
                 }
             }
             // The connection closed. sqlx would reconnect on the next
@@ -81,13 +99,11 @@ async fn listen(pool: PgPool, subscriptions: Vec<Subscription>) {
             // moment from which they hear changes again.
             Ok(Ok(None)) | Ok(Err(_)) => {
                 tracing::debug!("database listener lost its connection");
-                for s in &subscriptions {
-                    if let Some(f) = s.follower.upgrade() {
-                        f.disconnected();
-                    }
+                for f in live(&subscriptions, None) {
+                    f.disconnected();
                 }
                 listener = None;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(RECONNECT).await;
             }
         }
     }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::everyday::Everyday;
 use super::index::{AgentIndex, ChunkRow};
 use crate::agent_runtime::provider_error::ProviderError;
-use crate::db::notify::{Follower, Subscription};
+use crate::db::notify::Follower;
 
 /// The channel migration 0008's trigger notifies, with the workspace id.
 pub const CHANNEL: &str = "knowledge_changed";
@@ -197,12 +197,7 @@ impl KnowledgeIndex {
 
     /// Follows `knowledge_changed` for as long as this index lives.
     pub fn spawn_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        crate::db::notify::follow(self.pool.clone(), vec![self.subscription()])
-    }
-
-    /// This index as a follower of `knowledge_changed`.
-    pub fn subscription(self: &Arc<Self>) -> Subscription {
-        Subscription::new(CHANNEL, self)
+        crate::db::notify::follow_one(self.pool.clone(), CHANNEL, self)
     }
 }
 
