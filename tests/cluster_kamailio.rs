@@ -477,9 +477,23 @@ async fn a_trunk_limit_holds_across_nodes_and_any_node_lists_and_ends_every_call
     .await
     .expect("six call attempts recorded");
     println!("six callers on a trunk of two: {settled:?}");
+    let attempts: Vec<(
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "select status, hangup_by, hangup_reason, node_id, duration_ms \
+             from call_logs order by started_at",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
     assert_eq!(
         settled,
-        vec![("busy".to_string(), 4), ("in_progress".to_string(), 2)]
+        vec![("busy".to_string(), 4), ("in_progress".to_string(), 2)],
+        "attempts (status, hangup_by, reason, node, ms): {attempts:?}"
     );
     let per_node: Vec<(String, i64)> =
         sqlx::query_as("select node_id, count(*) from call_logs group by 1 order by 1")

@@ -13,6 +13,9 @@ pub struct Lead {
     /// E.164 when the number reads as one (NANP for 10 digits), else the
     /// digits as given.
     pub phone: Option<String>,
+    /// The address as the recognizer wrote it, when `email` was respelled
+    /// after the caller's name (see [`spelled_after_name`]).
+    pub email_heard: Option<String>,
 }
 
 impl Lead {
@@ -51,10 +54,113 @@ impl LeadCollector {
         }
     }
 
-    /// The lead so far, if the caller gave anything.
-    pub fn lead(&self) -> Option<&Lead> {
-        (!self.lead.is_empty()).then_some(&self.lead)
+    /// The lead so far, if the caller gave anything. An address whose
+    /// local part sounds like the caller's name is spelled as the name.
+    pub fn lead(&self) -> Option<Lead> {
+        if self.lead.is_empty() {
+            return None;
+        }
+        let mut lead = self.lead.clone();
+        if let (Some(email), Some(name)) = (&lead.email, &lead.name) {
+            let spelled = spelled_after_name(email, name);
+            if spelled != *email {
+                lead.email_heard = lead.email.replace(spelled);
+            }
+        }
+        Some(lead)
     }
+}
+
+/// `email` with each word of its local part that sounds like a word of the
+/// caller's `name` but is spelled otherwise written as the name writes it:
+/// "mari@example.com" after "my name is Mary Smith" is "mary@example.com".
+/// A recognizer spells a name it hears inside an address by sound alone,
+/// while the introduction ("my name is …") is the caller's own spelling,
+/// heard in a sentence that gives it context; a receptionist makes the
+/// same guess. Words must share their sound key (American Soundex) and
+/// differ by at most two letters, so "mark" never becomes "mary".
+pub fn spelled_after_name(email: &str, name: &str) -> String {
+    let Some((local, domain)) = email.split_once('@') else {
+        return email.to_string();
+    };
+    let name_words: Vec<String> = name
+        .split_whitespace()
+        .map(str::to_lowercase)
+        .filter(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
+        .collect();
+    let mut out = String::with_capacity(email.len());
+    for piece in local.split_inclusive(['.', '_', '-']) {
+        let (word, sep) = match piece.char_indices().last() {
+            Some((i, c)) if ".-_".contains(c) => (&piece[..i], &piece[i..]),
+            _ => (piece, ""),
+        };
+        let respelled = name_words.iter().find(|n| {
+            *n != word
+                && word.chars().all(|c| c.is_ascii_alphabetic())
+                && soundex(n) == soundex(word)
+                && edit_distance(n, word) <= 2
+        });
+        out.push_str(respelled.map_or(word, String::as_str));
+        out.push_str(sep);
+    }
+    format!("{out}@{domain}")
+}
+
+/// American Soundex of an ASCII word ("mary" and "mari" are both M600);
+/// empty for an empty word.
+fn soundex(word: &str) -> String {
+    let code = |c: char| match c {
+        'b' | 'f' | 'p' | 'v' => Some('1'),
+        'c' | 'g' | 'j' | 'k' | 'q' | 's' | 'x' | 'z' => Some('2'),
+        'd' | 't' => Some('3'),
+        'l' => Some('4'),
+        'm' | 'n' => Some('5'),
+        'r' => Some('6'),
+        _ => None,
+    };
+    let mut chars = word.chars().map(|c| c.to_ascii_lowercase());
+    let Some(first) = chars.next() else {
+        return String::new();
+    };
+    let mut key = first.to_ascii_uppercase().to_string();
+    let mut last = code(first);
+    for c in chars {
+        let this = code(c);
+        if let Some(d) = this {
+            if this != last {
+                key.push(d);
+            }
+        }
+        // 'h' and 'w' do not separate equal codes; vowels do.
+        if c != 'h' && c != 'w' {
+            last = this;
+        }
+        if key.len() == 4 {
+            break;
+        }
+    }
+    while key.len() < 4 {
+        key.push('0');
+    }
+    key
+}
+
+/// Levenshtein distance between two short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// The contact details in one transcript.
@@ -64,6 +170,7 @@ pub fn extract(transcript: &str) -> Lead {
         name: name(&text),
         email: email(&text),
         phone: phone(&text),
+        email_heard: None,
     }
 }
 
@@ -405,7 +512,7 @@ mod tests {
         for t in texts {
             c.observe(t);
         }
-        c.lead().cloned().unwrap_or_default()
+        c.lead().unwrap_or_default()
     }
 
     #[test]
@@ -539,8 +646,35 @@ mod tests {
                 name: Some("Mary Smith".into()),
                 email: Some("mary@mail.com".into()),
                 phone: Some("+16174923042".into()),
+                email_heard: None,
             }
         );
+    }
+
+    #[test]
+    fn an_address_that_sounds_like_the_callers_name_is_spelled_as_the_name() {
+        let l = lead(&[
+            "Hello, my name is Mary Smith.",
+            "My email is mari had example dot com.",
+        ]);
+        assert_eq!(l.email.as_deref(), Some("mary@example.com"));
+        assert_eq!(l.email_heard.as_deref(), Some("mari@example.com"));
+        let s = |e: &str, n: &str| spelled_after_name(e, n);
+        assert_eq!(s("jon.smyth@acme.io", "John Smith"), "john.smith@acme.io");
+        assert_eq!(s("mary@example.com", "Mary Smith"), "mary@example.com");
+        assert_eq!(s("mark@example.com", "Mary Smith"), "mark@example.com");
+        assert_eq!(s("sales@example.com", "Mary Smith"), "sales@example.com");
+        assert_eq!(s("mari42@example.com", "Mary"), "mari42@example.com");
+        assert_eq!(s("m@x.io", ""), "m@x.io");
+        assert_eq!(soundex("mary"), "M600");
+        assert_eq!(soundex("Ashcraft"), "A261");
+        assert_eq!(soundex("Tymczak"), "T522");
+        assert_eq!(soundex("Pfister"), "P236");
+        assert_eq!(soundex(""), "");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        // Without a name, or without a respelling, nothing is noted.
+        let plain = lead(&["My email is mary at example dot com."]);
+        assert_eq!(plain.email_heard, None);
     }
 
     #[test]

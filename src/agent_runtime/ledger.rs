@@ -595,7 +595,14 @@ impl CallLedger {
                 name: lead.name.clone(),
                 email: lead.email.clone(),
                 phone: lead.phone.clone(),
-                metadata: json!({ "source": "call transcript", "call_log_id": self.call_log_id }),
+                metadata: match &lead.email_heard {
+                    Some(heard) => json!({
+                        "source": "call transcript",
+                        "call_log_id": self.call_log_id,
+                        "email_heard": heard,
+                    }),
+                    None => json!({ "source": "call transcript", "call_log_id": self.call_log_id }),
+                },
             });
         }
         if let Some(rec) = recording {
