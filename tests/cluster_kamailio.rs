@@ -477,13 +477,14 @@ async fn a_trunk_limit_holds_across_nodes_and_any_node_lists_and_ends_every_call
     .await
     .expect("six call attempts recorded");
     println!("six callers on a trunk of two: {settled:?}");
-    let attempts: Vec<(
+    type Attempt = (
         String,
         Option<String>,
         Option<String>,
         Option<String>,
         Option<i64>,
-    )> = sqlx::query_as(
+    );
+    let attempts: Vec<Attempt> = sqlx::query_as(
         "select status, hangup_by, hangup_reason, node_id, duration_ms \
              from call_logs order by started_at",
     )
