@@ -177,6 +177,44 @@ fn a_voice_that_cannot_load_falls_back_to_espeak() {
     assert_eq!(Providers::from_config(&config).unwrap().tts.name(), "piper");
 }
 
+/// What the caller's recognizer (whisper base) hears of `text` spoken by
+/// `tts` over the phone line: 8 kHz µ-law there and back, then whisper's
+/// 16 kHz.
+async fn heard_over_the_phone(tts: &dyn TextToSpeech, text: &str) -> String {
+    let (pcm, rate) = speak(tts, text).await;
+    let mut narrow = resample_all(&pcm, rate, 8000).unwrap();
+    // The line goes quiet after a sentence, as on a call (an abrupt end
+    // makes tiny.en repeat the clip's tail).
+    narrow.extend(std::iter::repeat_n(0i16, 4000));
+    let mut codes = Vec::new();
+    encode_ulaw(&narrow, &mut codes);
+    let mut line = Vec::new();
+    decode_ulaw(&codes, &mut line);
+    let wide = resample_all(&line, 8000, 16000).unwrap();
+    caller_voice::hear_16k(&wide).await
+}
+
+/// A telephone number the agent gives is read digit by digit, so the
+/// caller can write it down: the caller's recognizer gets every digit, in
+/// order (read as quantities, "555 0180" was "five hundred fifty-five…").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telephone_numbers_are_heard_digit_by_digit() {
+    let tts = piper();
+    let _turn = providers_support::whisper_turn().await;
+    for (said, digits) in [
+        (
+            "Outside our opening hours, call the emergency hospital on 555 0180.",
+            "5550180",
+        ),
+        ("You can reach the office on 617-492-3041.", "6174923041"),
+    ] {
+        let heard = heard_over_the_phone(&tts, said).await;
+        let got: String = heard.chars().filter(char::is_ascii_digit).collect();
+        println!("said {said:?}\nheard {heard:?}");
+        assert_eq!(got, digits, "heard {heard:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn piper_over_g711_is_understood_by_whisper() {
     let sentences = [
@@ -193,21 +231,10 @@ async fn piper_over_g711_is_understood_by_whisper() {
     // The voice varies its delivery from one synthesis to the next (as a
     // person does), so each sentence is said three times: 174 words judged.
     for s in sentences.iter().flat_map(|s| [*s; 3]) {
-        let (pcm, rate) = speak(&tts, s).await;
-        // The phone line: 8 kHz µ-law there and back, then whisper's 16 kHz.
-        let mut narrow = resample_all(&pcm, rate, 8000).unwrap();
-        // The line goes quiet after a sentence, as on a call (an abrupt end
-        // makes tiny.en repeat the clip's tail).
-        narrow.extend(std::iter::repeat_n(0i16, 4000));
-        let mut codes = Vec::new();
-        encode_ulaw(&narrow, &mut codes);
-        let mut line = Vec::new();
-        decode_ulaw(&codes, &mut line);
-        let wide = resample_all(&line, 8000, 16000).unwrap();
         // Judged by the caller's recognizer (whisper base), as the
         // conversation benchmark does: the agent's own tiny.en is a harsher
         // and noisier judge of a voice than a person on the phone.
-        let heard = caller_voice::hear_16k(&wide).await;
+        let heard = heard_over_the_phone(&tts, s).await;
         let (e, n) = caller_voice::wer(s, &heard);
         println!("said {s:?}\nheard {heard:?} ({e}/{n})");
         errors += e;

@@ -23,6 +23,7 @@ pub mod profiles;
 pub mod provider_error;
 pub mod provider_http;
 pub mod providers;
+pub mod read_aloud;
 pub mod registry;
 pub mod reply;
 pub mod retrieval;

@@ -4,6 +4,7 @@
 //! responses are closed. Default: a Piper voice (`tts_piper`); espeak-ng
 //! (Debian) here is the fallback.
 
+use std::borrow::Cow;
 use std::process::Stdio;
 
 use async_trait::async_trait;
@@ -71,10 +72,13 @@ pub(crate) fn bounded_text(text: &str) -> &str {
     &text[..cut]
 }
 
-/// The text a provider synthesises: trimmed and bounded; `None` when
-/// nothing is left to say.
-pub(crate) fn speakable(text: &str) -> Option<&str> {
-    Some(bounded_text(text.trim())).filter(|t| !t.is_empty())
+/// The text a provider synthesises: trimmed, bounded, telephone numbers
+/// spelled digit by digit (`read_aloud`); `None` when nothing is left to
+/// say.
+pub(crate) fn speakable(text: &str) -> Option<Cow<'_, str>> {
+    Some(bounded_text(text.trim()))
+        .filter(|t| !t.is_empty())
+        .map(super::read_aloud::read_aloud)
 }
 
 /// The stream of an empty text.
@@ -215,10 +219,10 @@ impl TextToSpeech for EspeakTts {
             return Ok(no_audio());
         };
         let wanted = sanitize_voice(voice).unwrap_or(&self.default_voice);
-        let started = match self.start(text, wanted, speed).await {
+        let started = match self.start(&text, wanted, speed).await {
             Err(ProviderError::Engine(msg)) if wanted != self.default_voice => {
                 tracing::warn!(voice = wanted, error = %msg, "espeak-ng voice failed; using the default voice");
-                self.start(text, &self.default_voice, speed).await?
+                self.start(&text, &self.default_voice, speed).await?
             }
             other => other?,
         };

@@ -92,7 +92,9 @@ impl TtsCache {
         &self.dir
     }
 
-    /// The key of one rendering. Speed is rounded to what changes the audio.
+    /// The key of one rendering. Speed is rounded to what changes the audio;
+    /// the text is keyed as it is read aloud, so a change in how it is read
+    /// (`read_aloud`) makes that text's earlier rendering stale.
     pub fn key(engine: &str, voice: &str, speed: f32, text: &str) -> String {
         let mut h = Sha256::new();
         for part in [
@@ -100,7 +102,7 @@ impl TtsCache {
             engine,
             voice,
             &format!("{speed:.2}"),
-            text.trim(),
+            &super::read_aloud::read_aloud(text.trim()),
         ] {
             h.update(part.as_bytes());
             h.update([0u8]);

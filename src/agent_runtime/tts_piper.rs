@@ -377,7 +377,7 @@ impl TextToSpeech for PiperTts {
         };
         // Dropping the returned future (barge-in) lets the current inference
         // finish on its thread but starts no further sentence.
-        let (pcm, sample_rate) = self.render(text, voice, speed).await?;
+        let (pcm, sample_rate) = self.render(&text, voice, speed).await?;
         Ok(one_chunk(AudioChunk { pcm, sample_rate }))
     }
 
@@ -398,7 +398,7 @@ impl TextToSpeech for PiperTts {
         let Some(text) = speakable(text) else {
             return Ok(no_audio());
         };
-        let (pcm, sample_rate) = self.render_background(text, voice, speed).await?;
+        let (pcm, sample_rate) = self.render_background(&text, voice, speed).await?;
         Ok(one_chunk(AudioChunk { pcm, sample_rate }))
     }
 }

@@ -1,0 +1,212 @@
+//! How a voice reads what the agent wrote: telephone numbers digit by digit,
+//! in their groups. A speech engine reads digits as quantities, so "call 555
+//! 0180" became "five hundred fifty-five, zero one eight zero" and
+//! "617-492-3041" "six hundred seventeen dash four hundred ninety-two dash
+//! three thousand forty-one": no caller can write that down. The written
+//! text (messages, records) is left as it was; only what is spoken changes.
+//! Pure text in, text out.
+
+use std::borrow::Cow;
+
+/// Digits in a telephone number: a local number has 7, E.164 at most 15.
+const MIN_DIGITS: usize = 7;
+const MAX_DIGITS: usize = 15;
+/// One unbroken run of digits reads as a telephone number from this many
+/// (a US number written without separators); shorter runs are quantities.
+const MIN_UNBROKEN_DIGITS: usize = 10;
+
+/// `text` with every telephone number spelled as digits: "555 0180" is "5
+/// 5 5, 0 1 8 0", "+44 20 7946 0123" is "plus 4 4, 2 0, 7 9 4 6, 0 1 2 3".
+/// A number is digit groups joined by one space, hyphen, dot or
+/// parenthesis: groups of three or four digits (a leading "1" or, after
+/// "+", a country code and groups of two too), seven to fifteen digits in
+/// all; or one unbroken run of ten to fifteen digits. Prices, times,
+/// years, counts ("12 cars", "10,000 miles") and decimals are not numbers
+/// of this kind and stay as written.
+pub fn read_aloud(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b.is_ascii_digit()) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_number = (bytes[i].is_ascii_digit() || matches!(bytes[i], b'+' | b'('))
+            && (i == 0 || !is_word_byte(bytes[i - 1]));
+        if starts_number {
+            if let Some((end, spoken)) = number_at(text, i) {
+                out.push_str(&text[copied..i]);
+                out.push_str(&spoken);
+                copied = end;
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'$' | b'.' | b',' | b':' | b'/' | b'-' | b'+')
+}
+
+/// The telephone number starting at byte `start`, if one does: where it
+/// ends and how it is read.
+fn number_at(text: &str, start: usize) -> Option<(usize, String)> {
+    let b = text.as_bytes();
+    let mut i = start;
+    let plus = b[i] == b'+';
+    if plus {
+        i += 1;
+    }
+    let mut groups: Vec<&str> = Vec::new();
+    let mut end = i;
+    loop {
+        // An opening parenthesis may come before a group: "(617) 492".
+        let mut j = i;
+        if j < b.len() && b[j] == b'(' {
+            j += 1;
+        }
+        let digits_from = j;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        if j == digits_from {
+            break;
+        }
+        groups.push(&text[digits_from..j]);
+        if groups.iter().map(|g| g.len()).sum::<usize>() > MAX_DIGITS {
+            return None;
+        }
+        if j < b.len() && b[j] == b')' {
+            j += 1;
+        }
+        end = j;
+        // One separator, then another group; anything else ends the number.
+        let mut k = j;
+        if k < b.len() && matches!(b[k], b' ' | b'-' | b'.') {
+            k += 1;
+            if k < b.len() && b[k] == b' ' && b[j] != b' ' {
+                k += 1; // "617 - 492"
+            }
+        }
+        let next_is_group = k > j
+            && k < b.len()
+            && (b[k].is_ascii_digit()
+                || (b[k] == b'(' && b.get(k + 1).is_some_and(u8::is_ascii_digit)));
+        if !next_is_group {
+            break;
+        }
+        i = k;
+    }
+    // The number must not run on into a word or a decimal ("3041st", "4.5").
+    if end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'%') {
+        return None;
+    }
+    if b.get(end) == Some(&b'.') && b.get(end + 1).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let total: usize = groups.iter().map(|g| g.len()).sum();
+    if !(MIN_DIGITS..=MAX_DIGITS).contains(&total) {
+        return None;
+    }
+    let shaped = if groups.len() == 1 {
+        total >= MIN_UNBROKEN_DIGITS
+    } else {
+        groups.iter().enumerate().all(|(n, g)| {
+            let lead = n == 0 && (plus && g.len() <= 3 || *g == "1");
+            lead || (3..=4).contains(&g.len()) || (plus && g.len() == 2)
+        })
+    };
+    if !shaped {
+        return None;
+    }
+    let mut spoken = String::new();
+    if plus {
+        spoken.push_str("plus ");
+    }
+    for (n, g) in groups.iter().enumerate() {
+        if n > 0 {
+            spoken.push_str(", ");
+        }
+        for (k, d) in g.chars().enumerate() {
+            if k > 0 {
+                spoken.push(' ');
+            }
+            spoken.push(d);
+        }
+    }
+    Some((end, spoken))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telephone_numbers_are_read_digit_by_digit_in_their_groups() {
+        let r = |t: &str| read_aloud(t).into_owned();
+        assert_eq!(
+            r("Call the Valley Pet Emergency Hospital on 555 0180, which is open 24 hours."),
+            "Call the Valley Pet Emergency Hospital on 5 5 5, 0 1 8 0, which is open 24 hours."
+        );
+        assert_eq!(r("Call 617-492-3041."), "Call 6 1 7, 4 9 2, 3 0 4 1.");
+        assert_eq!(
+            r("Call (617) 492-3041 today"),
+            "Call 6 1 7, 4 9 2, 3 0 4 1 today"
+        );
+        assert_eq!(r("or 617.492.3041"), "or 6 1 7, 4 9 2, 3 0 4 1");
+        assert_eq!(r("It's 6174923041."), "It's 6 1 7 4 9 2 3 0 4 1.");
+        assert_eq!(r("dial 1 800 555 0199"), "dial 1, 8 0 0, 5 5 5, 0 1 9 9");
+        assert_eq!(
+            r("From abroad: +44 20 7946 0123."),
+            "From abroad: plus 4 4, 2 0, 7 9 4 6, 0 1 2 3."
+        );
+        assert_eq!(r("+16174923041"), "plus 1 6 1 7 4 9 2 3 0 4 1");
+    }
+
+    #[test]
+    fn quantities_prices_times_and_dates_stay_as_written() {
+        for t in [
+            "We have free parking for 12 cars out front, with 2 spaces by the door.",
+            "A 12 month or 12,000 mile warranty.",
+            "The full course is 110 dollars, or $1,250 for 5.",
+            "Open from 5:30 am to 10 pm, since 2019.",
+            "Drop-off at 8 am and 2 4 weeks later.",
+            "It weighs 1.5 kg; 250 300 people came.",
+            "Order 1234567 arrived",
+            "Room 101 and 1000000 visitors",
+            "Version 3.14.159",
+            "No digits at all.",
+            "",
+        ] {
+            assert_eq!(read_aloud(t), t, "{t:?}");
+        }
+        assert!(matches!(read_aloud("no digits"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn any_text_is_read_without_panicking() {
+        for t in [
+            "+",
+            "(",
+            "((((1",
+            "+(617) 492-",
+            "9".repeat(100).as_str(),
+            "555 0180)",
+            "é 555 0180 é",
+            "555-0180-",
+            "1-1-1-1-1-1-1-1",
+            "(555) (0180)",
+        ] {
+            let _ = read_aloud(t);
+        }
+        assert_eq!(read_aloud(&"9".repeat(100)), "9".repeat(100));
+    }
+}
