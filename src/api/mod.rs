@@ -216,10 +216,15 @@ impl ApiState {
     }
 
     /// The embedder the runtime queries with (vectors must be comparable).
+    /// The index is made anew (with its own listener) only for another
+    /// model: the node's embedder is the configuration's, whose index
+    /// `new` already follows.
     pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> ApiState {
-        self.knowledge = KnowledgeIndex::new(self.pool.clone(), &embedder.name());
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.knowledge.spawn_listener();
+        if self.knowledge.model() != embedder.name() {
+            self.knowledge = KnowledgeIndex::new(self.pool.clone(), &embedder.name());
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.knowledge.spawn_listener();
+            }
         }
         self.embedder = embedder;
         self

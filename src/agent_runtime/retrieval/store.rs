@@ -58,6 +58,11 @@ impl KnowledgeIndex {
         })
     }
 
+    /// The embedding model whose vectors this index uses.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     /// Embeds the everyday requests with `embedder` (the model of the
     /// index's vectors) and rebuilds the cached indexes with them, so
     /// matches they beat are taken for off-topic. Without this, retrieval
