@@ -260,6 +260,13 @@ impl Config {
         if !(1..=5000).contains(&self.embeddings.query_budget_ms) {
             return bad("embeddings.query_budget_ms", "must be between 1 and 5000");
         }
+        if !self.stt.provider.eq_ignore_ascii_case("whisper") {
+            return bad(
+                "stt.provider",
+                "must be \"whisper\" (the offline recognizer the node loads); a networked \
+                 recognizer is chosen per agent (`stt_provider`) with the workspace's credentials",
+            );
+        }
         if self.stt.workers == 0 || self.stt.threads == 0 {
             return bad("stt.workers", "workers and threads must be at least 1");
         }

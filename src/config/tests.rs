@@ -270,3 +270,17 @@ fn demo_key_refused_outside_demo_mode() {
     Config::load_from(None, &env(&[("SWITCHBOARD_API__DEMO_MODE", "false")]))
         .expect("generated secrets");
 }
+
+#[test]
+fn an_stt_provider_the_node_cannot_load_is_refused_by_name() {
+    let c = Config::load_from(None, &[]).unwrap();
+    assert_eq!(c.stt.provider, "whisper");
+    let e = Config::load_from(None, &env(&[("SWITCHBOARD_STT__PROVIDER", "openai")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stt.provider") && e.contains("stt_provider"),
+        "{e}"
+    );
+    assert!(Config::load_from(None, &env(&[("SWITCHBOARD_STT__PROVIDER", "Whisper")])).is_ok());
+}
