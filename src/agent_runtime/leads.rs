@@ -4,6 +4,8 @@
 //! in the caller's transcripts, for one `leads` row per call. Pure text in,
 //! values out: no I/O, so every phrasing is a unit test.
 
+use super::spelling::{edit_distance, soundex};
+
 /// What the caller said about themselves. Later statements win (a caller
 /// who corrects their number is right the second time).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,63 +106,6 @@ pub fn spelled_after_name(email: &str, name: &str) -> String {
         out.push_str(sep);
     }
     format!("{out}@{domain}")
-}
-
-/// American Soundex of an ASCII word ("mary" and "mari" are both M600);
-/// empty for an empty word.
-fn soundex(word: &str) -> String {
-    let code = |c: char| match c {
-        'b' | 'f' | 'p' | 'v' => Some('1'),
-        'c' | 'g' | 'j' | 'k' | 'q' | 's' | 'x' | 'z' => Some('2'),
-        'd' | 't' => Some('3'),
-        'l' => Some('4'),
-        'm' | 'n' => Some('5'),
-        'r' => Some('6'),
-        _ => None,
-    };
-    let mut chars = word.chars().map(|c| c.to_ascii_lowercase());
-    let Some(first) = chars.next() else {
-        return String::new();
-    };
-    let mut key = first.to_ascii_uppercase().to_string();
-    let mut last = code(first);
-    for c in chars {
-        let this = code(c);
-        if let Some(d) = this {
-            if this != last {
-                key.push(d);
-            }
-        }
-        // 'h' and 'w' do not separate equal codes; vowels do.
-        if c != 'h' && c != 'w' {
-            last = this;
-        }
-        if key.len() == 4 {
-            break;
-        }
-    }
-    while key.len() < 4 {
-        key.push('0');
-    }
-    key
-}
-
-/// Levenshtein distance between two short words.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diag + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 /// The contact details in one transcript.
@@ -666,12 +611,6 @@ mod tests {
         assert_eq!(s("sales@example.com", "Mary Smith"), "sales@example.com");
         assert_eq!(s("mari42@example.com", "Mary"), "mari42@example.com");
         assert_eq!(s("m@x.io", ""), "m@x.io");
-        assert_eq!(soundex("mary"), "M600");
-        assert_eq!(soundex("Ashcraft"), "A261");
-        assert_eq!(soundex("Tymczak"), "T522");
-        assert_eq!(soundex("Pfister"), "P236");
-        assert_eq!(soundex(""), "");
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
         // Without a name, or without a respelling, nothing is noted.
         let plain = lead(&["My email is mary at example dot com."]);
         assert_eq!(plain.email_heard, None);

@@ -587,6 +587,11 @@ impl CallLedger {
             cost,
         });
         if let Some(lead) = self.leads.lead() {
+            let mut metadata =
+                json!({ "source": "call transcript", "call_log_id": self.call_log_id });
+            if let Some(heard) = &lead.email_heard {
+                metadata["email_heard"] = json!(heard);
+            }
             writer.submit(Record::Lead {
                 id: Uuid::new_v4(),
                 workspace_id: self.workspace_id,
@@ -595,14 +600,7 @@ impl CallLedger {
                 name: lead.name.clone(),
                 email: lead.email.clone(),
                 phone: lead.phone.clone(),
-                metadata: match &lead.email_heard {
-                    Some(heard) => json!({
-                        "source": "call transcript",
-                        "call_log_id": self.call_log_id,
-                        "email_heard": heard,
-                    }),
-                    None => json!({ "source": "call transcript", "call_log_id": self.call_log_id }),
-                },
+                metadata,
             });
         }
         if let Some(rec) = recording {

@@ -30,6 +30,7 @@ pub mod retrieval;
 pub mod runtime;
 pub mod sentence_embedder;
 pub mod sentences;
+pub mod spelling;
 pub mod sse;
 pub mod stt;
 pub mod stt_clean;

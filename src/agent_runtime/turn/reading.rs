@@ -2,6 +2,7 @@
 //! question, what a whole utterance adds to its early-answered opening,
 //! and whether it is whisper's rendering of no speech at all.
 
+use crate::agent_runtime::spelling::distances_to_prefixes;
 use crate::agent_runtime::stt_clean::norm_word;
 
 /// Whisper punctuates: a transcript whose last sentence or clause is a
@@ -70,17 +71,10 @@ pub fn continuation_after<'a>(early: &str, full: &'a str) -> Option<&'a str> {
     if early.is_empty() || words.len() <= 1 {
         return None;
     }
-    // Edit distance of `early` against every prefix of `full`: one row of
-    // the table per word of `early`, the last row read at each prefix.
-    let mut row: Vec<usize> = (0..=words.len()).collect();
-    for (i, e) in early.iter().enumerate() {
-        let mut next = vec![i + 1; words.len() + 1];
-        for (j, (w, _)) in words.iter().enumerate() {
-            let substitute = row[j] + usize::from(e != w);
-            next[j + 1] = substitute.min(row[j + 1] + 1).min(next[j] + 1);
-        }
-        row = next;
-    }
+    // Edit distance of `early` against every prefix of `full`.
+    let full_words: Vec<&str> = words.iter().map(|(w, _)| w.as_str()).collect();
+    let early_words: Vec<&str> = early.iter().map(String::as_str).collect();
+    let row = distances_to_prefixes(&early_words, &full_words);
     let (cut, distance) = (1..=words.len())
         .map(|c| (c, row[c]))
         .min_by_key(|&(c, d)| (d, c.abs_diff(early.len())))?;
