@@ -16,8 +16,6 @@ use switchboard::agent_runtime::providers::Providers;
 use switchboard::agent_runtime::tts::TextToSpeech;
 use switchboard::agent_runtime::tts_piper::PiperTts;
 use switchboard::config::Config;
-use switchboard::media::g711::{decode_ulaw, encode_ulaw};
-use switchboard::media::resample::resample_all;
 
 const VOICE: &str = "en_US-joe-medium";
 
@@ -178,20 +176,10 @@ fn a_voice_that_cannot_load_falls_back_to_espeak() {
 }
 
 /// What the caller's recognizer (whisper base) hears of `text` spoken by
-/// `tts` over the phone line: 8 kHz µ-law there and back, then whisper's
-/// 16 kHz.
+/// `tts` over the phone line.
 async fn heard_over_the_phone(tts: &dyn TextToSpeech, text: &str) -> String {
     let (pcm, rate) = speak(tts, text).await;
-    let mut narrow = resample_all(&pcm, rate, 8000).unwrap();
-    // The line goes quiet after a sentence, as on a call (an abrupt end
-    // makes tiny.en repeat the clip's tail).
-    narrow.extend(std::iter::repeat_n(0i16, 4000));
-    let mut codes = Vec::new();
-    encode_ulaw(&narrow, &mut codes);
-    let mut line = Vec::new();
-    decode_ulaw(&codes, &mut line);
-    let wide = resample_all(&line, 8000, 16000).unwrap();
-    caller_voice::hear_16k(&wide).await
+    caller_voice::hear_16k(&caller_voice::agent_over_the_phone(&pcm, rate)).await
 }
 
 /// A telephone number the agent gives is read digit by digit, so the

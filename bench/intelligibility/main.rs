@@ -20,8 +20,6 @@ use futures::StreamExt;
 use switchboard::agent_runtime::tts::TextToSpeech;
 use switchboard::agent_runtime::tts_piper::PiperTts;
 use switchboard::config::Config;
-use switchboard::media::g711::{decode_ulaw, encode_ulaw};
-use switchboard::media::resample::resample_all;
 
 const VOICE: &str = "en_US-joe-medium";
 const TUNING_BASES: [&str; 4] = ["dental", "garage", "plumbing", "pharmacy"];
@@ -101,13 +99,7 @@ async fn over_the_line(tts: &dyn TextToSpeech, text: &str, speed: f32) -> Vec<i1
         rate = chunk.sample_rate;
         pcm.extend(chunk.pcm);
     }
-    let mut narrow = resample_all(&pcm, rate, 8000).expect("resample");
-    narrow.extend(std::iter::repeat_n(0i16, 4000));
-    let mut codes = Vec::new();
-    encode_ulaw(&narrow, &mut codes);
-    let mut line = Vec::new();
-    decode_ulaw(&codes, &mut line);
-    resample_all(&line, 8000, 16000).expect("resample")
+    caller_voice::agent_over_the_phone(&pcm, rate)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -121,11 +121,27 @@ pub fn phone_16k(dir: &Path, name: &str, text: &str) -> Vec<i16> {
         .samples::<i16>()
         .map(|s| s.unwrap_or(0))
         .collect();
+    line_16k(&pcm)
+}
+
+/// 8 kHz samples after the phone line (G.711 μ-law there and back),
+/// resampled to 16 kHz by the node's resampler.
+pub fn line_16k(narrow: &[i16]) -> Vec<i16> {
     let mut codes = Vec::new();
-    switchboard::media::g711::encode_ulaw(&pcm, &mut codes);
+    switchboard::media::g711::encode_ulaw(narrow, &mut codes);
     let mut back = Vec::new();
     switchboard::media::g711::decode_ulaw(&codes, &mut back);
     switchboard::media::resample::resample_all(&back, 8000, 16_000).expect("resample")
+}
+
+/// The agent's voice (`pcm` at `rate`) as the caller's recognizer gets it:
+/// at 8 kHz, followed by half a second of the line going quiet as on a
+/// call (an abrupt end makes whisper repeat the clip's tail), over the
+/// phone line ([`line_16k`]).
+pub fn agent_over_the_phone(pcm: &[i16], rate: u32) -> Vec<i16> {
+    let mut narrow = switchboard::media::resample::resample_all(pcm, rate, 8000).expect("resample");
+    narrow.extend(std::iter::repeat_n(0i16, 4000));
+    line_16k(&narrow)
 }
 
 /// The robustness case only: `text` spoken by espeak-ng (a robotic voice
