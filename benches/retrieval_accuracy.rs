@@ -363,6 +363,32 @@ async fn main() {
         untouched = (untouched.0 + u.0, untouched.1 + u.1);
     }
     let pct = |(r, t): (usize, usize)| 100.0 * r as f64 / t.max(1) as f64;
+    // More bases in the conversation benchmark's form, scored apart with
+    // only their totals: `EXTRA_BASES="a.json b.json"` (the query adapter's
+    // training bases, for a split the adapter was not trained on).
+    let extra_paths = std::env::var("EXTRA_BASES").unwrap_or_default();
+    let mut extra = (0, 0);
+    for path in extra_paths.split_whitespace() {
+        let kb = bench_kb(Path::new(path));
+        let idx = index(&kb, embedder.as_ref(), &everyday).await;
+        let (mut r, mut m) = (Vec::new(), Vec::new());
+        let show = std::env::var("EXTRA_MISSES").is_ok();
+        let e = score(
+            &kb,
+            &idx,
+            embedder.as_ref(),
+            &kb.tuning,
+            show,
+            &mut r,
+            &mut m,
+        )
+        .await;
+        println!("extra {}: {}/{}", kb.name, e.0, e.1);
+        extra = (extra.0 + e.0, extra.1 + e.1);
+    }
+    if extra.1 > 0 {
+        println!("extra bases {}/{} ({:.1} %)", extra.0, extra.1, pct(extra));
+    }
     let answered = MARGINS.lock().unwrap().clone();
     println!(
         "answered right with an entry ({}): how many a second hearing would cost",

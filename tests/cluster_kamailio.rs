@@ -390,13 +390,24 @@ async fn a_draining_node_takes_no_new_calls_and_finishes_its_own() {
     let db = TestDb::new().await;
     let cluster = Cluster::start(&db, 49_400, 30);
     trunk_admits_only_callers(&db.pool, 100).await;
-    let held = sipp_calls(cluster.kamailio, 4, 10, 12_000);
+    let mut held = sipp_calls(cluster.kamailio, 4, 10, 12_000);
     let spread = poll(Duration::from_secs(20), || async {
         let l = live_by_node(&db.pool).await;
         (l.iter().map(|(_, n)| n).sum::<i64>() == 4).then_some(l)
     })
-    .await
-    .expect("four calls live");
+    .await;
+    let Some(spread) = spread else {
+        let live = live_by_node(&db.pool).await;
+        let _ = held.start_kill();
+        let (code, tail) = finish(held, Duration::from_secs(10)).await;
+        panic!(
+            "four calls were never live at once (now {live:?}); SIPp exited {code:?}:\n{tail}\n\
+             node-1:\n{}\nnode-2:\n{}\n{}",
+            cluster.log_tail(1),
+            cluster.log_tail(2),
+            cluster.status()
+        );
+    };
     let (drained_id, drained_calls) = spread
         .iter()
         .max_by_key(|(_, n)| *n)

@@ -164,29 +164,55 @@ fn name(text: &str) -> Option<String> {
     best.map(|(_, n)| n)
 }
 
-/// Up to three name-like words at the start of `rest`, title-cased.
+/// Words of a spoken address: a "name" they follow was an address misheard
+/// ("my email is mary at example dot com" heard "my name is Mary had
+/// example dot com").
+const ADDRESS_WORDS: &[&str] = &["at", "dot"];
+
+/// Up to three name-like words at the start of `rest`, title-cased. None
+/// when the clause goes on with more such words (a sentence, not a name) or
+/// with the words of a spoken address.
 fn name_at(rest: &str) -> Option<String> {
     let mut words: Vec<String> = Vec::new();
-    for raw in rest.split_whitespace().take(MAX_NAME_WORDS) {
+    let mut tokens = rest.split_whitespace();
+    let mut clause_ended = false;
+    for raw in tokens.by_ref() {
         let ends_clause = raw.ends_with([',', '.', '!', '?', ';', ':']);
         let word = raw.trim_matches(|c: char| !c.is_alphabetic());
-        let lower = word.to_lowercase();
-        let name_like = !word.is_empty()
-            && word.chars().count() <= 30
-            && word
-                .chars()
-                .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
-            && !NOT_NAME.contains(&lower.as_str());
-        if !name_like {
+        if !name_like(word) {
+            // The word after the name: an address's "at" or "dot" is no
+            // end of a name.
+            if ADDRESS_WORDS.contains(&word.to_lowercase().as_str()) {
+                return None;
+            }
+            clause_ended = true;
             break;
         }
         words.push(title_case(word));
-        if ends_clause {
+        if ends_clause || words.len() == MAX_NAME_WORDS {
+            clause_ended = ends_clause;
             break;
+        }
+    }
+    if !clause_ended {
+        if let Some(next) = tokens.next() {
+            let next = next.trim_matches(|c: char| !c.is_alphabetic());
+            if name_like(next) || ADDRESS_WORDS.contains(&next.to_lowercase().as_str()) {
+                return None;
+            }
         }
     }
     let name = words.join(" ");
     (!name.is_empty() && name.len() <= MAX_NAME_CHARS).then_some(name)
+}
+
+fn name_like(word: &str) -> bool {
+    !word.is_empty()
+        && word.chars().count() <= 30
+        && word
+            .chars()
+            .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
+        && !NOT_NAME.contains(&word.to_lowercase().as_str())
 }
 
 /// "mary" → "Mary"; a word with capitals inside ("McDonald") is kept.
@@ -484,6 +510,13 @@ mod tests {
         assert_eq!(n("What is your name?"), None);
         assert_eq!(n("my name is"), None);
         assert_eq!(n("my name is 42"), None);
+        // An address misheard as an introduction.
+        assert_eq!(n("My name is Mary had example dot com."), None);
+        assert_eq!(n("My name is Mary at example dot com."), None);
+        assert_eq!(
+            n("My name is Mary Ann Smith."),
+            Some("Mary Ann Smith".into())
+        );
         // The last introduction wins (a correction).
         assert_eq!(
             n("My name is Jon, sorry, my name is John."),
@@ -570,6 +603,17 @@ mod tests {
             p("my phone number is 2, 1, 2, 6, 3, 4, M and 1, 9, 0."),
             None
         );
+    }
+
+    #[test]
+    fn an_address_heard_as_an_introduction_keeps_the_name() {
+        // What whisper made of "My email is mary at example dot com." in
+        // one run of `runtime_leads`.
+        let l = lead(&[
+            "Hello, my name is Mary Smith.",
+            "My name is Mary had example dot com.",
+        ]);
+        assert_eq!(l.name.as_deref(), Some("Mary Smith"));
     }
 
     #[test]
