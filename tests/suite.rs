@@ -23,6 +23,7 @@ mod api_trunk_presets;
 mod cluster_kamailio;
 mod console_browser_call;
 mod console_chromium;
+mod db_notify;
 mod db_rls;
 mod db_schema;
 mod db_seed;

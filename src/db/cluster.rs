@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -309,44 +308,40 @@ impl Cluster {
         close_calls_of(&self.pool, &lost).await
     }
 
+    /// Hears hang-up requests until `cancel` (the shared listener of
+    /// `db::notify`, which finds a connection gone silent and reconnects).
     async fn listen(self: Arc<Self>, facts: Arc<NodeFacts>, cancel: CancellationToken) {
-        for attempt in 0u32.. {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let listener = async {
-                let mut l = PgListener::connect_with(&self.pool).await?;
-                l.listen(HANGUP_CHANNEL).await?;
-                Ok::<_, sqlx::Error>(l)
-            };
-            let mut listener = match listener.await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(attempt, "cluster hang-up listener: {e}");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                let note = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    n = listener.recv() => n,
-                };
-                match note {
-                    Ok(n) => {
-                        if let Some((ws, call)) = hangup_for(n.payload(), &self.node_id) {
-                            (facts.hang_up)(ws, call);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("cluster hang-up listener lost: {e}");
-                        break;
-                    }
-                }
-            }
+        let follower = Arc::new(Hangups {
+            node_id: self.node_id.clone(),
+            facts,
+        });
+        let listening = super::notify::follow_one(self.pool.clone(), HANGUP_CHANNEL, &follower);
+        cancel.cancelled().await;
+        listening.abort();
+    }
+}
+
+/// Ends the calls of this node that another node's API was asked to end.
+struct Hangups {
+    node_id: String,
+    facts: Arc<NodeFacts>,
+}
+
+#[async_trait::async_trait]
+impl super::notify::Follower for Hangups {
+    /// A request sent while nobody listened is lost (the API that sent it
+    /// answered 202: accepted, not done); the call's record shows whether
+    /// it ended, and the request can be made again.
+    async fn connected(&self) {}
+
+    async fn notified(&self, payload: &str) {
+        if let Some((ws, call)) = hangup_for(payload, &self.node_id) {
+            (self.facts.hang_up)(ws, call);
         }
+    }
+
+    fn disconnected(&self) {
+        tracing::warn!("cluster hang-up listener lost its connection; reconnecting");
     }
 }
 
