@@ -186,6 +186,9 @@ pub async fn texts_for(pool: &PgPool, profile: &AgentProfile) -> Result<Vec<Stri
         profile.fallback_message.clone(),
     ];
     texts.extend(spoken_sentences(&profile.fallback_message));
+    // Said whole after a transfer the person's phone refused: the caller
+    // has already waited through the ringing.
+    texts.push(profile.transfer_failed_message.clone());
     for line in TRANSFER_LINES {
         texts.extend(spoken_sentences(line));
     }
