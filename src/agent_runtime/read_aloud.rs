@@ -1,5 +1,7 @@
-//! How a voice reads what the agent wrote: telephone numbers digit by digit,
-//! in their groups. A speech engine reads digits as quantities, so "call 555
+//! How a voice reads what the agent wrote: prices as they are said ("$65"
+//! is "65 dollars": the voice said "dollar sixty-five", which the caller's
+//! recognizer wrote "$1.65"), and telephone numbers digit by digit, in
+//! their groups. A speech engine reads digits as quantities, so "call 555
 //! 0180" became "five hundred fifty-five, zero one eight zero" and
 //! "617-492-3041" "six hundred seventeen dash four hundred ninety-two dash
 //! three thousand forty-one": no caller can write that down. The written
@@ -24,6 +26,70 @@ const MIN_UNBROKEN_DIGITS: usize = 10;
 /// years, counts ("12 cars", "10,000 miles") and decimals are not numbers
 /// of this kind and stay as written.
 pub fn read_aloud(text: &str) -> Cow<'_, str> {
+    match prices(text) {
+        Cow::Borrowed(t) => telephone_numbers(t),
+        Cow::Owned(t) => Cow::Owned(telephone_numbers(&t).into_owned()),
+    }
+}
+
+/// Dollar amounts as said: "$65" → "65 dollars", "$1,800" → "1,800
+/// dollars", "$1" → "1 dollar", "$15.50" → "15 dollars 50"; a "$" not
+/// followed by a digit stays.
+fn prices(text: &str) -> Cow<'_, str> {
+    if !text.contains('$') {
+        return Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' || !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+            continue;
+        }
+        // The whole part: digits, with commas between groups of three.
+        let mut j = i + 1;
+        while j < b.len()
+            && (b[j].is_ascii_digit()
+                || (b[j] == b',' && b.get(j + 1).is_some_and(u8::is_ascii_digit)))
+        {
+            j += 1;
+        }
+        let whole = &text[i + 1..j];
+        // Cents: a dot and exactly two digits.
+        let cents = (b.get(j) == Some(&b'.')
+            && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+            && b.get(j + 2).is_some_and(u8::is_ascii_digit)
+            && !b.get(j + 3).is_some_and(u8::is_ascii_digit))
+        .then(|| &text[j + 1..j + 3]);
+        if cents.is_none()
+            && b.get(j) == Some(&b'.')
+            && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+        {
+            i = j; // "$2.5 million": left as written
+            continue;
+        }
+        let end = if cents.is_some() { j + 3 } else { j };
+        out.push_str(&text[copied..i]);
+        out.push_str(whole);
+        out.push_str(if whole == "1" { " dollar" } else { " dollars" });
+        if let Some(c) = cents.filter(|c| *c != "00") {
+            out.push(' ');
+            out.push_str(c);
+        }
+        copied = end;
+        i = end;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// `text` with its telephone numbers spelled as digits (see [`read_aloud`]).
+fn telephone_numbers(text: &str) -> Cow<'_, str> {
     if !text.bytes().any(|b| b.is_ascii_digit()) {
         return Cow::Borrowed(text);
     }
@@ -172,11 +238,11 @@ mod tests {
     }
 
     #[test]
-    fn quantities_prices_times_and_dates_stay_as_written() {
+    fn quantities_times_and_dates_stay_as_written() {
         for t in [
             "We have free parking for 12 cars out front, with 2 spaces by the door.",
             "A 12 month or 12,000 mile warranty.",
-            "The full course is 110 dollars, or $1,250 for 5.",
+            "The full course is 110 dollars, or 1,250 dollars for 5.",
             "Open from 5:30 am to 10 pm, since 2019.",
             "Drop-off at 8 am and 2 4 weeks later.",
             "It weighs 1.5 kg; 250 300 people came.",
@@ -189,6 +255,29 @@ mod tests {
             assert_eq!(read_aloud(t), t, "{t:?}");
         }
         assert!(matches!(read_aloud("no digits"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn prices_are_read_as_said() {
+        assert_eq!(
+            read_aloud("Our Basic Tune-Up costs $65 and a tube is $8."),
+            "Our Basic Tune-Up costs 65 dollars and a tube is 8 dollars."
+        );
+        assert_eq!(read_aloud("from $1,800"), "from 1,800 dollars");
+        assert_eq!(read_aloud("just $1 a day"), "just 1 dollar a day");
+        assert_eq!(
+            read_aloud("$15.50 each, $20.00 flat"),
+            "15 dollars 50 each, 20 dollars flat"
+        );
+        // A "$" without an amount, and a decimal that is not cents.
+        assert_eq!(read_aloud("Pay in $ or cash"), "Pay in $ or cash");
+        assert_eq!(read_aloud("$2.5 million"), "$2.5 million");
+        // Prices and a telephone number in one sentence.
+        assert_eq!(
+            read_aloud("It is $85, call 555 0180."),
+            "It is 85 dollars, call 5 5 5, 0 1 8 0."
+        );
+        assert!(matches!(read_aloud("no price here"), Cow::Borrowed(_)));
     }
 
     #[test]
