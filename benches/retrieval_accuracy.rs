@@ -174,13 +174,14 @@ async fn score(
     miss_scores: &mut Vec<f32>,
 ) -> (usize, usize) {
     let mut right = 0;
+    let floor = floor();
     for case in cases {
         // The question's vector as the runtime makes it.
         let qv = embed_query(embedder, &case.said, std::time::Duration::from_secs(60)).await;
         let found = idx.search(&case.said, qv.as_deref(), 4, 0.0, false);
         let answered = found
             .iter()
-            .find(|c| c.score >= floor())
+            .find(|c| c.score >= floor)
             .map(|c| c.chunk_index as usize);
         let ok = answered == case.expected;
         right += ok as usize;
@@ -368,11 +369,11 @@ async fn main() {
     // training bases, for a split the adapter was not trained on).
     let extra_paths = std::env::var("EXTRA_BASES").unwrap_or_default();
     let mut extra = (0, 0);
+    let show = std::env::var("EXTRA_MISSES").is_ok();
     for path in extra_paths.split_whitespace() {
         let kb = bench_kb(Path::new(path));
         let idx = index(&kb, embedder.as_ref(), &everyday).await;
         let (mut r, mut m) = (Vec::new(), Vec::new());
-        let show = std::env::var("EXTRA_MISSES").is_ok();
         let e = score(
             &kb,
             &idx,

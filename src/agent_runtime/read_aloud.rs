@@ -57,20 +57,21 @@ fn prices(text: &str) -> Cow<'_, str> {
             j += 1;
         }
         let whole = &text[i + 1..j];
-        // Cents: a dot and exactly two digits.
-        let cents = (b.get(j) == Some(&b'.')
-            && b.get(j + 1).is_some_and(u8::is_ascii_digit)
-            && b.get(j + 2).is_some_and(u8::is_ascii_digit)
-            && !b.get(j + 3).is_some_and(u8::is_ascii_digit))
-        .then(|| &text[j + 1..j + 3]);
-        if cents.is_none()
-            && b.get(j) == Some(&b'.')
-            && b.get(j + 1).is_some_and(u8::is_ascii_digit)
-        {
-            i = j; // "$2.5 million": left as written
-            continue;
-        }
-        let end = if cents.is_some() { j + 3 } else { j };
+        // Digits after a dot: two are cents; any other count is no price
+        // ("$2.5 million" is left as written).
+        let decimals = match b.get(j) {
+            Some(b'.') => b[j + 1..].iter().take_while(|c| c.is_ascii_digit()).count(),
+            _ => 0,
+        };
+        let cents = match decimals {
+            0 => None,
+            2 => Some(&text[j + 1..j + 3]),
+            _ => {
+                i = j;
+                continue;
+            }
+        };
+        let end = j + if cents.is_some() { 3 } else { 0 };
         out.push_str(&text[copied..i]);
         out.push_str(whole);
         out.push_str(if whole == "1" { " dollar" } else { " dollars" });
