@@ -175,7 +175,13 @@ fn sipp_calls(to: SocketAddr, calls: u32, rate: u32, hold_ms: u32) -> tokio::pro
         .args(["-r", &rate.to_string(), "-d", &hold_ms.to_string()])
         .args(["-p", &sip_support::free_port().to_string()])
         .args(["-mp", &free_media_port().to_string()])
-        .args(["-timeout", "90s", "-timeout_error", "-nostdin"])
+        .args([
+            "-timeout",
+            "90s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+        ])
         .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -185,8 +191,13 @@ fn sipp_calls(to: SocketAddr, calls: u32, rate: u32, hold_ms: u32) -> tokio::pro
         .expect("sipp must be installed (Debian sip-tester)")
 }
 
-/// Waits for SIPp (bounded) and returns (exit code, output tail).
+/// Waits for SIPp (bounded) and returns (exit code, output tail, with the
+/// first lines of SIPp's error log: why a call was aborted).
 async fn finish(child: tokio::process::Child, limit: Duration) -> (Option<i32>, String) {
+    // `-trace_err` writes `<scenario>_<pid>_errors.log` in SIPp's directory.
+    let errors = child
+        .id()
+        .map(|pid| std::env::temp_dir().join(format!("uac_call_{pid}_errors.log")));
     let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .expect("SIPp did not finish in time")
@@ -194,7 +205,16 @@ async fn finish(child: tokio::process::Child, limit: Duration) -> (Option<i32>, 
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+    let mut tail = lines[lines.len().saturating_sub(30)..].join("\n");
+    if let Some(path) = errors {
+        if let Ok(log) = std::fs::read_to_string(&path) {
+            let lines: Vec<&str> = log.lines().collect();
+            // The first events say why; the rest follow from them.
+            tail.push_str("\nSIPp's error log:\n");
+            tail.push_str(&lines[..lines.len().min(40)].join("\n"));
+        }
+        let _ = std::fs::remove_file(path);
+    }
     (out.status.code(), tail)
 }
 

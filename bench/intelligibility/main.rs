@@ -9,6 +9,10 @@
 //! voice's own `1:0.667:0.8`), each answer said `REPEATS` times (default 2:
 //! the voice varies its delivery).
 //!
+//! `INTELLIGIBILITY_BASES="a.json b.json"` reads the answers of other bases
+//! in the conversation benchmark's form instead (`bench/retrieval_train/`:
+//! answers written for 24 other businesses, never tuned on).
+//!
 //! Run: `cargo bench --bench intelligibility` (after scripts/setup).
 
 #[path = "../../tests/common/caller_voice.rs"]
@@ -52,9 +56,15 @@ fn settings() -> Vec<Setting> {
 }
 
 fn answers() -> Vec<String> {
+    let paths: Vec<String> = match std::env::var("INTELLIGIBILITY_BASES") {
+        Ok(list) => list.split_whitespace().map(str::to_string).collect(),
+        Err(_) => TUNING_BASES
+            .iter()
+            .map(|b| format!("bench/conversation/kb/{b}.json"))
+            .collect(),
+    };
     let mut out = Vec::new();
-    for base in TUNING_BASES {
-        let path = format!("bench/conversation/kb/{base}.json");
+    for path in paths {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("kb")).expect("json");
         for f in v["faqs"].as_array().expect("faqs") {

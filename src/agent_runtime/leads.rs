@@ -256,40 +256,49 @@ fn email(text: &str) -> Option<String> {
     let tokens = spoken_email_tokens(&lower);
     // Recognizers hear a spoken "at" before a vowel as "had" or "add"
     // ("Mary had example.com"); those count when the caller is giving an
-    // email address.
+    // email address: they say so, or they dictate the domain ("example dot
+    // com", which nobody says of anything but an address).
     let about_email = tokens
         .iter()
-        .any(|t| matches!(t.as_str(), "email" | "e-mail" | "mail" | "address"));
+        .any(|t| matches!(t.text.as_str(), "email" | "e-mail" | "mail" | "address"));
     let mut found = None;
     for i in 1..tokens.len().saturating_sub(1) {
-        let at = match tokens[i].as_str() {
+        let domain = &tokens[i + 1];
+        let at = match tokens[i].text.as_str() {
             "at" => true,
-            "had" | "add" => about_email,
+            "had" | "add" => about_email || domain.dictated,
             _ => false,
         };
         if !at {
             continue;
         }
-        let local = tokens[i - 1].as_str();
+        let local = tokens[i - 1].text.as_str();
         if NOT_LOCAL_PART.contains(&local) {
             continue;
         }
-        if let Some(e) = valid_email(local, &tokens[i + 1]) {
+        if let Some(e) = valid_email(local, &domain.text) {
             found = Some(e);
         }
     }
     found
 }
 
+/// A word of a possibly spoken address.
+struct Token {
+    text: String,
+    /// Joined from words by a spoken separator ("example dot com").
+    dictated: bool,
+}
+
 /// Words with surrounding punctuation removed and the spoken separators
 /// ("dot", "underscore", "dash"/"hyphen") joined into the words around them.
-fn spoken_email_tokens(lower: &str) -> Vec<String> {
+fn spoken_email_tokens(lower: &str) -> Vec<Token> {
     let words: Vec<String> = lower
         .split_whitespace()
         .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string())
         .filter(|w| !w.is_empty())
         .collect();
-    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut out: Vec<Token> = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {
         let sep = match words[i].as_str() {
@@ -299,13 +308,17 @@ fn spoken_email_tokens(lower: &str) -> Vec<String> {
             _ => None,
         };
         match (sep, out.last_mut(), words.get(i + 1)) {
-            (Some(sep), Some(prev), Some(next)) if prev != "at" && next != "at" => {
-                prev.push(sep);
-                prev.push_str(next);
+            (Some(sep), Some(prev), Some(next)) if prev.text != "at" && next != "at" => {
+                prev.text.push(sep);
+                prev.text.push_str(next);
+                prev.dictated = true;
                 i += 2;
             }
             _ => {
-                out.push(words[i].clone());
+                out.push(Token {
+                    text: words[i].clone(),
+                    dictated: false,
+                });
                 i += 1;
             }
         }
@@ -556,6 +569,13 @@ mod tests {
             Some("mary@example.com".into())
         );
         assert_eq!(e("Mary had example.com"), None);
+        // A dictated domain says it is an address (heard for "My email is
+        // mary at example dot com." in one run of `runtime_leads`).
+        assert_eq!(
+            e("My name is Mary had example dot com."),
+            Some("mary@example.com".into())
+        );
+        assert_eq!(e("we had amazon.com deliver it"), None);
         assert_eq!(e("reach me at home dot 42"), None);
         assert_eq!(e("a@b"), None);
     }

@@ -1,7 +1,8 @@
 //! How a voice reads what the agent wrote: prices as they are said ("$65"
 //! is "65 dollars": the voice said "dollar sixty-five", which the caller's
-//! recognizer wrote "$1.65"), and telephone numbers digit by digit, in
-//! their groups. A speech engine reads digits as quantities, so "call 555
+//! recognizer wrote "$1.65"), house numbers in pairs ("214 Canal Street" is
+//! "two fourteen"), hyphenated words as words ("tune-up" was "tuno"), and
+//! telephone numbers digit by digit, in their groups. A speech engine reads digits as quantities, so "call 555
 //! 0180" became "five hundred fifty-five, zero one eight zero" and
 //! "617-492-3041" "six hundred seventeen dash four hundred ninety-two dash
 //! three thousand forty-one": no caller can write that down. The written
@@ -26,10 +27,152 @@ const MIN_UNBROKEN_DIGITS: usize = 10;
 /// years, counts ("12 cars", "10,000 miles") and decimals are not numbers
 /// of this kind and stay as written.
 pub fn read_aloud(text: &str) -> Cow<'_, str> {
-    match prices(text) {
-        Cow::Borrowed(t) => telephone_numbers(t),
-        Cow::Owned(t) => Cow::Owned(telephone_numbers(&t).into_owned()),
+    let mut out = Cow::Borrowed(text);
+    for pass in [prices, house_numbers, telephone_numbers, hyphens] {
+        let changed = match pass(&out) {
+            Cow::Owned(t) => Some(t),
+            Cow::Borrowed(_) => None,
+        };
+        if let Some(t) = changed {
+            out = Cow::Owned(t);
+        }
     }
+    out
+}
+
+/// Words that end a street address ("214 Canal Street", "1520 N Main St.").
+const STREET_WORDS: &[&str] = &[
+    "street",
+    "st",
+    "avenue",
+    "ave",
+    "road",
+    "rd",
+    "lane",
+    "ln",
+    "drive",
+    "dr",
+    "boulevard",
+    "blvd",
+    "way",
+    "place",
+    "pl",
+    "court",
+    "ct",
+    "parkway",
+    "pkwy",
+    "highway",
+    "hwy",
+    "square",
+    "sq",
+    "terrace",
+    "circle",
+    "plaza",
+    "pike",
+    "trail",
+    "row",
+    "crescent",
+    "close",
+    "walk",
+];
+
+/// House numbers as said: "214 Canal Street" is "2 14 Canal Street" (two
+/// fourteen; the voice said "two hundred fourteen", which the caller's
+/// recognizer wrote "200 fording"), "1520 Main St" "15 20", "105" "1 oh
+/// 5", "1005" "10 oh 5"; round hundreds stay ("300 Main Street"). A house
+/// number is three or four digits followed by up to three capitalised
+/// words and a street word.
+fn house_numbers(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b.is_ascii_digit()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::new();
+    let mut copied = 0;
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() || (i > 0 && is_word_byte(b[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let end = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let said = (b.get(end) == Some(&b' ') && street_follows(&text[end..]))
+            .then(|| house_number_said(&text[i..end]))
+            .flatten();
+        if let Some(said) = said {
+            out.push_str(&text[copied..i]);
+            out.push_str(&said);
+            copied = end;
+        }
+        i = end;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// Whether `rest` (after a number) is a street's name: up to three
+/// capitalised words or ordinals ("5th"), then a street word.
+fn street_follows(rest: &str) -> bool {
+    for (n, word) in rest.split_whitespace().take(4).enumerate() {
+        let bare = word.trim_end_matches(['.', ',', ';', ':', '!', '?', ')']);
+        if n > 0 && STREET_WORDS.contains(&bare.to_ascii_lowercase().as_str()) {
+            return true;
+        }
+        let capitalised = bare.chars().next().is_some_and(char::is_uppercase);
+        let ordinal = bare.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && ["st", "nd", "rd", "th"].iter().any(|s| bare.ends_with(s));
+        if !(capitalised || ordinal) || bare.len() != word.len() {
+            return false;
+        }
+    }
+    false
+}
+
+/// "214" → "2 14", "105" → "1 oh 5", "1520" → "15 20", "1005" → "10 oh
+/// 5", "1900" → "19 hundred"; `None` for other lengths and round hundreds
+/// of three digits or thousands, which the voice says well.
+fn house_number_said(digits: &str) -> Option<String> {
+    let (head, tail) = match digits.len() {
+        3 => digits.split_at(1),
+        4 => digits.split_at(2),
+        _ => return None,
+    };
+    match tail.as_bytes() {
+        _ if head.starts_with('0') => None,
+        b"00" if digits.len() == 3 || head.ends_with('0') => None,
+        b"00" => Some(format!("{head} hundred")),
+        [b'0', d] => Some(format!("{head} oh {}", *d as char)),
+        _ => Some(format!("{head} {tail}")),
+    }
+}
+
+/// A hyphen between a letter and a letter or digit is a pause: the voice
+/// ran "tune-up" into "tuno" and "trade-ins" into one word; "90-minute"
+/// is "90 minute". Hyphens between digits (telephone numbers, ranges) stay.
+fn hyphens(text: &str) -> Cow<'_, str> {
+    let b = text.as_bytes();
+    let joins = |i: usize| {
+        b[i] == b'-'
+            && i > 0
+            && i + 1 < b.len()
+            && b[i - 1].is_ascii_alphanumeric()
+            && b[i + 1].is_ascii_alphanumeric()
+            && (b[i - 1].is_ascii_alphabetic() || b[i + 1].is_ascii_alphabetic())
+    };
+    if !(0..b.len()).any(joins) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.as_bytes().to_vec();
+    for (i, c) in out.iter_mut().enumerate() {
+        if joins(i) {
+            *c = b' ';
+        }
+    }
+    // Only ASCII '-' was replaced by ASCII ' ': still UTF-8.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| text.to_string()))
 }
 
 /// Dollar amounts as said: "$65" → "65 dollars", "$1,800" → "1,800
@@ -245,7 +388,9 @@ mod tests {
             "A 12 month or 12,000 mile warranty.",
             "The full course is 110 dollars, or 1,250 dollars for 5.",
             "Open from 5:30 am to 10 pm, since 2019.",
-            "Drop-off at 8 am and 2 4 weeks later.",
+            "Drop off at 8 am and 2 4 weeks later, open 9-5.",
+            "We are at 300 Main Street, 2000 Oak Avenue, 12 Elm Street.",
+            "Room 214 is upstairs and 1520 people came to the Street Fair.",
             "It weighs 1.5 kg; 250 300 people came.",
             "Order 1234567 arrived",
             "Room 101 and 1000000 visitors",
@@ -262,7 +407,7 @@ mod tests {
     fn prices_are_read_as_said() {
         assert_eq!(
             read_aloud("Our Basic Tune-Up costs $65 and a tube is $8."),
-            "Our Basic Tune-Up costs 65 dollars and a tube is 8 dollars."
+            "Our Basic Tune Up costs 65 dollars and a tube is 8 dollars."
         );
         assert_eq!(read_aloud("from $1,800"), "from 1,800 dollars");
         assert_eq!(read_aloud("just $1 a day"), "just 1 dollar a day");
@@ -282,6 +427,40 @@ mod tests {
     }
 
     #[test]
+    fn house_numbers_are_read_in_pairs() {
+        let r = |t: &str| read_aloud(t).into_owned();
+        assert_eq!(
+            r("We're at 214 Canal Street in Millbrook."),
+            "We're at 2 14 Canal Street in Millbrook."
+        );
+        assert_eq!(
+            r("1520 North Main St. Suite 4"),
+            "15 20 North Main St. Suite 4"
+        );
+        assert_eq!(r("at 105 5th Avenue"), "at 1 oh 5 5th Avenue");
+        assert_eq!(r("1005 Harbor Blvd"), "10 oh 5 Harbor Blvd");
+        assert_eq!(r("1900 Oak Road"), "19 hundred Oak Road");
+        // A house number and a telephone number in one sentence.
+        assert_eq!(
+            r("Visit 214 Canal Street or call 555 0180."),
+            "Visit 2 14 Canal Street or call 5 5 5, 0 1 8 0."
+        );
+    }
+
+    #[test]
+    fn hyphenated_words_are_read_as_words() {
+        let r = |t: &str| read_aloud(t).into_owned();
+        assert_eq!(
+            r("We accept trade-ins and do a 90-minute fit in-store."),
+            "We accept trade ins and do a 90 minute fit in store."
+        );
+        assert_eq!(r("a 24-hour line, e-bikes"), "a 24 hour line, e bikes");
+        // Between digits, and at a word's edge, a hyphen stays.
+        assert_eq!(r("open 9-5 - ask us -"), "open 9-5 - ask us -");
+        assert_eq!(r("call 617-492-3041"), "call 6 1 7, 4 9 2, 3 0 4 1");
+    }
+
+    #[test]
     fn any_text_is_read_without_panicking() {
         for t in [
             "+",
@@ -294,6 +473,11 @@ mod tests {
             "555-0180-",
             "1-1-1-1-1-1-1-1",
             "(555) (0180)",
+            "214 ",
+            "214 Canal",
+            "0214 Canal Street",
+            "-a-",
+            "é-é 214 Éa Street",
         ] {
             let _ = read_aloud(t);
         }
