@@ -290,13 +290,12 @@ pub async fn check_refs(
 }
 
 /// Appends `and <column> <op> $n` for each filter present in the query.
-/// The filters `q` asks for, appended to `sql` as conditions on `t`; each
-/// value is validated, then written in as a quoted literal
-/// ([`super::sql_literal`]) so the statement needs no parameters.
 fn push_filters(
     filters: &[Filter],
     q: &std::collections::HashMap<String, String>,
     sql: &mut String,
+    binds: &mut Vec<String>,
+    first_bind: usize,
 ) -> Result<(), ApiError> {
     for f in filters {
         let Some(raw) = q.get(f.param) else { continue };
@@ -308,7 +307,8 @@ fn push_filters(
             },
             kind => check(f.param, kind, &Value::String(raw.clone()), &[0; 32])?,
         };
-        let value = super::sql_literal(value.as_str().unwrap_or(raw));
+        let value = value.as_str().unwrap_or(raw).to_string();
+        let n = first_bind + binds.len();
         let cast = match f.kind {
             Kind::Ref(_) | Kind::GlobalRef(_) | Kind::Id => "::uuid",
             Kind::Time => "::timestamptz",
@@ -324,7 +324,8 @@ fn push_filters(
             Op::Gte => ">=",
             Op::Lt => "<",
         };
-        sql.push_str(&format!(" and {column} {op} {value}::text{cast}"));
+        sql.push_str(&format!(" and {column} {op} ${n}::text{cast}"));
+        binds.push(value);
     }
     Ok(())
 }
@@ -374,24 +375,23 @@ pub async fn list(
     // The page is chosen in a subquery and only its rows become JSON: a
     // plan that sorts the whole workspace (stale statistics) would
     // otherwise build a JSON object for every row before the limit.
-    // Every value is a typed uuid or a quoted literal: the statement goes
-    // with the caller's settings in one round trip (`ApiState::read_text`).
-    let ws = format!("'{ws}'::uuid");
-    let mut sql = format!("select t.* from {} t where t.workspace_id = {ws}", r.table);
-    push_filters(r.filters, q, &mut sql)?;
+    let mut sql = format!("select t.* from {} t where t.workspace_id = $1", r.table);
+    let mut binds = Vec::new();
+    push_filters(r.filters, q, &mut sql, &mut binds, 2)?;
     let col = r.order;
     if let Some(id) = after {
         // Keyset: the rows after the given one in (column, id) descending
         // order; the first condition lets the (workspace, column) index
         // start there instead of counting rows from the top.
-        let id = format!("'{id}'::uuid");
+        let n = 2 + binds.len();
         let cursor = format!(
-            "(select c.{col} from {} c where c.id = {id} and c.workspace_id = {ws})",
+            "(select c.{col} from {} c where c.id = ${n}::uuid and c.workspace_id = $1)",
             r.table
         );
         sql.push_str(&format!(
-            " and t.{col} <= {cursor} and (t.{col}, t.id) < ({cursor}, {id})"
+            " and t.{col} <= {cursor} and (t.{col}, t.id) < ({cursor}, ${n}::uuid)"
         ));
+        binds.push(id.to_string());
     }
     // PostgreSQL writes the whole page, which the node sends as it is: no
     // row is parsed and written again here. A full page may have a next
@@ -405,10 +405,14 @@ pub async fn list(
                                then (array_agg(t.id order by t.{col}, t.id))[1] end)::text
            from ({sql} order by t.{col} desc, t.id desc limit {limit} offset {offset}) t"
     );
-    let page = st.read_text(p, &sql).await?;
-    Ok(json_text(page.ok_or_else(|| {
-        ApiError::internal("a list statement returned no row")
-    })?))
+    let mut tx = st.begin(p).await?;
+    let mut query = sqlx::query_scalar::<_, String>(&sql).bind(ws);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let page = query.fetch_one(&mut *tx).await?;
+    super::end_read(tx);
+    Ok(json_text(page))
 }
 
 /// A JSON body written elsewhere (by PostgreSQL), sent as it is.
