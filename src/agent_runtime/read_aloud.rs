@@ -106,11 +106,7 @@ fn house_numbers(text: &str) -> Cow<'_, str> {
         }
         i = end;
     }
-    if copied == 0 {
-        return Cow::Borrowed(text);
-    }
-    out.push_str(&text[copied..]);
-    Cow::Owned(out)
+    rewritten(text, out, copied)
 }
 
 /// Whether `rest` (after a number) is a street's name: up to three
@@ -225,11 +221,7 @@ fn prices(text: &str) -> Cow<'_, str> {
         copied = end;
         i = end;
     }
-    if copied == 0 {
-        return Cow::Borrowed(text);
-    }
-    out.push_str(&text[copied..]);
-    Cow::Owned(out)
+    rewritten(text, out, copied)
 }
 
 /// `text` with its telephone numbers spelled as digits (see [`read_aloud`]).
@@ -255,6 +247,12 @@ fn telephone_numbers(text: &str) -> Cow<'_, str> {
         }
         i += 1;
     }
+    rewritten(text, out, copied)
+}
+
+/// A pass's result: `out` (the text up to byte `copied`, spans replaced)
+/// with the rest of `text`, or `text` itself when nothing was replaced.
+fn rewritten(text: &str, mut out: String, copied: usize) -> Cow<'_, str> {
     if copied == 0 {
         return Cow::Borrowed(text);
     }
@@ -428,36 +426,42 @@ mod tests {
 
     #[test]
     fn house_numbers_are_read_in_pairs() {
-        let r = |t: &str| read_aloud(t).into_owned();
-        assert_eq!(
-            r("We're at 214 Canal Street in Millbrook."),
-            "We're at 2 14 Canal Street in Millbrook."
-        );
-        assert_eq!(
-            r("1520 North Main St. Suite 4"),
-            "15 20 North Main St. Suite 4"
-        );
-        assert_eq!(r("at 105 5th Avenue"), "at 1 oh 5 5th Avenue");
-        assert_eq!(r("1005 Harbor Blvd"), "10 oh 5 Harbor Blvd");
-        assert_eq!(r("1900 Oak Road"), "19 hundred Oak Road");
-        // A house number and a telephone number in one sentence.
-        assert_eq!(
-            r("Visit 214 Canal Street or call 555 0180."),
-            "Visit 2 14 Canal Street or call 5 5 5, 0 1 8 0."
-        );
+        for (written, said) in [
+            (
+                "We're at 214 Canal Street in Millbrook.",
+                "We're at 2 14 Canal Street in Millbrook.",
+            ),
+            (
+                "1520 North Main St. Suite 4",
+                "15 20 North Main St. Suite 4",
+            ),
+            ("at 105 5th Avenue", "at 1 oh 5 5th Avenue"),
+            ("1005 Harbor Blvd", "10 oh 5 Harbor Blvd"),
+            ("1900 Oak Road", "19 hundred Oak Road"),
+            // A house number and a telephone number in one sentence.
+            (
+                "Visit 214 Canal Street or call 555 0180.",
+                "Visit 2 14 Canal Street or call 5 5 5, 0 1 8 0.",
+            ),
+        ] {
+            assert_eq!(read_aloud(written), said, "{written:?}");
+        }
     }
 
     #[test]
     fn hyphenated_words_are_read_as_words() {
-        let r = |t: &str| read_aloud(t).into_owned();
-        assert_eq!(
-            r("We accept trade-ins and do a 90-minute fit in-store."),
-            "We accept trade ins and do a 90 minute fit in store."
-        );
-        assert_eq!(r("a 24-hour line, e-bikes"), "a 24 hour line, e bikes");
-        // Between digits, and at a word's edge, a hyphen stays.
-        assert_eq!(r("open 9-5 - ask us -"), "open 9-5 - ask us -");
-        assert_eq!(r("call 617-492-3041"), "call 6 1 7, 4 9 2, 3 0 4 1");
+        for (written, said) in [
+            (
+                "We accept trade-ins and do a 90-minute fit in-store.",
+                "We accept trade ins and do a 90 minute fit in store.",
+            ),
+            ("a 24-hour line, e-bikes", "a 24 hour line, e bikes"),
+            // Between digits, and at a word's edge, a hyphen stays.
+            ("open 9-5 - ask us -", "open 9-5 - ask us -"),
+            ("call 617-492-3041", "call 6 1 7, 4 9 2, 3 0 4 1"),
+        ] {
+            assert_eq!(read_aloud(written), said, "{written:?}");
+        }
     }
 
     #[test]
