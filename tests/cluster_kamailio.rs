@@ -162,6 +162,10 @@ async fn trunk_admits_only_callers(pool: &PgPool, max_calls: i32) {
         .expect("trunk");
 }
 
+/// The callers' scenario (`tests/fixtures/sipp/`), without `.xml`: SIPp
+/// names its error log after it.
+const CALLER_SCENARIO: &str = "uac_call";
+
 /// SIPp running `uac_call.xml` (it follows Record-Route) from the callers'
 /// address: `calls` calls at `rate`/s, each held `hold_ms`.
 fn sipp_calls(to: SocketAddr, calls: u32, rate: u32, hold_ms: u32) -> tokio::process::Child {
@@ -169,7 +173,7 @@ fn sipp_calls(to: SocketAddr, calls: u32, rate: u32, hold_ms: u32) -> tokio::pro
     tokio::process::Command::new("sipp")
         .arg(to.to_string())
         .arg("-sf")
-        .arg(scenario("uac_call.xml"))
+        .arg(scenario(&format!("{CALLER_SCENARIO}.xml")))
         .args(["-s", NUMBER, "-i", CALLER_IP])
         .args(["-m", &calls.to_string(), "-l", &calls.to_string()])
         .args(["-r", &rate.to_string(), "-d", &hold_ms.to_string()])
@@ -197,7 +201,7 @@ async fn finish(child: tokio::process::Child, limit: Duration) -> (Option<i32>, 
     // `-trace_err` writes `<scenario>_<pid>_errors.log` in SIPp's directory.
     let errors = child
         .id()
-        .map(|pid| std::env::temp_dir().join(format!("uac_call_{pid}_errors.log")));
+        .map(|pid| std::env::temp_dir().join(format!("{CALLER_SCENARIO}_{pid}_errors.log")));
     let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .expect("SIPp did not finish in time")

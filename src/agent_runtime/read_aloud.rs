@@ -2,8 +2,8 @@
 //! is "65 dollars": the voice said "dollar sixty-five", which the caller's
 //! recognizer wrote "$1.65"), house numbers in pairs ("214 Canal Street" is
 //! "two fourteen"), hyphenated words as words ("tune-up" was "tuno"), and
-//! telephone numbers digit by digit, in their groups. A speech engine reads digits as quantities, so "call 555
-//! 0180" became "five hundred fifty-five, zero one eight zero" and
+//! telephone numbers digit by digit, in their groups. A speech engine
+//! reads digits as quantities, so "call 555 0180" became "five hundred fifty-five, zero one eight zero" and
 //! "617-492-3041" "six hundred seventeen dash four hundred ninety-two dash
 //! three thousand forty-one": no caller can write that down. The written
 //! text (messages, records) is left as it was; only what is spoken changes.
@@ -18,14 +18,9 @@ const MAX_DIGITS: usize = 15;
 /// (a US number written without separators); shorter runs are quantities.
 const MIN_UNBROKEN_DIGITS: usize = 10;
 
-/// `text` with every telephone number spelled as digits: "555 0180" is "5
-/// 5 5, 0 1 8 0", "+44 20 7946 0123" is "plus 4 4, 2 0, 7 9 4 6, 0 1 2 3".
-/// A number is digit groups joined by one space, hyphen, dot or
-/// parenthesis: groups of three or four digits (a leading "1" or, after
-/// "+", a country code and groups of two too), seven to fifteen digits in
-/// all; or one unbroken run of ten to fifteen digits. Prices, times,
-/// years, counts ("12 cars", "10,000 miles") and decimals are not numbers
-/// of this kind and stay as written.
+/// `text` as the voice should read it: prices, house numbers, telephone
+/// numbers and hyphenated words (each pass below), in that order; `text`
+/// itself when no pass changes anything.
 pub fn read_aloud(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     for pass in [prices, house_numbers, telephone_numbers, hyphens] {
@@ -224,7 +219,14 @@ fn prices(text: &str) -> Cow<'_, str> {
     rewritten(text, out, copied)
 }
 
-/// `text` with its telephone numbers spelled as digits (see [`read_aloud`]).
+/// `text` with every telephone number spelled as digits: "555 0180" is "5
+/// 5 5, 0 1 8 0", "+44 20 7946 0123" is "plus 4 4, 2 0, 7 9 4 6, 0 1 2 3".
+/// A number is digit groups joined by one space, hyphen, dot or
+/// parenthesis: groups of three or four digits (a leading "1" or, after
+/// "+", a country code and groups of two too), seven to fifteen digits in
+/// all; or one unbroken run of ten to fifteen digits. Prices, times,
+/// years, counts ("12 cars", "10,000 miles") and decimals are not numbers
+/// of this kind and stay as written.
 fn telephone_numbers(text: &str) -> Cow<'_, str> {
     if !text.bytes().any(|b| b.is_ascii_digit()) {
         return Cow::Borrowed(text);

@@ -72,9 +72,9 @@ pub(crate) fn bounded_text(text: &str) -> &str {
     &text[..cut]
 }
 
-/// The text a provider synthesises: trimmed, bounded, telephone numbers
-/// spelled digit by digit (`read_aloud`); `None` when nothing is left to
-/// say.
+/// The text a provider synthesises: trimmed, bounded, as it is read aloud
+/// (`read_aloud`: prices, house numbers, telephone numbers, hyphens);
+/// `None` when nothing is left to say.
 pub(crate) fn speakable(text: &str) -> Option<Cow<'_, str>> {
     Some(bounded_text(text.trim()))
         .filter(|t| !t.is_empty())
