@@ -29,6 +29,11 @@ pub trait Embedder: Send + Sync {
     async fn embed_question(&self, text: &str) -> Result<Option<Vec<f32>>, ProviderError> {
         question_vector(self, text).await
     }
+    /// The model runs in this process: its vector is coming, however busy
+    /// the cores (see [`IN_PROCESS_WAIT`]).
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 /// A question's own vector, or for a question said in several clauses
@@ -270,17 +275,34 @@ impl Embedder for QueryCache {
     fn name(&self) -> String {
         self.inner.name()
     }
+    fn in_process(&self) -> bool {
+        self.inner.in_process()
+    }
 }
 
+/// Longest a turn waits for an in-process embedder's question vector
+/// (`budget` when that is longer). On a busy host the model takes 150–300
+/// ms instead of 20, and ranking by full text alone then answers wrong or
+/// not at all where the vector would have been right: a few hundred
+/// milliseconds more cost the caller less. Only a wedged model waits this
+/// long.
+pub const IN_PROCESS_WAIT: Duration = Duration::from_secs(1);
+
 /// The question vector of `text` ([`Embedder::embed_question`]), or
-/// `None` when the embedder fails or takes longer than `budget` (retrieval
-/// then runs on full-text alone, so a slow embedding service never delays
-/// an answer by more than `budget`).
+/// `None` when the embedder fails or takes longer than `budget` (an
+/// in-process one: [`IN_PROCESS_WAIT`]); retrieval then runs on full text
+/// alone, so a slow embedding service never delays an answer by more than
+/// `budget`.
 pub async fn embed_query(
     embedder: &dyn Embedder,
     text: &str,
     budget: Duration,
 ) -> Option<Vec<f32>> {
+    let budget = if embedder.in_process() {
+        budget.max(IN_PROCESS_WAIT)
+    } else {
+        budget
+    };
     match tokio::time::timeout(budget, embedder.embed_question(text)).await {
         Ok(Ok(Some(v))) => Some(v),
         Ok(Ok(None)) => {
@@ -482,5 +504,49 @@ mod tests {
                 "can I tap my phone"
             ]
         );
+    }
+
+    /// Takes its time (on tokio's clock) and says whether it runs here.
+    struct Slow {
+        takes: Duration,
+        local: bool,
+    }
+
+    #[async_trait]
+    impl Embedder for Slow {
+        async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+            tokio::time::sleep(self.takes).await;
+            Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())
+        }
+        fn dims(&self) -> usize {
+            2
+        }
+        fn name(&self) -> String {
+            "slow".into()
+        }
+        fn in_process(&self) -> bool {
+            self.local
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_process_model_is_waited_for_and_a_service_is_not() {
+        let budget = Duration::from_millis(150);
+        let asked = |takes: Duration, local: bool| async move {
+            let started = std::time::Instant::now();
+            let v = embed_query(&Slow { takes, local }, "Do you deliver?", budget).await;
+            (v.is_some(), started.elapsed())
+        };
+        // A busy host: the model's vector comes after the budget.
+        let busy_host = Duration::from_millis(400);
+        assert!(asked(busy_host, true).await.0);
+        let (got, waited) = asked(busy_host, false).await;
+        assert!(
+            !got && waited < busy_host,
+            "a service was waited for {waited:?}"
+        );
+        // A wedged model is given up on.
+        let (got, waited) = asked(Duration::from_secs(30), true).await;
+        assert!(!got && waited >= IN_PROCESS_WAIT && waited < Duration::from_secs(10));
     }
 }

@@ -53,6 +53,12 @@ pub fn session(
     let builder = builder
         .with_intra_threads(threads.max(1))
         .map_err(|e| engine(&e))?;
+    // Idle worker threads sleep instead of spinning: the recognizer, the
+    // voice and the embedder share the cores, and a spinning pool takes
+    // the CPU the others wait for.
+    let builder = builder
+        .with_intra_op_spinning(false)
+        .map_err(|e| engine(&e))?;
     let mut builder = builder
         .with_prepacking(weights == Weights::Packed)
         .map_err(|e| engine(&e))?;

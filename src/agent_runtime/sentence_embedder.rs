@@ -288,4 +288,7 @@ impl Embedder for SentenceEmbedder {
     fn name(&self) -> String {
         self.inner.id.clone()
     }
+    fn in_process(&self) -> bool {
+        true
+    }
 }

@@ -65,6 +65,19 @@ fn drop_restart(text: &str) -> String {
             }
         }
     }
+    // No punctuation at all, and the last two words or more are the first
+    // ones again ("do you take blue cross do you take"): the same restart,
+    // written without a sentence end.
+    let unpunctuated = !words.iter().any(|w| w.ends_with(['.', '?', '!', ',', ';']));
+    if unpunctuated {
+        let n = words.len();
+        if let Some(k) = (2..n)
+            .rev()
+            .find(|&k| n - k > k && keys[n - k..] == keys[..k])
+        {
+            return words[..n - k].join(" ");
+        }
+    }
     text.to_string()
 }
 
@@ -260,6 +273,8 @@ mod tests {
                 "Is the office wheelchair accessible",
             ),
             ("Where are you located? Where are", "Where are you located?"),
+            // Heard that way in the conversation benchmark: no punctuation.
+            ("do you take blue cross do you take", "do you take blue cross"),
             // Read again a little differently, and cut off.
             (
                 "Where can I leave my car? and what does it cost. What can i leave my car and what does it cost. What",
@@ -289,6 +304,8 @@ mod tests {
             "I have two questions. I have a dog and",
             "Thanks. Thanks a lot. Bye. Bye now.",
             "It is very, very cold.",
+            "do you do it for you",
+            "can you come can",
             "",
         ] {
             assert_eq!(collapse_repeats(t), t);

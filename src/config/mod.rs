@@ -374,8 +374,9 @@ pub struct EmbeddingsConfig {
     pub api_key: String,
     pub model: String,
     pub dims: usize,
-    /// Longest a turn waits for its question's embedding before retrieving
-    /// with full-text only.
+    /// Longest a turn waits for its question's embedding from a networked
+    /// embedder before retrieving with full-text only (the in-process model
+    /// is waited for up to `embeddings::IN_PROCESS_WAIT`).
     pub query_budget_ms: u64,
     /// Where knowledge vectors are kept by model and text, so a restart or
     /// a re-upload does not run the model again; empty = nowhere.
