@@ -24,6 +24,7 @@ mod cluster_kamailio;
 mod console_browser_call;
 mod console_chromium;
 mod db_notify;
+mod db_pool;
 mod db_rls;
 mod db_schema;
 mod db_seed;

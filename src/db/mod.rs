@@ -28,6 +28,9 @@ pub enum DbError {
 /// How long a surplus connection may stay idle.
 pub const IDLE_CONNECTION: Duration = Duration::from_secs(30);
 
+/// Idle time after which a pooled connection is checked before it is used.
+pub const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Opens the pool. Connections are made lazily after the first one, which is
 /// tried at once so a wrong URL is reported at start-up.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
@@ -38,6 +41,21 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
         // Connections opened for a burst close once idle: each holds its
         // buffers and statement cache here and a backend in PostgreSQL.
         .idle_timeout(IDLE_CONNECTION)
+        // A connection is checked before use only when it has been idle:
+        // a check is a round trip, which a busy pool would pay on every
+        // statement, while a server restart (the reason for checking) takes
+        // longer than `CHECK_AFTER_IDLE` and leaves every connection idle
+        // that long.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < CHECK_AFTER_IDLE {
+                    return Ok(true);
+                }
+                // A dead connection is dropped and another one made.
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
         .connect_with(options)
         .await?;
     Ok(pool)
