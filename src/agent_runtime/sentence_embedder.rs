@@ -190,11 +190,11 @@ impl SentenceEmbedder {
             {
                 end += 1;
             }
-            let batch: Vec<String> = order[start..end]
+            let batch: Vec<&str> = order[start..end]
                 .iter()
-                .map(|&i| texts[i].clone())
+                .map(|&i| texts[i].as_str())
                 .collect();
-            let vectors = self.inner.forward(&batch).map_err(model_error)?;
+            let vectors = self.inner.forward(batch)?;
             for (&i, v) in order[start..end].iter().zip(vectors) {
                 out[i] = v;
             }
@@ -220,11 +220,11 @@ fn model_error(e: impl std::fmt::Display) -> ProviderError {
 }
 
 impl Inner {
-    fn forward(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    /// Its errors already say they are the model's.
+    fn forward(&self, texts: Vec<&str>) -> Result<Vec<Vec<f32>>, ProviderError> {
         let enc = self
             .tokenizer
-            .encode_batch(inputs, true)
+            .encode_batch(texts, true)
             .map_err(model_error)?;
         let rows = enc.len();
         let cols = enc.first().map(|e| e.get_ids().len()).unwrap_or(0);
