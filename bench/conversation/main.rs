@@ -28,6 +28,10 @@ use common::caller_voice;
 use common::sip_caller::{Refused, SipCaller, ONSET_RMS};
 use score::Turn;
 
+/// How long the caller listens for the end of an answer (its last word
+/// followed by 1.5 s of silence) after its own last word.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(60);
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -288,14 +292,20 @@ async fn call(
             .map(|(at, _)| *at + Duration::from_millis(20))
             .next_back()
     };
+    // The caller listens to the whole answer: the longest FAQ answers run
+    // near 20 s, and an answer cut off by the caller's own patience would
+    // count as unheard.
     let answer = match speech_end {
         Some(end) => {
             caller
-                .wait_agent_speech(end, Duration::from_millis(1500), Duration::from_secs(20))
+                .wait_agent_speech(end, Duration::from_millis(1500), ANSWER_PATIENCE)
                 .await
         }
         None => None,
     };
+    if speech_end.is_some() && answer.is_none() {
+        eprintln!("{name}: no complete answer within {ANSWER_PATIENCE:?}");
+    }
     let _ = caller.hangup().await;
     let first_agent_audio = speech_end.and_then(|end| {
         let m = caller.media.lock().expect("media log");
