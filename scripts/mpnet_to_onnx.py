@@ -7,9 +7,12 @@ returns sentence_embedding (batch x hidden): the encoder as Hugging Face's
 MPNetModel computes it (no token types, positions counted after the padding
 id, T5-style relative position buckets shared by every layer), mean pooling
 over the real tokens and unit length, as sentence-transformers does.
-(8-bit weights were tried: faster, but a cosine of 0.77 to the float model.)
+With --int8, the weight matrices (but each layer's feed-forward output
+projection) are 8-bit and the activations quantized as they come: 1.6 times
+as fast on two cores, a cosine of 0.99 to the float model, the same answers
+on the retrieval benchmark. (With every matrix in 8 bits: a cosine of 0.8.)
 
-usage: mpnet_to_onnx.py MODEL_DIR OUT.onnx   (writes OUT.onnx and OUT.onnx.data)
+usage: mpnet_to_onnx.py [--int8] MODEL_DIR OUT.onnx   (writes OUT.onnx and OUT.onnx.data)
 """
 import json
 import math
@@ -48,7 +51,7 @@ def bucket(rel, num_buckets, max_distance=128):
     return ret + np.where(n < exact, n, np.minimum(large, half - 1))
 
 
-def build(model_dir):
+def build(model_dir, int8=False):
     W = load_safetensors(os.path.join(model_dir, "model.safetensors"))
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
     assert cfg["model_type"] == "mpnet", cfg["model_type"]
@@ -72,10 +75,33 @@ def build(model_dir):
         nodes.append(helper.make_node(op, ins, [out], **attrs))
         return out
 
+    quantized_inputs = {}
+
     def linear(x, prefix):
-        w = const(prefix + ".wt", np.ascontiguousarray(p(prefix + ".weight").T))
+        wt = np.ascontiguousarray(p(prefix + ".weight").T)
         b = const(prefix + ".b", p(prefix + ".bias"))
-        return node("Add", [node("MatMul", [x, w]), b])
+        # 8-bit: the activations quantized per call (uint8, their own
+        # range), the weights per output column (int8, symmetric). Not
+        # the feed-forward output projections: their inputs (after GELU)
+        # carry outliers that 8 bits per tensor cannot hold (with them
+        # quantized too, a cosine of 0.8-0.9 to the float model; without,
+        # 0.99).
+        if not int8 or prefix.endswith("output.dense"):
+            return node("Add", [node("MatMul", [x, const(prefix + ".wt", wt)]), b])
+        if x not in quantized_inputs:
+            count[0] += 1
+            outs = [f"{x}_q", f"{x}_scale", f"{x}_zero"]
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [x], outs))
+            quantized_inputs[x] = outs
+        xq, xs, xz = quantized_inputs[x]
+        col_scale = (np.abs(wt).max(axis=0) / 127.0).astype(np.float32)
+        col_scale[col_scale == 0] = 1.0
+        wq = np.clip(np.round(wt / col_scale), -127, 127).astype(np.int8)
+        w = const(prefix + ".wq", wq)
+        wz = const(prefix + ".wzero", np.zeros(wt.shape[1], np.int8))
+        acc = node("MatMulInteger", [xq, w, xz, wz])
+        scale = node("Mul", [xs, const(prefix + ".wscale", col_scale)])
+        return node("Add", [node("Mul", [node("Cast", [acc], to=TensorProto.FLOAT), scale]), b])
 
     def layer_norm(x, prefix):
         g = const(prefix + ".g", p(prefix + ".weight"))
@@ -142,10 +168,11 @@ def build(model_dir):
 
 
 def main():
-    if len(sys.argv) < 3:
+    if len([a for a in sys.argv[1:] if a != "--int8"]) < 2:
         sys.exit(__doc__)
-    model_dir, out = sys.argv[1], sys.argv[2]
-    model = build(model_dir)
+    args = [a for a in sys.argv[1:] if a != "--int8"]
+    model_dir, out = args[0], args[1]
+    model = build(model_dir, int8="--int8" in sys.argv[1:])
     # The weights go to OUT.data beside the graph (mapped, not read, by
     # ONNX Runtime: page cache rather than the process's own memory).
     save_external(model, out)

@@ -1,15 +1,37 @@
-//! The in-process sentence embedders from data/models, all-mpnet-base-v2
-//! (the default, 768 dimensions) and all-MiniLM-L6-v2 (384): unit vectors,
-//! the same for a text alone or in a padded batch, equal to an independent
-//! numpy implementation, paraphrases close and unrelated questions far, and
-//! one question embedded in milliseconds (it sits on a turn's critical path).
+//! The in-process sentence embedders from data/models, all-mpnet-base-v2-int8
+//! (the default, 768 dimensions, 8-bit weight matrices) and all-MiniLM-L6-v2
+//! (384): unit vectors, the same for a text alone or in a padded batch, equal
+//! to an independent numpy implementation of the float model (the 8-bit one
+//! within [`INT8_TO_FLOAT`] and [`INT8_ACROSS_BATCHES`]), paraphrases close
+//! and unrelated questions far,
+//! and one question embedded in milliseconds (it sits on a turn's critical
+//! path).
 
 use std::time::Instant;
 
 use switchboard::agent_runtime::embeddings::{cosine, Embedder};
 use switchboard::agent_runtime::sentence_embedder::SentenceEmbedder;
 
-const MODELS: [(&str, usize); 2] = [("all-mpnet-base-v2", 768), ("all-MiniLM-L6-v2", 384)];
+const MODELS: [(&str, usize); 2] = [("all-mpnet-base-v2-int8", 768), ("all-MiniLM-L6-v2", 384)];
+
+/// The least cosine of the 8-bit model's vectors to the float model's.
+const INT8_TO_FLOAT: f32 = 0.98;
+/// The least cosine of an 8-bit vector of a text alone to one of the same
+/// text in a batch: its activations are quantized over the whole batch,
+/// padding included (an empty text beside a long one: 0.97).
+const INT8_ACROSS_BATCHES: f32 = 0.96;
+/// The float models agree with themselves and the reference to this.
+const FLOAT_COSINE: f32 = 0.99999;
+
+/// The least cosine between two computations of one text by model `id`:
+/// in another batch, or by the reference.
+fn agreement(id: &str, across_batches: bool) -> f32 {
+    match (id.ends_with("-int8"), across_batches) {
+        (true, true) => INT8_ACROSS_BATCHES,
+        (true, false) => INT8_TO_FLOAT,
+        (false, _) => FLOAT_COSINE,
+    }
+}
 
 fn model(id: &str) -> SentenceEmbedder {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -47,7 +69,9 @@ async fn unit_and_batch_independent(m: &SentenceEmbedder, id: &str, dims: usize)
         assert!((norm - 1.0).abs() < 1e-4, "text {i}: norm {norm}");
         // Padding to the batch's longest text changes nothing.
         let alone = m.embed(&batch[i..=i]).await.expect("embed");
-        assert!(cosine(v, &alone[0]) > 0.9999, "text {i}");
+        let c = cosine(v, &alone[0]);
+        println!("{id} text {i}: alone vs in a batch {c:.5}");
+        assert!(c > agreement(id, true), "text {i}: {c}");
     }
     assert!(
         m.embed(&vec![String::new(); 300]).await.is_err(),
@@ -156,7 +180,7 @@ fn timed(m: &SentenceEmbedder, bound_ms: f64) {
 #[tokio::test]
 async fn vectors_match_the_reference_implementation() {
     for (id, fixture) in [
-        ("all-mpnet-base-v2", "mpnet_reference.json"),
+        ("all-mpnet-base-v2-int8", "mpnet_reference.json"),
         ("all-MiniLM-L6-v2", "minilm_reference.json"),
     ] {
         matches_reference(&model(id), fixture).await;
@@ -183,16 +207,12 @@ async fn matches_reference(m: &SentenceEmbedder, fixture: &str) {
             .iter()
             .map(|x| x.as_f64().unwrap() as f32)
             .collect();
-        let worst = ours[i]
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let c = cosine(&ours[i], &expected);
+        println!("{} text {i}: cosine to the reference {c:.5}", m.name());
         assert!(
-            worst < 1e-4,
-            "{} text {i}: largest difference {worst}",
+            c > agreement(&m.name(), false),
+            "{} text {i}: {c}",
             m.name()
         );
-        assert!(cosine(&ours[i], &expected) > 0.99999);
     }
 }
