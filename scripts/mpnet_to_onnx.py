@@ -81,7 +81,7 @@ def build(model_dir, int8=False):
         wt = np.ascontiguousarray(p(prefix + ".weight").T)
         b = const(prefix + ".b", p(prefix + ".bias"))
         # 8-bit: the activations quantized per call (uint8, their own
-        # range), the weights per output column (int8, symmetric). Not
+        # range), the weights per output column (symmetric, 255 levels). Not
         # the feed-forward output projections: their inputs (after GELU)
         # carry outliers that 8 bits per tensor cannot hold (with them
         # quantized too, a cosine of 0.8-0.9 to the float model; without,
@@ -96,9 +96,16 @@ def build(model_dir, int8=False):
         xq, xs, xz = quantized_inputs[x]
         col_scale = (np.abs(wt).max(axis=0) / 127.0).astype(np.float32)
         col_scale[col_scale == 0] = 1.0
-        wq = np.clip(np.round(wt / col_scale), -127, 127).astype(np.int8)
-        w = const(prefix + ".wq", wq)
-        wz = const(prefix + ".wzero", np.zeros(wt.shape[1], np.int8))
+        wq = np.clip(np.round(wt / col_scale), -127, 127)
+        # Stored as uint8 around a zero point of 128 (the same values as
+        # int8 around 0): ONNX Runtime multiplies uint8 by int8 with
+        # AVX2's pmaddubsw where the CPU has no VNNI, and that instruction
+        # saturates the sum of two products at 16 bits, which the full
+        # int8 range overflows (on such a CPU the int8 graph's vectors had
+        # a cosine of 0.003 to the float model's). uint8 by uint8 is
+        # widened to 16 bits before it is multiplied: right on every CPU.
+        w = const(prefix + ".wq", (wq + 128).astype(np.uint8))
+        wz = const(prefix + ".wzero", np.full(wt.shape[1], 128, np.uint8))
         acc = node("MatMulInteger", [xq, w, xz, wz])
         scale = node("Mul", [xs, const(prefix + ".wscale", col_scale)])
         return node("Add", [node("Mul", [node("Cast", [acc], to=TensorProto.FLOAT), scale]), b])

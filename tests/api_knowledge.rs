@@ -271,7 +271,7 @@ async fn text_faq_url_and_pdf_sources_are_ingested() {
             .fetch_all(&api.db.pool)
             .await
             .unwrap();
-    // all-mpnet-base-v2-int8 vectors (the default embedder).
+    // all-mpnet-base-v2-q8 vectors (the default embedder).
     assert!(dims.iter().all(|d| *d == Some(768)), "{dims:?}");
     assert_eq!(
         api.delete(&format!("{path}/{pdf_id}"), &t).await.status,

@@ -1,4 +1,4 @@
-//! The in-process sentence embedders from data/models, all-mpnet-base-v2-int8
+//! The in-process sentence embedders from data/models, all-mpnet-base-v2-q8
 //! (the default, 768 dimensions, 8-bit weight matrices) and all-MiniLM-L6-v2
 //! (384): unit vectors, the same for a text alone or in a padded batch, equal
 //! to an independent numpy implementation of the float model (the 8-bit one
@@ -12,7 +12,7 @@ use std::time::Instant;
 use switchboard::agent_runtime::embeddings::{cosine, Embedder};
 use switchboard::agent_runtime::sentence_embedder::SentenceEmbedder;
 
-const MODELS: [(&str, usize); 2] = [("all-mpnet-base-v2-int8", 768), ("all-MiniLM-L6-v2", 384)];
+const MODELS: [(&str, usize); 2] = [("all-mpnet-base-v2-q8", 768), ("all-MiniLM-L6-v2", 384)];
 
 /// The least cosine of the 8-bit model's vectors to the float model's.
 const INT8_TO_FLOAT: f32 = 0.98;
@@ -26,7 +26,7 @@ const FLOAT_COSINE: f32 = 0.99999;
 /// The least cosine between two computations of one text by model `id`:
 /// in another batch, or by the reference.
 fn agreement(id: &str, across_batches: bool) -> f32 {
-    match (id.ends_with("-int8"), across_batches) {
+    match (id.ends_with("-q8"), across_batches) {
         (true, true) => INT8_ACROSS_BATCHES,
         (true, false) => INT8_TO_FLOAT,
         (false, _) => FLOAT_COSINE,
@@ -180,7 +180,7 @@ fn timed(m: &SentenceEmbedder, bound_ms: f64) {
 #[tokio::test]
 async fn vectors_match_the_reference_implementation() {
     for (id, fixture) in [
-        ("all-mpnet-base-v2-int8", "mpnet_reference.json"),
+        ("all-mpnet-base-v2-q8", "mpnet_reference.json"),
         ("all-MiniLM-L6-v2", "minilm_reference.json"),
     ] {
         matches_reference(&model(id), fixture).await;

@@ -1,7 +1,7 @@
 //! Retrieval and the offline answerer on the seeded demo knowledge base,
 //! from the in-memory index loaded out of real PostgreSQL: spoken,
 //! paraphrased questions find the right FAQ entry (full text alone, and
-//! fused with the default sentence embeddings, all-mpnet-base-v2-int8), the answerer speaks that
+//! fused with the default sentence embeddings, all-mpnet-base-v2-q8), the answerer speaks that
 //! entry's answer, off-topic questions fall below the floor to the persona's
 //! fallback line, and the index follows changes of the knowledge (and keeps
 //! its last state when the database is gone).
@@ -182,7 +182,7 @@ async fn sentence_embeddings_fuse_with_full_text() {
             .fetch_all(&db.pool)
             .await
             .unwrap();
-    assert_eq!(models, vec![Some("all-mpnet-base-v2-int8".to_string())]);
+    assert_eq!(models, vec![Some("all-mpnet-base-v2-q8".to_string())]);
     // Nothing left to embed with the same model; another model re-embeds all.
     assert_eq!(
         embed_missing_chunks(&db.pool, e.as_ref(), ws, 10_000)

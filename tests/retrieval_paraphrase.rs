@@ -2,7 +2,7 @@
 //! (`tests/fixtures/knowledge/`: a vet clinic and a day care, FAQ entries
 //! asked in callers' words, and off-topic questions). Through the real path:
 //! FAQ sources ingested by the API into PostgreSQL and embedded with the
-//! default embedder (all-mpnet-base-v2-int8), then the runtime's in-memory
+//! default embedder (all-mpnet-base-v2-q8), then the runtime's in-memory
 //! retrieval and the offline answerer. Each fixture has a tuning split
 //! (`questions`: the floor and the weights were chosen on it; its results
 //! are printed) and an untouched split (`untouched`: written before tuning
@@ -189,7 +189,7 @@ async fn paraphrased_questions_find_their_faq_and_off_topic_ones_get_the_fallbac
         ingest(&api, &token, ws, "daycare.json").await,
     ];
     let embedded: i64 = api
-        .count("select id from knowledge_chunks where embedding_model = 'all-mpnet-base-v2-int8' and question_embedding is not null and cardinality(answer_embedding) = 768")
+        .count("select id from knowledge_chunks where embedding_model = 'all-mpnet-base-v2-q8' and question_embedding is not null and cardinality(answer_embedding) = 768")
         .await;
     assert_eq!(
         embedded, 36,

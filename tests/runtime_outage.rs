@@ -143,7 +143,7 @@ async fn a_database_outage_mid_call_and_at_call_set_up_loses_no_record() {
     // the index with its vectors (the test is of the outage, not of start-up).
     let embedded = poll(Duration::from_secs(30), || async {
         let n: i64 = sqlx::query_scalar(
-            "select count(*) from knowledge_chunks where embedding_model is distinct from 'all-mpnet-base-v2-int8'",
+            "select count(*) from knowledge_chunks where embedding_model is distinct from 'all-mpnet-base-v2-q8'",
         )
         .fetch_one(&pool)
         .await

@@ -1,7 +1,7 @@
 //! The offline sentence embedder: a sentence-transformers model run
 //! in-process on the CPU, mean-pooled over the attention mask and
 //! L2-normalised, like the reference. A model folder holds either
-//! `model.onnx` (all-mpnet-base-v2-int8, 768 dimensions, the default: written
+//! `model.onnx` (all-mpnet-base-v2-q8, 768 dimensions, the default: written
 //! at set-up by `scripts/mpnet_to_onnx.py --int8` from all-mpnet-base-v2's
 //! safetensors, 8-bit weight matrices, pooling included, run by ONNX
 //! Runtime) or a BERT

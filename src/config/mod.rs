@@ -366,7 +366,7 @@ pub struct RecordsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EmbeddingsConfig {
     /// `local` (a sentence-transformers model in-process, from
-    /// `local_model_dir`: all-mpnet-base-v2-int8 or all-MiniLM-L6-v2) or
+    /// `local_model_dir`: all-mpnet-base-v2-q8 or all-MiniLM-L6-v2) or
     /// `openai` (any OpenAI-compatible `/v1/embeddings`).
     pub provider: String,
     pub local_model_dir: PathBuf,
