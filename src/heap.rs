@@ -28,8 +28,10 @@ pub fn trim() -> bool {
     }
 }
 
-/// Trims every [`TRIM_EVERY`] until `stop`.
-pub fn spawn_trimmer(stop: CancellationToken) {
+/// Trims every [`TRIM_EVERY`] until `stop`, after `release` has let go of
+/// what the node's parts no longer need (a recognizer's idle state).
+pub fn spawn_trimmer(stop: CancellationToken, release: impl Fn() + Send + Sync + 'static) {
+    let release = std::sync::Arc::new(release);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(TRIM_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -38,7 +40,12 @@ pub fn spawn_trimmer(stop: CancellationToken) {
                 _ = every.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let _ = tokio::task::spawn_blocking(trim).await;
+            let release = release.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                release();
+                trim()
+            })
+            .await;
         }
     });
 }

@@ -130,7 +130,8 @@ pub async fn start(config: Arc<Config>, pool: PgPool) -> anyhow::Result<Services
         .with_knowledge(runtime.knowledge.clone())
         .with_warm_up(warm_up.clone());
     spawn_knowledge_start(runtime.clone(), embedder, warm_up.clone());
-    crate::heap::spawn_trimmer(cluster_stop.clone());
+    let stt = runtime.providers.stt.clone();
+    crate::heap::spawn_trimmer(cluster_stop.clone(), move || stt.release_idle());
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the API on {}", config.api.listen))?;

@@ -1,9 +1,11 @@
 //! The offline providers with the real engines: whisper transcribes a
 //! caller's question (Piper voice); espeak-ng TTS output is transcribed back to its text;
-//! voice and speed are honoured; dropping a transcription frees the pool.
+//! voice and speed are honoured; dropping a transcription frees the pool;
+//! an idle decoding state is released and made ready again.
 
 use crate::providers_support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -213,4 +215,42 @@ async fn dropped_transcription_never_blocks_the_pool() {
             warm.elapsed_ms
         );
     }
+}
+
+/// A quiet node keeps no decoding state: one unused for its grace period is
+/// released, a starting call makes one ready again before its first
+/// question, and transcription is the same either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_decoding_state_is_released_and_made_ready_again() {
+    use switchboard::agent_runtime::stt::SttHints;
+    let dir = tempfile::tempdir().unwrap();
+    let pcm = speech_16k(dir.path(), "What time do you open on Saturday?");
+    let _turn = providers_support::whisper_turn().await;
+    let idle = Duration::from_millis(300);
+    let stt = Arc::into_inner(whisper(1, true))
+        .expect("one owner")
+        .keeping_states_for(idle);
+    assert_eq!(stt.ready_states(), 0, "no state before the first use");
+    let first = stt.transcribe(&pcm, &SttHints::default()).await.unwrap();
+    assert!(words(&first.text).contains("saturday"), "{}", first.text);
+    assert_eq!(stt.ready_states(), 1, "the state is kept for the next turn");
+    stt.release_idle();
+    assert_eq!(stt.ready_states(), 1, "not idle yet");
+    tokio::time::sleep(idle + Duration::from_millis(50)).await;
+    stt.release_idle();
+    assert_eq!(stt.ready_states(), 0, "released once idle");
+
+    let asked = Instant::now();
+    stt.prepare();
+    let deadline = asked + Duration::from_secs(10);
+    while stt.ready_states() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(stt.ready_states(), 1, "prepare makes a state ready");
+    println!("a decoding state made ready in {:?}", asked.elapsed());
+    stt.prepare();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stt.ready_states(), 1, "one worker, one state");
+    let again = stt.transcribe(&pcm, &SttHints::default()).await.unwrap();
+    assert!(words(&again.text).contains("saturday"), "{}", again.text);
 }

@@ -37,7 +37,9 @@ trap cleanup EXIT
 
 start_serve || { echo "switchboard serve does not answer SIP" >&2; cat "$WORK/node.log" >&2; exit 1; }
 echo "node $NODE_PID on $TARGET" >&2
-sleep 5
+# At rest as after the load: the same REST_SECONDS without a call (the
+# recognizer lets go of its idle decoding state after 30 s).
+sleep "$REST_SECONDS"
 read -r rest_rss rest_anon rest_file < <(memory_kb "$NODE_PID")
 echo "at rest: rss $rest_rss kB, anon $rest_anon kB, file $rest_file kB" >&2
 

@@ -116,9 +116,11 @@ async fn drive(rt: Arc<Runtime>, setup: Box<dyn LegSetup>) {
         }
     };
     let providers = rt.providers.for_agent(&rt.config, &profile, &credentials);
-    // The first question then retrieves from memory, database or not.
+    // The first question then retrieves from memory, database or not, and
+    // finds the recognizer's decoding state ready.
     rt.knowledge
         .warm((profile.workspace_id, Some(profile.agent_id)));
+    providers.stt.prepare();
     let session_id = Uuid::new_v4();
     let started_wall = Utc::now();
     let started = Instant::now();

@@ -8,6 +8,7 @@ pub mod bert;
 pub mod call;
 pub mod call_machine;
 pub mod embeddings;
+pub mod idle_pool;
 pub mod leads;
 pub mod ledger;
 pub mod leg;

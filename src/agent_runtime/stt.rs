@@ -15,6 +15,7 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
+use super::idle_pool::IdlePool;
 pub use super::provider_error::ProviderError;
 use super::stt_clean::collapse_repeats;
 pub use super::stt_http::OpenAiStt;
@@ -74,6 +75,12 @@ pub trait SpeechToText: Send + Sync {
     ) -> Result<Transcript, ProviderError>;
     /// Provider name for usage records.
     fn name(&self) -> String;
+    /// A call is starting: have what its first transcription needs ready
+    /// (a recognizer's decoding state), in the background.
+    fn prepare(&self) {}
+    /// Lets go of what has not been used for a while (called every few
+    /// seconds): a quiet node keeps no decoding state.
+    fn release_idle(&self) {}
 }
 
 /// Where the whisper model is: the configured path, else
@@ -202,12 +209,20 @@ pub struct WhisperOptions {
     pub beam_size: u32,
 }
 
+/// How long a decoding state unused is kept. A state holds about 30 MB
+/// (tiny model: its buffers are sized for whisper's 30 s window) and takes
+/// about 20 ms to make (`providers_local`); a call makes one ready when it
+/// starts ([`SpeechToText::prepare`]), so only a node with no call for this
+/// long goes without.
+pub const STATE_KEPT_IDLE: Duration = Duration::from_secs(30);
+
 /// whisper.cpp on a bounded pool: `workers` transcriptions at once, each on
-/// `threads` threads, one reusable decoder state per worker.
+/// `threads` threads, one reusable decoder state per worker, released when
+/// unused for [`STATE_KEPT_IDLE`].
 pub struct WhisperStt {
     ctx: Arc<WhisperContext>,
     permits: Arc<Semaphore>,
-    states: Arc<Mutex<Vec<WhisperState>>>,
+    states: Arc<Mutex<IdlePool<WhisperState>>>,
     options: WhisperOptions,
 }
 
@@ -219,7 +234,7 @@ impl WhisperStt {
         Ok(WhisperStt {
             ctx,
             permits: Arc::new(Semaphore::new(workers)),
-            states: Arc::new(Mutex::new(Vec::new())),
+            states: Arc::new(Mutex::new(IdlePool::new(workers, STATE_KEPT_IDLE))),
             options: WhisperOptions {
                 workers,
                 threads: options.threads.clamp(1, 64),
@@ -227,6 +242,19 @@ impl WhisperStt {
                 ..options
             },
         })
+    }
+
+    /// Keeps an unused decoding state `idle` instead of [`STATE_KEPT_IDLE`].
+    pub fn keeping_states_for(self, idle: Duration) -> WhisperStt {
+        WhisperStt {
+            states: Arc::new(Mutex::new(IdlePool::new(self.options.workers, idle))),
+            ..self
+        }
+    }
+
+    /// Decoding states ready for the next transcriptions.
+    pub fn ready_states(&self) -> usize {
+        self.states.lock().map(|p| p.len()).unwrap_or(0)
     }
 
     /// From the `[stt]` configuration section.
@@ -354,11 +382,55 @@ impl SpeechToText for WhisperStt {
     fn name(&self) -> String {
         "whisper".into()
     }
+
+    fn prepare(&self) {
+        let wanted = self
+            .states
+            .lock()
+            .map(|mut p| p.want(Instant::now()))
+            .unwrap_or(false);
+        if !wanted {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        let states = self.states.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let made = ctx.create_state();
+            let Ok(mut pool) = states.lock() else {
+                return;
+            };
+            match made {
+                Ok(state) => {
+                    tracing::debug!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "whisper state made ready"
+                    );
+                    pool.made(state, Instant::now());
+                }
+                Err(err) => {
+                    pool.not_made();
+                    tracing::warn!(%err, "whisper state not made ready");
+                }
+            }
+        });
+    }
+
+    fn release_idle(&self) {
+        let expired = match self.states.lock() {
+            Ok(mut pool) => pool.expired(Instant::now()),
+            Err(_) => return,
+        };
+        if !expired.is_empty() {
+            tracing::debug!(states = expired.len(), "idle whisper states released");
+        }
+        drop(expired);
+    }
 }
 
 fn run_whisper(
     ctx: &WhisperContext,
-    states: &Mutex<Vec<WhisperState>>,
+    states: &Mutex<IdlePool<WhisperState>>,
     options: &WhisperOptions,
     audio: &[f32],
     language: Option<&str>,
@@ -368,7 +440,7 @@ fn run_whisper(
     if abort.load(Ordering::Relaxed) {
         return Err(ProviderError::Cancelled);
     }
-    let pooled = states.lock().ok().and_then(|mut s| s.pop());
+    let pooled = states.lock().ok().and_then(|mut s| s.take());
     let mut state = match pooled {
         Some(s) => s,
         None => ctx
@@ -441,9 +513,7 @@ fn run_whisper(
         }
     }
     if let Ok(mut pool) = states.lock() {
-        if pool.len() < options.workers {
-            pool.push(state);
-        }
+        pool.put(state, Instant::now());
     }
     let raw = text.trim();
     let clean = collapse_repeats(raw);
