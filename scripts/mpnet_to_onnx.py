@@ -175,9 +175,9 @@ def build(model_dir, int8=False):
 
 
 def main():
-    if len([a for a in sys.argv[1:] if a != "--int8"]) < 2:
-        sys.exit(__doc__)
     args = [a for a in sys.argv[1:] if a != "--int8"]
+    if len(args) < 2:
+        sys.exit(__doc__)
     model_dir, out = args[0], args[1]
     model = build(model_dir, int8="--int8" in sys.argv[1:])
     # The weights go to OUT.data beside the graph (mapped, not read, by

@@ -84,11 +84,6 @@ impl<T> IdlePool<T> {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
-
-    /// Room for one more item.
-    pub fn has_room(&self) -> bool {
-        self.items.len() < self.capacity
-    }
 }
 
 #[cfg(test)]
@@ -152,10 +147,8 @@ mod tests {
     fn the_pool_holds_at_most_its_capacity() {
         let t0 = Instant::now();
         let mut pool = IdlePool::new(1, KEEP);
-        assert!(pool.has_room());
         pool.put(1, t0);
         pool.put(2, t0);
-        assert!(!pool.has_room());
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.take(), Some(1));
     }
